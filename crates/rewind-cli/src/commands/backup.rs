@@ -1,0 +1,245 @@
+//! `rewind backup`
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use rewind_core::archiver::{
+    self, BackupOptions, BackupOutcome, ParentChoice, Progress, StreamSource,
+};
+
+use super::Global;
+use crate::output::bytes;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Files and directories to back up.
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Exclude paths matching this pattern (gitignore syntax; repeatable).
+    #[arg(short = 'e', long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line.
+    #[arg(long = "exclude-file")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Skip directories that contain a file of this name.
+    #[arg(long = "exclude-if-present")]
+    pub exclude_if_present: Vec<String>,
+    /// Skip cache directories marked with a CACHEDIR.TAG.
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Do not cross into other file systems.
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Do everything but write to the repository.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Use this snapshot as the parent (default: the newest of the same host and paths).
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file again, even if unchanged.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Record this time instead of now (for imports).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Back up standard input as one file.
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    pub stdin: bool,
+    /// File name for --stdin or --stdin-from-command.
+    #[arg(long, default_value = "stdin")]
+    pub stdin_filename: String,
+    /// Back up the output of a command (after --); fails without a snapshot if the command fails.
+    #[arg(long)]
+    pub stdin_from_command: bool,
+    /// The command for --stdin-from-command.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub fn run(args: &Args, global: &Global) -> Result<u8> {
+    if super::init::ensure_default_repository(global)? && !global.quiet && !global.json {
+        eprintln!();
+    }
+    let repo = global.open()?;
+    let mut opts = BackupOptions::new(args.paths.clone());
+    if let Some(h) = &args.host {
+        opts.hostname = h.clone();
+    }
+    opts.tags = args
+        .tags
+        .iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    opts.excludes = args.excludes.clone();
+    for f in &args.exclude_files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        opts.excludes.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    opts.exclude_if_present = args.exclude_if_present.clone();
+    opts.exclude_caches = args.exclude_caches;
+    opts.one_file_system = args.one_file_system;
+    opts.dry_run = args.dry_run;
+    let (repo_path, _) = global.location();
+    if let Ok(p) = repo_path.canonicalize() {
+        opts.exclude_paths.push(p);
+    }
+    if let Some(t) = &args.time {
+        opts.time = Some(rewind_core::select::parse_time(
+            t,
+            &jiff::tz::TimeZone::system(),
+        )?);
+    }
+    opts.parent = if args.force {
+        ParentChoice::None
+    } else if let Some(p) = &args.parent {
+        let (id, _) = super::SelectArgs::default().resolve(&repo, p)?;
+        ParentChoice::Snapshot(id)
+    } else {
+        ParentChoice::Auto
+    };
+
+    let progress = Progress::default();
+    let outcome = if args.stdin || args.stdin_from_command {
+        if !args.paths.is_empty() {
+            bail!("--stdin and --stdin-from-command take no paths");
+        }
+        run_stream(&repo, &opts, args, global, &progress)?
+    } else {
+        if args.paths.is_empty() {
+            bail!("nothing to back up: give one or more paths, --stdin, or --stdin-from-command -- CMD");
+        }
+        super::with_progress(global, "backing up", &progress, || {
+            archiver::backup(&repo, &opts, &progress)
+        })?
+    };
+    print_summary(&outcome, global, args.dry_run);
+    Ok(
+        if outcome.warnings.is_empty() && outcome.summary().errors == 0 {
+            crate::exit::OK
+        } else {
+            crate::exit::PARTIAL
+        },
+    )
+}
+
+fn run_stream(
+    repo: &rewind_core::repository::Repository,
+    opts: &BackupOptions,
+    args: &Args,
+    global: &Global,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    if args.stdin {
+        let source = StreamSource {
+            name: args.stdin_filename.clone(),
+            reader: Box::new(std::io::stdin()),
+            finish: Box::new(|| Ok(())),
+        };
+        return Ok(super::with_progress(
+            global,
+            "reading stdin",
+            progress,
+            || archiver::backup_stream(repo, opts, source, progress),
+        )?);
+    }
+    let Some((prog, rest)) = args.command.split_first() else {
+        bail!("--stdin-from-command needs a command after --, e.g. `rewind backup --stdin-from-command -- pg_dump mydb`");
+    };
+    let mut child = std::process::Command::new(prog)
+        .args(rest)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {prog}"))?;
+    let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("piped stdout"));
+    let cmdline = args.command.join(" ");
+    let child = std::sync::Mutex::new(child);
+    let finish = Box::new(|| {
+        let status = child
+            .lock()
+            .expect("child")
+            .wait()
+            .map_err(|e| rewind_core::Error::io(format!("wait for {cmdline}"), e))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(rewind_core::Error::CommandFailed {
+                command: cmdline.clone(),
+                status: status.to_string(),
+            })
+        }
+    });
+    let source = StreamSource {
+        name: args.stdin_filename.clone(),
+        reader: stdout,
+        finish,
+    };
+    let r = super::with_progress(global, "reading command output", progress, || {
+        archiver::backup_stream(repo, opts, source, progress)
+    });
+    if r.is_err() {
+        let mut c = child.lock().expect("child");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    Ok(r?)
+}
+
+fn print_summary(o: &BackupOutcome, global: &Global, dry_run: bool) {
+    let s = o.summary();
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "message_type": "summary",
+                "snapshot_id": o.snapshot_id.map(|i| i.to_hex()),
+                "dry_run": dry_run,
+                "files_new": s.files_new, "files_changed": s.files_changed, "files_unchanged": s.files_unchanged,
+                "dirs": s.dirs, "others": s.others, "bytes_read": s.bytes_read, "total_bytes": s.total_bytes,
+                "blobs_added": s.blobs_added, "bytes_added_raw": s.bytes_added_raw, "bytes_added_stored": s.bytes_added_stored,
+                "errors": s.errors, "duration_secs": s.duration_secs,
+                "warnings": o.warnings.iter().map(|w| serde_json::json!({"path": w.path.to_string_lossy(), "message": w.message})).collect::<Vec<_>>(),
+            })
+        );
+        return;
+    }
+    if !global.quiet {
+        println!(
+            "Files:       {} new, {} changed, {} unchanged",
+            s.files_new, s.files_changed, s.files_unchanged
+        );
+        println!("Dirs:        {}", s.dirs);
+        println!(
+            "Read:        {} (of {} in the snapshot)",
+            bytes(s.bytes_read),
+            bytes(s.total_bytes)
+        );
+        println!(
+            "Added:       {} stored ({} before compression)",
+            bytes(s.bytes_added_stored),
+            bytes(s.bytes_added_raw)
+        );
+        println!("Duration:    {:.2} s", s.duration_secs);
+        match o.snapshot_id {
+            Some(id) => println!("snapshot {} saved", id.short()),
+            None => println!("dry run: nothing was saved"),
+        }
+    }
+    if !o.warnings.is_empty() {
+        eprintln!("warning: {} files or directories could not be read (listed above); the snapshot holds everything else", o.warnings.len());
+    }
+}

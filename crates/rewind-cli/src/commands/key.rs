@@ -1,0 +1,92 @@
+//! `rewind key list|add|remove|passwd`
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rewind_core::crypto::KdfParams;
+
+use super::Global;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Action {
+    /// List the keys (one per password).
+    List,
+    /// Add a password.
+    Add(NewPassword),
+    /// Remove a key by id (prefix); the last key and the one in use are kept.
+    Remove {
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Change the password you opened the repository with.
+    Passwd(NewPassword),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NewPassword {
+    /// File holding the new password (else REWIND_NEW_PASSWORD_FILE, else a prompt).
+    #[arg(long, env = "REWIND_NEW_PASSWORD_FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+impl NewPassword {
+    fn get(&self) -> Result<Vec<u8>> {
+        let p = match &self.new_password_file {
+            Some(f) => {
+                let s = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+                let end = s.iter().position(|&b| b == b'\n').unwrap_or(s.len());
+                s[..end].to_vec()
+            }
+            None => super::prompt_new("New password: ")?,
+        };
+        if p.is_empty() {
+            anyhow::bail!("an empty password is not allowed");
+        }
+        Ok(p)
+    }
+}
+
+pub fn run(args: &Args, global: &Global) -> Result<u8> {
+    let mut repo = global.open()?;
+    let owner = super::init::owner();
+    match &args.action {
+        Action::List => {
+            let keys = repo.keys()?;
+            if global.json {
+                let v: Vec<_> = keys.iter().map(|k| serde_json::json!({"id": k.id.to_hex(), "current": k.current, "created": k.file.created, "hostname": k.file.hostname, "username": k.file.username})).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("   {:<10}  {:<16}  {:<16}  Created", "ID", "User", "Host");
+                for k in keys {
+                    println!(
+                        "{}  {:<10}  {:<16}  {:<16}  {}",
+                        if k.current { "*" } else { " " },
+                        k.id.short(),
+                        k.file.username,
+                        k.file.hostname,
+                        k.file.created
+                    );
+                }
+            }
+        }
+        Action::Add(np) => {
+            let id = repo.add_key(&np.get()?, KdfParams::DEFAULT, &owner)?;
+            println!("added key {}", id.short());
+        }
+        Action::Remove { id } => {
+            let removed = repo.remove_key(id)?;
+            println!("removed key {}", removed.short());
+        }
+        Action::Passwd(np) => {
+            let id = repo.change_password(&np.get()?, KdfParams::DEFAULT, &owner)?;
+            println!("password changed (new key {})", id.short());
+        }
+    }
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,297 @@
+//! Subcommands, one file each, and what they share: finding the
+//! repository, getting the password, naming snapshots, showing progress.
+
+pub mod backup;
+pub mod browse;
+pub mod check;
+pub mod init;
+pub mod key;
+pub mod restore;
+pub mod snapshots;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use rewind_core::archiver::Progress;
+use rewind_core::backend::LocalBackend;
+use rewind_core::format::snapshot::SnapshotFile;
+use rewind_core::id::SnapshotId;
+use rewind_core::repository::Repository;
+use rewind_core::select::SnapshotFilter;
+
+/// rewind: encrypted, deduplicated, point-in-time backups.
+#[derive(Parser, Debug)]
+#[command(name = "rewind", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository location (default: $XDG_DATA_HOME/rewind/repo, created on first backup).
+    #[arg(short = 'r', long = "repo", env = "REWIND_REPOSITORY", global = true)]
+    pub repo: Option<PathBuf>,
+    /// File holding the repository password.
+    #[arg(long, env = "REWIND_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository.
+    Init(init::Args),
+    /// Back up files, a stream or a command's output.
+    Backup(backup::Args),
+    /// List snapshots.
+    Snapshots(snapshots::Args),
+    /// List the files of a snapshot.
+    Ls(browse::LsArgs),
+    /// Find files in every snapshot ("when did this file last look right?").
+    Find(browse::FindArgs),
+    /// Show what changed between two snapshots.
+    Diff(browse::DiffArgs),
+    /// Write a file of a snapshot to stdout (a directory as tar).
+    Dump(browse::DumpArgs),
+    /// Restore a snapshot, or part of one.
+    Restore(restore::Args),
+    /// Manage the passwords that open the repository.
+    Key(key::Args),
+    /// Verify the repository's structure, and optionally all data.
+    Check(check::Args),
+}
+
+/// Where the default repository and its key live.
+pub struct Defaults {
+    pub repo: PathBuf,
+    pub key_file: PathBuf,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+pub fn defaults() -> Defaults {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".local/share"));
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".config"));
+    Defaults {
+        repo: data.join("rewind/repo"),
+        key_file: config.join("rewind/default-repo.password"),
+    }
+}
+
+impl Global {
+    /// The repository location and whether it is the default one.
+    pub fn location(&self) -> (PathBuf, bool) {
+        match &self.repo {
+            Some(p) => (p.clone(), false),
+            None => (defaults().repo, true),
+        }
+    }
+
+    /// The password from the environment or a file, if one is given.
+    pub fn password_from_env(&self) -> Result<Option<Vec<u8>>> {
+        if let Some(f) = &self.password_file {
+            let s = std::fs::read(f)
+                .with_context(|| format!("cannot read password file {}", f.display()))?;
+            return Ok(Some(first_line(&s)));
+        }
+        if let Some(cmd) = std::env::var_os("REWIND_PASSWORD_COMMAND").filter(|c| !c.is_empty()) {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("cannot run REWIND_PASSWORD_COMMAND {cmd:?}"))?;
+            if !out.status.success() {
+                bail!("REWIND_PASSWORD_COMMAND {cmd:?} failed ({})", out.status);
+            }
+            return Ok(Some(first_line(&out.stdout)));
+        }
+        if let Some(p) = std::env::var_os("REWIND_PASSWORD") {
+            return Ok(Some(p.into_encoded_bytes()));
+        }
+        Ok(None)
+    }
+
+    /// The password to open the repository: environment, the default
+    /// repository's key file, or a prompt.
+    pub fn password(&self) -> Result<Vec<u8>> {
+        if let Some(p) = self.password_from_env()? {
+            return Ok(p);
+        }
+        let (_, is_default) = self.location();
+        if is_default {
+            let kf = defaults().key_file;
+            if let Ok(s) = std::fs::read(&kf) {
+                return Ok(first_line(&s));
+            }
+        }
+        prompt("Repository password: ")
+    }
+
+    /// Opens the repository.
+    pub fn open(&self) -> Result<Repository> {
+        let (path, _) = self.location();
+        let backend = Arc::new(LocalBackend::new(&path));
+        let password = self.password()?;
+        let repo = Repository::open(backend, &password)
+            .with_context(|| format!("cannot open repository {}", path.display()))?;
+        Ok(repo)
+    }
+}
+
+fn first_line(s: &[u8]) -> Vec<u8> {
+    let end = s.iter().position(|&b| b == b'\n').unwrap_or(s.len());
+    let line = &s[..end];
+    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
+
+/// Asks for a password on the terminal.
+pub fn prompt(label: &str) -> Result<Vec<u8>> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: set REWIND_PASSWORD_FILE, REWIND_PASSWORD_COMMAND or REWIND_PASSWORD, or run on a terminal to be asked");
+    }
+    let p = rpassword::prompt_password(label).context("cannot read the password")?;
+    Ok(p.into_bytes())
+}
+
+/// Asks for a new password twice.
+pub fn prompt_new(label: &str) -> Result<Vec<u8>> {
+    let a = prompt(label)?;
+    let b = prompt("Repeat it: ")?;
+    if a != b {
+        bail!("the two passwords differ; nothing was changed");
+    }
+    if a.is_empty() {
+        bail!("an empty password is not allowed");
+    }
+    Ok(a)
+}
+
+/// Snapshot filters and point-in-time selection shared by commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SelectArgs {
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with these tags (comma-separated: all of them; repeat for either).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this path (repeatable).
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// Pick the newest snapshot at or before this time ("2026-03-01 14:00", "2026-03-01"; local time).
+    #[arg(long = "as-of", value_name = "TIME")]
+    pub as_of: Option<String>,
+}
+
+impl SelectArgs {
+    pub fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
+    }
+
+    /// Resolves a snapshot selector (id, `latest`, `@TIME`).
+    pub fn resolve(&self, repo: &Repository, spec: &str) -> Result<(SnapshotId, SnapshotFile)> {
+        let tz = jiff::tz::TimeZone::system();
+        let as_of = self
+            .as_of
+            .as_deref()
+            .map(|t| rewind_core::select::parse_time(t, &tz))
+            .transpose()?;
+        let snaps = repo.snapshots()?;
+        let (id, s) = rewind_core::select::select(&snaps, spec, as_of, &self.filter(), &tz)?;
+        Ok((*id, s.clone()))
+    }
+}
+
+/// Renders a core [`Progress`] while `work` runs: a bar on a terminal, JSON
+/// lines with `--json`, nothing otherwise. Warnings go to stderr live.
+pub fn with_progress<T>(
+    global: &Global,
+    verb: &str,
+    progress: &Progress,
+    work: impl FnOnce() -> T,
+) -> T {
+    let tty = crate::output::stdout_is_tty() && !global.json && !global.quiet;
+    let json = global.json;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let bar = tty.then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                );
+                b
+            });
+            let mut tick = 0u32;
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                for w in progress.new_warnings() {
+                    let line = format!("warning: {}: {}", w.path.display(), w.message);
+                    match &bar {
+                        Some(b) => b.suspend(|| eprintln!("{line}")),
+                        None if json => eprintln!("{}", serde_json::json!({"message_type": "warning", "path": w.path.to_string_lossy(), "message": w.message})),
+                        None => eprintln!("{line}"),
+                    }
+                }
+                let (tf, tb, df, db) = (
+                    progress.total_files.load(Ordering::Relaxed),
+                    progress.total_bytes.load(Ordering::Relaxed),
+                    progress.done_files.load(Ordering::Relaxed),
+                    progress.done_bytes.load(Ordering::Relaxed),
+                );
+                if let Some(b) = &bar {
+                    b.set_length(tb.max(db));
+                    b.set_position(db);
+                    let scanning = if progress.scan_done.load(Ordering::Relaxed) { String::new() } else { format!(" (scanning, {} found)", progress.scanned.load(Ordering::Relaxed)) };
+                    b.set_message(format!("{verb} {df}/{tf} files{scanning}"));
+                    b.tick();
+                }
+                if json && tick % 10 == 0 && !finished {
+                    println!("{}", serde_json::json!({"message_type": "status", "files_done": df, "files_total": tf, "bytes_done": db, "bytes_total": tb, "scan_done": progress.scan_done.load(Ordering::Relaxed)}));
+                }
+                if finished {
+                    if let Some(b) = bar {
+                        b.finish_and_clear();
+                    }
+                    break;
+                }
+                tick += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = work();
+        done.store(true, Ordering::SeqCst);
+        r
+    })
+}

@@ -1,0 +1,147 @@
+//! `rewind restore`
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use rewind_core::archiver::Progress;
+use rewind_core::format::tree::NodeKind;
+use rewind_core::restorer::{self, Overwrite, RestoreOptions, RestoreStart};
+
+use super::{Global, SelectArgs};
+use crate::output::bytes;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum OverwriteArg {
+    Never,
+    IfChanged,
+    Always,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// SNAPSHOT or SNAPSHOT:/PATH (id, `latest` or @TIME).
+    pub snapshot: String,
+    /// Directory to restore into.
+    #[arg(short, long)]
+    pub target: PathBuf,
+    /// Restore only paths matching (gitignore syntax, snapshot paths; repeatable).
+    #[arg(short, long = "include")]
+    pub includes: Vec<String>,
+    /// Do not restore paths matching (repeatable).
+    #[arg(short, long = "exclude")]
+    pub excludes: Vec<String>,
+    /// What to do with files that exist in the target.
+    #[arg(long, value_enum, default_value = "if-changed")]
+    pub overwrite: OverwriteArg,
+    /// Remove files in the target that the snapshot lacks.
+    #[arg(long)]
+    pub delete: bool,
+    /// Read every restored file back and compare it with the snapshot.
+    #[arg(long)]
+    pub verify: bool,
+    /// Show what would be done.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+pub fn run(args: &Args, global: &Global) -> Result<u8> {
+    let (spec, sub) = match args.snapshot.find(":/") {
+        Some(i) => (
+            &args.snapshot[..i],
+            Some(PathBuf::from(&args.snapshot[i + 1..])),
+        ),
+        None => (args.snapshot.as_str(), None),
+    };
+    let repo = global.open()?;
+    let (id, snap) = args.select.resolve(&repo, spec)?;
+    let start = match &sub {
+        None => RestoreStart::Tree {
+            tree: snap.tree,
+            snap_path: PathBuf::from("/"),
+        },
+        Some(p) => match restorer::find_node(&repo, &snap.tree, p)? {
+            None => RestoreStart::Tree {
+                tree: snap.tree,
+                snap_path: PathBuf::from("/"),
+            },
+            Some(n) => match &n.kind {
+                NodeKind::Dir { subtree } => RestoreStart::Tree {
+                    tree: *subtree,
+                    snap_path: p.clone(),
+                },
+                _ => RestoreStart::Node {
+                    node: n,
+                    snap_path: p.clone(),
+                },
+            },
+        },
+    };
+    if args.delete && (!args.includes.is_empty() || !args.excludes.is_empty()) {
+        bail!("--delete cannot be combined with --include or --exclude: it would remove what the filters leave out");
+    }
+    let opts = RestoreOptions {
+        target: args.target.clone(),
+        overwrite: match args.overwrite {
+            OverwriteArg::Never => Overwrite::Never,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Always => Overwrite::Always,
+        },
+        delete: args.delete,
+        verify: args.verify,
+        dry_run: args.dry_run,
+        includes: args.includes.clone(),
+        excludes: args.excludes.clone(),
+    };
+    if !global.quiet && !global.json {
+        eprintln!(
+            "restoring snapshot {} of {} to {}",
+            id.short(),
+            crate::output::local_time(snap.time),
+            args.target.display()
+        );
+    }
+    let progress = Progress::default();
+    let stats = super::with_progress(global, "restoring", &progress, || {
+        restorer::restore(&repo, start, &opts, &progress)
+    })?;
+    for e in &stats.errors {
+        eprintln!("error: {}: {}", e.path.display(), e.message);
+    }
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "dry_run": args.dry_run, "files_restored": stats.files_restored, "files_skipped": stats.files_skipped, "dirs": stats.dirs, "others": stats.others, "bytes_written": stats.bytes_written, "deleted": stats.deleted, "verified": stats.verified, "errors": stats.errors.len()})
+        );
+    } else if !global.quiet {
+        let verb = if args.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
+        println!(
+            "{verb} {} files ({}), {} dirs, {} other entries; {} files already up to date",
+            stats.files_restored,
+            bytes(stats.bytes_written),
+            stats.dirs,
+            stats.others,
+            stats.files_skipped
+        );
+        if args.delete {
+            println!("deleted {} entries not in the snapshot", stats.deleted);
+        }
+        if args.verify {
+            println!("verified {} files", stats.verified);
+        }
+    }
+    if stats.errors.is_empty() {
+        Ok(crate::exit::OK)
+    } else {
+        eprintln!(
+            "restore finished with {} errors (listed above); everything else was restored",
+            stats.errors.len()
+        );
+        Ok(crate::exit::FATAL)
+    }
+}

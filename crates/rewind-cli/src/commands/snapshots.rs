@@ -1,0 +1,54 @@
+//! `rewind snapshots`
+
+use anyhow::Result;
+
+use super::{Global, SelectArgs};
+use crate::output::{bytes, local_time};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+pub fn run(args: &Args, global: &Global) -> Result<u8> {
+    let repo = global.open()?;
+    let filter = args.select.filter();
+    let snaps: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
+    if global.json {
+        let list: Vec<_> = snaps
+            .iter()
+            .map(|(id, s)| {
+                serde_json::json!({
+                    "id": id.to_hex(), "short_id": id.short(), "time": s.time.to_string(), "hostname": s.hostname,
+                    "username": s.username, "tags": s.tags, "paths": s.paths, "tree": s.tree.to_hex(),
+                    "parent": s.parent.map(|p| p.to_hex()), "summary": s.summary,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(crate::exit::OK);
+    }
+    println!(
+        "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {:>10}  Paths",
+        "ID", "Time", "Host", "Tags", "Size", "Added"
+    );
+    for (id, s) in &snaps {
+        println!(
+            "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {:>10}  {}",
+            id.short(),
+            local_time(s.time),
+            s.hostname,
+            s.tags.join(","),
+            bytes(s.summary.total_bytes),
+            bytes(s.summary.bytes_added_stored),
+            s.paths.join(" ")
+        );
+    }
+    println!("{} snapshots", snaps.len());
+    Ok(crate::exit::OK)
+}

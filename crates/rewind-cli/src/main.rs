@@ -1,0 +1,72 @@
+//! `rewind`: the command-line interface. Parses arguments, calls
+//! rewind-core, prints. Exit codes are documented in README.md.
+
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use commands::{Cli, Command};
+
+/// Exit codes (README.md, "Exit codes"); restic's numbers where they exist.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Fatal error.
+    pub const FATAL: u8 = 1;
+    /// Backup saved, but some files could not be read.
+    pub const PARTIAL: u8 = 3;
+    /// No repository at the given location.
+    pub const NO_REPOSITORY: u8 = 10;
+    /// Wrong password.
+    pub const WRONG_PASSWORD: u8 = 12;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Init(a) => commands::init::run(a, &cli.global),
+        Command::Backup(a) => commands::backup::run(a, &cli.global),
+        Command::Snapshots(a) => commands::snapshots::run(a, &cli.global),
+        Command::Ls(a) => commands::browse::ls(a, &cli.global),
+        Command::Find(a) => commands::browse::find(a, &cli.global),
+        Command::Diff(a) => commands::browse::diff(a, &cli.global),
+        Command::Dump(a) => commands::browse::dump(a, &cli.global),
+        Command::Restore(a) => commands::restore::run(a, &cli.global),
+        Command::Key(a) => commands::key::run(a, &cli.global),
+        Command::Check(a) => commands::check::run(a, &cli.global),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::from(exit::OK);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Maps an error to its exit code.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(err) = cause.downcast_ref::<rewind_core::Error>() {
+            return match err {
+                rewind_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,
+                rewind_core::Error::WrongPassword => exit::WRONG_PASSWORD,
+                _ => exit::FATAL,
+            };
+        }
+    }
+    exit::FATAL
+}

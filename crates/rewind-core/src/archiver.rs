@@ -1,0 +1,855 @@
+//! The backup engine: source -> chunks -> packs -> trees -> snapshot.
+//!
+//! ```text
+//! scan:   walk the paths depth-first (lstat only), apply excludes, match each
+//!         entry against the parent snapshot's tree; unchanged files (same
+//!         size, mtime, ctime, inode) take the parent's content list as is
+//! read:   the files left, in parallel (rayon): read -> FastCDC -> BlobWriter
+//!         (dedup, compress, seal, pack, upload)
+//! trees:  bottom-up, one tree blob per directory (unchanged ones dedup away)
+//! commit: the writer makes packs and index durable, then the snapshot is saved
+//! ```
+//! Memory: the scan holds one [`Node`] per entry (about 150 bytes plus its
+//! name and content ids); file data is streamed (see [`crate::chunker`]).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::chunker::chunk_stream;
+use crate::error::{Error, Result};
+use crate::format::pack::BlobKind;
+use crate::format::snapshot::{BackupSummary, SnapshotFile, VERSION};
+use crate::format::tree::{Hole, Node, NodeKind, Time, Tree};
+use crate::id::{BlobId, SnapshotId};
+use crate::repository::{BlobWriter, Repository};
+use crate::source::{self, Owners};
+
+/// How to pick the parent snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The newest snapshot of the same host and paths.
+    #[default]
+    Auto,
+    /// This snapshot.
+    Snapshot(SnapshotId),
+    /// None: read every file.
+    None,
+}
+
+/// Inputs of a backup.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Paths to back up.
+    pub paths: Vec<PathBuf>,
+    /// Host name recorded in the snapshot.
+    pub hostname: String,
+    /// User name recorded in the snapshot.
+    pub username: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Exclude patterns, gitignore syntax, anchored at `/`.
+    pub excludes: Vec<String>,
+    /// Skip directories that contain a file of one of these names.
+    pub exclude_if_present: Vec<String>,
+    /// Skip directories holding a valid CACHEDIR.TAG.
+    pub exclude_caches: bool,
+    /// Absolute paths never backed up (the repository itself).
+    pub exclude_paths: Vec<PathBuf>,
+    /// Stay on the file system of each path.
+    pub one_file_system: bool,
+    /// Parent selection.
+    pub parent: ParentChoice,
+    /// Compute everything, store nothing.
+    pub dry_run: bool,
+    /// Time to record instead of now.
+    pub time: Option<jiff::Timestamp>,
+}
+
+impl BackupOptions {
+    /// Options for `paths` with the local host and user.
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        BackupOptions {
+            paths,
+            hostname: local_hostname(),
+            username: local_username(),
+            ..Default::default()
+        }
+    }
+}
+
+/// This machine's host name.
+pub fn local_hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The user running us.
+pub fn local_username() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}
+
+/// Something that went wrong with one path; the backup went on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// The path concerned.
+    pub path: PathBuf,
+    /// What happened.
+    pub message: String,
+}
+
+/// Live counters of a running backup (read them from another thread).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files to read, known once the scan ends.
+    pub total_files: AtomicU64,
+    /// Bytes to read.
+    pub total_bytes: AtomicU64,
+    /// Files done.
+    pub done_files: AtomicU64,
+    /// Bytes read.
+    pub done_bytes: AtomicU64,
+    /// Entries scanned so far.
+    pub scanned: AtomicU64,
+    /// Set when the scan is over and totals are final.
+    pub scan_done: AtomicBool,
+    warnings: Mutex<Vec<Warning>>,
+    seen_warnings: AtomicU64,
+}
+
+impl Progress {
+    fn warn(&self, path: &Path, message: impl Into<String>) {
+        self.warnings.lock().expect("warnings").push(Warning {
+            path: path.to_path_buf(),
+            message: message.into(),
+        });
+    }
+
+    /// Warnings not yet returned by this method (for live display).
+    pub fn new_warnings(&self) -> Vec<Warning> {
+        let w = self.warnings.lock().expect("warnings");
+        let from = self.seen_warnings.swap(w.len() as u64, Ordering::SeqCst) as usize;
+        w[from.min(w.len())..].to_vec()
+    }
+
+    fn all_warnings(&self) -> Vec<Warning> {
+        self.warnings.lock().expect("warnings").clone()
+    }
+}
+
+/// Result of a backup.
+#[derive(Clone, Debug)]
+pub struct BackupOutcome {
+    /// The new snapshot (None for a dry run).
+    pub snapshot_id: Option<SnapshotId>,
+    /// The snapshot as written (or as it would have been).
+    pub snapshot: SnapshotFile,
+    /// Every warning, in order.
+    pub warnings: Vec<Warning>,
+}
+
+impl BackupOutcome {
+    /// Summary shortcut.
+    pub fn summary(&self) -> &BackupSummary {
+        &self.snapshot.summary
+    }
+}
+
+// ---------------------------------------------------------------- scan
+
+struct FileJob {
+    path: PathBuf,
+    node: Node,
+    sparse: bool,
+    /// Content reused from the parent (unchanged file).
+    reused: bool,
+    /// The parent had a file at this path (changed vs new).
+    in_parent: bool,
+    /// Set when the file could not be read: the node is dropped.
+    failed: bool,
+}
+
+enum Entry {
+    Dir(ScanDir),
+    File(usize),
+    Other(Node),
+}
+
+struct ScanDir {
+    node: Option<Node>,
+    children: BTreeMap<Vec<u8>, Entry>,
+}
+
+struct Scanner<'a> {
+    repo: &'a Repository,
+    opts: &'a BackupOptions,
+    excludes: ignore::gitignore::Gitignore,
+    owners: Owners,
+    progress: &'a Progress,
+    files: Vec<FileJob>,
+    summary: BackupSummary,
+}
+
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+impl Scanner<'_> {
+    fn excluded(&self, path: &Path, is_dir: bool) -> bool {
+        self.opts.exclude_paths.iter().any(|p| p == path)
+            || self.excludes.matched(path, is_dir).is_ignore()
+    }
+
+    fn dir_excluded_by_marker(&self, path: &Path) -> bool {
+        if self
+            .opts
+            .exclude_if_present
+            .iter()
+            .any(|n| path.join(n).symlink_metadata().is_ok())
+        {
+            return true;
+        }
+        if self.opts.exclude_caches {
+            if let Ok(mut f) = File::open(path.join("CACHEDIR.TAG")) {
+                let mut head = [0u8; 43];
+                if f.read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn parent_tree(&self, node: Option<&Node>) -> Option<Tree> {
+        match node.map(|n| &n.kind) {
+            Some(NodeKind::Dir { subtree }) => self.repo.read_tree(subtree).ok(),
+            _ => None,
+        }
+    }
+
+    /// Scans one entry that exists (lstat succeeded). `parent` is the
+    /// parent snapshot's node at the same path.
+    fn scan_entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        md: &std::fs::Metadata,
+        parent: Option<&Node>,
+        root_dev: u64,
+    ) -> Option<Entry> {
+        self.progress.scanned.fetch_add(1, Ordering::Relaxed);
+        let mut node = match source::node_from_metadata(name, path, md, &self.owners) {
+            Ok(n) => n,
+            Err(e) => {
+                self.progress
+                    .warn(path, format!("cannot read metadata: {e}"));
+                self.summary.errors += 1;
+                return None;
+            }
+        };
+        if md.is_dir() {
+            self.summary.dirs += 1;
+            let mut dir = ScanDir {
+                node: None,
+                children: BTreeMap::new(),
+            };
+            let cross_fs = self.opts.one_file_system && md.dev() != root_dev;
+            if !cross_fs && !self.dir_excluded_by_marker(path) {
+                let ptree = self.parent_tree(parent);
+                self.scan_dir_contents(path, &mut dir, ptree.as_ref(), root_dev);
+            }
+            node.size = 0;
+            dir.node = Some(node);
+            return Some(Entry::Dir(dir));
+        }
+        if md.is_file() {
+            let mut job = FileJob {
+                path: path.to_path_buf(),
+                sparse: source::maybe_sparse(md),
+                node,
+                reused: false,
+                in_parent: false,
+                failed: false,
+            };
+            if let Some(p) = parent {
+                job.in_parent = p.is_file();
+                if unchanged(p, &job.node) && self.blobs_present(p) {
+                    job.node.kind = p.kind.clone();
+                    job.reused = true;
+                }
+            }
+            self.summary.total_bytes += job.node.size;
+            if !job.reused {
+                self.progress.total_files.fetch_add(1, Ordering::Relaxed);
+                self.progress
+                    .total_bytes
+                    .fetch_add(job.node.size, Ordering::Relaxed);
+            }
+            self.files.push(job);
+            return Some(Entry::File(self.files.len() - 1));
+        }
+        self.summary.others += 1;
+        Some(Entry::Other(node))
+    }
+
+    fn blobs_present(&self, node: &Node) -> bool {
+        let Ok(index) = self.repo.index() else {
+            return false;
+        };
+        match &node.kind {
+            NodeKind::File { content, .. } => content.iter().all(|id| index.contains(id)),
+            _ => false,
+        }
+    }
+
+    fn scan_dir_contents(
+        &mut self,
+        path: &Path,
+        dir: &mut ScanDir,
+        parent: Option<&Tree>,
+        root_dev: u64,
+    ) {
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.progress
+                    .warn(path, format!("cannot list directory: {e}"));
+                self.summary.errors += 1;
+                return;
+            }
+        };
+        let mut names: Vec<std::ffi::OsString> = Vec::new();
+        for e in rd {
+            match e {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => {
+                    self.progress
+                        .warn(path, format!("cannot list directory: {e}"));
+                    self.summary.errors += 1;
+                    break;
+                }
+            }
+        }
+        names.sort();
+        for name in names {
+            let child = path.join(&name);
+            let md = match child.symlink_metadata() {
+                Ok(md) => md,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // vanished: nothing to say
+                Err(e) => {
+                    self.progress.warn(&child, format!("cannot stat: {e}"));
+                    self.summary.errors += 1;
+                    continue;
+                }
+            };
+            if self.excluded(&child, md.is_dir()) {
+                continue;
+            }
+            let bytes = name.as_bytes().to_vec();
+            let pnode = parent.and_then(|t| t.find(&bytes));
+            if let Some(entry) = self.scan_entry(&child, &bytes, &md, pnode, root_dev) {
+                dir.children.insert(bytes, entry);
+            }
+        }
+    }
+}
+
+fn unchanged(old: &Node, new: &Node) -> bool {
+    old.is_file()
+        && new.is_file()
+        && old.size == new.size
+        && old.mtime == new.mtime
+        && old.ctime == new.ctime
+        && old.inode == new.inode
+}
+
+/// Makes a path absolute and lexically clean, resolving symlinks in its
+/// parent directories but not in its last component.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path)
+        .map_err(|e| Error::io(format!("resolve {}", path.display()), e))?;
+    let mut clean = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => clean.push(n),
+            Component::ParentDir => {
+                clean.pop();
+            }
+            _ => {}
+        }
+    }
+    match (clean.parent(), clean.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = parent
+                .canonicalize()
+                .map_err(|e| Error::io(format!("cannot back up {}", path.display()), e))?;
+            Ok(parent.join(name))
+        }
+        _ => Ok(clean),
+    }
+}
+
+// ---------------------------------------------------------------- read
+
+fn read_file(
+    writer: &BlobWriter<'_>,
+    repo: &Repository,
+    job: &mut FileJob,
+    progress: &Progress,
+) -> Result<u64> {
+    let mut file = match File::open(&job.path) {
+        Ok(f) => f,
+        Err(e) => {
+            let msg = if e.kind() == std::io::ErrorKind::NotFound {
+                "vanished before it could be read".to_string()
+            } else {
+                format!("cannot read: {e}")
+            };
+            progress.warn(&job.path, msg);
+            job.failed = true;
+            return Ok(0);
+        }
+    };
+    let params = repo.crypto().chunker();
+    let mut content: Vec<BlobId> = Vec::new();
+    let mut holes = Vec::new();
+    let mut read = 0u64;
+    let mut add = |chunk: &[u8]| -> Result<()> {
+        let (id, _) = writer.add_blob(BlobKind::Data, chunk)?;
+        content.push(id);
+        progress
+            .done_bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        Ok(())
+    };
+    let result: Result<()> = (|| {
+        if job.sparse {
+            let size = job.node.size;
+            let regions = source::data_regions(&file, size);
+            let mut pos = 0u64;
+            for (off, len) in regions {
+                if off > pos {
+                    holes.push(Hole {
+                        offset: pos,
+                        length: off - pos,
+                    });
+                }
+                file.seek(SeekFrom::Start(off))
+                    .map_err(|e| Error::io("seek", e))?;
+                let n = chunk_stream(&params, (&mut file).take(len), &mut add)?;
+                read += n;
+                pos = off + n;
+                if n < len {
+                    break; // shrank while being read
+                }
+            }
+            if pos < size {
+                holes.push(Hole {
+                    offset: pos,
+                    length: size - pos,
+                });
+            }
+        } else {
+            read = chunk_stream(&params, &mut file, &mut add)?;
+            job.node.size = read;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {}
+        // Only the source returns I/O errors here (storage errors reach us
+        // as other variants from the writer): the file is skipped.
+        Err(Error::Io { source, .. }) => {
+            progress.warn(&job.path, format!("cannot read: {source}"));
+            job.failed = true;
+            return Ok(0);
+        }
+        Err(e) => return Err(e),
+    }
+    if let Ok(after) = file.metadata() {
+        let changed = after.size() != job.node.size && !job.sparse
+            || Time {
+                secs: after.mtime(),
+                nanos: after.mtime_nsec() as u32,
+            } != job.node.mtime
+            || Time {
+                secs: after.ctime(),
+                nanos: after.ctime_nsec() as u32,
+            } != job.node.ctime;
+        if changed {
+            progress.warn(
+                &job.path,
+                "changed while being read; the snapshot holds what was read",
+            );
+            job.node.mtime = Time {
+                secs: after.mtime(),
+                nanos: after.mtime_nsec() as u32,
+            };
+            job.node.ctime = Time::default(); // forces a re-read next time
+        }
+    }
+    job.node.kind = NodeKind::File { content, holes };
+    Ok(read)
+}
+
+// ---------------------------------------------------------------- trees
+
+fn build_tree(
+    dir: ScanDir,
+    files: &mut [Option<FileJob>],
+    writer: &BlobWriter<'_>,
+) -> Result<(Option<Node>, BlobId)> {
+    let mut nodes = Vec::with_capacity(dir.children.len());
+    for (_, entry) in dir.children {
+        match entry {
+            Entry::Dir(d) => {
+                let (node, subtree) = build_tree(d, files, writer)?;
+                let mut node = node.expect("scanned directories have a node");
+                node.kind = NodeKind::Dir { subtree };
+                nodes.push(node);
+            }
+            Entry::File(i) => {
+                if let Some(job) = files[i].take() {
+                    if !job.failed {
+                        nodes.push(job.node);
+                    }
+                }
+            }
+            Entry::Other(n) => nodes.push(n),
+        }
+    }
+    let tree = Tree::new(nodes);
+    let (id, _) = writer.add_blob(BlobKind::Tree, &tree.encode())?;
+    Ok((dir.node, id))
+}
+
+// ---------------------------------------------------------------- backup
+
+fn find_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, SnapshotFile)>> {
+    match &opts.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Snapshot(id) => repo.read_snapshot(id).map(Some),
+        ParentChoice::Auto => {
+            let mut want = paths.to_vec();
+            want.sort();
+            Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| {
+                let mut p = s.paths.clone();
+                p.sort();
+                s.hostname == opts.hostname && p == want
+            }))
+        }
+    }
+}
+
+/// Backs up `opts.paths`.
+///
+/// Unreadable, vanished or changing files become [`Warning`]s and the backup
+/// goes on; storage errors stop it and no snapshot is written.
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    if opts.paths.is_empty() {
+        return Err(Error::InvalidInput(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut abs: Vec<PathBuf> = Vec::new();
+    for p in &opts.paths {
+        let a = absolute(p)?;
+        a.symlink_metadata()
+            .map_err(|e| Error::io(format!("cannot back up {}", p.display()), e))?;
+        abs.push(a);
+    }
+    abs.sort();
+    abs.dedup();
+    // Drop paths inside other paths.
+    let abs: Vec<PathBuf> = abs
+        .iter()
+        .filter(|p| !abs.iter().any(|q| q != *p && p.starts_with(q)))
+        .cloned()
+        .collect();
+    let path_strings: Vec<String> = abs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+
+    let mut gi = ignore::gitignore::GitignoreBuilder::new("/");
+    for pat in &opts.excludes {
+        gi.add_line(None, pat)
+            .map_err(|e| Error::InvalidInput(format!("bad exclude pattern {pat:?}: {e}")))?;
+    }
+    let excludes = gi
+        .build()
+        .map_err(|e| Error::InvalidInput(format!("bad exclude patterns: {e}")))?;
+
+    let parent = find_parent(repo, opts, &path_strings)?;
+    let parent_root = match &parent {
+        Some((_, s)) => Some(repo.read_tree(&s.tree)?),
+        None => None,
+    };
+
+    let mut scanner = Scanner {
+        repo,
+        opts,
+        excludes,
+        owners: Owners::default(),
+        progress,
+        files: Vec::new(),
+        summary: BackupSummary::default(),
+    };
+    let mut root = ScanDir {
+        node: None,
+        children: BTreeMap::new(),
+    };
+    for path in &abs {
+        let comps: Vec<&std::ffi::OsStr> = path
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let mut dir = &mut root;
+        let mut cur = PathBuf::from("/");
+        let mut ptree = parent_root.clone();
+        let root_dev = path.symlink_metadata().map(|m| m.dev()).unwrap_or(0);
+        for (i, name) in comps.iter().enumerate() {
+            cur.push(name);
+            let bytes = name.as_bytes().to_vec();
+            let pnode = ptree.as_ref().and_then(|t| t.find(&bytes)).cloned();
+            let last = i + 1 == comps.len();
+            let md = cur
+                .symlink_metadata()
+                .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
+            if last {
+                if let Some(entry) = scanner.scan_entry(&cur, &bytes, &md, pnode.as_ref(), root_dev)
+                {
+                    dir.children.insert(bytes, entry);
+                }
+                break;
+            }
+            if !dir.children.contains_key(&bytes) {
+                let node = source::node_from_metadata(&bytes, &cur, &md, &scanner.owners)
+                    .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
+                dir.children.insert(
+                    bytes.clone(),
+                    Entry::Dir(ScanDir {
+                        node: Some(node),
+                        children: BTreeMap::new(),
+                    }),
+                );
+                scanner.summary.dirs += 1;
+            }
+            ptree = scanner.parent_tree(pnode.as_ref());
+            dir = match dir.children.get_mut(&bytes) {
+                Some(Entry::Dir(d)) => d,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "{} is not a directory",
+                        cur.display()
+                    )))
+                }
+            };
+        }
+    }
+    progress.scan_done.store(true, Ordering::SeqCst);
+
+    let Scanner {
+        files, mut summary, ..
+    } = scanner;
+    let dry_run = opts.dry_run;
+    let (root_id, stats) = repo.write_blobs_with(dry_run, |writer| {
+        let mut files = files;
+        let results: Vec<Result<u64>> = files
+            .par_iter_mut()
+            .map(|job| {
+                if job.reused {
+                    return Ok(0);
+                }
+                let n = read_file(writer, repo, job, progress)?;
+                progress.done_files.fetch_add(1, Ordering::Relaxed);
+                Ok(n)
+            })
+            .collect();
+        for r in results {
+            summary.bytes_read += r?;
+        }
+        for job in &files {
+            if job.failed {
+                summary.errors += 1;
+            } else if job.reused {
+                summary.files_unchanged += 1;
+            } else if job.in_parent {
+                summary.files_changed += 1;
+            } else {
+                summary.files_new += 1;
+            }
+        }
+        let mut slots: Vec<Option<FileJob>> = files.into_iter().map(Some).collect();
+        let (_, id) = build_tree(root, &mut slots, writer)?;
+        Ok(id)
+    })?;
+    summary.blobs_added = stats.data_blobs + stats.tree_blobs;
+    summary.bytes_added_raw = stats.bytes_raw;
+    summary.bytes_added_stored = stats.bytes_stored;
+    let warnings = progress.all_warnings();
+    summary.errors = summary.errors.max(warnings.len() as u64);
+    summary.duration_secs = start.elapsed().as_secs_f64();
+    let snapshot = SnapshotFile {
+        version: VERSION,
+        time: opts.time.unwrap_or_else(jiff::Timestamp::now),
+        tree: root_id,
+        paths: path_strings,
+        hostname: opts.hostname.clone(),
+        username: opts.username.clone(),
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        program: format!("rewind {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let snapshot_id = if dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snapshot)?)
+    };
+    Ok(BackupOutcome {
+        snapshot_id,
+        snapshot,
+        warnings,
+    })
+}
+
+/// A stream to back up as a single file (stdin, a command's output).
+pub struct StreamSource<'a> {
+    /// File name inside the snapshot.
+    pub name: String,
+    /// The data.
+    pub reader: Box<dyn Read + Send + 'a>,
+    /// Called after the stream ended and before the snapshot is saved; an
+    /// error (the command failed) aborts the backup: no snapshot is saved.
+    pub finish: Box<dyn FnOnce() -> Result<()> + 'a>,
+}
+
+/// Backs up one stream as a file `/NAME` of a new snapshot.
+pub fn backup_stream(
+    repo: &Repository,
+    opts: &BackupOptions,
+    source: StreamSource<'_>,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    tree_name_ok(&source.name)?;
+    let StreamSource {
+        name,
+        mut reader,
+        finish,
+    } = source;
+    progress.scan_done.store(true, Ordering::SeqCst);
+    let now = jiff::Timestamp::now();
+    let time = Time {
+        secs: now.as_second(),
+        nanos: now.subsec_nanosecond().max(0) as u32,
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let owners = Owners::default();
+    let ((root_id, size), stats) = repo.write_blobs_with(opts.dry_run, |writer| {
+        let mut content = Vec::new();
+        let size = chunk_stream(
+            &repo.crypto().chunker(),
+            &mut reader,
+            |chunk: &[u8]| -> Result<()> {
+                let (id, _) = writer.add_blob(BlobKind::Data, chunk)?;
+                content.push(id);
+                progress
+                    .done_bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Ok(())
+            },
+        )
+        .map_err(|e| match e {
+            Error::Io { source, .. } => Error::io(format!("read {name}"), source),
+            e => e,
+        })?;
+        finish()?;
+        let node = Node {
+            name: name.as_bytes().to_vec(),
+            kind: NodeKind::File {
+                content,
+                holes: Vec::new(),
+            },
+            mode: 0o100600,
+            uid,
+            gid,
+            user: owners.user(uid),
+            group: owners.group(gid),
+            size,
+            mtime: time,
+            ctime: time,
+            inode: 0,
+            device: 0,
+            links: 1,
+            xattrs: Vec::new(),
+        };
+        let (id, _) = writer.add_blob(BlobKind::Tree, &Tree::new(vec![node]).encode())?;
+        Ok((id, size))
+    })?;
+    let summary = BackupSummary {
+        files_new: 1,
+        bytes_read: size,
+        total_bytes: size,
+        blobs_added: stats.data_blobs + stats.tree_blobs,
+        bytes_added_raw: stats.bytes_raw,
+        bytes_added_stored: stats.bytes_stored,
+        duration_secs: start.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    let snapshot = SnapshotFile {
+        version: VERSION,
+        time: opts.time.unwrap_or(now),
+        tree: root_id,
+        paths: vec![format!("/{name}")],
+        hostname: opts.hostname.clone(),
+        username: opts.username.clone(),
+        tags: opts.tags.clone(),
+        parent: None,
+        program: format!("rewind {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let snapshot_id = if opts.dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snapshot)?)
+    };
+    Ok(BackupOutcome {
+        snapshot_id,
+        snapshot,
+        warnings: Vec::new(),
+    })
+}
+
+fn tree_name_ok(name: &str) -> Result<()> {
+    crate::format::tree::validate_name(name.as_bytes()).map_err(|why| {
+        Error::InvalidInput(format!(
+            "--stdin-filename {name:?} is not a valid file name: {why}"
+        ))
+    })
+}

@@ -1,0 +1,144 @@
+//! Storage: the only code that touches where a repository lives.
+//!
+//! A [`Backend`] stores whole files by ([`FileType`], name). Later backends
+//! (SFTP, S3, the rewind server) implement the same trait; the rest of the
+//! core never sees paths or URLs.
+
+mod local;
+
+pub use local::LocalBackend;
+
+use crate::error::Result;
+
+/// The kinds of files in a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// The repository config (one file, name "config").
+    Config,
+    /// Key files: the master key wrapped by a password.
+    Key,
+    /// Snapshot files.
+    Snapshot,
+    /// Index files.
+    Index,
+    /// Pack files.
+    Pack,
+}
+
+impl FileType {
+    /// Every type, in the order `init` creates them.
+    pub const ALL: [FileType; 5] = [
+        FileType::Config,
+        FileType::Key,
+        FileType::Snapshot,
+        FileType::Index,
+        FileType::Pack,
+    ];
+
+    /// Human name, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            FileType::Config => "config",
+            FileType::Key => "key",
+            FileType::Snapshot => "snapshot",
+            FileType::Index => "index",
+            FileType::Pack => "pack",
+        }
+    }
+}
+
+/// A listed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Its name (64 hex characters for everything but the config).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Result of a write-if-absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The file was created and is durable.
+    Created,
+    /// A file of that name already existed; it was left untouched.
+    AlreadyExists,
+}
+
+/// Dumb storage of whole files.
+///
+/// Contract:
+/// - `write` is write-if-absent and atomic: after it returns `Created`, the
+///   whole file is durable under its name; a crash before that leaves either
+///   no file of that name or the complete file, never a partial one. It never
+///   overwrites an existing file.
+/// - `list` returns every complete file of a type (no temporary files).
+/// - `read` and `read_range` of an absent file return
+///   [`crate::Error::Missing`]; a short range read is an error, never a
+///   silently truncated buffer.
+/// - All methods may be called from many threads at once.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+    /// Creates the empty layout; fails if a config already exists.
+    fn create(&self) -> Result<()>;
+    /// Lists the files of a type.
+    fn list(&self, t: FileType) -> Result<Vec<FileInfo>>;
+    /// Reads a whole file.
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset`.
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>>;
+    /// Writes a file if no file of that name exists.
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome>;
+    /// Deletes a file; deleting an absent file is not an error.
+    fn delete(&self, t: FileType, name: &str) -> Result<()>;
+    /// How many requests are worth running at once.
+    fn connections(&self) -> usize {
+        2
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod conformance {
+    //! The suite every backend must pass.
+    use super::*;
+    use crate::error::Error;
+
+    pub fn run(b: &dyn Backend) {
+        b.create().unwrap();
+        assert!(b.create().is_err(), "create twice must fail");
+        let name = "ab".repeat(32);
+        assert!(b.list(FileType::Pack).unwrap().is_empty());
+        assert!(matches!(
+            b.read(FileType::Pack, &name),
+            Err(Error::Missing { .. })
+        ));
+        assert_eq!(
+            b.write(FileType::Pack, &name, b"hello world").unwrap(),
+            WriteOutcome::Created
+        );
+        assert_eq!(
+            b.write(FileType::Pack, &name, b"other").unwrap(),
+            WriteOutcome::AlreadyExists
+        );
+        assert_eq!(b.read(FileType::Pack, &name).unwrap(), b"hello world");
+        assert_eq!(b.read_range(FileType::Pack, &name, 6, 5).unwrap(), b"world");
+        assert!(
+            b.read_range(FileType::Pack, &name, 6, 50).is_err(),
+            "short read must fail"
+        );
+        assert_eq!(
+            b.list(FileType::Pack).unwrap(),
+            vec![FileInfo {
+                name: name.clone(),
+                size: 11
+            }]
+        );
+        assert!(b.list(FileType::Index).unwrap().is_empty());
+        b.delete(FileType::Pack, &name).unwrap();
+        b.delete(FileType::Pack, &name).unwrap();
+        assert!(b.list(FileType::Pack).unwrap().is_empty());
+        b.write(FileType::Config, "config", b"{}").unwrap();
+        assert_eq!(b.read(FileType::Config, "config").unwrap(), b"{}");
+    }
+}

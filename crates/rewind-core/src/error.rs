@@ -1,0 +1,132 @@
+//! Errors of the core, grouped by what a caller can do about them.
+//!
+//! Policy: repository bytes never cause a panic; every parser returns
+//! [`Error::Corrupt`] naming the object. I/O errors carry the path or object
+//! they concern. The CLI maps variants to exit codes (see README.md).
+
+use std::io;
+
+/// Result alias of the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error the core returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The location holds no rewind repository.
+    #[error("no rewind repository at {location}: {reason}")]
+    NoRepository {
+        /// Where we looked.
+        location: String,
+        /// What was missing.
+        reason: String,
+    },
+    /// A repository already exists where `init` was asked to create one.
+    #[error("a repository already exists at {0}")]
+    AlreadyExists(String),
+    /// No key file of the repository opens with the given password.
+    #[error("wrong password: no key of the repository opens with it")]
+    WrongPassword,
+    /// The repository was written by a newer rewind.
+    #[error("repository format version {found} is newer than this rewind understands (up to {supported}); install a newer rewind")]
+    UnsupportedVersion {
+        /// Version found in the repository config.
+        found: u32,
+        /// Highest version this build reads.
+        supported: u32,
+    },
+    /// An object failed authentication or could not be decoded.
+    #[error("{what} {id} is corrupt or was tampered with: {detail}")]
+    Corrupt {
+        /// Kind of object (pack, index, snapshot, tree, blob, key, config).
+        what: &'static str,
+        /// Its id or name.
+        id: String,
+        /// What exactly failed.
+        detail: String,
+    },
+    /// An object that must exist is not in the repository.
+    #[error("{what} {id} is missing from the repository")]
+    Missing {
+        /// Kind of object.
+        what: &'static str,
+        /// Its id or name.
+        id: String,
+    },
+    /// A snapshot selector matched nothing.
+    #[error("no snapshot matches {0}")]
+    SnapshotNotFound(String),
+    /// A snapshot id prefix matched several snapshots.
+    #[error("snapshot id prefix {0} matches several snapshots; give more characters")]
+    AmbiguousSnapshot(String),
+    /// The caller's input is invalid.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The operation was refused to protect data.
+    #[error("{0}")]
+    Refused(String),
+    /// A command whose output was being backed up failed.
+    #[error("command {command} failed ({status}); no snapshot was saved")]
+    CommandFailed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+    },
+    /// An I/O error, with what we were doing.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing, naming the path or object.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] with a context.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`].
+    pub fn corrupt(what: &'static str, id: impl ToString, detail: impl ToString) -> Self {
+        Error::Corrupt {
+            what,
+            id: id.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// True when the error says that the storage is full.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull)
+    }
+}
+
+/// Extension to add context to `io::Result`.
+pub trait IoContext<T> {
+    /// Wraps the error with a context message, computed lazily.
+    fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| Error::io(f(), e))
+    }
+}
+
+impl From<io::Error> for Error {
+    /// Bare I/O errors come from sources being read (see the archiver); the
+    /// caller adds the path.
+    fn from(source: io::Error) -> Self {
+        Error::Io {
+            context: "read".into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Index files: which blobs each pack holds, so that no pack header has to
+//! be read to find a blob. Encoded with postcard, compressed, sealed.
+
+use serde::{Deserialize, Serialize};
+
+use super::pack::PackedBlob;
+use crate::crypto::{Crypto, Domain};
+use crate::error::{Error, Result};
+use crate::id::{IndexId, PackId};
+
+/// Index file format version.
+pub const VERSION: u32 = 1;
+
+/// One pack and its blobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexPack {
+    /// Pack name.
+    pub id: PackId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its blobs.
+    pub blobs: Vec<PackedBlob>,
+}
+
+/// Contents of an index file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexFile {
+    /// Format version (1).
+    pub version: u32,
+    /// Index files this one replaces (written by repair and prune; empty
+    /// for a backup's index files).
+    pub supersedes: Vec<IndexId>,
+    /// Packs described.
+    pub packs: Vec<IndexPack>,
+}
+
+impl IndexFile {
+    /// Sealed bytes and name.
+    pub fn seal(&self, crypto: &Crypto) -> (IndexId, Vec<u8>) {
+        let plain = postcard::to_stdvec(self).expect("index serializes");
+        let sealed = super::seal_object(crypto, Domain::Index, &plain);
+        (IndexId(crate::id::Hash::of(&sealed)), sealed)
+    }
+
+    /// Opens and decodes an index file.
+    pub fn open(crypto: &Crypto, name: &str, sealed: &[u8]) -> Result<Self> {
+        let plain = super::open_object(crypto, Domain::Index, "index", name, sealed)?;
+        let f: IndexFile =
+            postcard::from_bytes(&plain).map_err(|e| Error::corrupt("index", name, e))?;
+        if f.version != VERSION {
+            return Err(Error::corrupt(
+                "index",
+                name,
+                format!("unknown index version {}", f.version),
+            ));
+        }
+        Ok(f)
+    }
+}

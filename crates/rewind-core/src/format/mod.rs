@@ -1,0 +1,131 @@
+//! On-disk types, their encodings and limits. No I/O here.
+//! docs/DESIGN.md, "File formats", describes every byte.
+
+pub mod config;
+pub mod index;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+use crate::crypto::{Crypto, Domain};
+use crate::error::{Error, Result};
+
+/// Largest object (index, snapshot, tree, pack header) we agree to decode.
+pub const MAX_OBJECT_SIZE: usize = 1 << 30;
+
+const RAW: u8 = 0;
+const ZSTD: u8 = 1;
+
+/// Compresses with zstd when that saves space: `[flag] || payload`.
+/// The flag is 0 for raw bytes, 1 for a zstd frame.
+pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
+    thread_local! {
+        static CTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    }
+    let compressed = CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(level).ok();
+        }
+        let comp = c.as_mut()?;
+        comp.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))
+            .ok()?;
+        let bound = zstd::zstd_safe::compress_bound(data.len());
+        let mut out = vec![0u8; bound + 1];
+        out[0] = ZSTD;
+        let n = comp.compress_to_buffer(data, &mut out[1..]).ok()?;
+        out.truncate(n + 1);
+        Some(out)
+    });
+    match compressed {
+        // Keep the compressed form only if it saves at least 1/32.
+        Some(c) if c.len() < data.len() - data.len() / 32 => c,
+        _ => {
+            let mut out = Vec::with_capacity(data.len() + 1);
+            out.push(RAW);
+            out.extend_from_slice(data);
+            out
+        }
+    }
+}
+
+/// Inverse of [`compress`]; `max_len` bounds the output.
+pub fn decompress(
+    what: &'static str,
+    id: &dyn std::fmt::Display,
+    data: &[u8],
+    max_len: usize,
+) -> Result<Vec<u8>> {
+    match data.split_first() {
+        Some((&RAW, rest)) => Ok(rest.to_vec()),
+        Some((&ZSTD, rest)) => {
+            thread_local! {
+                static CTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+            }
+            CTX.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.is_none() {
+                    *c = Some(zstd::bulk::Decompressor::new().map_err(|e| Error::io("zstd", e))?);
+                }
+                let d = c.as_mut().expect("just set");
+                d.decompress(rest, max_len)
+                    .map_err(|e| Error::corrupt(what, id, format!("zstd: {e}")))
+            })
+        }
+        Some((flag, _)) => Err(Error::corrupt(
+            what,
+            id,
+            format!("unknown compression flag {flag}"),
+        )),
+        None => Err(Error::corrupt(what, id, "empty")),
+    }
+}
+
+/// Seals a whole-file object (index, snapshot): compress, then seal.
+pub fn seal_object(crypto: &Crypto, domain: Domain<'_>, plaintext: &[u8]) -> Vec<u8> {
+    crypto.seal(domain, &compress(plaintext, 3))
+}
+
+/// Opens a whole-file object sealed by [`seal_object`].
+pub fn open_object(
+    crypto: &Crypto,
+    domain: Domain<'_>,
+    what: &'static str,
+    name: &str,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
+    let plain = crypto.open(domain, sealed).ok_or_else(|| {
+        Error::corrupt(
+            what,
+            name,
+            "authentication failed (wrong key, bit rot or tampering)",
+        )
+    })?;
+    decompress(what, &name, &plain, MAX_OBJECT_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn compress_round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), rep in 0usize..4) {
+            let mut d = data.clone();
+            for _ in 0..rep { d.extend_from_slice(&data); }
+            let c = compress(&d, 3);
+            prop_assert!(c.len() <= d.len() + 1);
+            prop_assert_eq!(decompress("blob", &"x", &c, d.len()).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn decompress_rejects_garbage_and_bombs() {
+        assert!(decompress("blob", &"x", &[], 10).is_err());
+        assert!(decompress("blob", &"x", &[9, 1, 2], 10).is_err());
+        assert!(decompress("blob", &"x", &[1, 1, 2, 3], 10).is_err());
+        let big = compress(&vec![0u8; 100_000], 3);
+        assert!(decompress("blob", &"x", &big, 1000).is_err());
+    }
+}

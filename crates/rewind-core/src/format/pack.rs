@@ -1,0 +1,185 @@
+//! Pack files: many sealed blobs and a sealed header.
+//!
+//! ```text
+//! magic "RWNDPACK" (8) | version u8 = 1 | blob 0 | blob 1 | ... | sealed header | header length u32 LE
+//! ```
+//! Each blob is `seal(compress(plaintext))` bound to its id. The header is
+//! `seal(postcard(PackHeader))` for the domain "pack-header".
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Crypto, Domain};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId};
+
+/// Magic bytes at the start of every pack.
+pub const MAGIC: &[u8; 8] = b"RWNDPACK";
+/// Pack format version.
+pub const VERSION: u8 = 1;
+/// Bytes before the first blob.
+pub const PREFIX_LEN: u64 = 9;
+/// Largest blob plaintext accepted (the chunker's maximum is far below).
+pub const MAX_BLOB_SIZE: u32 = 64 << 20;
+
+/// What a blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BlobKind {
+    /// File content.
+    Data,
+    /// A directory listing.
+    Tree,
+}
+
+/// One blob inside a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedBlob {
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// Keyed hash of the plaintext.
+    pub id: BlobId,
+    /// Offset of the sealed blob in the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub length: u32,
+    /// Length of the plaintext (after decompression).
+    pub raw_length: u32,
+}
+
+/// The header at the end of a pack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackHeader {
+    /// Blobs in pack order.
+    pub blobs: Vec<PackedBlob>,
+}
+
+impl PackHeader {
+    /// Seals the header into the bytes that end a pack (header + length).
+    pub fn seal(&self, crypto: &Crypto) -> Vec<u8> {
+        let plain = postcard::to_stdvec(self).expect("pack header serializes");
+        let mut out = crypto.seal(Domain::PackHeader, &plain);
+        let len = u32::try_from(out.len()).expect("pack headers stay far below 4 GiB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out
+    }
+
+    /// Parses a whole pack's trailer: checks the magic and the header, and
+    /// that every blob lies inside the pack before the header.
+    pub fn parse(crypto: &Crypto, pack: &PackId, bytes: &[u8]) -> Result<Self> {
+        let name = pack.to_hex();
+        if bytes.len() < PREFIX_LEN as usize + 4 || &bytes[..8] != MAGIC {
+            return Err(Error::corrupt("pack", &name, "bad magic or too short"));
+        }
+        if bytes[8] != VERSION {
+            return Err(Error::corrupt(
+                "pack",
+                &name,
+                format!("unknown pack version {}", bytes[8]),
+            ));
+        }
+        let n = bytes.len();
+        let hlen = u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes")) as usize;
+        if hlen + 4 + PREFIX_LEN as usize > n {
+            return Err(Error::corrupt("pack", &name, "header length exceeds pack"));
+        }
+        let header_start = n - 4 - hlen;
+        let plain = crypto
+            .open(Domain::PackHeader, &bytes[header_start..n - 4])
+            .ok_or_else(|| Error::corrupt("pack", &name, "header fails authentication"))?;
+        let h: PackHeader = postcard::from_bytes(&plain)
+            .map_err(|e| Error::corrupt("pack", &name, format!("header: {e}")))?;
+        let mut expect = PREFIX_LEN;
+        for b in &h.blobs {
+            if u64::from(b.offset) != expect || b.raw_length > MAX_BLOB_SIZE {
+                return Err(Error::corrupt(
+                    "pack",
+                    &name,
+                    format!("blob {} at a bad offset", b.id),
+                ));
+            }
+            expect += u64::from(b.length);
+        }
+        if expect != header_start as u64 {
+            return Err(Error::corrupt("pack", &name, "blobs do not fill the pack"));
+        }
+        Ok(h)
+    }
+}
+
+/// Builds one pack in memory.
+#[derive(Debug)]
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    blobs: Vec<PackedBlob>,
+}
+
+impl PackBuilder {
+    /// An empty pack with room for `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(MAGIC);
+        buf.push(VERSION);
+        PackBuilder {
+            buf,
+            blobs: Vec::new(),
+        }
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+
+    /// Appends a sealed blob.
+    pub fn add(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_length: u32) {
+        let offset = u32::try_from(self.buf.len()).expect("packs stay below 4 GiB");
+        self.buf.extend_from_slice(sealed);
+        self.blobs.push(PackedBlob {
+            kind,
+            id,
+            offset,
+            length: u32::try_from(sealed.len()).expect("blobs stay below 4 GiB"),
+            raw_length,
+        });
+    }
+
+    /// Seals the header; returns the pack's name, bytes and blobs.
+    pub fn finish(mut self, crypto: &Crypto) -> (PackId, Vec<u8>, Vec<PackedBlob>) {
+        let header = PackHeader { blobs: self.blobs };
+        self.buf.extend_from_slice(&header.seal(crypto));
+        let id = PackId(crate::id::Hash::of(&self.buf));
+        (id, self.buf, header.blobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pack_round_trip_and_truncation(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8), cut in 1usize..40) {
+            let c = Crypto::generate();
+            let mut b = PackBuilder::new(1024);
+            for data in &blobs {
+                let id = c.blob_id(data);
+                let sealed = c.seal(Domain::Blob(&id), data);
+                b.add(BlobKind::Data, id, &sealed, data.len() as u32);
+            }
+            let (id, bytes, entries) = b.finish(&c);
+            let h = PackHeader::parse(&c, &id, &bytes).unwrap();
+            prop_assert_eq!(&h.blobs, &entries);
+            for (e, data) in entries.iter().zip(&blobs) {
+                let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                prop_assert_eq!(&c.open(Domain::Blob(&e.id), s).unwrap(), data);
+            }
+            let cut = cut.min(bytes.len());
+            prop_assert!(PackHeader::parse(&c, &id, &bytes[..bytes.len() - cut]).is_err());
+        }
+    }
+}

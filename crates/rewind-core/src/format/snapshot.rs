@@ -1,0 +1,93 @@
+//! Snapshot files: a point in time. JSON (so that fields can be added
+//! without a new version), compressed and sealed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Crypto, Domain};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId};
+
+/// Snapshot format version.
+pub const VERSION: u32 = 1;
+
+/// What a backup did, stored with its snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    /// Files read for the first time.
+    pub files_new: u64,
+    /// Files read again because they changed.
+    pub files_changed: u64,
+    /// Files taken from the parent without reading.
+    pub files_unchanged: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Other nodes (symlinks, devices, fifos, sockets).
+    pub others: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Logical size of every file in the snapshot.
+    pub total_bytes: u64,
+    /// Blobs that were new to the repository.
+    pub blobs_added: u64,
+    /// Bytes of plaintext in new blobs.
+    pub bytes_added_raw: u64,
+    /// Bytes stored for new blobs (after compression and encryption).
+    pub bytes_added_stored: u64,
+    /// Files or directories that could not be read (reported by name).
+    pub errors: u64,
+    /// Seconds the backup took.
+    pub duration_secs: f64,
+}
+
+/// Contents of a snapshot file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    /// Format version (1).
+    pub version: u32,
+    /// Point in time, RFC 3339 with nanoseconds, UTC.
+    pub time: jiff::Timestamp,
+    /// Root tree.
+    pub tree: BlobId,
+    /// Backed-up paths as given (absolute, lossy UTF-8 for display; the tree
+    /// holds the exact bytes).
+    pub paths: Vec<String>,
+    /// Host name.
+    pub hostname: String,
+    /// User who ran the backup.
+    pub username: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Parent snapshot used to skip unchanged files.
+    #[serde(default)]
+    pub parent: Option<SnapshotId>,
+    /// Program that wrote it.
+    pub program: String,
+    /// Statistics of the backup.
+    #[serde(default)]
+    pub summary: BackupSummary,
+}
+
+impl SnapshotFile {
+    /// Sealed bytes and name.
+    pub fn seal(&self, crypto: &Crypto) -> (SnapshotId, Vec<u8>) {
+        let plain = serde_json::to_vec(self).expect("snapshot serializes");
+        let sealed = super::seal_object(crypto, Domain::Snapshot, &plain);
+        (SnapshotId(crate::id::Hash::of(&sealed)), sealed)
+    }
+
+    /// Opens and decodes a snapshot file.
+    pub fn open(crypto: &Crypto, name: &str, sealed: &[u8]) -> Result<Self> {
+        let plain = super::open_object(crypto, Domain::Snapshot, "snapshot", name, sealed)?;
+        let s: SnapshotFile =
+            serde_json::from_slice(&plain).map_err(|e| Error::corrupt("snapshot", name, e))?;
+        if s.version != VERSION {
+            return Err(Error::corrupt(
+                "snapshot",
+                name,
+                format!("unknown snapshot version {}", s.version),
+            ));
+        }
+        Ok(s)
+    }
+}

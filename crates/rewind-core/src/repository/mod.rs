@@ -1,0 +1,346 @@
+//! A repository: a backend plus its keys, config and index.
+
+mod index;
+mod writer;
+
+pub use index::{Index, IndexEntry};
+pub use writer::{BlobWriter, WriterStats};
+
+use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
+
+use crate::backend::{Backend, FileType, WriteOutcome};
+use crate::crypto::{Crypto, Domain, KdfParams, KeyFile};
+use crate::error::{Error, Result};
+use crate::format::config::Config;
+use crate::format::index::IndexFile;
+use crate::format::snapshot::SnapshotFile;
+use crate::format::tree::Tree;
+use crate::id::{BlobId, Hash, IndexId, KeyId, SnapshotId};
+
+/// Who is adding a key (recorded in the key file, informational).
+#[derive(Clone, Debug, Default)]
+pub struct KeyOwner {
+    /// Host name.
+    pub hostname: String,
+    /// User name.
+    pub username: String,
+}
+
+/// An open repository.
+#[derive(Debug)]
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    crypto: Crypto,
+    config: Config,
+    key_id: KeyId,
+    index: OnceLock<Arc<Index>>,
+}
+
+/// A key as listed by [`Repository::keys`].
+#[derive(Clone, Debug)]
+pub struct KeyInfo {
+    /// Key file name.
+    pub id: KeyId,
+    /// The key file (without secrets in clear).
+    pub file: KeyFile,
+    /// True for the key this repository was opened with.
+    pub current: bool,
+}
+
+impl Repository {
+    /// Creates a repository protected by `password`.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        owner: &KeyOwner,
+    ) -> Result<Self> {
+        match backend.read(FileType::Config, "config") {
+            Ok(_) => return Err(Error::AlreadyExists(backend.location())),
+            Err(Error::Missing { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        backend.create()?;
+        let crypto = Crypto::generate();
+        // Keys first, config last: a repository without config is not yet one.
+        let key_id = write_key(&*backend, &crypto, password, kdf, owner)?;
+        let config = Config::new();
+        let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        backend.write(FileType::Config, "config", &bytes)?;
+        Ok(Repository {
+            backend,
+            crypto,
+            config,
+            key_id,
+            index: OnceLock::new(),
+        })
+    }
+
+    /// Opens a repository with a password.
+    ///
+    /// # Errors
+    /// [`Error::NoRepository`] when there is no config, [`Error::UnsupportedVersion`]
+    /// for a newer format, [`Error::WrongPassword`] when no key opens.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let location = backend.location();
+        let config = match backend.read(FileType::Config, "config") {
+            Ok(b) => Config::parse(&b, &location)?,
+            Err(Error::Missing { .. }) => {
+                return Err(Error::NoRepository {
+                    location,
+                    reason: "it has no config file (run `rewind init` to create one)".into(),
+                })
+            }
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(Error::NoRepository {
+                    location,
+                    reason: "it is not a directory".into(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let keys = backend.list(FileType::Key)?;
+        if keys.is_empty() {
+            return Err(Error::NoRepository {
+                location,
+                reason: "it has no key files".into(),
+            });
+        }
+        for k in keys {
+            let bytes = backend.read(FileType::Key, &k.name)?;
+            let kf: KeyFile = match serde_json::from_slice(&bytes) {
+                Ok(kf) => kf,
+                Err(_) => continue, // a damaged key file must not lock out the others
+            };
+            if let Ok(Some(crypto)) = kf.unwrap_key(password, &k.name) {
+                let key_id = KeyId(k.name.parse()?);
+                return Ok(Repository {
+                    backend,
+                    crypto,
+                    config,
+                    key_id,
+                    index: OnceLock::new(),
+                });
+            }
+        }
+        Err(Error::WrongPassword)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The keys in use.
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The index, loaded on first use.
+    pub fn index(&self) -> Result<Arc<Index>> {
+        if let Some(i) = self.index.get() {
+            return Ok(i.clone());
+        }
+        let loaded = Arc::new(self.load_index()?);
+        Ok(self.index.get_or_init(|| loaded).clone())
+    }
+
+    fn load_index(&self) -> Result<Index> {
+        let files = self.backend.list(FileType::Index)?;
+        let parsed: Vec<(IndexId, IndexFile)> = files
+            .par_iter()
+            .map(|f| {
+                let bytes = self.backend.read(FileType::Index, &f.name)?;
+                let id: IndexId = f.name.parse()?;
+                if Hash::of(&bytes) != id.0 {
+                    return Err(Error::corrupt(
+                        "index",
+                        &f.name,
+                        "content does not match its name",
+                    ));
+                }
+                Ok((id, IndexFile::open(&self.crypto, &f.name, &bytes)?))
+            })
+            .collect::<Result<_>>()?;
+        let mut index = Index::default();
+        for (id, f) in &parsed {
+            index.add_file(*id, f);
+        }
+        Ok(index)
+    }
+
+    /// Reads, authenticates, decompresses and verifies one blob.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let index = self.index()?;
+        let e = index.get(id).ok_or_else(|| Error::Missing {
+            what: "blob",
+            id: id.to_hex(),
+        })?;
+        let pack = index.pack_id(e);
+        let sealed = self.backend.read_range(
+            FileType::Pack,
+            &pack.to_hex(),
+            u64::from(e.offset),
+            e.length,
+        )?;
+        self.open_blob(id, e.raw_length, &sealed, &pack.to_hex())
+    }
+
+    /// Opens a sealed blob read from pack `pack`.
+    pub fn open_blob(
+        &self,
+        id: &BlobId,
+        raw_length: u32,
+        sealed: &[u8],
+        pack: &str,
+    ) -> Result<Vec<u8>> {
+        let plain = self.crypto.open(Domain::Blob(id), sealed).ok_or_else(|| {
+            Error::corrupt("blob", id, format!("fails authentication in pack {pack}"))
+        })?;
+        let data = crate::format::decompress("blob", id, &plain, raw_length as usize)?;
+        if data.len() != raw_length as usize || self.crypto.blob_id(&data) != *id {
+            return Err(Error::corrupt(
+                "blob",
+                id,
+                format!("content does not match its id (pack {pack})"),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Reads a tree blob.
+    pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(id)?;
+        Tree::decode(id, &bytes)
+    }
+
+    /// Every snapshot, oldest first. Unreadable snapshot files are errors.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, SnapshotFile)>> {
+        let files = self.backend.list(FileType::Snapshot)?;
+        let mut out: Vec<(SnapshotId, SnapshotFile)> = files
+            .par_iter()
+            .map(|f| self.read_snapshot(&f.name.parse()?))
+            .collect::<Result<_>>()?;
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Reads one snapshot.
+    pub fn read_snapshot(&self, id: &SnapshotId) -> Result<(SnapshotId, SnapshotFile)> {
+        let bytes = self.backend.read(FileType::Snapshot, &id.to_hex())?;
+        if Hash::of(&bytes) != id.0 {
+            return Err(Error::corrupt(
+                "snapshot",
+                id,
+                "content does not match its name",
+            ));
+        }
+        Ok((*id, SnapshotFile::open(&self.crypto, &id.to_hex(), &bytes)?))
+    }
+
+    /// Stores a snapshot. Call only after its index is durable
+    /// (docs/DESIGN.md, "Write ordering").
+    pub fn save_snapshot(&self, s: &SnapshotFile) -> Result<SnapshotId> {
+        let (id, bytes) = s.seal(&self.crypto);
+        self.backend
+            .write(FileType::Snapshot, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Lists the key files.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for k in self.backend.list(FileType::Key)? {
+            let bytes = self.backend.read(FileType::Key, &k.name)?;
+            let file: KeyFile =
+                serde_json::from_slice(&bytes).map_err(|e| Error::corrupt("key", &k.name, e))?;
+            let id = KeyId(k.name.parse()?);
+            out.push(KeyInfo {
+                id,
+                current: id == self.key_id,
+                file,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The key this repository was opened with.
+    pub fn current_key(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Adds a password.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams, owner: &KeyOwner) -> Result<KeyId> {
+        write_key(&*self.backend, &self.crypto, password, kdf, owner)
+    }
+
+    /// Removes a key by id or unique prefix. Refuses to remove the last key
+    /// and the key in use (open with another password to remove it).
+    pub fn remove_key(&self, prefix: &str) -> Result<KeyId> {
+        let keys = self.keys()?;
+        let matches: Vec<&KeyInfo> = keys
+            .iter()
+            .filter(|k| k.id.to_hex().starts_with(prefix))
+            .collect();
+        let k = match matches.as_slice() {
+            [] => {
+                return Err(Error::InvalidInput(format!(
+                    "no key matches {prefix:?} (see `rewind key list`)"
+                )))
+            }
+            [k] => *k,
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "key prefix {prefix:?} matches several keys; give more characters"
+                )))
+            }
+        };
+        if keys.len() == 1 {
+            return Err(Error::Refused(
+                "refusing to remove the last key: the repository could never be opened again"
+                    .into(),
+            ));
+        }
+        if k.current {
+            return Err(Error::Refused("refusing to remove the key you opened the repository with; open it with another password to remove this one, or use `rewind key passwd`".into()));
+        }
+        self.backend.delete(FileType::Key, &k.id.to_hex())?;
+        Ok(k.id)
+    }
+
+    /// Replaces the current password: adds the new key, then removes the old.
+    pub fn change_password(
+        &mut self,
+        password: &[u8],
+        kdf: KdfParams,
+        owner: &KeyOwner,
+    ) -> Result<KeyId> {
+        let new = self.add_key(password, kdf, owner)?;
+        let old = self.key_id;
+        self.key_id = new;
+        self.backend.delete(FileType::Key, &old.to_hex())?;
+        Ok(new)
+    }
+}
+
+fn write_key(
+    backend: &dyn Backend,
+    crypto: &Crypto,
+    password: &[u8],
+    kdf: KdfParams,
+    owner: &KeyOwner,
+) -> Result<KeyId> {
+    let kf = KeyFile::wrap(crypto, password, kdf, &owner.hostname, &owner.username)?;
+    let bytes = serde_json::to_vec_pretty(&kf).expect("key file serializes");
+    let id = KeyId(Hash::of(&bytes));
+    match backend.write(FileType::Key, &id.to_hex(), &bytes)? {
+        WriteOutcome::Created | WriteOutcome::AlreadyExists => Ok(id),
+    }
+}

@@ -1,0 +1,282 @@
+//! Writing blobs: dedup, compress, seal, pack, upload, index.
+//!
+//! ```text
+//! caller threads --add_blob--> [dedup: index + seen set] -> compress -> seal
+//!     -> pack builder (data or tree) --full pack--> channel -> uploader threads
+//!     -> backend.write(pack) -> pending index entries --every 16 packs--> index file
+//! ```
+//! Ordering (docs/DESIGN.md, "Write ordering"): a pack is listed in an index
+//! file only after the backend reports it durable; the caller writes its
+//! snapshot only after [`Repository::write_blobs`] returned, i.e. after the
+//! last index file is durable.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{Index, Repository};
+use crate::backend::FileType;
+use crate::crypto::Domain;
+use crate::error::{Error, Result};
+use crate::format::index::{IndexFile, IndexPack, VERSION};
+use crate::format::pack::{BlobKind, PackBuilder, PackedBlob};
+use crate::id::{BlobId, IdBuildHasher, IndexId, PackId};
+
+/// Packs are closed once they reach this size.
+pub const PACK_TARGET_SIZE: usize = 16 << 20;
+/// An index file is written after this many packs (and at the end).
+pub const PACKS_PER_INDEX: usize = 16;
+/// zstd level for blobs.
+pub const COMPRESSION_LEVEL: i32 = 3;
+
+/// What a writer added.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// New data blobs.
+    pub data_blobs: u64,
+    /// New tree blobs.
+    pub tree_blobs: u64,
+    /// Plaintext bytes of new blobs.
+    pub bytes_raw: u64,
+    /// Stored bytes of new blobs.
+    pub bytes_stored: u64,
+    /// Packs written.
+    pub packs: u64,
+    /// Index files written.
+    pub index_files: Vec<IndexId>,
+}
+
+type Finished = (PackId, Vec<u8>, Vec<PackedBlob>);
+
+#[derive(Default)]
+struct Shared {
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+    pending: Mutex<Vec<IndexPack>>,
+    index_files: Mutex<Vec<IndexId>>,
+    packs: AtomicU64,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        let mut slot = self.error.lock().expect("error slot");
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Adds blobs to a repository; see [`Repository::write_blobs`].
+pub struct BlobWriter<'a> {
+    repo: &'a Repository,
+    index: Arc<Index>,
+    seen: Mutex<HashSet<BlobId, IdBuildHasher>>,
+    builders: Mutex<[PackBuilder; 2]>,
+    tx: Sender<Finished>,
+    shared: &'a Shared,
+    dry_run: bool,
+    data_blobs: AtomicU64,
+    tree_blobs: AtomicU64,
+    bytes_raw: AtomicU64,
+    bytes_stored: AtomicU64,
+}
+
+impl BlobWriter<'_> {
+    /// True if the repository already has the blob or this writer stored it.
+    pub fn has_blob(&self, id: &BlobId) -> bool {
+        self.index.contains(id) || self.seen.lock().expect("seen").contains(id)
+    }
+
+    /// Stores a blob unless it is already stored; returns its id and whether it was new.
+    pub fn add_blob(&self, kind: BlobKind, data: &[u8]) -> Result<(BlobId, bool)> {
+        let id = self.repo.crypto().blob_id(data);
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return Err(Error::Refused("stopped after a storage error".into()));
+        }
+        if self.index.contains(&id) || !self.seen.lock().expect("seen").insert(id) {
+            return Ok((id, false));
+        }
+        if self.dry_run {
+            let stored = crate::format::compress(data, COMPRESSION_LEVEL).len()
+                + crate::crypto::SEAL_OVERHEAD;
+            match kind {
+                BlobKind::Data => self.data_blobs.fetch_add(1, Ordering::Relaxed),
+                BlobKind::Tree => self.tree_blobs.fetch_add(1, Ordering::Relaxed),
+            };
+            self.bytes_raw
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.bytes_stored
+                .fetch_add(stored as u64, Ordering::Relaxed);
+            return Ok((id, true));
+        }
+        let raw_length = u32::try_from(data.len())
+            .map_err(|_| Error::InvalidInput("blob larger than 4 GiB".into()))?;
+        let sealed = self.repo.crypto().seal(
+            Domain::Blob(&id),
+            &crate::format::compress(data, COMPRESSION_LEVEL),
+        );
+        match kind {
+            BlobKind::Data => self.data_blobs.fetch_add(1, Ordering::Relaxed),
+            BlobKind::Tree => self.tree_blobs.fetch_add(1, Ordering::Relaxed),
+        };
+        self.bytes_raw
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.bytes_stored
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let full = {
+            let mut b = self.builders.lock().expect("builders");
+            let slot = &mut b[kind as usize];
+            slot.add(kind, id, &sealed, raw_length);
+            (slot.len() >= PACK_TARGET_SIZE)
+                .then(|| std::mem::replace(slot, PackBuilder::new(PACK_TARGET_SIZE + (1 << 20))))
+        };
+        if let Some(pack) = full {
+            self.send(pack)?;
+        }
+        Ok((id, true))
+    }
+
+    fn send(&self, pack: PackBuilder) -> Result<()> {
+        let finished = pack.finish(self.repo.crypto());
+        self.tx
+            .send(finished)
+            .map_err(|_| Error::Refused("uploaders stopped".into()))
+    }
+
+    fn flush(&self) -> Result<()> {
+        let packs: Vec<PackBuilder> = {
+            let mut b = self.builders.lock().expect("builders");
+            b.iter_mut()
+                .map(|s| std::mem::replace(s, PackBuilder::new(0)))
+                .collect()
+        };
+        for p in packs.into_iter().filter(|p| !p.is_empty()) {
+            self.send(p)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Result<()> {
+    if packs.is_empty() {
+        return Ok(());
+    }
+    let file = IndexFile {
+        version: VERSION,
+        supersedes: Vec::new(),
+        packs,
+    };
+    let (id, bytes) = file.seal(repo.crypto());
+    repo.backend()
+        .write(FileType::Index, &id.to_hex(), &bytes)?;
+    shared.index_files.lock().expect("index files").push(id);
+    Ok(())
+}
+
+fn uploader(repo: &Repository, rx: Receiver<Finished>, shared: &Shared) {
+    for (id, bytes, blobs) in rx {
+        if shared.failed.load(Ordering::Relaxed) {
+            continue; // drain, so that senders never block forever
+        }
+        if let Err(e) = repo.backend().write(FileType::Pack, &id.to_hex(), &bytes) {
+            shared.fail(e);
+            continue;
+        }
+        shared.packs.fetch_add(1, Ordering::Relaxed);
+        let batch = {
+            let mut p = shared.pending.lock().expect("pending");
+            p.push(IndexPack {
+                id,
+                size: bytes.len() as u64,
+                blobs,
+            });
+            if p.len() >= PACKS_PER_INDEX {
+                std::mem::take(&mut *p)
+            } else {
+                Vec::new()
+            }
+        };
+        if let Err(e) = write_index(repo, batch, shared) {
+            shared.fail(e);
+        }
+    }
+}
+
+impl Repository {
+    /// Runs `f` with a [`BlobWriter`]; when `f` returns, every blob it added
+    /// is in a durable pack listed in a durable index file, so the caller may
+    /// then write a snapshot that refers to them.
+    ///
+    /// On error, packs already written are still indexed (so a retry reuses
+    /// them) and the error is returned; the caller must not write a snapshot.
+    pub fn write_blobs<R>(
+        &self,
+        f: impl FnOnce(&BlobWriter<'_>) -> Result<R>,
+    ) -> Result<(R, WriterStats)> {
+        self.write_blobs_with(false, f)
+    }
+
+    /// [`Repository::write_blobs`], or with `dry_run` a writer that only
+    /// counts what it would store.
+    pub fn write_blobs_with<R>(
+        &self,
+        dry_run: bool,
+        f: impl FnOnce(&BlobWriter<'_>) -> Result<R>,
+    ) -> Result<(R, WriterStats)> {
+        let index = self.index()?;
+        let shared = Shared::default();
+        let (tx, rx) = crossbeam_channel::bounded::<Finished>(0);
+        let (result, stats) = std::thread::scope(|s| {
+            for _ in 0..self.backend().connections().max(1) {
+                let rx = rx.clone();
+                let shared = &shared;
+                s.spawn(move || uploader(self, rx, shared));
+            }
+            drop(rx);
+            let writer = BlobWriter {
+                repo: self,
+                index,
+                seen: Mutex::new(HashSet::default()),
+                builders: Mutex::new([
+                    PackBuilder::new(PACK_TARGET_SIZE + (1 << 20)),
+                    PackBuilder::new(1 << 20),
+                ]),
+                tx,
+                shared: &shared,
+                dry_run,
+                data_blobs: AtomicU64::new(0),
+                tree_blobs: AtomicU64::new(0),
+                bytes_raw: AtomicU64::new(0),
+                bytes_stored: AtomicU64::new(0),
+            };
+            let result = f(&writer).and_then(|r| writer.flush().map(|()| r));
+            let stats = WriterStats {
+                data_blobs: writer.data_blobs.load(Ordering::Relaxed),
+                tree_blobs: writer.tree_blobs.load(Ordering::Relaxed),
+                bytes_raw: writer.bytes_raw.load(Ordering::Relaxed),
+                bytes_stored: writer.bytes_stored.load(Ordering::Relaxed),
+                packs: 0,
+                index_files: Vec::new(),
+            };
+            drop(writer); // closes the channel; the scope joins the uploaders
+            (result, stats)
+        });
+        // Index what was written, even after an error, so that the next run reuses it.
+        let rest = std::mem::take(&mut *shared.pending.lock().expect("pending"));
+        let index_result = write_index(self, rest, &shared);
+        if let Some(e) = shared.error.lock().expect("error").take() {
+            return Err(e);
+        }
+        let r = result?;
+        index_result?;
+        let stats = WriterStats {
+            packs: shared.packs.load(Ordering::Relaxed),
+            index_files: shared.index_files.lock().expect("index files").clone(),
+            ..stats
+        };
+        Ok((r, stats))
+    }
+}

@@ -1,0 +1,708 @@
+//! The restore engine: snapshot -> files, never outside the target.
+//!
+//! ```text
+//! plan:    walk the trees (names were validated on decode: no "..", no "/"),
+//!          apply include/exclude, list dirs, files, links, specials
+//! dirs:    create each directory; an existing symlink in the way is replaced
+//!          (or the entry skipped with --overwrite never), never followed
+//! files:   in parallel; skip files already identical (size and mtime equal,
+//!          unless --overwrite always), write chunks at their offsets (holes
+//!          stay holes), then owner, mode, xattrs, mtime
+//! links:   hard links to the first restored path of each inode
+//! finish:  directory metadata bottom-up; --delete removes what the snapshot
+//!          lacks; --verify reads every restored file back and compares ids
+//! ```
+//! A missing or damaged blob fails only the files that need it; the rest go on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::archiver::{Progress, Warning};
+use crate::error::{Error, Result};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::BlobId;
+use crate::repository::Repository;
+
+/// What to do with files that already exist in the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Leave existing files alone.
+    Never,
+    /// Rewrite unless size and mtime already match (resumes an interrupted restore).
+    #[default]
+    IfChanged,
+    /// Rewrite every file.
+    Always,
+}
+
+/// Inputs of a restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Directory to restore into (created if missing).
+    pub target: PathBuf,
+    /// Existing-file policy.
+    pub overwrite: Overwrite,
+    /// Remove entries of the target that the snapshot lacks.
+    pub delete: bool,
+    /// Read every restored file back and compare it with the snapshot.
+    pub verify: bool,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Restore only paths matching these (gitignore syntax, snapshot paths).
+    pub includes: Vec<String>,
+    /// Never restore paths matching these.
+    pub excludes: Vec<String>,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreStats {
+    /// Files written.
+    pub files_restored: u64,
+    /// Files left alone because they were already identical (or `never`).
+    pub files_skipped: u64,
+    /// Directories restored.
+    pub dirs: u64,
+    /// Symlinks, hard links, fifos, devices.
+    pub others: u64,
+    /// Content bytes written.
+    pub bytes_written: u64,
+    /// Entries removed by `--delete`.
+    pub deleted: u64,
+    /// Files verified.
+    pub verified: u64,
+    /// Failures, by path.
+    pub errors: Vec<Warning>,
+}
+
+struct PlanItem {
+    rel: PathBuf,
+    node: Node,
+}
+
+#[derive(Default)]
+struct Plan {
+    dirs: Vec<PlanItem>,
+    files: Vec<PlanItem>,
+    hardlinks: Vec<(PathBuf, PathBuf)>,
+    others: Vec<PlanItem>,
+    /// For --delete: every directory restored and the names the snapshot has there.
+    listings: Vec<(PathBuf, BTreeSet<Vec<u8>>)>,
+}
+
+struct Filter {
+    include: Option<ignore::gitignore::Gitignore>,
+    exclude: ignore::gitignore::Gitignore,
+}
+
+fn matcher(patterns: &[String]) -> Result<ignore::gitignore::Gitignore> {
+    let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+    for p in patterns {
+        b.add_line(None, p)
+            .map_err(|e| Error::InvalidInput(format!("bad pattern {p:?}: {e}")))?;
+    }
+    b.build()
+        .map_err(|e| Error::InvalidInput(format!("bad patterns: {e}")))
+}
+
+impl Filter {
+    fn excluded(&self, snap_path: &Path, is_dir: bool) -> bool {
+        self.exclude.matched(snap_path, is_dir).is_ignore()
+    }
+    fn included(&self, snap_path: &Path, is_dir: bool) -> bool {
+        match &self.include {
+            None => true,
+            Some(m) => m.matched_path_or_any_parents(snap_path, is_dir).is_ignore(),
+        }
+    }
+}
+
+struct Planner<'a> {
+    repo: &'a Repository,
+    filter: Filter,
+    plan: Plan,
+    seen_inodes: HashMap<(u64, u64), PathBuf>,
+    errors: Vec<Warning>,
+}
+
+impl Planner<'_> {
+    /// Plans the entries of `tree` into `rel`. Returns true if anything below was selected.
+    fn walk(&mut self, tree: &Tree, rel: &Path, snap: &Path) -> bool {
+        let mut any = false;
+        let names: BTreeSet<Vec<u8>> = tree.nodes.iter().map(|n| n.name.clone()).collect();
+        let listing_pos = self.plan.listings.len();
+        self.plan.listings.push((rel.to_path_buf(), names));
+        for node in &tree.nodes {
+            let name = std::ffi::OsStr::from_bytes(&node.name);
+            let child_rel = rel.join(name);
+            let child_snap = snap.join(name);
+            if self.filter.excluded(&child_snap, node.is_dir()) {
+                continue;
+            }
+            match &node.kind {
+                NodeKind::Dir { subtree } => {
+                    let pos = self.plan.dirs.len();
+                    self.plan.dirs.push(PlanItem {
+                        rel: child_rel.clone(),
+                        node: node.clone(),
+                    });
+                    let sub_any = match self.repo.read_tree(subtree) {
+                        Ok(t) => self.walk(&t, &child_rel, &child_snap),
+                        Err(e) => {
+                            self.errors.push(Warning {
+                                path: child_snap.clone(),
+                                message: format!("directory contents lost: {e}"),
+                            });
+                            false
+                        }
+                    };
+                    if sub_any || self.filter.included(&child_snap, true) {
+                        any = true;
+                    } else {
+                        self.plan.dirs.truncate(pos);
+                    }
+                }
+                _ if !self.filter.included(&child_snap, false) => {}
+                NodeKind::File { .. } => {
+                    any = true;
+                    if node.links > 1 && node.inode != 0 {
+                        let key = (node.device, node.inode);
+                        if let Some(first) = self.seen_inodes.get(&key) {
+                            self.plan.hardlinks.push((first.clone(), child_rel));
+                            continue;
+                        }
+                        self.seen_inodes.insert(key, child_rel.clone());
+                    }
+                    self.plan.files.push(PlanItem {
+                        rel: child_rel,
+                        node: node.clone(),
+                    });
+                }
+                _ => {
+                    any = true;
+                    self.plan.others.push(PlanItem {
+                        rel: child_rel,
+                        node: node.clone(),
+                    });
+                }
+            }
+        }
+        if !any && rel != Path::new("") {
+            self.plan.listings.truncate(listing_pos);
+        }
+        any
+    }
+}
+
+/// Finds the node at `path` (absolute, inside the snapshot) below `root`.
+/// Returns `None` for the root itself.
+pub fn find_node(repo: &Repository, root: &crate::id::BlobId, path: &Path) -> Result<Option<Node>> {
+    let mut tree = repo.read_tree(root)?;
+    let comps: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut node = None;
+    for (i, c) in comps.iter().enumerate() {
+        let n = tree.find(c.as_bytes()).cloned().ok_or_else(|| {
+            Error::InvalidInput(format!("{} is not in the snapshot", path.display()))
+        })?;
+        if i + 1 < comps.len() {
+            match &n.kind {
+                NodeKind::Dir { subtree } => tree = repo.read_tree(subtree)?,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "{} is not in the snapshot",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        node = Some(n);
+    }
+    Ok(node)
+}
+
+fn ensure_dir(path: &Path, overwrite: Overwrite) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) if overwrite == Overwrite::Never => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a non-directory is in the way",
+        )),
+        Ok(_) => {
+            fs::remove_file(path)?; // a file or symlink: never followed
+            fs::create_dir(path)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path),
+        Err(e) => Err(e),
+    }
+}
+
+fn to_filetime(t: crate::format::tree::Time) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(t.secs, t.nanos)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Applies owner (as root), mode, xattrs and mtime; never follows symlinks.
+fn apply_metadata(path: &Path, node: &Node) -> std::result::Result<(), String> {
+    let mut problems = Vec::new();
+    if is_root() {
+        if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+            problems.push(format!("owner: {e}"));
+        }
+    }
+    if !matches!(node.kind, NodeKind::Symlink { .. }) {
+        if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777)) {
+            problems.push(format!("mode: {e}"));
+        }
+    }
+    for x in &node.xattrs {
+        if let Err(e) = xattr::set(path, std::ffi::OsStr::from_bytes(&x.name), &x.value) {
+            problems.push(format!("xattr {}: {e}", String::from_utf8_lossy(&x.name)));
+        }
+    }
+    let t = to_filetime(node.mtime);
+    if let Err(e) = filetime::set_symlink_file_times(path, t, t) {
+        problems.push(format!("mtime: {e}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "metadata not fully restored ({})",
+            problems.join("; ")
+        ))
+    }
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the file at `path` already matches `node` (size and mtime).
+fn already_there(path: &Path, node: &Node) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::symlink_metadata(path).ok()?;
+    Some(
+        md.is_file()
+            && md.size() == node.size
+            && md.mtime() == node.mtime.secs
+            && md.mtime_nsec() == i64::from(node.mtime.nanos),
+    )
+}
+
+fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) -> Result<u64> {
+    let NodeKind::File { content, holes } = &node.kind else {
+        unreachable!("only files are written")
+    };
+    if let Ok(md) = fs::symlink_metadata(path) {
+        if !md.is_file() {
+            remove_any(path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+        }
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    let mut pos = 0u64;
+    let mut holes = holes.iter().peekable();
+    let mut written = 0;
+    for id in content {
+        while let Some(h) = holes.peek() {
+            if h.offset == pos {
+                pos += h.length;
+                holes.next();
+            } else {
+                break;
+            }
+        }
+        let data = repo.read_blob(id)?;
+        f.write_all_at(&data, pos)
+            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+        pos += data.len() as u64;
+        written += data.len() as u64;
+        progress
+            .done_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+    }
+    f.set_len(node.size)
+        .map_err(|e| Error::io(format!("resize {}", path.display()), e))?;
+    Ok(written)
+}
+
+/// Reads a restored file back and checks every chunk against its id.
+fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Result<(), String> {
+    let NodeKind::File { content, holes } = &node.kind else {
+        return Ok(());
+    };
+    let index = repo.index().map_err(|e| e.to_string())?;
+    let mut f = File::open(path).map_err(|e| format!("cannot read back: {e}"))?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if len != node.size {
+        return Err(format!("size is {len}, snapshot says {}", node.size));
+    }
+    let mut pos = 0u64;
+    let mut holes = holes.iter().peekable();
+    let mut buf = Vec::new();
+    for id in content {
+        while let Some(h) = holes.peek() {
+            if h.offset == pos {
+                pos += h.length;
+                holes.next();
+            } else {
+                break;
+            }
+        }
+        let e = index
+            .get(id)
+            .ok_or_else(|| format!("blob {id} missing from the index"))?;
+        buf.resize(e.raw_length as usize, 0);
+        f.read_exact_at(&mut buf, pos)
+            .map_err(|e| format!("cannot read back: {e}"))?;
+        if repo.crypto().blob_id(&buf) != *id {
+            return Err(format!("content at offset {pos} differs from the snapshot"));
+        }
+        pos += buf.len() as u64;
+    }
+    let _ = f.read(&mut []);
+    Ok(())
+}
+
+/// Restores the tree `root` (or the single `node`) into `opts.target`.
+///
+/// `snap_base` is the path in the snapshot that `root` stands for (used for
+/// include/exclude matching and messages).
+pub fn restore(
+    repo: &Repository,
+    start: RestoreStart,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreStats> {
+    let filter = Filter {
+        include: if opts.includes.is_empty() {
+            None
+        } else {
+            Some(matcher(&opts.includes)?)
+        },
+        exclude: matcher(&opts.excludes)?,
+    };
+    let mut planner = Planner {
+        repo,
+        filter,
+        plan: Plan::default(),
+        seen_inodes: HashMap::new(),
+        errors: Vec::new(),
+    };
+    match &start {
+        RestoreStart::Tree { tree, snap_path } => {
+            let t = repo.read_tree(tree)?;
+            planner.walk(&t, Path::new(""), snap_path);
+        }
+        RestoreStart::Node { node, snap_path } => {
+            let wrapper = Tree::new(vec![node.clone()]);
+            planner.walk(
+                &wrapper,
+                Path::new(""),
+                snap_path.parent().unwrap_or(Path::new("/")),
+            );
+        }
+    }
+    let Planner { plan, errors, .. } = planner;
+    let mut stats = RestoreStats {
+        errors,
+        ..Default::default()
+    };
+    progress
+        .total_files
+        .store(plan.files.len() as u64, Ordering::Relaxed);
+    progress.total_bytes.store(
+        plan.files.iter().map(|f| f.node.size).sum(),
+        Ordering::Relaxed,
+    );
+    progress.scan_done.store(true, Ordering::SeqCst);
+    let target = &opts.target;
+
+    if opts.dry_run {
+        for f in &plan.files {
+            let same = already_there(&target.join(&f.rel), &f.node);
+            let skip = match opts.overwrite {
+                Overwrite::Never => same.is_some(),
+                Overwrite::IfChanged => same == Some(true),
+                Overwrite::Always => false,
+            };
+            if skip {
+                stats.files_skipped += 1;
+            } else {
+                stats.files_restored += 1;
+                stats.bytes_written += f.node.size;
+            }
+        }
+        stats.dirs = plan.dirs.len() as u64;
+        stats.others = (plan.others.len() + plan.hardlinks.len()) as u64;
+        return Ok(stats);
+    }
+
+    fs::create_dir_all(target)
+        .map_err(|e| Error::io(format!("create target {}", target.display()), e))?;
+    let errors = Mutex::new(Vec::new());
+    let fail = |rel: &Path, msg: String| {
+        errors.lock().expect("errors").push(Warning {
+            path: rel.to_path_buf(),
+            message: msg,
+        })
+    };
+
+    // Directories, parents first. A failed directory fails what is below it.
+    let mut bad_dirs: Vec<PathBuf> = Vec::new();
+    for d in &plan.dirs {
+        if bad_dirs.iter().any(|b| d.rel.starts_with(b)) {
+            continue;
+        }
+        if let Err(e) = ensure_dir(&target.join(&d.rel), opts.overwrite) {
+            fail(&d.rel, format!("cannot create directory: {e}"));
+            bad_dirs.push(d.rel.clone());
+        } else {
+            stats.dirs += 1;
+        }
+    }
+    let under_bad = |rel: &Path| bad_dirs.iter().any(|b| rel.starts_with(b));
+
+    // Files, in parallel.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
+        * 2;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::io("start restore threads", std::io::Error::other(e)))?;
+    let outcomes: Vec<(bool, u64)> = pool.install(|| {
+        plan.files
+            .par_iter()
+            .map(|f| {
+                if under_bad(&f.rel) {
+                    return (false, 0);
+                }
+                let path = target.join(&f.rel);
+                let same = already_there(&path, &f.node);
+                let skip = match opts.overwrite {
+                    Overwrite::Never => same.is_some(),
+                    Overwrite::IfChanged => same == Some(true),
+                    Overwrite::Always => false,
+                };
+                if skip {
+                    progress.done_files.fetch_add(1, Ordering::Relaxed);
+                    progress
+                        .done_bytes
+                        .fetch_add(f.node.size, Ordering::Relaxed);
+                    return (false, 0);
+                }
+                let r = write_file(repo, &path, &f.node, progress);
+                progress.done_files.fetch_add(1, Ordering::Relaxed);
+                match r {
+                    Ok(n) => {
+                        if let Err(m) = apply_metadata(&path, &f.node) {
+                            fail(&f.rel, m);
+                        }
+                        (true, n)
+                    }
+                    Err(e) => {
+                        fail(&f.rel, e.to_string());
+                        (false, 0)
+                    }
+                }
+            })
+            .collect()
+    });
+    for (written, n) in outcomes {
+        if written {
+            stats.files_restored += 1;
+            stats.bytes_written += n;
+        } else {
+            stats.files_skipped += 1;
+        }
+    }
+
+    for (first, link) in &plan.hardlinks {
+        if under_bad(link) {
+            continue;
+        }
+        let (src, dst) = (target.join(first), target.join(link));
+        if fs::symlink_metadata(&dst).is_ok() {
+            if opts.overwrite == Overwrite::Never {
+                continue;
+            }
+            if same_inode(&src, &dst) {
+                continue;
+            }
+            let _ = remove_any(&dst);
+        }
+        match fs::hard_link(&src, &dst) {
+            Ok(()) => stats.others += 1,
+            Err(e) => fail(
+                link,
+                format!("cannot create hard link to {}: {e}", first.display()),
+            ),
+        }
+    }
+
+    for o in &plan.others {
+        if under_bad(&o.rel) {
+            continue;
+        }
+        let path = target.join(&o.rel);
+        if fs::symlink_metadata(&path).is_ok() {
+            if opts.overwrite == Overwrite::Never {
+                continue;
+            }
+            if let Err(e) = remove_any(&path) {
+                fail(&o.rel, format!("cannot replace: {e}"));
+                continue;
+            }
+        }
+        let made = match &o.node.kind {
+            NodeKind::Symlink { target: t } => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(t), &path)
+                    .map_err(|e| e.to_string())
+            }
+            NodeKind::Fifo => nix::unistd::mkfifo(
+                &path,
+                nix::sys::stat::Mode::from_bits_truncate(o.node.mode & 0o7777),
+            )
+            .map_err(|e| e.to_string()),
+            NodeKind::CharDevice { rdev } | NodeKind::BlockDevice { rdev } => {
+                let kind = if matches!(o.node.kind, NodeKind::CharDevice { .. }) {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                nix::sys::stat::mknod(
+                    &path,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(o.node.mode & 0o7777),
+                    *rdev,
+                )
+                .map_err(|e| format!("cannot create device node (needs root): {e}"))
+            }
+            NodeKind::Socket => continue,
+            NodeKind::File { .. } | NodeKind::Dir { .. } => {
+                unreachable!("planned as files or dirs")
+            }
+        };
+        match made {
+            Ok(()) => {
+                stats.others += 1;
+                if let Err(m) = apply_metadata(&path, &o.node) {
+                    fail(&o.rel, m);
+                }
+            }
+            Err(m) => fail(&o.rel, m),
+        }
+    }
+
+    if opts.delete {
+        for (rel, names) in &plan.listings {
+            if under_bad(rel) {
+                continue;
+            }
+            let dir = target.join(rel);
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                if !names.contains(e.file_name().as_bytes()) {
+                    match remove_any(&e.path()) {
+                        Ok(()) => stats.deleted += 1,
+                        Err(err) => fail(&rel.join(e.file_name()), format!("cannot delete: {err}")),
+                    }
+                }
+            }
+        }
+    }
+
+    if opts.verify {
+        let results: Vec<Option<Warning>> = pool.install(|| {
+            plan.files
+                .par_iter()
+                .filter(|f| !under_bad(&f.rel))
+                .map(|f| {
+                    verify_file(repo, &target.join(&f.rel), &f.node)
+                        .err()
+                        .map(|m| Warning {
+                            path: f.rel.clone(),
+                            message: format!("verify failed: {m}"),
+                        })
+                })
+                .collect()
+        });
+        for r in results {
+            match r {
+                Some(w) => errors.lock().expect("errors").push(w),
+                None => stats.verified += 1,
+            }
+        }
+    }
+
+    // Directory metadata last, deepest first, so that writing into them
+    // does not change their mtime again.
+    for d in plan.dirs.iter().rev() {
+        if under_bad(&d.rel) {
+            continue;
+        }
+        if let Err(m) = apply_metadata(&target.join(&d.rel), &d.node) {
+            fail(&d.rel, m);
+        }
+    }
+    stats.errors.extend(errors.into_inner().expect("errors"));
+    Ok(stats)
+}
+
+fn same_inode(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// What to restore.
+#[derive(Clone, Debug)]
+pub enum RestoreStart {
+    /// The entries of a tree (a snapshot root or a directory in it).
+    Tree {
+        /// The tree.
+        tree: BlobId,
+        /// Its path in the snapshot.
+        snap_path: PathBuf,
+    },
+    /// One non-directory node, restored into the target under its name.
+    Node {
+        /// The node.
+        node: Node,
+        /// Its path in the snapshot.
+        snap_path: PathBuf,
+    },
+}
