@@ -21,20 +21,32 @@ pub fn chunk_stream<R: Read, E: From<std::io::Error>>(
     mut f: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<u64, E> {
     let max = params.max_size as usize;
-    let mut head = Vec::new();
+    // One buffer per thread, reused for every small file: no allocation churn.
+    thread_local! {
+        static HEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut head = HEAD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+    head.clear();
+    head.reserve(max + 1);
     (&mut reader).take(max as u64 + 1).read_to_end(&mut head)?;
     if head.len() <= max {
-        for c in FastCDC::with_level_and_seed(
+        let mut result = Ok(head.len() as u64);
+        let cuts = FastCDC::with_level_and_seed(
             &head,
             params.min_size as usize,
             params.avg_size as usize,
             max,
             Normalization::Level1,
             params.seed,
-        ) {
-            f(&head[c.offset..c.offset + c.length])?;
+        );
+        for c in cuts {
+            if let Err(e) = f(&head[c.offset..c.offset + c.length]) {
+                result = Err(e);
+                break;
+            }
         }
-        return Ok(head.len() as u64);
+        HEAD.with(|h| *h.borrow_mut() = head);
+        return result;
     }
     let source = Cursor::new(head).chain(reader);
     let mut total = 0;

@@ -7,22 +7,30 @@
 //! overwrite) and the directory is fsynced.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
 use std::path::{Path, PathBuf};
 
 use super::{Backend, FileInfo, FileType, WriteOutcome};
 use crate::error::{Error, IoContext, Result};
 
 /// A repository directory on a local file system.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Open pack files for ranged reads (restore reads many blobs of one pack).
+    open_files: Mutex<HashMap<PathBuf, Arc<File>>>,
 }
+
+/// How many pack files [`LocalBackend`] keeps open for reading.
+const OPEN_FILES: usize = 64;
 
 impl LocalBackend {
     /// A backend rooted at `root` (not touched until used).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend { root: root.into(), open_files: Mutex::new(HashMap::new()) }
     }
 
     /// The root directory.
@@ -152,15 +160,25 @@ impl Backend for LocalBackend {
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
         let p = self.path(t, name)?;
-        let mut f = match File::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(missing(t, name)),
-            Err(e) => return Err(Error::io(format!("open {}", p.display()), e)),
+        let cached = self.open_files.lock().expect("open files").get(&p).cloned();
+        let f = match cached {
+            Some(f) => f,
+            None => {
+                let f = match File::open(&p) {
+                    Ok(f) => Arc::new(f),
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Err(missing(t, name)),
+                    Err(e) => return Err(Error::io(format!("open {}", p.display()), e)),
+                };
+                let mut files = self.open_files.lock().expect("open files");
+                if files.len() >= OPEN_FILES {
+                    files.clear();
+                }
+                files.insert(p.clone(), f.clone());
+                f
+            }
         };
         let mut buf = vec![0u8; len as usize];
-        f.seek(SeekFrom::Start(offset))
-            .and_then(|_| f.read_exact(&mut buf))
-            .ctx(|| format!("read {} bytes at {offset} of {}", len, p.display()))?;
+        f.read_exact_at(&mut buf, offset).ctx(|| format!("read {} bytes at {offset} of {}", len, p.display()))?;
         Ok(buf)
     }
 
@@ -202,6 +220,7 @@ impl Backend for LocalBackend {
 
     fn delete(&self, t: FileType, name: &str) -> Result<()> {
         let p = self.path(t, name)?;
+        self.open_files.lock().expect("open files").remove(&p);
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

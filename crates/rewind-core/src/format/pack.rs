@@ -18,8 +18,9 @@ pub const MAGIC: &[u8; 8] = b"RWNDPACK";
 pub const VERSION: u8 = 1;
 /// Bytes before the first blob.
 pub const PREFIX_LEN: u64 = 9;
-/// Largest blob plaintext accepted (the chunker's maximum is far below).
-pub const MAX_BLOB_SIZE: u32 = 64 << 20;
+/// Largest blob plaintext accepted: chunks are at most 16 MiB, but the
+/// tree of a huge directory may be larger.
+pub const MAX_BLOB_SIZE: u32 = 1 << 30;
 
 /// What a blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
