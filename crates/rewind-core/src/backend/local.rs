@@ -6,12 +6,12 @@
 //! their final name (which fails if the name exists: write-if-absent, no
 //! overwrite) and the directory is fsynced.
 
-use std::fs::{self, File, OpenOptions};
 use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{Backend, FileInfo, FileType, WriteOutcome};
 use crate::error::{Error, IoContext, Result};
@@ -30,7 +30,10 @@ const OPEN_FILES: usize = 64;
 impl LocalBackend {
     /// A backend rooted at `root` (not touched until used).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into(), open_files: Mutex::new(HashMap::new()) }
+        LocalBackend {
+            root: root.into(),
+            open_files: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The root directory.
@@ -178,7 +181,8 @@ impl Backend for LocalBackend {
             }
         };
         let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, offset).ctx(|| format!("read {} bytes at {offset} of {}", len, p.display()))?;
+        f.read_exact_at(&mut buf, offset)
+            .ctx(|| format!("read {} bytes at {offset} of {}", len, p.display()))?;
         Ok(buf)
     }
 

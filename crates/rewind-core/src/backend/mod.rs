@@ -140,6 +140,9 @@ pub(crate) mod conformance {
         assert!(b.list(FileType::Pack).unwrap().is_empty());
         b.write(FileType::Config, "config", b"{}").unwrap();
         assert_eq!(b.read(FileType::Config, "config").unwrap(), b"{}");
-        assert!(b.create().is_err(), "create over an existing repository must fail");
+        assert!(
+            b.create().is_err(),
+            "create over an existing repository must fail"
+        );
     }
 }
