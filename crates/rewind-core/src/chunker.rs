@@ -1,14 +1,22 @@
 //! Content-defined chunking with FastCDC (2020), seeded per repository.
 //!
-//! Files no larger than the maximum chunk size are read whole and cut in
-//! memory; larger ones are streamed, so memory stays bounded by a few
-//! maximum-size chunks whatever the file size.
+//! Data is read into one buffer per thread (twice the maximum chunk size,
+//! reused for every file) and cut in place with FastCDC's gear hash, so
+//! memory stays bounded whatever the file size and no allocation happens per
+//! file or per chunk. A cut only looks at the next `max_size` bytes, so the
+//! buffer always holds at least that much (or the rest of the stream) before
+//! cutting: boundaries are the same as when cutting the whole stream at once.
 
-use std::io::{Cursor, Read};
+use std::cell::RefCell;
+use std::io::{ErrorKind, Read};
 
-use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
+use fastcdc::v2020::{cut_gear, get_gear_with_seed, select_masks, Normalization};
 
 use crate::crypto::ChunkerParams;
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Cuts everything `reader` yields into chunks and calls `f` on each, in
 /// order. Returns the number of bytes read.
@@ -17,55 +25,78 @@ use crate::crypto::ChunkerParams;
 /// An I/O error of the reader, or the first error of `f`.
 pub fn chunk_stream<R: Read, E: From<std::io::Error>>(
     params: &ChunkerParams,
+    reader: R,
+    f: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<u64, E> {
+    // Take the thread's buffer (a nested call gets a fresh one) and put it back after.
+    let mut buf = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let result = cut_all(params, reader, f, &mut buf);
+    BUF.with(|b| *b.borrow_mut() = buf);
+    result
+}
+
+fn cut_all<R: Read, E: From<std::io::Error>>(
+    params: &ChunkerParams,
     mut reader: R,
     mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    buf: &mut Vec<u8>,
 ) -> Result<u64, E> {
-    let max = params.max_size as usize;
-    // One buffer per thread, reused for every small file: no allocation churn.
-    thread_local! {
-        static HEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let mut head = HEAD.with(|h| std::mem::take(&mut *h.borrow_mut()));
-    head.clear();
-    head.reserve(max + 1);
-    (&mut reader).take(max as u64 + 1).read_to_end(&mut head)?;
-    if head.len() <= max {
-        let mut result = Ok(head.len() as u64);
-        let cuts = FastCDC::with_level_and_seed(
-            &head,
-            params.min_size as usize,
-            params.avg_size as usize,
-            max,
-            Normalization::Level1,
-            params.seed,
-        );
-        for c in cuts {
-            if let Err(e) = f(&head[c.offset..c.offset + c.length]) {
-                result = Err(e);
-                break;
-            }
-        }
-        HEAD.with(|h| *h.borrow_mut() = head);
-        return result;
-    }
-    let source = Cursor::new(head).chain(reader);
-    let mut total = 0;
-    for chunk in StreamCDC::with_level_and_seed(
-        source,
+    let (min, avg, max) = (
         params.min_size as usize,
         params.avg_size as usize,
-        max,
-        Normalization::Level1,
-        params.seed,
-    ) {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(e) => e,
-            other => std::io::Error::other(format!("chunker: {other:?}")),
-        })?;
-        total += chunk.length as u64;
-        f(&chunk.data)?;
+        params.max_size as usize,
+    );
+    let (gear, gear_ls) = get_gear_with_seed(params.seed);
+    let (mask_s, mask_l) = select_masks(avg, Normalization::Level1);
+    let capacity = 2 * max;
+    buf.clear();
+    let mut start = 0;
+    let mut eof = false;
+    let mut total = 0u64;
+    loop {
+        if !eof && buf.len() - start < max {
+            // Move the unread tail to the front and fill up.
+            buf.drain(..start);
+            start = 0;
+            let mut filled = buf.len();
+            buf.resize(capacity, 0);
+            while filled < capacity {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        buf.truncate(filled);
+                        return Err(e.into());
+                    }
+                }
+            }
+            buf.truncate(filled);
+        }
+        let remaining = buf.len() - start;
+        if remaining == 0 {
+            return Ok(total);
+        }
+        let (_, count) = cut_gear(
+            &buf[start..],
+            min,
+            avg,
+            max,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+            &gear,
+            &gear_ls,
+        );
+        let count = count.clamp(1, remaining);
+        f(&buf[start..start + count])?;
+        start += count;
+        total += count as u64;
     }
-    Ok(total)
 }
 
 #[cfg(test)]
@@ -102,6 +133,16 @@ mod tests {
                 prop_assert!(c.len() <= p.max_size as usize);
                 if i + 1 < chunks.len() { prop_assert!(c.len() >= p.min_size as usize); }
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn same_cuts_as_fastcdc_on_the_whole_input(data in proptest::collection::vec(any::<u8>(), 0..20_000)) {
+            let p = small();
+            let ours: Vec<usize> = cut(&p, &data).iter().map(Vec::len).collect();
+            let reference: Vec<usize> = fastcdc::v2020::FastCDC::with_level_and_seed(&data, 64, 256, 1024, Normalization::Level1, 7).map(|c| c.length).collect();
+            prop_assert_eq!(ours, reference);
         }
     }
 

@@ -238,6 +238,24 @@ impl Crypto {
         seal_with(&self.cipher, domain, plaintext)
     }
 
+    /// Seals in place: `buf[..NONCE_LEN]` is a placeholder for the nonce and
+    /// the rest is the plaintext; on return `buf` is the sealed object.
+    pub fn seal_in_place(&self, domain: Domain<'_>, buf: &mut Vec<u8>) {
+        use chacha20poly1305::aead::AeadInPlace;
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce);
+        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(
+                XNonce::from_slice(&nonce),
+                &domain.aad(),
+                &mut buf[NONCE_LEN..],
+            )
+            .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+        buf.extend_from_slice(&tag);
+    }
+
     /// Opens a sealed object; `None` if it fails authentication.
     pub fn open(&self, domain: Domain<'_>, sealed: &[u8]) -> Option<Vec<u8>> {
         open_with(&self.cipher, domain, sealed)

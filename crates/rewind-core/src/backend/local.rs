@@ -222,6 +222,11 @@ impl Backend for LocalBackend {
         result
     }
 
+    fn connections(&self) -> usize {
+        // One writer keeps a local disk busy; more only hold more packs in memory.
+        1
+    }
+
     fn delete(&self, t: FileType, name: &str) -> Result<()> {
         let p = self.path(t, name)?;
         self.open_files.lock().expect("open files").remove(&p);

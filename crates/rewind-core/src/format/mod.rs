@@ -19,10 +19,21 @@ const ZSTD: u8 = 1;
 /// Compresses with zstd when that saves space: `[flag] || payload`.
 /// The flag is 0 for raw bytes, 1 for a zstd frame.
 pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    compress_into(&mut out, data, level);
+    out
+}
+
+/// Appends `[flag] || payload` (see [`compress`]) to `out`.
+pub fn compress_into(out: &mut Vec<u8>, data: &[u8], level: i32) {
     thread_local! {
         static CTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
     }
-    let compressed = CTX.with(|c| {
+    let start = out.len();
+    let bound = zstd::zstd_safe::compress_bound(data.len());
+    out.resize(start + 1 + bound, 0);
+    out[start] = ZSTD;
+    let n = CTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
             *c = zstd::bulk::Compressor::new(level).ok();
@@ -30,23 +41,28 @@ pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
         let comp = c.as_mut()?;
         comp.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))
             .ok()?;
-        let bound = zstd::zstd_safe::compress_bound(data.len());
-        let mut out = vec![0u8; bound + 1];
-        out[0] = ZSTD;
-        let n = comp.compress_to_buffer(data, &mut out[1..]).ok()?;
-        out.truncate(n + 1);
-        Some(out)
+        comp.compress_to_buffer(data, &mut out[start + 1..]).ok()
     });
-    match compressed {
+    match n {
         // Keep the compressed form only if it saves at least 1/32.
-        Some(c) if c.len() < data.len() - data.len() / 32 => c,
+        Some(n) if n + 1 < data.len() - data.len() / 32 => out.truncate(start + 1 + n),
         _ => {
-            let mut out = Vec::with_capacity(data.len() + 1);
+            out.truncate(start);
             out.push(RAW);
             out.extend_from_slice(data);
-            out
         }
     }
+}
+
+/// Compresses and seals a blob in one buffer: `nonce || seal(flag || payload) || tag`.
+pub fn seal_blob(crypto: &Crypto, id: &crate::id::BlobId, data: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        crate::crypto::SEAL_OVERHEAD + 1 + zstd::zstd_safe::compress_bound(data.len()),
+    );
+    out.resize(crate::crypto::NONCE_LEN, 0);
+    compress_into(&mut out, data, level);
+    crypto.seal_in_place(Domain::Blob(id), &mut out);
+    out
 }
 
 /// Inverse of [`compress`]; `max_len` bounds the output.
@@ -116,7 +132,12 @@ mod tests {
             for _ in 0..rep { d.extend_from_slice(&data); }
             let c = compress(&d, 3);
             prop_assert!(c.len() <= d.len() + 1);
-            prop_assert_eq!(decompress("blob", &"x", &c, d.len()).unwrap(), d);
+            prop_assert_eq!(decompress("blob", &"x", &c, d.len()).unwrap(), d.clone());
+            let crypto = Crypto::generate();
+            let id = crypto.blob_id(&d);
+            let sealed = seal_blob(&crypto, &id, &d, 3);
+            let opened = crypto.open(Domain::Blob(&id), &sealed).unwrap();
+            prop_assert_eq!(decompress("blob", &"x", &opened, d.len()).unwrap(), d);
         }
     }
 

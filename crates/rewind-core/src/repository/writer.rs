@@ -18,7 +18,6 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::{Index, Repository};
 use crate::backend::FileType;
-use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::format::index::{IndexFile, IndexPack, VERSION};
 use crate::format::pack::{BlobKind, PackBuilder, PackedBlob};
@@ -26,6 +25,8 @@ use crate::id::{BlobId, IdBuildHasher, IndexId, PackId};
 
 /// Packs are closed once they reach this size.
 pub const PACK_TARGET_SIZE: usize = 16 << 20;
+/// Capacity of a pack buffer: the target plus room for the header.
+const PACK_BUFFER_SIZE: usize = PACK_TARGET_SIZE + (256 << 10);
 /// An index file is written after this many packs (and at the end).
 pub const PACKS_PER_INDEX: usize = 16;
 /// zstd level for blobs.
@@ -114,10 +115,7 @@ impl BlobWriter<'_> {
         }
         let raw_length = u32::try_from(data.len())
             .map_err(|_| Error::InvalidInput("blob larger than 4 GiB".into()))?;
-        let sealed = self.repo.crypto().seal(
-            Domain::Blob(&id),
-            &crate::format::compress(data, COMPRESSION_LEVEL),
-        );
+        let sealed = crate::format::seal_blob(self.repo.crypto(), &id, data, COMPRESSION_LEVEL);
         match kind {
             BlobKind::Data => self.data_blobs.fetch_add(1, Ordering::Relaxed),
             BlobKind::Tree => self.tree_blobs.fetch_add(1, Ordering::Relaxed),
@@ -126,16 +124,20 @@ impl BlobWriter<'_> {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.bytes_stored
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        let full = {
-            let mut b = self.builders.lock().expect("builders");
-            let slot = &mut b[kind as usize];
-            slot.add(kind, id, &sealed, raw_length);
-            (slot.len() >= PACK_TARGET_SIZE)
-                .then(|| std::mem::replace(slot, PackBuilder::new(PACK_TARGET_SIZE + (1 << 20))))
-        };
-        if let Some(pack) = full {
-            self.send(pack)?;
+        let mut b = self.builders.lock().expect("builders");
+        let slot = &mut b[kind as usize];
+        // Close the pack before it would pass the target, so its buffer never
+        // grows (and reallocates) beyond the size it was made with.
+        if !slot.is_empty() && slot.len() + sealed.len() > PACK_TARGET_SIZE {
+            let full = std::mem::replace(slot, PackBuilder::new(PACK_BUFFER_SIZE));
+            // Hand it over while holding the lock: the channel has no buffer,
+            // so when every uploader is busy the other workers wait here
+            // instead of filling more packs. Memory stays at one pack being
+            // filled plus one per uploader.
+            self.send(full)?;
         }
+        b[kind as usize].add(kind, id, &sealed, raw_length);
+        drop(b);
         Ok((id, true))
     }
 
@@ -241,7 +243,7 @@ impl Repository {
                 index,
                 seen: Mutex::new(HashSet::default()),
                 builders: Mutex::new([
-                    PackBuilder::new(PACK_TARGET_SIZE + (1 << 20)),
+                    PackBuilder::new(PACK_BUFFER_SIZE),
                     PackBuilder::new(1 << 20),
                 ]),
                 tx,
