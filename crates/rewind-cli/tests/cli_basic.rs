@@ -79,7 +79,11 @@ fn zero_setup_creates_default_repository_and_key_file() {
         !r2.stderr.contains(s(&key)) && !r2.stderr.contains("generated"),
         "second backup repeats the key notice: {r2}"
     );
-    assert_eq!(fs::read_to_string(&key).unwrap().trim_end(), pw, "key changed");
+    assert_eq!(
+        fs::read_to_string(&key).unwrap().trim_end(),
+        pw,
+        "key changed"
+    );
 
     // Other commands find the default repository and its key by themselves.
     let mut c = env.bare_cmd();
@@ -103,6 +107,51 @@ fn zero_setup_creates_default_repository_and_key_file() {
     c.env("REWIND_REPOSITORY", &repo)
         .env("REWIND_PASSWORD", pw)
         .arg("snapshots");
+    run_cmd(c).expect_code(0);
+
+    // Backing up a directory that holds the default repository and its key
+    // does not back up the repository into itself.
+    let mut c = env.bare_cmd();
+    c.args(["--json", "backup"]).arg(&env.root);
+    let r4 = run_cmd(c);
+    r4.expect_code(0);
+    let mut c = env.bare_cmd();
+    c.args(["--json", "ls", "-R", "latest"]);
+    let r5 = run_cmd(c);
+    r5.expect_code(0);
+    let listing = r5.out();
+    assert!(listing.contains(s(&src.join("b.txt"))), "{r5}");
+    assert!(
+        !listing.contains(s(&repo.join("config"))),
+        "the default repository was backed up into itself"
+    );
+}
+
+/// A first run that cannot create the default repository (here: its
+/// location is under a regular file) must not leave a key file behind that
+/// makes every later run fail once the problem is fixed.
+#[test]
+fn zero_setup_recovers_from_a_failed_first_run() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a");
+    let blocker = env.path("blocker");
+    write(&blocker, b"a regular file where a directory should be");
+
+    let mut c = env.bare_cmd();
+    c.env("XDG_DATA_HOME", blocker.join("data"))
+        .arg("backup")
+        .arg(&src);
+    let r = run_cmd(c);
+    assert_ne!(r.code, Some(0), "{r}");
+
+    // The location is fixed (the default one is fine): backups work.
+    let mut c = env.bare_cmd();
+    c.arg("backup").arg(&src);
+    let r = run_cmd(c);
+    assert_eq!(r.code, Some(0), "the failed first run broke the next: {r}");
+    let mut c = env.bare_cmd();
+    c.arg("snapshots");
     run_cmd(c).expect_code(0);
 }
 
@@ -159,7 +208,10 @@ fn round_trip_preserves_everything() {
     let latin1 = src.join(OsStr::from_bytes(b"caf\xe9.txt"));
     write(&latin1, b"latin-1 name");
     let weird_dir = src.join(OsStr::from_bytes(b"\xff\xfe dir"));
-    write(&weird_dir.join(OsStr::from_bytes(b"\x80")), b"non-UTF-8 everywhere");
+    write(
+        &weird_dir.join(OsStr::from_bytes(b"\x80")),
+        b"non-UTF-8 everywhere",
+    );
 
     // Owner (as root only).
     let root = is_root();
@@ -412,7 +464,11 @@ fn point_in_time_selection_and_browsing() {
         OsStr::new("--target"),
         env.path("t4").as_os_str(),
     ]);
-    assert_ne!(r.code, Some(0), "a time before every snapshot restored something: {r}");
+    assert_ne!(
+        r.code,
+        Some(0),
+        "a time before every snapshot restored something: {r}"
+    );
     assert!(r.stderr.contains("no snapshot"), "{r}");
     assert!(!env.path("t4").exists());
 
@@ -432,7 +488,10 @@ fn point_in_time_selection_and_browsing() {
         .unwrap_or_else(|| panic!("ls -l does not list doc.txt: {r}"))
         .to_string();
     assert!(line.starts_with("-rw"), "{line}");
-    assert!(line.contains(" 12 "), "size of the old version not shown: {line}");
+    assert!(
+        line.contains(" 12 "),
+        "size of the old version not shown: {line}"
+    );
 
     // find: both snapshots hold doc.txt.
     let r = env.ok(["--json", "find", "doc.txt"]);
@@ -441,11 +500,17 @@ fn point_in_time_selection_and_browsing() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let snaps: BTreeSet<&str> = hits.iter().map(|h| h["snapshot"].as_str().unwrap()).collect();
+    let snaps: BTreeSet<&str> = hits
+        .iter()
+        .map(|h| h["snapshot"].as_str().unwrap())
+        .collect();
     assert_eq!(snaps, BTreeSet::from([id1.as_str(), id2.as_str()]), "{r}");
     assert!(hits.iter().all(|h| h["path"] == s(&doc)), "{r}");
     let r = env.ok(["find", "doc.txt"]);
-    assert!(r.out().contains(&id1[..8]) && r.out().contains(&id2[..8]), "{r}");
+    assert!(
+        r.out().contains(&id1[..8]) && r.out().contains(&id2[..8]),
+        "{r}"
+    );
     let r = env.ok(["find", "no-such-file.xyz"]);
     assert!(r.out().trim().is_empty(), "{r}");
 
@@ -523,7 +588,10 @@ fn backup_options() {
     tag.extend_from_slice(b"# This file is a cache directory tag.\n");
     write(&src.join("cache/CACHEDIR.TAG"), &tag);
     write(&src.join("cache/blob"), b"cached");
-    write(&src.join("fakecache/CACHEDIR.TAG"), b"Signature: not the right one\n");
+    write(
+        &src.join("fakecache/CACHEDIR.TAG"),
+        b"Signature: not the right one\n",
+    );
     write(&src.join("fakecache/blob"), b"not a cache");
     let exclude_file = env.path("excludes.txt");
     write(&exclude_file, b"# a comment\n\nsecret/\n");
@@ -577,7 +645,11 @@ fn backup_options() {
     assert!(d["snapshot_id"].is_null(), "{d}");
     assert_eq!(d["files_new"], 1, "{d}");
     assert!(d["bytes_added_raw"].as_u64().unwrap() >= 200_000, "{d}");
-    assert_eq!(env.snapshots().len(), snaps_before, "dry run saved a snapshot");
+    assert_eq!(
+        env.snapshots().len(),
+        snaps_before,
+        "dry run saved a snapshot"
+    );
     assert_eq!(packs(&env.repo), packs_before, "dry run wrote packs");
 
     // --host and --tag filters.
@@ -602,7 +674,10 @@ fn backup_options() {
     assert_eq!(env.snapshots_args(["--tag", "daily,nope"]).len(), 0);
     assert_eq!(env.snapshots_args(["--tag", "nope"]).len(), 0);
     let r = env.ok(["snapshots", "--tag", "daily"]);
-    assert!(r.out().contains(&id1[..8]) && r.out().contains("daily,manual"), "{r}");
+    assert!(
+        r.out().contains(&id1[..8]) && r.out().contains("daily,manual"),
+        "{r}"
+    );
 
     // --stdin --stdin-filename
     let payload = random_bytes(150_000);
@@ -621,7 +696,10 @@ fn backup_options() {
     r.expect_code(0);
     let sid = r.summary()["snapshot_id"].as_str().unwrap().to_string();
     let r = env.ok(["dump", &sid, "/db.sql"]);
-    assert!(r.stdout == payload, "stdin backup does not dump back the same bytes");
+    assert!(
+        r.stdout == payload,
+        "stdin backup does not dump back the same bytes"
+    );
 
     // --stdin-from-command, success.
     let ok = env.backup([
@@ -696,7 +774,11 @@ fn restore_options() {
 
     // --exclude
     let t = env.path("t_exc");
-    restore(&[o("--exclude"), o("*.log"), o("--exclude"), o("big.bin")], &t).expect_code(0);
+    restore(
+        &[o("--exclude"), o("*.log"), o("--exclude"), o("big.bin")],
+        &t,
+    )
+    .expect_code(0);
     let r = restored(&t, &src);
     assert!(r.join("a.txt").is_file() && r.join("sub/c.txt").is_file());
     assert!(!r.join("b.log").exists() && !r.join("sub/d.log").exists());
@@ -823,4 +905,106 @@ fn restore_options() {
     ]);
     assert_ne!(r.code, Some(0), "{r}");
     assert!(r.stderr.contains("not in the snapshot"), "{r}");
+}
+
+// ------------------------------------------------------------------ more
+
+#[test]
+fn repository_inside_the_source_is_not_backed_up() {
+    let mut env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a");
+    env.repo = src.join("repo");
+    env.ok(["init"]);
+    env.backup([&src]);
+    let paths = ls_paths(&env, "latest");
+    assert!(paths.contains(s(&src.join("a.txt"))), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.starts_with(s(&env.repo))),
+        "the repository was backed up into itself: {paths:?}"
+    );
+}
+
+/// Two paths of the target are hard links of one file (as restored from an
+/// older snapshot); the snapshot being restored has them as two different
+/// files. Each must end up with its own content.
+#[test]
+fn restore_over_hard_linked_target_files() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("a"), b"shared\n");
+    fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    let old = env.backup([&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The link is broken (an editor saving b by rename, say) and both change.
+    fs::remove_file(src.join("b")).unwrap();
+    write(&src.join("b"), b"b is now a different, longer file\n");
+    write(&src.join("a"), b"a changed too\n");
+    env.backup([&src]);
+
+    let t = env.path("t");
+    env.ok([
+        OsStr::new("restore"),
+        OsStr::new(&old),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    let out = restored(&t, &src);
+    assert_eq!(
+        fs::metadata(out.join("a")).unwrap().ino(),
+        fs::metadata(out.join("b")).unwrap().ino()
+    );
+    let r = env.run([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    r.expect_code(0);
+    assert_eq!(
+        fs::read_to_string(out.join("a")).unwrap(),
+        "a changed too\n",
+        "{r}"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("b")).unwrap(),
+        "b is now a different, longer file\n",
+        "{r}"
+    );
+}
+
+/// A file in the target that is a hard link of a file outside the target
+/// must be replaced, not written through.
+#[test]
+fn restore_does_not_write_through_hard_links_out_of_the_target() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"content from the snapshot\n");
+    env.backup([&src]);
+    let t = env.path("t");
+    let out = restored(&t, &src);
+    fs::create_dir_all(&out).unwrap();
+    let outside = env.path("outside.txt");
+    write(&outside, b"precious file outside the target\n");
+    chmod(&outside, 0o600);
+    fs::hard_link(&outside, out.join("a.txt")).unwrap();
+
+    env.ok([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    assert_eq!(
+        fs::read_to_string(out.join("a.txt")).unwrap(),
+        "content from the snapshot\n"
+    );
+    assert_eq!(
+        fs::read_to_string(&outside).unwrap(),
+        "precious file outside the target\n",
+        "the restore wrote through a hard link to a file outside the target"
+    );
+    assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o777, 0o600);
 }

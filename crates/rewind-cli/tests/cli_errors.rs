@@ -32,7 +32,8 @@ fn usage_errors_exit_2() {
 fn wrong_password_exits_12() {
     let env = Env::with_repo();
     let mut c = env.cmd();
-    c.env("REWIND_PASSWORD", "not the password").arg("snapshots");
+    c.env("REWIND_PASSWORD", "not the password")
+        .arg("snapshots");
     let r = run_cmd(c);
     r.expect_code(12);
     assert!(r.stderr.contains("wrong password"), "{r}");
@@ -84,7 +85,8 @@ fn not_a_repository_exits_10() {
 
     // A backup into a missing explicit repository does not create one.
     let mut c = env.cmd();
-    c.env("REWIND_REPOSITORY", &empty).args(["backup", "/etc/hostname"]);
+    c.env("REWIND_REPOSITORY", &empty)
+        .args(["backup", "/etc/hostname"]);
     run_cmd(c).expect_code(10);
     assert!(!empty.join("config").exists());
 }
@@ -101,7 +103,8 @@ fn init_twice_fails_and_keeps_the_repository() {
     assert_eq!(fs::read(env.repo.join("config")).unwrap(), config_before);
     env.ok(["snapshots"]);
     let mut c = env.cmd();
-    c.env("REWIND_PASSWORD", "another password").arg("snapshots");
+    c.env("REWIND_PASSWORD", "another password")
+        .arg("snapshots");
     run_cmd(c).expect_code(12);
     assert_eq!(repo_files(&env.repo, "keys").len(), 1);
 }
@@ -116,7 +119,10 @@ fn newer_config_version_is_refused() {
     fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let r = env.run(["snapshots"]);
     assert_ne!(r.code, Some(0), "{r}");
-    assert!(r.stderr.contains("99"), "message does not name the version: {r}");
+    assert!(
+        r.stderr.contains("99"),
+        "message does not name the version: {r}"
+    );
     assert!(r.stderr.contains("version"), "{r}");
     // And no backup goes into it.
     let r = env.run(["backup", "/etc/hostname"]);
@@ -171,9 +177,26 @@ fn unreadable_files_exit_3_and_are_named() {
     write(&src.join("ok.txt"), b"readable");
     write(&src.join("secret.txt"), b"root only");
     write(&src.join("private/inner.txt"), b"root only");
-    sh("chown", &[OsStr::new("-R"), OsStr::new("65534:65534"), env.root.as_os_str()]);
-    sh("chown", &[OsStr::new("0:0"), src.join("secret.txt").as_os_str()]);
-    sh("chown", &[OsStr::new("-R"), OsStr::new("0:0"), src.join("private").as_os_str()]);
+    sh(
+        "chown",
+        &[
+            OsStr::new("-R"),
+            OsStr::new("65534:65534"),
+            env.root.as_os_str(),
+        ],
+    );
+    sh(
+        "chown",
+        &[OsStr::new("0:0"), src.join("secret.txt").as_os_str()],
+    );
+    sh(
+        "chown",
+        &[
+            OsStr::new("-R"),
+            OsStr::new("0:0"),
+            src.join("private").as_os_str(),
+        ],
+    );
     fs::set_permissions(src.join("secret.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
 
@@ -196,7 +219,10 @@ fn unreadable_files_exit_3_and_are_named() {
     let listing = env.ok(["ls", "-R", "latest"]).out();
     assert!(listing.contains(s(&src.join("ok.txt"))), "{listing}");
     assert!(!listing.contains("secret.txt"), "{listing}");
-    assert!(snaps[0]["summary"]["errors"].as_u64().unwrap() >= 2, "{snaps:?}");
+    assert!(
+        snaps[0]["summary"]["errors"].as_u64().unwrap() >= 2,
+        "{snaps:?}"
+    );
 
     // --json reports the warnings in the summary too.
     let mut c = as_nobody(&env).unwrap();
@@ -269,7 +295,11 @@ fn bit_flip_is_found_and_the_rest_restores() {
     fs::write(&pack, &bytes).unwrap();
 
     let r = env.run(["--json", "check", "--read-data"]);
-    assert_ne!(r.code, Some(0), "check --read-data missed a flipped bit: {r}");
+    assert_ne!(
+        r.code,
+        Some(0),
+        "check --read-data missed a flipped bit: {r}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(report["ok"], false);
     let affected: Vec<String> = report["affected"]
@@ -432,22 +462,33 @@ fn key_management() {
     assert!(r.out().contains("added key"), "{r}");
     let k = keys("second password");
     assert_eq!(k.len(), 2);
-    let second_id = k
-        .iter()
-        .find(|k| k["current"] == true)
-        .unwrap()["id"]
+    let second_id = k.iter().find(|k| k["current"] == true).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string();
     assert_ne!(second_id, first_id);
 
     // The key in use cannot be removed.
-    let r = with_pw("second password", &[OsStr::new("key"), OsStr::new("remove"), OsStr::new(&second_id[..10])]);
+    let r = with_pw(
+        "second password",
+        &[
+            OsStr::new("key"),
+            OsStr::new("remove"),
+            OsStr::new(&second_id[..10]),
+        ],
+    );
     assert_ne!(r.code, Some(0), "removed the key in use: {r}");
     assert_eq!(keys(PASSWORD).len(), 2);
 
     // Remove the first key with the second password: the first no longer opens.
-    let r = with_pw("second password", &[OsStr::new("key"), OsStr::new("remove"), OsStr::new(&first_id[..10])]);
+    let r = with_pw(
+        "second password",
+        &[
+            OsStr::new("key"),
+            OsStr::new("remove"),
+            OsStr::new(&first_id[..10]),
+        ],
+    );
     r.expect_code(0);
     assert!(r.out().contains("removed key"), "{r}");
     with_pw(PASSWORD, &[OsStr::new("snapshots")]).expect_code(12);
@@ -477,8 +518,119 @@ fn key_management() {
     run_cmd(c).expect_code(0);
     let r = with_pw(
         "third password",
-        &[OsStr::new("dump"), OsStr::new("latest"), src.join("f").as_os_str()],
+        &[
+            OsStr::new("dump"),
+            OsStr::new("latest"),
+            src.join("f").as_os_str(),
+        ],
     );
     r.expect_code(0);
     assert_eq!(r.stdout, b"content");
+}
+
+#[test]
+fn file_changing_while_read_exits_3() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("stable.txt"), b"stable");
+    let grow = src.join("grow.log");
+    write_random(&grow, 8 << 20);
+    // Appends to the file during the whole backup.
+    let mut appender = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while :; do echo line >> '{}'; sleep 0.005; done",
+            s(&grow)
+        ))
+        .spawn()
+        .unwrap();
+    let r = env.run([OsStr::new("--json"), OsStr::new("backup"), src.as_os_str()]);
+    let _ = appender.kill();
+    let _ = appender.wait();
+    r.expect_code(3);
+    assert!(
+        r.stderr.contains(s(&grow)) && r.stderr.contains("changed while being read"),
+        "the changing file is not named: {r}"
+    );
+    assert_eq!(env.snapshots().len(), 1, "no snapshot saved");
+    // The next backup reads it again (and all is quiet now).
+    let s2 = env.backup([&src]);
+    assert_eq!(s2["files_changed"], 1, "{s2}");
+    assert_eq!(s2["files_unchanged"], 1, "{s2}");
+    let dumped = env.ok([OsStr::new("dump"), OsStr::new("latest"), grow.as_os_str()]);
+    assert!(dumped.stdout == fs::read(&grow).unwrap());
+}
+
+/// Error messages name the OS error once, not twice.
+#[test]
+fn io_error_messages_are_not_repeated() {
+    let env = Env::with_repo();
+    let r = env.run([OsStr::new("backup"), env.path("does-not-exist").as_os_str()]);
+    assert_ne!(r.code, Some(0), "{r}");
+    assert_eq!(
+        r.stderr.matches("No such file or directory").count(),
+        1,
+        "{r}"
+    );
+    let file = env.path("plain-file");
+    fs::write(&file, b"x").unwrap();
+    let r = env.run([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        file.join("sub").as_os_str(),
+    ]);
+    assert_ne!(r.code, Some(0), "{r}");
+    assert!(r.stderr.matches("(os error").count() <= 1, "{r}");
+}
+
+/// One damaged snapshot file must not make the other snapshots unusable:
+/// they still list and restore, and check names the damaged one.
+#[test]
+fn damaged_snapshot_file_does_not_block_the_others() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"one\n");
+    let first = env.backup([&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write(&src.join("b.txt"), b"two\n");
+    let second = env.backup([&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let damaged = env.repo.join("snapshots").join(&first);
+    let mut bytes = fs::read(&damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&damaged, &bytes).unwrap();
+
+    // check finds and names it.
+    let r = env.run(["check"]);
+    assert_ne!(r.code, Some(0), "{r}");
+    assert!(r.stderr.contains(&first), "{r}");
+    // The intact snapshot still restores, by id and as latest.
+    let t = env.path("t");
+    let r = env.run([
+        OsStr::new("restore"),
+        OsStr::new(&second),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    assert_eq!(r.code, Some(0), "intact snapshot not restorable: {r}");
+    assert_eq!(
+        fs::read(restored(&t, &src).join("b.txt")).unwrap(),
+        b"two\n"
+    );
+    let r = env.run(["ls", "latest"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    // And it is listed.
+    let r = env.run(["snapshots"]);
+    assert!(r.out().contains(&second[..8]), "{r}");
+    assert!(
+        r.stderr.contains(&first[..8]),
+        "damaged snapshot not named: {r}"
+    );
 }

@@ -470,7 +470,7 @@ fn read_file(
         Ok(()) => {}
         // Only the source returns I/O errors here (storage errors reach us
         // as other variants from the writer): the file is skipped.
-        Err(Error::Io { source, .. }) => {
+        Err(Error::Io { error: source, .. }) => {
             progress.warn(&job.path, format!("cannot read: {source}"));
             job.failed = true;
             return Ok(0);
@@ -786,7 +786,7 @@ pub fn backup_stream(
             },
         )
         .map_err(|e| match e {
-            Error::Io { source, .. } => Error::io(format!("read {name}"), source),
+            Error::Io { error: source, .. } => Error::io(format!("read {name}"), source),
             e => e,
         })?;
         finish()?;

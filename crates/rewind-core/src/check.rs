@@ -69,6 +69,15 @@ impl CheckReport {
 /// Checks the repository.
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let mut r = CheckReport::default();
+    // Snapshots first, then the index: a backup that finishes meanwhile adds
+    // its index before its snapshot, so every snapshot seen here has its
+    // blobs in the index loaded next.
+    let (snapshots, damaged) = repo.snapshots_checked()?;
+    for (name, e) in damaged {
+        r.errors
+            .push(format!("snapshot {name} cannot be read: {e}"));
+    }
+    r.snapshots = snapshots.len();
     let index = match repo.index() {
         Ok(i) => i,
         Err(e) => {
@@ -77,6 +86,11 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     };
     r.blobs = index.len();
+    for (name, e) in index.damaged() {
+        r.errors.push(format!(
+            "index file {name} cannot be read ({e}); the blobs it lists are reported missing below"
+        ));
+    }
     if index.duplicates() > 0 {
         r.notes.push(format!(
             "{} blobs are stored in more than one pack (harmless; prune reclaims the space)",
@@ -187,14 +201,6 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
-    let snapshots = match repo.snapshots() {
-        Ok(s) => s,
-        Err(e) => {
-            r.errors.push(format!("cannot read the snapshots: {e}"));
-            return Ok(r);
-        }
-    };
-    r.snapshots = snapshots.len();
     // Walk every snapshot; each tree once (the outcome of a tree is the
     // same wherever it appears, only the paths differ).
     let mut tree_state: HashMap<BlobId, bool> = HashMap::new();

@@ -74,13 +74,14 @@ pub enum Error {
         status: String,
     },
     /// An I/O error, with what we were doing.
-    #[error("{context}: {source}")]
+    // The OS error is part of the message, not a `source()`: otherwise
+    // `{:#}` chains print it twice.
+    #[error("{context}: {error}")]
     Io {
         /// What we were doing, naming the path or object.
         context: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -89,7 +90,7 @@ impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            error: source,
         }
     }
 
@@ -104,7 +105,7 @@ impl Error {
 
     /// True when the error says that the storage is full.
     pub fn is_storage_full(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull)
+        matches!(self, Error::Io { error: source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull)
     }
 }
 
@@ -126,7 +127,7 @@ impl From<io::Error> for Error {
     fn from(source: io::Error) -> Self {
         Error::Io {
             context: "read".into(),
-            source,
+            error: source,
         }
     }
 }

@@ -315,15 +315,20 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
     let NodeKind::File { content, holes } = &node.kind else {
         unreachable!("only files are written")
     };
-    if let Ok(md) = fs::symlink_metadata(path) {
-        if !md.is_file() {
-            remove_any(path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+    // Always a new inode: rewriting an existing file in place would write
+    // through hard links (to other restored paths, or out of the target).
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => {
+            return Err(Error::Refused(format!("{} is a directory in the target; the snapshot has a file there (move the directory away)", path.display())));
         }
+        Ok(_) => {
+            fs::remove_file(path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?
+        }
+        Err(_) => {}
     }
     let f = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
@@ -410,6 +415,11 @@ pub fn restore(
         },
         exclude: matcher(&opts.excludes)?,
     };
+    if opts.delete && matches!(start, RestoreStart::Node { .. }) {
+        return Err(Error::InvalidInput(
+            "--delete needs a directory to restore, not a single file".into(),
+        ));
+    }
     let mut planner = Planner {
         repo,
         filter,

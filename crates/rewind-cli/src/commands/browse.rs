@@ -84,8 +84,7 @@ pub struct FindArgs {
 pub fn find(args: &FindArgs, global: &Global) -> Result<u8> {
     let repo = global.open()?;
     let filter = args.select.filter();
-    let snaps: Vec<_> = repo
-        .snapshots()?
+    let snaps: Vec<_> = super::load_snapshots(&repo)?
         .into_iter()
         .filter(|(_, s)| filter.matches(s))
         .collect();

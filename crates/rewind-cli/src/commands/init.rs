@@ -59,29 +59,55 @@ pub fn ensure_default_repository(global: &Global) -> Result<bool> {
         return Ok(false);
     }
     let defaults = super::defaults();
-    let password = match global.password_from_env()? {
-        Some(p) => p,
+    let from_env = global.password_from_env()?;
+    let mut generated = false;
+    let password = match &from_env {
+        Some(p) => p.clone(),
+        // A key file without a repository: an earlier first run failed after
+        // writing it (or the repository was moved away). Reuse it.
+        None if defaults.key_file.exists() => {
+            let s = std::fs::read(&defaults.key_file)
+                .with_context(|| format!("cannot read key file {}", defaults.key_file.display()))?;
+            let end = s.iter().position(|&b| b == b'\n').unwrap_or(s.len());
+            s[..end].to_vec()
+        }
         None => {
             let mut raw = [0u8; 32];
             rewind_core::crypto::random_bytes(&mut raw);
             let pw = hex::encode(raw);
             write_key_file(&defaults.key_file, pw.as_bytes())?;
+            generated = true;
             pw.into_bytes()
         }
     };
-    Repository::init(
+    if let Err(e) = Repository::init(
         Arc::new(LocalBackend::new(&path)),
         &password,
         KdfParams::DEFAULT,
         &owner(),
-    )
-    .with_context(|| format!("cannot create the default repository at {}", path.display()))?;
+    ) {
+        if generated {
+            // Nothing uses this password yet: leave no stale key file behind.
+            let _ = std::fs::remove_file(&defaults.key_file);
+        }
+        return Err(anyhow::Error::new(e).context(format!(
+            "cannot create the default repository at {}",
+            path.display()
+        )));
+    }
     eprintln!("Created a new repository at {}.", path.display());
-    if global.password_from_env()?.is_none() {
-        eprintln!(
-            "Its password was generated and saved in {} (readable only by you).",
-            defaults.key_file.display()
-        );
+    if from_env.is_none() {
+        if generated {
+            eprintln!(
+                "Its password was generated and saved in {} (readable only by you).",
+                defaults.key_file.display()
+            );
+        } else {
+            eprintln!(
+                "Its password is the one in {}.",
+                defaults.key_file.display()
+            );
+        }
         eprintln!("KEEP A COPY OF THAT FILE SOMEWHERE ELSE (a password manager, a USB stick): without it this backup cannot be restored.");
     }
     Ok(true)
@@ -102,7 +128,7 @@ fn write_key_file(path: &std::path::Path, password: &[u8]) -> Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("cannot create key file {} (if it exists, the default repository was removed: move the file away first)", path.display()))?;
+        .with_context(|| format!("cannot create key file {}", path.display()))?;
     f.write_all(password)
         .and_then(|()| f.write_all(b"\n"))
         .and_then(|()| f.sync_all())

@@ -191,6 +191,18 @@ pub fn prompt_new(label: &str) -> Result<Vec<u8>> {
     Ok(a)
 }
 
+/// Every readable snapshot; damaged snapshot files are named on stderr and
+/// left out, so one damaged file does not hide the others.
+pub fn load_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, SnapshotFile)>> {
+    let (ok, damaged) = repo.snapshots_checked()?;
+    for (name, e) in damaged {
+        eprintln!(
+            "warning: snapshot {name} cannot be read and is skipped: {e} (run `rewind check`)"
+        );
+    }
+    Ok(ok)
+}
+
 /// Snapshot filters and point-in-time selection shared by commands.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SelectArgs {
@@ -225,7 +237,7 @@ impl SelectArgs {
             .as_deref()
             .map(|t| rewind_core::select::parse_time(t, &tz))
             .transpose()?;
-        let snaps = repo.snapshots()?;
+        let snaps = load_snapshots(repo)?;
         let (id, s) = rewind_core::select::select(&snaps, spec, as_of, &self.filter(), &tz)?;
         Ok((*id, s.clone()))
     }

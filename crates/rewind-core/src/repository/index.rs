@@ -34,6 +34,7 @@ pub struct Index {
     pack_pos: HashMap<PackId, u32, IdBuildHasher>,
     blobs: HashMap<BlobId, IndexEntry, IdBuildHasher>,
     files: Vec<IndexId>,
+    damaged: Vec<(String, String)>,
     duplicates: u64,
 }
 
@@ -44,6 +45,16 @@ impl Index {
         for p in &file.packs {
             self.add_pack(p);
         }
+    }
+
+    /// Records an index file that could not be read.
+    pub fn add_damaged(&mut self, name: String, error: String) {
+        self.damaged.push((name, error));
+    }
+
+    /// Index files that could not be read (name, error).
+    pub fn damaged(&self) -> &[(String, String)] {
+        &self.damaged
     }
 
     /// Adds one pack's blobs.

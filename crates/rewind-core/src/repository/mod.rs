@@ -93,7 +93,9 @@ impl Repository {
                     reason: "it has no config file (run `rewind init` to create one)".into(),
                 })
             }
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(Error::Io { error: source, .. })
+                if source.kind() == std::io::ErrorKind::NotADirectory =>
+            {
                 return Err(Error::NoRepository {
                     location,
                     reason: "it is not a directory".into(),
@@ -154,24 +156,34 @@ impl Repository {
 
     fn load_index(&self) -> Result<Index> {
         let files = self.backend.list(FileType::Index)?;
-        let parsed: Vec<(IndexId, IndexFile)> = files
+        let parsed: Vec<(String, Result<(IndexId, IndexFile)>)> = files
             .par_iter()
             .map(|f| {
-                let bytes = self.backend.read(FileType::Index, &f.name)?;
-                let id: IndexId = f.name.parse()?;
-                if Hash::of(&bytes) != id.0 {
-                    return Err(Error::corrupt(
-                        "index",
-                        &f.name,
-                        "content does not match its name",
-                    ));
-                }
-                Ok((id, IndexFile::open(&self.crypto, &f.name, &bytes)?))
+                let r = (|| {
+                    let bytes = self.backend.read(FileType::Index, &f.name)?;
+                    let id: IndexId = f.name.parse()?;
+                    if Hash::of(&bytes) != id.0 {
+                        return Err(Error::corrupt(
+                            "index",
+                            &f.name,
+                            "content does not match its name",
+                        ));
+                    }
+                    Ok((id, IndexFile::open(&self.crypto, &f.name, &bytes)?))
+                })();
+                (f.name.clone(), r)
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let mut index = Index::default();
-        for (id, f) in &parsed {
-            index.add_file(*id, f);
+        for (name, r) in parsed {
+            match r {
+                Ok((id, f)) => index.add_file(id, &f),
+                // A damaged index file hides only its packs' blobs: restores
+                // of other files go on, backups store those blobs again, and
+                // check reports it.
+                Err(e @ Error::Corrupt { .. }) => index.add_damaged(name, e.to_string()),
+                Err(e) => return Err(e),
+            }
         }
         Ok(index)
     }
@@ -179,10 +191,19 @@ impl Repository {
     /// Reads, authenticates, decompresses and verifies one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let index = self.index()?;
-        let e = index.get(id).ok_or_else(|| Error::Missing {
-            what: "blob",
-            id: id.to_hex(),
-        })?;
+        let Some(e) = index.get(id) else {
+            return Err(match index.damaged().first() {
+                Some((name, _)) => Error::corrupt(
+                    "index",
+                    name,
+                    format!("cannot be read, so blob {id} cannot be located (run `rewind check`)"),
+                ),
+                None => Error::Missing {
+                    what: "blob",
+                    id: id.to_hex(),
+                },
+            });
+        };
         let pack = index.pack_id(e);
         let sealed = self.backend.read_range(
             FileType::Pack,
@@ -221,15 +242,38 @@ impl Repository {
         Tree::decode(id, &bytes)
     }
 
-    /// Every snapshot, oldest first. Unreadable snapshot files are errors.
+    /// Every readable snapshot, oldest first; damaged snapshot files are
+    /// left out (see [`Repository::snapshots_checked`]).
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, SnapshotFile)>> {
+        Ok(self.snapshots_checked()?.0)
+    }
+
+    /// Every readable snapshot, oldest first, and the snapshot files that
+    /// could not be read (name, error).
+    pub fn snapshots_checked(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, SnapshotFile)>, Vec<(String, Error)>)> {
         let files = self.backend.list(FileType::Snapshot)?;
-        let mut out: Vec<(SnapshotId, SnapshotFile)> = files
+        let results: Vec<(String, Result<(SnapshotId, SnapshotFile)>)> = files
             .par_iter()
-            .map(|f| self.read_snapshot(&f.name.parse()?))
-            .collect::<Result<_>>()?;
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+            .map(|f| {
+                (
+                    f.name.clone(),
+                    f.name.parse().and_then(|id| self.read_snapshot(&id)),
+                )
+            })
+            .collect();
+        let mut ok = Vec::new();
+        let mut damaged = Vec::new();
+        for (name, r) in results {
+            match r {
+                Ok(s) => ok.push(s),
+                Err(e @ (Error::Corrupt { .. } | Error::Missing { .. })) => damaged.push((name, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        ok.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((ok, damaged))
     }
 
     /// Reads one snapshot.
