@@ -678,17 +678,26 @@ pub fn backup(
     let dry_run = opts.dry_run;
     let (root_id, stats) = repo.write_blobs_with(dry_run, |writer| {
         let mut files = files;
-        let results: Vec<Result<u64>> = files
-            .par_iter_mut()
-            .map(|job| {
-                if job.reused {
-                    return Ok(0);
-                }
-                let n = read_file(writer, repo, job, progress)?;
-                progress.done_files.fetch_add(1, Ordering::Relaxed);
-                Ok(n)
-            })
-            .collect();
+        // More readers than cores, so that one waiting for the disk does not
+        // leave a core idle.
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(readers)
+            .build()
+            .map_err(|e| Error::io("start reader threads", std::io::Error::other(e)))?;
+        let results: Vec<Result<u64>> = pool.install(|| {
+            files
+                .par_iter_mut()
+                .map(|job| {
+                    if job.reused {
+                        return Ok(0);
+                    }
+                    let n = read_file(writer, repo, job, progress)?;
+                    progress.done_files.fetch_add(1, Ordering::Relaxed);
+                    Ok(n)
+                })
+                .collect()
+        });
         for r in results {
             summary.bytes_read += r?;
         }

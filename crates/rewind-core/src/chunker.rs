@@ -8,7 +8,7 @@
 //! cutting: boundaries are the same as when cutting the whole stream at once.
 
 use std::cell::RefCell;
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 
 use fastcdc::v2020::{cut_gear, get_gear_with_seed, select_masks, Normalization};
 
@@ -58,23 +58,14 @@ fn cut_all<R: Read, E: From<std::io::Error>>(
             // Move the unread tail to the front and fill up.
             buf.drain(..start);
             start = 0;
-            let mut filled = buf.len();
-            buf.resize(capacity, 0);
-            while filled < capacity {
-                match reader.read(&mut buf[filled..]) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        buf.truncate(filled);
-                        return Err(e.into());
-                    }
-                }
+            // read_to_end fills spare capacity without zeroing it first and
+            // stops at the limit or at the end of the stream.
+            let want = (capacity - buf.len()) as u64;
+            buf.reserve_exact(capacity - buf.len());
+            let n = (&mut reader).take(want).read_to_end(buf)?;
+            if (n as u64) < want {
+                eof = true;
             }
-            buf.truncate(filled);
         }
         let remaining = buf.len() - start;
         if remaining == 0 {

@@ -31,8 +31,11 @@ pub fn compress_into(out: &mut Vec<u8>, data: &[u8], level: i32) {
     }
     let start = out.len();
     let bound = zstd::zstd_safe::compress_bound(data.len());
-    out.resize(start + 1 + bound, 0);
-    out[start] = ZSTD;
+    out.reserve(1 + bound);
+    out.push(ZSTD);
+    // Compress into the spare capacity after the flag (no zeroing first).
+    let mut cursor = std::io::Cursor::new(std::mem::take(out));
+    cursor.set_position((start + 1) as u64);
     let n = CTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
@@ -41,8 +44,9 @@ pub fn compress_into(out: &mut Vec<u8>, data: &[u8], level: i32) {
         let comp = c.as_mut()?;
         comp.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))
             .ok()?;
-        comp.compress_to_buffer(data, &mut out[start + 1..]).ok()
+        comp.compress_to_buffer(data, &mut cursor).ok()
     });
+    *out = cursor.into_inner();
     match n {
         // Keep the compressed form only if it saves at least 1/32.
         Some(n) if n + 1 < data.len() - data.len() / 32 => out.truncate(start + 1 + n),
@@ -56,13 +60,24 @@ pub fn compress_into(out: &mut Vec<u8>, data: &[u8], level: i32) {
 
 /// Compresses and seals a blob in one buffer: `nonce || seal(flag || payload) || tag`.
 pub fn seal_blob(crypto: &Crypto, id: &crate::id::BlobId, data: &[u8], level: i32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        crate::crypto::SEAL_OVERHEAD + 1 + zstd::zstd_safe::compress_bound(data.len()),
-    );
-    out.resize(crate::crypto::NONCE_LEN, 0);
-    compress_into(&mut out, data, level);
-    crypto.seal_in_place(Domain::Blob(id), &mut out);
+    let mut out = Vec::new();
+    seal_blob_into(&mut out, crypto, id, data, level);
     out
+}
+
+/// [`seal_blob`] into `out` (cleared first), reusing its allocation.
+pub fn seal_blob_into(
+    out: &mut Vec<u8>,
+    crypto: &Crypto,
+    id: &crate::id::BlobId,
+    data: &[u8],
+    level: i32,
+) {
+    out.clear();
+    out.reserve(crate::crypto::SEAL_OVERHEAD + 1 + zstd::zstd_safe::compress_bound(data.len()));
+    out.resize(crate::crypto::NONCE_LEN, 0);
+    compress_into(out, data, level);
+    crypto.seal_in_place(Domain::Blob(id), out);
 }
 
 /// Inverse of [`compress`]; `max_len` bounds the output.

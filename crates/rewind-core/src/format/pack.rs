@@ -125,6 +125,17 @@ impl PackBuilder {
         }
     }
 
+    /// An empty pack in a recycled buffer (keeps its capacity).
+    pub fn reuse(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        buf.extend_from_slice(MAGIC);
+        buf.push(VERSION);
+        PackBuilder {
+            buf,
+            blobs: Vec::new(),
+        }
+    }
+
     /// Bytes so far.
     pub fn len(&self) -> usize {
         self.buf.len()

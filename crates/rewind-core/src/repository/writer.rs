@@ -77,6 +77,8 @@ pub struct BlobWriter<'a> {
     seen: Mutex<HashSet<BlobId, IdBuildHasher>>,
     builders: Mutex<[PackBuilder; 2]>,
     tx: Sender<Finished>,
+    /// Pack buffers the uploaders are done with, for reuse.
+    recycled: Receiver<Vec<u8>>,
     shared: &'a Shared,
     dry_run: bool,
     data_blobs: AtomicU64,
@@ -115,13 +117,37 @@ impl BlobWriter<'_> {
         }
         let raw_length = u32::try_from(data.len())
             .map_err(|_| Error::InvalidInput("blob larger than 4 GiB".into()))?;
-        let sealed = crate::format::seal_blob(self.repo.crypto(), &id, data, COMPRESSION_LEVEL);
+        // Seal into this thread's buffer: no allocation per blob.
+        thread_local! {
+            static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut sealed = SEALED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        crate::format::seal_blob_into(
+            &mut sealed,
+            self.repo.crypto(),
+            &id,
+            data,
+            COMPRESSION_LEVEL,
+        );
+        let result = self.add_sealed(kind, id, &sealed, raw_length, data.len());
+        SEALED.with(|b| *b.borrow_mut() = sealed);
+        result?;
+        Ok((id, true))
+    }
+
+    fn add_sealed(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_length: u32,
+        data_len: usize,
+    ) -> Result<()> {
         match kind {
             BlobKind::Data => self.data_blobs.fetch_add(1, Ordering::Relaxed),
             BlobKind::Tree => self.tree_blobs.fetch_add(1, Ordering::Relaxed),
         };
-        self.bytes_raw
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.bytes_raw.fetch_add(data_len as u64, Ordering::Relaxed);
         self.bytes_stored
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let mut b = self.builders.lock().expect("builders");
@@ -129,16 +155,20 @@ impl BlobWriter<'_> {
         // Close the pack before it would pass the target, so its buffer never
         // grows (and reallocates) beyond the size it was made with.
         if !slot.is_empty() && slot.len() + sealed.len() > PACK_TARGET_SIZE {
-            let full = std::mem::replace(slot, PackBuilder::new(PACK_BUFFER_SIZE));
+            let fresh = match self.recycled.try_recv() {
+                Ok(buf) => PackBuilder::reuse(buf),
+                Err(_) => PackBuilder::new(PACK_BUFFER_SIZE),
+            };
+            let full = std::mem::replace(slot, fresh);
             // Hand it over while holding the lock: the channel has no buffer,
             // so when every uploader is busy the other workers wait here
             // instead of filling more packs. Memory stays at one pack being
             // filled plus one per uploader.
             self.send(full)?;
         }
-        b[kind as usize].add(kind, id, &sealed, raw_length);
+        b[kind as usize].add(kind, id, sealed, raw_length);
         drop(b);
-        Ok((id, true))
+        Ok(())
     }
 
     fn send(&self, pack: PackBuilder) -> Result<()> {
@@ -178,7 +208,7 @@ fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Res
     Ok(())
 }
 
-fn uploader(repo: &Repository, rx: Receiver<Finished>, shared: &Shared) {
+fn uploader(repo: &Repository, rx: Receiver<Finished>, recycle: Sender<Vec<u8>>, shared: &Shared) {
     for (id, bytes, blobs) in rx {
         if shared.failed.load(Ordering::Relaxed) {
             continue; // drain, so that senders never block forever
@@ -188,13 +218,11 @@ fn uploader(repo: &Repository, rx: Receiver<Finished>, shared: &Shared) {
             continue;
         }
         shared.packs.fetch_add(1, Ordering::Relaxed);
+        let size = bytes.len() as u64;
+        let _ = recycle.try_send(bytes);
         let batch = {
             let mut p = shared.pending.lock().expect("pending");
-            p.push(IndexPack {
-                id,
-                size: bytes.len() as u64,
-                blobs,
-            });
+            p.push(IndexPack { id, size, blobs });
             if p.len() >= PACKS_PER_INDEX {
                 std::mem::take(&mut *p)
             } else {
@@ -231,11 +259,13 @@ impl Repository {
         let index = self.index()?;
         let shared = Shared::default();
         let (tx, rx) = crossbeam_channel::bounded::<Finished>(0);
+        let (recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(1);
         let (result, stats) = std::thread::scope(|s| {
             for _ in 0..self.backend().connections().max(1) {
                 let rx = rx.clone();
                 let shared = &shared;
-                s.spawn(move || uploader(self, rx, shared));
+                let recycle = recycle.clone();
+                s.spawn(move || uploader(self, rx, recycle, shared));
             }
             drop(rx);
             let writer = BlobWriter {
@@ -247,6 +277,7 @@ impl Repository {
                     PackBuilder::new(1 << 20),
                 ]),
                 tx,
+                recycled,
                 shared: &shared,
                 dry_run,
                 data_blobs: AtomicU64::new(0),
