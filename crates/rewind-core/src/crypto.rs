@@ -51,9 +51,9 @@ impl ChunkerParams {
         random_bytes(&mut seed);
         ChunkerParams {
             seed: u64::from_le_bytes(seed),
-            min_size: 256 * 1024,
-            avg_size: 1024 * 1024,
-            max_size: 4 * 1024 * 1024,
+            min_size: 64 * 1024,
+            avg_size: 256 * 1024,
+            max_size: 1024 * 1024,
         }
     }
 

@@ -336,7 +336,7 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
     let mut pos = 0u64;
     let mut holes = holes.iter().peekable();
     let mut written = 0;
-    for id in content {
+    repo.read_blobs(content, |_, data| {
         while let Some(h) = holes.peek() {
             if h.offset == pos {
                 pos += h.length;
@@ -345,7 +345,6 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
                 break;
             }
         }
-        let data = repo.read_blob(id)?;
         f.write_all_at(&data, pos)
             .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
         pos += data.len() as u64;
@@ -353,7 +352,8 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
         progress
             .done_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-    }
+        Ok(())
+    })?;
     f.set_len(node.size)
         .map_err(|e| Error::io(format!("resize {}", path.display()), e))?;
     Ok(written)

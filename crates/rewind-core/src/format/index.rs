@@ -57,3 +57,54 @@ impl IndexFile {
         Ok(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pack::BlobKind;
+    use crate::id::{BlobId, Hash};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn index_file_round_trip(packs in proptest::collection::vec((any::<[u8; 32]>(), any::<u64>(), proptest::collection::vec((any::<[u8; 32]>(), any::<u32>(), any::<u32>(), any::<bool>()), 0..5)), 0..5)) {
+            let c = Crypto::generate();
+            let file = IndexFile {
+                version: VERSION,
+                supersedes: vec![IndexId(Hash([7; 32]))],
+                packs: packs.into_iter().map(|(id, size, blobs)| IndexPack {
+                    id: PackId(Hash(id)),
+                    size,
+                    blobs: blobs.into_iter().map(|(b, off, len, tree)| PackedBlob {
+                        kind: if tree { BlobKind::Tree } else { BlobKind::Data },
+                        id: BlobId(Hash(b)), offset: off, length: len, raw_length: len / 2,
+                    }).collect(),
+                }).collect(),
+            };
+            let (id, sealed) = file.seal(&c);
+            prop_assert_eq!(id.0, crate::id::Hash::of(&sealed));
+            prop_assert_eq!(IndexFile::open(&c, "x", &sealed).unwrap(), file);
+            prop_assert!(IndexFile::open(&c, "x", &sealed[..sealed.len() - 1]).is_err());
+        }
+
+        #[test]
+        fn index_decode_of_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = postcard::from_bytes::<IndexFile>(&bytes);
+            let _ = postcard::from_bytes::<crate::format::pack::PackHeader>(&bytes);
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let c = Crypto::generate();
+        let (_, sealed) = IndexFile {
+            version: 2,
+            ..Default::default()
+        }
+        .seal(&c);
+        assert!(matches!(
+            IndexFile::open(&c, "x", &sealed),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}

@@ -91,3 +91,53 @@ impl SnapshotFile {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Hash;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn snapshot_round_trip(secs in 0i64..4_000_000_000, nanos in 0i32..1_000_000_000, host in ".{0,20}", tags in proptest::collection::vec("[a-z]{1,8}", 0..4), files in any::<u64>()) {
+            let c = Crypto::generate();
+            let s = SnapshotFile {
+                version: VERSION,
+                time: jiff::Timestamp::new(secs, nanos).unwrap(),
+                tree: BlobId(Hash([1; 32])),
+                paths: vec!["/home/u".into()],
+                hostname: host,
+                username: "u".into(),
+                tags,
+                parent: Some(SnapshotId(Hash([2; 32]))),
+                program: "rewind test".into(),
+                summary: BackupSummary { files_new: files, ..Default::default() },
+            };
+            let (id, sealed) = s.seal(&c);
+            prop_assert_eq!(id.0, Hash::of(&sealed));
+            prop_assert_eq!(SnapshotFile::open(&c, "x", &sealed).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_sealed_by_another_key_or_as_an_index_is_refused() {
+        let a = Crypto::generate();
+        let b = Crypto::generate();
+        let s = SnapshotFile {
+            version: VERSION,
+            time: jiff::Timestamp::UNIX_EPOCH,
+            tree: BlobId::default(),
+            paths: vec![],
+            hostname: String::new(),
+            username: String::new(),
+            tags: vec![],
+            parent: None,
+            program: String::new(),
+            summary: BackupSummary::default(),
+        };
+        let (_, sealed) = s.seal(&a);
+        assert!(SnapshotFile::open(&b, "x", &sealed).is_err());
+        assert!(crate::format::index::IndexFile::open(&a, "x", &sealed).is_err());
+    }
+}

@@ -3,7 +3,7 @@
 //! Memory: a hash map slot holds a 32-byte id and a 20-byte [`IndexEntry`];
 //! with hashbrown's control byte and a load factor of at most 7/8 that is
 //! about 60 bytes per blob, i.e. 60 MiB for a million chunks (1 TiB of
-//! unique data at 1 MiB chunks).
+//! unique data at the default 256 KiB chunks).
 
 use std::collections::HashMap;
 

@@ -214,6 +214,60 @@ impl Repository {
         self.open_blob(id, e.raw_length, &sealed, &pack.to_hex())
     }
 
+    /// Reads several blobs in order, calling `f` with each plaintext.
+    /// Blobs that lie next to each other in one pack are fetched with one
+    /// read (up to 16 MiB), so a file stored in order is read sequentially.
+    pub fn read_blobs(
+        &self,
+        ids: &[BlobId],
+        mut f: impl FnMut(&BlobId, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        const MAX_READ: u64 = 16 << 20;
+        let index = self.index()?;
+        let mut i = 0;
+        while i < ids.len() {
+            let Some(first) = index.get(&ids[i]) else {
+                // Let read_blob produce the precise error.
+                self.read_blob(&ids[i])?;
+                unreachable!("read_blob fails for a blob missing from the index");
+            };
+            let pack = index.pack_id(first);
+            let start = u64::from(first.offset);
+            let mut end = start + u64::from(first.length);
+            let mut j = i + 1;
+            while j < ids.len() {
+                match index.get(&ids[j]) {
+                    Some(e)
+                        if e.pack == first.pack
+                            && u64::from(e.offset) == end
+                            && end + u64::from(e.length) - start <= MAX_READ =>
+                    {
+                        end += u64::from(e.length);
+                        j += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let len = u32::try_from(end - start).expect("reads are at most 16 MiB");
+            let bytes = self
+                .backend
+                .read_range(FileType::Pack, &pack.to_hex(), start, len)?;
+            for id in &ids[i..j] {
+                let e = index.get(id).expect("looked up above");
+                let at = (u64::from(e.offset) - start) as usize;
+                let data = self.open_blob(
+                    id,
+                    e.raw_length,
+                    &bytes[at..at + e.length as usize],
+                    &pack.to_hex(),
+                )?;
+                f(id, data)?;
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
     /// Opens a sealed blob read from pack `pack`.
     pub fn open_blob(
         &self,
