@@ -184,7 +184,7 @@ struct FileJob {
 
 enum Entry {
     Dir(ScanDir),
-    File(usize),
+    File(Box<FileJob>),
     Other(Node),
 }
 
@@ -199,8 +199,10 @@ struct Scanner<'a> {
     excludes: ignore::gitignore::Gitignore,
     owners: Owners,
     progress: &'a Progress,
-    files: Vec<FileJob>,
-    summary: BackupSummary,
+    dirs: AtomicU64,
+    others: AtomicU64,
+    errors: AtomicU64,
+    total_bytes: AtomicU64,
 }
 
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
@@ -241,7 +243,7 @@ impl Scanner<'_> {
     /// Scans one entry that exists (lstat succeeded). `parent` is the
     /// parent snapshot's node at the same path.
     fn scan_entry(
-        &mut self,
+        &self,
         path: &Path,
         name: &[u8],
         md: &std::fs::Metadata,
@@ -254,12 +256,12 @@ impl Scanner<'_> {
             Err(e) => {
                 self.progress
                     .warn(path, format!("cannot read metadata: {e}"));
-                self.summary.errors += 1;
+                self.errors.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
         };
         if md.is_dir() {
-            self.summary.dirs += 1;
+            self.dirs.fetch_add(1, Ordering::Relaxed);
             let mut dir = ScanDir {
                 node: None,
                 children: BTreeMap::new(),
@@ -267,7 +269,7 @@ impl Scanner<'_> {
             let cross_fs = self.opts.one_file_system && md.dev() != root_dev;
             if !cross_fs && !self.dir_excluded_by_marker(path) {
                 let ptree = self.parent_tree(parent);
-                self.scan_dir_contents(path, &mut dir, ptree.as_ref(), root_dev);
+                dir.children = self.scan_dir_contents(path, ptree.as_ref(), root_dev);
             }
             node.size = 0;
             dir.node = Some(node);
@@ -289,17 +291,16 @@ impl Scanner<'_> {
                     job.reused = true;
                 }
             }
-            self.summary.total_bytes += job.node.size;
+            self.total_bytes.fetch_add(job.node.size, Ordering::Relaxed);
             if !job.reused {
                 self.progress.total_files.fetch_add(1, Ordering::Relaxed);
                 self.progress
                     .total_bytes
                     .fetch_add(job.node.size, Ordering::Relaxed);
             }
-            self.files.push(job);
-            return Some(Entry::File(self.files.len() - 1));
+            return Some(Entry::File(Box::new(job)));
         }
-        self.summary.others += 1;
+        self.others.fetch_add(1, Ordering::Relaxed);
         Some(Entry::Other(node))
     }
 
@@ -313,20 +314,21 @@ impl Scanner<'_> {
         }
     }
 
+    /// Lists a directory and scans its entries in parallel (the calls nest:
+    /// subdirectories are scanned by whichever thread is free).
     fn scan_dir_contents(
-        &mut self,
+        &self,
         path: &Path,
-        dir: &mut ScanDir,
         parent: Option<&Tree>,
         root_dev: u64,
-    ) {
+    ) -> BTreeMap<Vec<u8>, Entry> {
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
                 self.progress
                     .warn(path, format!("cannot list directory: {e}"));
-                self.summary.errors += 1;
-                return;
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                return BTreeMap::new();
             }
         };
         let mut names: Vec<std::ffi::OsString> = Vec::new();
@@ -336,31 +338,45 @@ impl Scanner<'_> {
                 Err(e) => {
                     self.progress
                         .warn(path, format!("cannot list directory: {e}"));
-                    self.summary.errors += 1;
+                    self.errors.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
             }
         }
-        names.sort();
-        for name in names {
-            let child = path.join(&name);
-            let md = match child.symlink_metadata() {
-                Ok(md) => md,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // vanished: nothing to say
-                Err(e) => {
-                    self.progress.warn(&child, format!("cannot stat: {e}"));
-                    self.summary.errors += 1;
-                    continue;
+        names
+            .into_par_iter()
+            .filter_map(|name| {
+                let child = path.join(&name);
+                let md = match child.symlink_metadata() {
+                    Ok(md) => md,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None, // vanished: nothing to say
+                    Err(e) => {
+                        self.progress.warn(&child, format!("cannot stat: {e}"));
+                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                };
+                if self.excluded(&child, md.is_dir()) {
+                    return None;
                 }
-            };
-            if self.excluded(&child, md.is_dir()) {
-                continue;
-            }
-            let bytes = name.as_bytes().to_vec();
-            let pnode = parent.and_then(|t| t.find(&bytes));
-            if let Some(entry) = self.scan_entry(&child, &bytes, &md, pnode, root_dev) {
-                dir.children.insert(bytes, entry);
-            }
+                let bytes = name.as_bytes().to_vec();
+                let pnode = parent.and_then(|t| t.find(&bytes));
+                self.scan_entry(&child, &bytes, &md, pnode, root_dev)
+                    .map(|e| (bytes, e))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Every file job of a scanned tree, in tree order.
+fn collect_jobs<'a>(dir: &'a mut ScanDir, out: &mut Vec<&'a mut FileJob>) {
+    for entry in dir.children.values_mut() {
+        match entry {
+            Entry::Dir(d) => collect_jobs(d, out),
+            Entry::File(job) => out.push(job),
+            Entry::Other(_) => {}
         }
     }
 }
@@ -505,25 +521,19 @@ fn read_file(
 
 // ---------------------------------------------------------------- trees
 
-fn build_tree(
-    dir: ScanDir,
-    files: &mut [Option<FileJob>],
-    writer: &BlobWriter<'_>,
-) -> Result<(Option<Node>, BlobId)> {
+fn build_tree(dir: ScanDir, writer: &BlobWriter<'_>) -> Result<(Option<Node>, BlobId)> {
     let mut nodes = Vec::with_capacity(dir.children.len());
     for (_, entry) in dir.children {
         match entry {
             Entry::Dir(d) => {
-                let (node, subtree) = build_tree(d, files, writer)?;
+                let (node, subtree) = build_tree(d, writer)?;
                 let mut node = node.expect("scanned directories have a node");
                 node.kind = NodeKind::Dir { subtree };
                 nodes.push(node);
             }
-            Entry::File(i) => {
-                if let Some(job) = files[i].take() {
-                    if !job.failed {
-                        nodes.push(job.node);
-                    }
+            Entry::File(job) => {
+                if !job.failed {
+                    nodes.push(job.node);
                 }
             }
             Entry::Other(n) => nodes.push(n),
@@ -606,15 +616,22 @@ pub fn backup(
         None => None,
     };
 
-    let mut scanner = Scanner {
+    let scanner = Scanner {
         repo,
         opts,
         excludes,
         owners: Owners::default(),
         progress,
-        files: Vec::new(),
-        summary: BackupSummary::default(),
+        dirs: AtomicU64::new(0),
+        others: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        total_bytes: AtomicU64::new(0),
     };
+    // Scanning is mostly waiting for inodes: many threads keep the disk busy.
+    let scan_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(8)
+        .build()
+        .map_err(|e| Error::io("start scanner threads", std::io::Error::other(e)))?;
     let mut root = ScanDir {
         node: None,
         children: BTreeMap::new(),
@@ -640,7 +657,8 @@ pub fn backup(
                 .symlink_metadata()
                 .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
             if last {
-                if let Some(entry) = scanner.scan_entry(&cur, &bytes, &md, pnode.as_ref(), root_dev)
+                if let Some(entry) = scan_pool
+                    .install(|| scanner.scan_entry(&cur, &bytes, &md, pnode.as_ref(), root_dev))
                 {
                     dir.children.insert(bytes, entry);
                 }
@@ -656,7 +674,7 @@ pub fn backup(
                         children: BTreeMap::new(),
                     }),
                 );
-                scanner.summary.dirs += 1;
+                scanner.dirs.fetch_add(1, Ordering::Relaxed);
             }
             ptree = scanner.parent_tree(pnode.as_ref());
             dir = match dir.children.get_mut(&bytes) {
@@ -672,12 +690,18 @@ pub fn backup(
     }
     progress.scan_done.store(true, Ordering::SeqCst);
 
-    let Scanner {
-        files, mut summary, ..
-    } = scanner;
+    drop(scan_pool);
+    let mut summary = BackupSummary {
+        dirs: scanner.dirs.load(Ordering::Relaxed),
+        others: scanner.others.load(Ordering::Relaxed),
+        errors: scanner.errors.load(Ordering::Relaxed),
+        total_bytes: scanner.total_bytes.load(Ordering::Relaxed),
+        ..Default::default()
+    };
     let dry_run = opts.dry_run;
     let (root_id, stats) = repo.write_blobs_with(dry_run, |writer| {
-        let mut files = files;
+        let mut files = Vec::new();
+        collect_jobs(&mut root, &mut files);
         // More readers than cores, so that one waiting for the disk does not
         // leave a core idle.
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
@@ -712,8 +736,8 @@ pub fn backup(
                 summary.files_new += 1;
             }
         }
-        let mut slots: Vec<Option<FileJob>> = files.into_iter().map(Some).collect();
-        let (_, id) = build_tree(root, &mut slots, writer)?;
+        drop(files);
+        let (_, id) = build_tree(root, writer)?;
         Ok(id)
     })?;
     summary.blobs_added = stats.data_blobs + stats.tree_blobs;

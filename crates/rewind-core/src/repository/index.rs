@@ -2,7 +2,7 @@
 //!
 //! Memory: a hash map slot holds a 32-byte id and a 20-byte [`IndexEntry`];
 //! with hashbrown's control byte and a load factor of at most 7/8 that is
-//! about 60 bytes per blob, i.e. 60 MiB for a million chunks (1 TiB of
+//! about 60 bytes per blob, i.e. 60 MiB for a million chunks (256 GiB of
 //! unique data at the default 256 KiB chunks).
 
 use std::collections::HashMap;
