@@ -16,6 +16,8 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// Fatal error.
     pub const FATAL: u8 = 1;
+    /// Wrong usage: a bad or conflicting argument.
+    pub const USAGE: u8 = 2;
     /// Backup saved, but some files could not be read.
     pub const PARTIAL: u8 = 3;
     /// No repository at the given location.
@@ -64,6 +66,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return match err {
                 rewind_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,
                 rewind_core::Error::WrongPassword => exit::WRONG_PASSWORD,
+                rewind_core::Error::InvalidInput(_) => exit::USAGE,
                 _ => exit::FATAL,
             };
         }

@@ -590,6 +590,15 @@ pub fn backup(
     }
     abs.sort();
     abs.dedup();
+    for a in &abs {
+        if let Some(repo_path) = opts.exclude_paths.iter().find(|r| a.starts_with(r)) {
+            return Err(Error::InvalidInput(format!(
+                "{} is inside the repository {}; a repository cannot back itself up",
+                a.display(),
+                repo_path.display()
+            )));
+        }
+    }
     // Drop paths inside other paths.
     let abs: Vec<PathBuf> = abs
         .iter()
@@ -611,9 +620,23 @@ pub fn backup(
         .map_err(|e| Error::InvalidInput(format!("bad exclude patterns: {e}")))?;
 
     let parent = find_parent(repo, opts, &path_strings)?;
-    let parent_root = match &parent {
-        Some((_, s)) => Some(repo.read_tree(&s.tree)?),
-        None => None,
+    // A parent whose root tree cannot be read only costs speed: every file
+    // is read again (and check will name the damage).
+    let (parent, parent_root) = match parent {
+        Some((id, s)) => match repo.read_tree(&s.tree) {
+            Ok(t) => (Some((id, s)), Some(t)),
+            Err(e) => {
+                progress.warn(
+                    Path::new("/"),
+                    format!(
+                        "parent snapshot {} cannot be read ({e}); reading every file",
+                        id.short()
+                    ),
+                );
+                (None, None)
+            }
+        },
+        None => (None, None),
     };
 
     let scanner = Scanner {
@@ -644,10 +667,16 @@ pub fn backup(
                 _ => None,
             })
             .collect();
+        let root_dev = path.symlink_metadata().map(|m| m.dev()).unwrap_or(0);
+        if comps.is_empty() {
+            // The path is `/` itself: its entries are the root tree's.
+            root.children = scan_pool
+                .install(|| scanner.scan_dir_contents(path, parent_root.as_ref(), root_dev));
+            continue;
+        }
         let mut dir = &mut root;
         let mut cur = PathBuf::from("/");
         let mut ptree = parent_root.clone();
-        let root_dev = path.symlink_metadata().map(|m| m.dev()).unwrap_or(0);
         for (i, name) in comps.iter().enumerate() {
             cur.push(name);
             let bytes = name.as_bytes().to_vec();

@@ -195,7 +195,9 @@ impl Planner<'_> {
                 }
             }
         }
-        if !any && rel != Path::new("") {
+        // Without an include filter an empty directory is restored too, and
+        // --delete must empty it.
+        if !any && self.filter.include.is_some() && rel != Path::new("") {
             self.plan.listings.truncate(listing_pos);
         }
         any
@@ -266,14 +268,15 @@ fn apply_metadata(path: &Path, node: &Node) -> std::result::Result<(), String> {
             problems.push(format!("owner: {e}"));
         }
     }
-    if !matches!(node.kind, NodeKind::Symlink { .. }) {
-        if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777)) {
-            problems.push(format!("mode: {e}"));
-        }
-    }
+    // xattrs before the mode: a read-only mode would forbid setting them.
     for x in &node.xattrs {
         if let Err(e) = xattr::set(path, std::ffi::OsStr::from_bytes(&x.name), &x.value) {
             problems.push(format!("xattr {}: {e}", String::from_utf8_lossy(&x.name)));
+        }
+    }
+    if !matches!(node.kind, NodeKind::Symlink { .. }) {
+        if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777)) {
+            problems.push(format!("mode: {e}"));
         }
     }
     let t = to_filetime(node.mtime);
@@ -287,6 +290,20 @@ fn apply_metadata(path: &Path, node: &Node) -> std::result::Result<(), String> {
             "metadata not fully restored ({})",
             problems.join("; ")
         ))
+    }
+}
+
+/// Removes a file, symlink or special file in the way of a restored entry;
+/// a directory in the way is never removed (that is for `--delete` only).
+fn remove_in_the_way(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a directory is in the way (move it away to restore this entry)",
+        )),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -479,6 +496,7 @@ pub fn restore(
     fs::create_dir_all(target)
         .map_err(|e| Error::io(format!("create target {}", target.display()), e))?;
     let errors = Mutex::new(Vec::new());
+    let write_failed = Mutex::new(std::collections::HashSet::<PathBuf>::new());
     let fail = |rel: &Path, msg: String| {
         errors.lock().expect("errors").push(Warning {
             path: rel.to_path_buf(),
@@ -543,6 +561,13 @@ pub fn restore(
                     }
                     Err(e) => {
                         fail(&f.rel, e.to_string());
+                        write_failed
+                            .lock()
+                            .expect("failed set")
+                            .insert(f.rel.clone());
+                        // Leave no partial file behind (a hard link could
+                        // otherwise point at it).
+                        let _ = fs::remove_file(&path);
                         (false, 0)
                     }
                 }
@@ -558,6 +583,7 @@ pub fn restore(
         }
     }
 
+    let failed_files = write_failed.into_inner().expect("failed set");
     for (first, link) in &plan.hardlinks {
         if under_bad(link) {
             continue;
@@ -570,7 +596,20 @@ pub fn restore(
             if same_inode(&src, &dst) {
                 continue;
             }
-            let _ = remove_any(&dst);
+            if let Err(e) = remove_in_the_way(&dst) {
+                fail(link, format!("cannot replace: {e}"));
+                continue;
+            }
+        }
+        if failed_files.contains(first) {
+            fail(
+                link,
+                format!(
+                    "not restored: it is a hard link to {}, which failed",
+                    first.display()
+                ),
+            );
+            continue;
         }
         match fs::hard_link(&src, &dst) {
             Ok(()) => stats.others += 1,
@@ -590,7 +629,7 @@ pub fn restore(
             if opts.overwrite == Overwrite::Never {
                 continue;
             }
-            if let Err(e) = remove_any(&path) {
+            if let Err(e) = remove_in_the_way(&path) {
                 fail(&o.rel, format!("cannot replace: {e}"));
                 continue;
             }

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rewind_core::archiver::{
     self, BackupOptions, BackupOutcome, ParentChoice, Progress, StreamSource,
 };
@@ -63,6 +63,23 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
+    let streaming = args.stdin || args.stdin_from_command;
+    if streaming && !args.paths.is_empty() {
+        return Err(super::usage(
+            "--stdin and --stdin-from-command take no paths",
+        ));
+    }
+    if !streaming && args.paths.is_empty() {
+        return Err(super::usage(
+            "nothing to back up: give one or more paths, --stdin, or --stdin-from-command -- CMD",
+        ));
+    }
+    if args.stdin_from_command && args.command.is_empty() {
+        return Err(super::usage("--stdin-from-command needs a command after --, e.g. `rewind backup --stdin-from-command -- pg_dump mydb`"));
+    }
+    if args.dry_run && global.repo.is_none() && !super::defaults().repo.join("config").exists() {
+        return Err(super::usage("--dry-run compares with a repository, and the default one does not exist yet: run `rewind backup` without --dry-run first"));
+    }
     if super::init::ensure_default_repository(global)? && !global.quiet && !global.json {
         eprintln!();
     }
@@ -113,15 +130,9 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     };
 
     let progress = Progress::default();
-    let outcome = if args.stdin || args.stdin_from_command {
-        if !args.paths.is_empty() {
-            bail!("--stdin and --stdin-from-command take no paths");
-        }
+    let outcome = if streaming {
         run_stream(&repo, &opts, args, global, &progress)?
     } else {
-        if args.paths.is_empty() {
-            bail!("nothing to back up: give one or more paths, --stdin, or --stdin-from-command -- CMD");
-        }
         super::with_progress(global, "backing up", &progress, || {
             archiver::backup(&repo, &opts, &progress)
         })?
@@ -157,7 +168,7 @@ fn run_stream(
         )?);
     }
     let Some((prog, rest)) = args.command.split_first() else {
-        bail!("--stdin-from-command needs a command after --, e.g. `rewind backup --stdin-from-command -- pg_dump mydb`");
+        return Err(super::usage("--stdin-from-command needs a command after --, e.g. `rewind backup --stdin-from-command -- pg_dump mydb`"));
     };
     let mut child = std::process::Command::new(prog)
         .args(rest)

@@ -68,8 +68,7 @@ pub fn ensure_default_repository(global: &Global) -> Result<bool> {
         None if defaults.key_file.exists() => {
             let s = std::fs::read(&defaults.key_file)
                 .with_context(|| format!("cannot read key file {}", defaults.key_file.display()))?;
-            let end = s.iter().position(|&b| b == b'\n').unwrap_or(s.len());
-            s[..end].to_vec()
+            super::first_line(&s)
         }
         None => {
             let mut raw = [0u8; 32];

@@ -40,8 +40,7 @@ impl NewPassword {
         let p = match &self.new_password_file {
             Some(f) => {
                 let s = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-                let end = s.iter().position(|&b| b == b'\n').unwrap_or(s.len());
-                s[..end].to_vec()
+                super::first_line(&s)
             }
             None => super::prompt_new("New password: ")?,
         };
@@ -84,9 +83,44 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             println!("removed key {}", removed.short());
         }
         Action::Passwd(np) => {
-            let id = repo.change_password(&np.get()?, KdfParams::DEFAULT, &owner)?;
-            println!("password changed (new key {})", id.short());
+            let new = np.get()?;
+            // The default repository opened with its key file: that file must
+            // follow, or unattended backups would fail with a wrong password.
+            let (_, is_default) = global.location();
+            let key_file = super::defaults().key_file;
+            let update_file =
+                is_default && global.password_from_env()?.is_none() && key_file.exists();
+            if update_file {
+                let tmp = key_file.with_extension("new");
+                write_private(&tmp, &new)?;
+                let id = repo.change_password(&new, KdfParams::DEFAULT, &owner)?;
+                std::fs::rename(&tmp, &key_file).with_context(|| format!("the password changed but {} could not be updated; the new password is in {}", key_file.display(), tmp.display()))?;
+                println!(
+                    "password changed (new key {}); {} holds the new one",
+                    id.short(),
+                    key_file.display()
+                );
+            } else {
+                let id = repo.change_password(&new, KdfParams::DEFAULT, &owner)?;
+                println!("password changed (new key {})", id.short());
+            }
         }
     }
     Ok(crate::exit::OK)
+}
+
+fn write_private(path: &std::path::Path, password: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(password)
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }

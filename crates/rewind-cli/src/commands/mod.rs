@@ -163,10 +163,15 @@ impl Global {
     }
 }
 
-fn first_line(s: &[u8]) -> Vec<u8> {
+pub fn first_line(s: &[u8]) -> Vec<u8> {
     let end = s.iter().position(|&b| b == b'\n').unwrap_or(s.len());
     let line = &s[..end];
     line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
+
+/// A usage error (exit code 2): wrong or conflicting arguments.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(rewind_core::Error::InvalidInput(msg.into()))
 }
 
 /// Asks for a password on the terminal.
@@ -302,8 +307,15 @@ pub fn with_progress<T>(
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        let r = work();
-        done.store(true, Ordering::SeqCst);
-        r
+        // Stop the progress thread even if `work` panics, or the scope
+        // would wait for it forever.
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&done);
+        work()
     })
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rewind_core::archiver::Progress;
 use rewind_core::format::tree::NodeKind;
 use rewind_core::restorer::{self, Overwrite, RestoreOptions, RestoreStart};
@@ -46,14 +46,34 @@ pub struct Args {
     pub select: SelectArgs,
 }
 
+/// A path inside a snapshot: absolute, clean, without `..`.
+fn snapshot_path(s: &str) -> Result<PathBuf> {
+    let mut out = PathBuf::from("/");
+    for c in std::path::Path::new(s).components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                return Err(super::usage(format!(
+                    "{s:?}: a path in a snapshot cannot contain .."
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let (spec, sub) = match args.snapshot.find(":/") {
         Some(i) => (
             &args.snapshot[..i],
-            Some(PathBuf::from(&args.snapshot[i + 1..])),
+            Some(snapshot_path(&args.snapshot[i + 1..])?),
         ),
         None => (args.snapshot.as_str(), None),
     };
+    if args.delete && (!args.includes.is_empty() || !args.excludes.is_empty()) {
+        return Err(super::usage("--delete cannot be combined with --include or --exclude: it would remove what the filters leave out"));
+    }
     let repo = global.open()?;
     let (id, snap) = args.select.resolve(&repo, spec)?;
     let start = match &sub {
@@ -78,9 +98,6 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             },
         },
     };
-    if args.delete && (!args.includes.is_empty() || !args.excludes.is_empty()) {
-        bail!("--delete cannot be combined with --include or --exclude: it would remove what the filters leave out");
-    }
     let opts = RestoreOptions {
         target: args.target.clone(),
         overwrite: match args.overwrite {

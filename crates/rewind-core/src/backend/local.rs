@@ -104,7 +104,13 @@ impl Backend for LocalBackend {
             let d = self.dir(FileType::Pack).join(hex::encode([i]));
             fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
         }
-        sync_dir(&self.root)
+        // Make the layout durable before anything is written into it.
+        sync_dir(&self.dir(FileType::Pack))?;
+        sync_dir(&self.root)?;
+        match self.root.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+            _ => Ok(()),
+        }
     }
 
     fn list(&self, t: FileType) -> Result<Vec<FileInfo>> {

@@ -115,8 +115,13 @@ impl BlobWriter<'_> {
                 .fetch_add(stored as u64, Ordering::Relaxed);
             return Ok((id, true));
         }
-        let raw_length = u32::try_from(data.len())
-            .map_err(|_| Error::InvalidInput("blob larger than 4 GiB".into()))?;
+        if data.len() > crate::format::pack::MAX_BLOB_SIZE as usize {
+            return Err(Error::InvalidInput(format!(
+                "a {kind:?} blob of {} bytes is larger than the format allows (1 GiB)",
+                data.len()
+            )));
+        }
+        let raw_length = u32::try_from(data.len()).expect("MAX_BLOB_SIZE fits in u32");
         // Seal into this thread's buffer: no allocation per blob.
         thread_local! {
             static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
