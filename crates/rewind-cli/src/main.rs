@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Restore(a) => commands::restore::run(a, &cli.global),
         Command::Key(a) => commands::key::run(a, &cli.global),
         Command::Check(a) => commands::check::run(a, &cli.global),
+        Command::Forget(a) => commands::forget::run(a, &cli.global),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -33,6 +33,7 @@ pub mod format;
 pub mod id;
 pub mod repository;
 pub mod restorer;
+pub mod retention;
 pub mod select;
 pub mod source;
 

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod browse;
 pub mod check;
+pub mod forget;
 pub mod init;
 pub mod key;
 pub mod restore;
@@ -73,6 +74,8 @@ pub enum Command {
     Key(key::Args),
     /// Verify the repository's structure, and optionally all data.
     Check(check::Args),
+    /// Remove snapshots by a retention policy (keeps a year of history unless told otherwise).
+    Forget(forget::Args),
 }
 
 /// Where the default repository and its key live.

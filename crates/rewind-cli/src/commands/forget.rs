@@ -1,0 +1,188 @@
+//! `rewind forget`: remove snapshots by a retention policy.
+//!
+//! Removing snapshots frees no space by itself: the data they alone
+//! referenced stays until prune (a later issue) reclaims it.
+
+use anyhow::Result;
+use rewind_core::backend::FileType;
+use rewind_core::retention::{self, GroupBy, Policy};
+
+use super::Global;
+use crate::output::local_time;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Keep the N newest snapshots.
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long, default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// ... days.
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: u32,
+    /// ... ISO weeks.
+    #[arg(long, default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// ... months.
+    #[arg(long, default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// ... years.
+    #[arg(long, default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot newer than the newest minus this (e.g. 1y6m, 90d).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep the newest snapshot of each hour within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<String>,
+    /// ... of each day within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<String>,
+    /// ... of each ISO week within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<String>,
+    /// ... of each month within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<String>,
+    /// ... of each year within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<String>,
+    /// Keep snapshots with this tag (repeatable).
+    #[arg(long = "keep-tag")]
+    pub keep_tags: Vec<String>,
+    /// Group snapshots by these fields: host, paths, tags.
+    #[arg(long, default_value = "host,paths")]
+    pub group_by: String,
+    /// Show what would be kept and removed, remove nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Allow a policy that leaves a group with less than a year of history.
+    #[arg(long)]
+    pub allow_short_history: bool,
+    #[command(flatten)]
+    pub select: super::SelectArgs,
+}
+
+pub fn run(args: &Args, global: &Global) -> Result<u8> {
+    let policy = Policy {
+        keep_last: args.keep_last,
+        keep_hourly: args.keep_hourly,
+        keep_daily: args.keep_daily,
+        keep_weekly: args.keep_weekly,
+        keep_monthly: args.keep_monthly,
+        keep_yearly: args.keep_yearly,
+        keep_within: args.keep_within.clone(),
+        keep_within_hourly: args.keep_within_hourly.clone(),
+        keep_within_daily: args.keep_within_daily.clone(),
+        keep_within_weekly: args.keep_within_weekly.clone(),
+        keep_within_monthly: args.keep_within_monthly.clone(),
+        keep_within_yearly: args.keep_within_yearly.clone(),
+        keep_tags: args.keep_tags.clone(),
+    };
+    if policy.is_empty() {
+        return Err(super::usage("no retention rule given (e.g. --keep-daily 30 --keep-monthly 24): refusing to remove every snapshot"));
+    }
+    for d in [
+        &policy.keep_within,
+        &policy.keep_within_hourly,
+        &policy.keep_within_daily,
+        &policy.keep_within_weekly,
+        &policy.keep_within_monthly,
+        &policy.keep_within_yearly,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        retention::parse_duration(d)?;
+    }
+    let group_by: GroupBy = args.group_by.parse()?;
+    if args.select.as_of.is_some() {
+        return Err(super::usage("--as-of does not apply to forget"));
+    }
+    let repo = global.open()?;
+    let filter = args.select.filter();
+    let snaps: Vec<_> = super::load_snapshots(&repo)?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
+    let tz = jiff::tz::TimeZone::system();
+    let plans = retention::plan(&snaps, &policy, group_by, &tz)?;
+
+    let short: Vec<_> = plans.iter().filter(|p| p.shortens_history()).collect();
+    if !short.is_empty() && !args.allow_short_history {
+        for p in &short {
+            eprintln!(
+                "refused: group {} has {:.0} days of history; this policy would keep only {:.0} days",
+                describe(&p.key),
+                p.all_days,
+                p.kept_days
+            );
+        }
+        eprintln!("Ransomware and silent damage are often found weeks or months late: a backup history shorter than a year may no longer hold a clean copy. Keep more (e.g. --keep-monthly 12 --keep-yearly 5), or pass --allow-short-history if you are sure.");
+        return Err(anyhow::Error::new(rewind_core::Error::Refused(
+            "retention policy would leave less than 365 days of history".into(),
+        )));
+    }
+
+    let by_id: std::collections::HashMap<_, _> = snaps.iter().map(|(id, s)| (*id, s)).collect();
+    let mut removed = 0usize;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+    }
+    for p in &plans {
+        if !global.json && !global.quiet {
+            println!(
+                "group {}: keep {} of {} snapshots",
+                describe(&p.key),
+                p.decisions.iter().filter(|d| d.keep).count(),
+                p.decisions.len()
+            );
+            for d in &p.decisions {
+                let s = by_id[&d.id];
+                if d.keep {
+                    println!(
+                        "  keep    {}  {}  {}",
+                        d.id.short(),
+                        local_time(s.time),
+                        d.reasons.join(", ")
+                    );
+                } else {
+                    println!("  remove  {}  {}", d.id.short(), local_time(s.time));
+                }
+            }
+        }
+        if !args.dry_run {
+            for d in p.decisions.iter().filter(|d| !d.keep) {
+                repo.backend().delete(FileType::Snapshot, &d.id.to_hex())?;
+                removed += 1;
+            }
+        }
+    }
+    if !global.json && !global.quiet {
+        if args.dry_run {
+            println!("dry run: nothing was removed");
+        } else {
+            println!("removed {removed} snapshots (their data stays until it is pruned)");
+        }
+    }
+    Ok(crate::exit::OK)
+}
+
+fn describe(k: &retention::GroupKey) -> String {
+    let mut parts = Vec::new();
+    if let Some(h) = &k.hostname {
+        parts.push(format!("host {h}"));
+    }
+    if let Some(p) = &k.paths {
+        parts.push(format!("paths {}", p.join(" ")));
+    }
+    if let Some(t) = &k.tags {
+        parts.push(format!("tags {}", t.join(",")));
+    }
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        parts.join(", ")
+    }
+}

@@ -1,0 +1,130 @@
+//! `rewind forget`: retention rules, the one-year floor, dry run.
+
+mod common;
+
+use std::ffi::OsStr;
+
+use common::*;
+
+fn backup_at(env: &Env, src: &std::path::Path, time: &str) {
+    write(&src.join("f.txt"), time.as_bytes());
+    env.ok([
+        OsStr::new("backup"),
+        OsStr::new("--time"),
+        OsStr::new(time),
+        src.as_os_str(),
+    ]);
+}
+
+#[test]
+fn forget_keeps_a_year_unless_told_otherwise() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    // Monthly snapshots over 14 months, plus three in the last week.
+    for m in 1..=12 {
+        backup_at(&env, &src, &format!("2025-{m:02}-15 10:00"));
+    }
+    for t in [
+        "2026-01-15 10:00",
+        "2026-02-10 10:00",
+        "2026-02-12 10:00",
+        "2026-02-14 10:00",
+    ] {
+        backup_at(&env, &src, t);
+    }
+    assert_eq!(env.snapshots().len(), 16);
+
+    // No rule: refused, nothing removed.
+    let r = env.run(["forget"]);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert_eq!(env.snapshots().len(), 16);
+
+    // A week of history would be left: refused with the reason.
+    let r = env.run(["forget", "--keep-daily", "7"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr.contains("365 days") || r.stderr.contains("a year"),
+        "{r}"
+    );
+    assert_eq!(env.snapshots().len(), 16);
+
+    // Dry run lists decisions with reasons and removes nothing.
+    let r = env.ok([
+        "forget",
+        "--keep-daily",
+        "7",
+        "--keep-monthly",
+        "24",
+        "--dry-run",
+    ]);
+    let out = r.out();
+    assert!(
+        out.contains("keep") && out.contains("monthly") && out.contains("daily"),
+        "{r}"
+    );
+    assert_eq!(env.snapshots().len(), 16);
+
+    // Daily 1 + monthly 24 keeps the newest of each month (14): the two
+    // older snapshots of February go.
+    env.ok(["forget", "--keep-daily", "1", "--keep-monthly", "24"]);
+    let left = env.snapshots();
+    assert_eq!(left.len(), 14, "{left:?}");
+    assert!(
+        !left
+            .iter()
+            .any(|s| s["time"].as_str().unwrap().starts_with("2026-02-1")
+                && !s["time"].as_str().unwrap().starts_with("2026-02-14")),
+        "{left:?}"
+    );
+    // The oldest (2025-01-15) survives: history is intact.
+    assert!(left
+        .iter()
+        .any(|s| s["time"].as_str().unwrap().starts_with("2025-01-15")));
+
+    // The user insists: only the newest remains, and it restores.
+    env.ok(["forget", "--keep-last", "1", "--allow-short-history"]);
+    let left = env.snapshots();
+    assert_eq!(left.len(), 1);
+    let t = env.path("t");
+    env.ok([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    assert_eq!(
+        std::fs::read(restored(&t, &src).join("f.txt")).unwrap(),
+        b"2026-02-14 10:00"
+    );
+    // check is clean (unreferenced data is not damage).
+    env.ok(["check"]);
+}
+
+#[test]
+fn forget_groups_by_host_and_refuses_bad_input() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("a"), b"a");
+    env.ok([
+        OsStr::new("backup"),
+        OsStr::new("--host"),
+        OsStr::new("one"),
+        src.as_os_str(),
+    ]);
+    env.ok([
+        OsStr::new("backup"),
+        OsStr::new("--host"),
+        OsStr::new("two"),
+        src.as_os_str(),
+    ]);
+    env.ok(["forget", "--keep-last", "1"]);
+    assert_eq!(env.snapshots().len(), 2, "one per host is kept");
+    env.ok(["forget", "--keep-last", "1", "--group-by", "paths"]);
+    assert_eq!(env.snapshots().len(), 1);
+    assert_eq!(env.run(["forget", "--keep-within", "3x"]).code, Some(2));
+    assert_eq!(
+        env.run(["forget", "--keep-last", "1", "--group-by", "color"])
+            .code,
+        Some(2)
+    );
+}
