@@ -128,3 +128,25 @@ fn forget_groups_by_host_and_refuses_bad_input() {
         Some(2)
     );
 }
+
+#[test]
+fn stats_report_dedup_and_compression() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    // 1 MiB of text-like data twice: dedup 2x within one snapshot, compressible.
+    let text: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| b"abcdefgh\n"[(i % 9) as usize])
+        .collect();
+    write(&src.join("a.txt"), &text);
+    write(&src.join("b.txt"), &text);
+    env.backup([&src]);
+    env.backup([&src]);
+    let r = env.ok(["--json", "stats"]);
+    let s: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(s["snapshots"], 2);
+    assert_eq!(s["restore_size"], 4 << 20);
+    assert!(s["unique_data"].as_u64().unwrap() <= 1 << 20, "{s}");
+    assert!(s["dedup_ratio"].as_f64().unwrap() >= 4.0, "{s}");
+    assert!(s["compression_ratio"].as_f64().unwrap() > 10.0, "{s}");
+    assert!(s["packs"].as_u64().unwrap() >= 2, "{s}");
+}

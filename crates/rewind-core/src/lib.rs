@@ -36,5 +36,6 @@ pub mod restorer;
 pub mod retention;
 pub mod select;
 pub mod source;
+pub mod stats;
 
 pub use error::{Error, Result};

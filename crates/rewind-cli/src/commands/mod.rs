@@ -9,6 +9,7 @@ pub mod init;
 pub mod key;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -74,6 +75,8 @@ pub enum Command {
     Key(key::Args),
     /// Verify the repository's structure, and optionally all data.
     Check(check::Args),
+    /// Sizes, deduplication and compression of the repository.
+    Stats(stats::Args),
     /// Remove snapshots by a retention policy (keeps a year of history unless told otherwise).
     Forget(forget::Args),
 }

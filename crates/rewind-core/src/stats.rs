@@ -1,0 +1,63 @@
+//! Repository statistics: sizes, deduplication and compression.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::format::pack::BlobKind;
+use crate::repository::Repository;
+
+/// Figures of a repository.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Snapshots.
+    pub snapshots: u64,
+    /// Sum of the logical size of every snapshot (what restoring them all would write).
+    pub restore_size: u64,
+    /// Plaintext bytes of the unique data blobs.
+    pub unique_data: u64,
+    /// Bytes stored for blobs (compressed and sealed).
+    pub stored_blobs: u64,
+    /// Bytes of all pack files.
+    pub pack_bytes: u64,
+    /// Data blobs.
+    pub data_blobs: u64,
+    /// Tree blobs.
+    pub tree_blobs: u64,
+    /// Pack files.
+    pub packs: u64,
+    /// restore_size / unique_data.
+    pub dedup_ratio: f64,
+    /// unique plaintext (data and trees) / stored_blobs.
+    pub compression_ratio: f64,
+}
+
+/// Computes the statistics from the index and the snapshots.
+pub fn stats(repo: &Repository) -> Result<Stats> {
+    let index = repo.index()?;
+    let snapshots = repo.snapshots()?;
+    let mut s = Stats {
+        snapshots: snapshots.len() as u64,
+        ..Default::default()
+    };
+    s.restore_size = snapshots.iter().map(|(_, f)| f.summary.total_bytes).sum();
+    let mut raw_all = 0u64;
+    for (_, e) in index.blobs() {
+        raw_all += u64::from(e.raw_length);
+        s.stored_blobs += u64::from(e.length);
+        match e.kind {
+            BlobKind::Data => {
+                s.data_blobs += 1;
+                s.unique_data += u64::from(e.raw_length);
+            }
+            BlobKind::Tree => s.tree_blobs += 1,
+        }
+    }
+    for (_, size) in index.packs() {
+        s.packs += 1;
+        s.pack_bytes += size;
+    }
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    s.dedup_ratio = ratio(s.restore_size, s.unique_data);
+    s.compression_ratio = ratio(raw_all, s.stored_blobs);
+    Ok(s)
+}
