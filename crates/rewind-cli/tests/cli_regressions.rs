@@ -152,3 +152,15 @@ fn key_passwd_updates_the_default_key_file() {
     c.arg("--password-file").arg(&new).arg("snapshots");
     run_cmd(c).expect_code(0);
 }
+
+/// A location without a repository is reported as such (exit 10) before
+/// any password is asked for.
+#[test]
+fn no_repository_is_reported_before_asking_for_a_password() {
+    let env = Env::new();
+    let mut c = env.bare_cmd();
+    c.arg("--repo").arg(env.path("nothing-here")).arg("snapshots");
+    let r = run_cmd(c);
+    assert_eq!(r.code, Some(10), "{r}");
+    assert!(r.stderr.contains("no rewind repository"), "{r}");
+}

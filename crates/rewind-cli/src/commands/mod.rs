@@ -162,6 +162,9 @@ impl Global {
     pub fn open(&self) -> Result<Repository> {
         let (path, _) = self.location();
         let backend = Arc::new(LocalBackend::new(&path));
+        // No password prompt for a location that holds no repository.
+        Repository::probe(&*backend)
+            .with_context(|| format!("cannot open repository {}", path.display()))?;
         let password = self.password()?;
         let repo = Repository::open(backend, &password)
             .with_context(|| format!("cannot open repository {}", path.display()))?;

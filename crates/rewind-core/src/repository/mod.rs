@@ -78,15 +78,15 @@ impl Repository {
         })
     }
 
-    /// Opens a repository with a password.
+    /// Reads and checks the config without any password: tells whether a
+    /// repository of a supported version is there.
     ///
     /// # Errors
-    /// [`Error::NoRepository`] when there is no config, [`Error::UnsupportedVersion`]
-    /// for a newer format, [`Error::WrongPassword`] when no key opens.
-    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+    /// [`Error::NoRepository`], [`Error::UnsupportedVersion`].
+    pub fn probe(backend: &dyn Backend) -> Result<Config> {
         let location = backend.location();
-        let config = match backend.read(FileType::Config, "config") {
-            Ok(b) => Config::parse(&b, &location)?,
+        match backend.read(FileType::Config, "config") {
+            Ok(b) => Config::parse(&b, &location),
             Err(Error::Missing { .. }) => {
                 return Err(Error::NoRepository {
                     location,
@@ -102,7 +102,17 @@ impl Repository {
                 })
             }
             Err(e) => return Err(e),
-        };
+        }
+    }
+
+    /// Opens a repository with a password.
+    ///
+    /// # Errors
+    /// [`Error::NoRepository`] when there is no config, [`Error::UnsupportedVersion`]
+    /// for a newer format, [`Error::WrongPassword`] when no key opens.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let location = backend.location();
+        let config = Self::probe(&*backend)?;
         let keys = backend.list(FileType::Key)?;
         if keys.is_empty() {
             return Err(Error::NoRepository {
