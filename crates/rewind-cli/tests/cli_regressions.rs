@@ -159,7 +159,9 @@ fn key_passwd_updates_the_default_key_file() {
 fn no_repository_is_reported_before_asking_for_a_password() {
     let env = Env::new();
     let mut c = env.bare_cmd();
-    c.arg("--repo").arg(env.path("nothing-here")).arg("snapshots");
+    c.arg("--repo")
+        .arg(env.path("nothing-here"))
+        .arg("snapshots");
     let r = run_cmd(c);
     assert_eq!(r.code, Some(10), "{r}");
     assert!(r.stderr.contains("no rewind repository"), "{r}");

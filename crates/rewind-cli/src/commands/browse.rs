@@ -83,11 +83,7 @@ pub struct FindArgs {
 
 pub fn find(args: &FindArgs, global: &Global) -> Result<u8> {
     let repo = global.open()?;
-    let filter = args.select.filter();
-    let snaps: Vec<_> = super::load_snapshots(&repo)?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
+    let snaps = args.select.matching(&repo)?;
     let hits = browse::find(&repo, &snaps, &args.pattern)?;
     let mut out = std::io::stdout().lock();
     for h in &hits {

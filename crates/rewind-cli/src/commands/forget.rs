@@ -101,11 +101,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         return Err(super::usage("--as-of does not apply to forget"));
     }
     let repo = global.open()?;
-    let filter = args.select.filter();
-    let snaps: Vec<_> = super::load_snapshots(&repo)?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
+    let snaps = args.select.matching(&repo)?;
     let tz = jiff::tz::TimeZone::system();
     let plans = retention::plan(&snaps, &policy, group_by, &tz)?;
 

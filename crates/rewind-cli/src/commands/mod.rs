@@ -243,6 +243,15 @@ impl SelectArgs {
         }
     }
 
+    /// Every readable snapshot that passes the host/tag/path filters, oldest first.
+    pub fn matching(&self, repo: &Repository) -> Result<Vec<(SnapshotId, SnapshotFile)>> {
+        let filter = self.filter();
+        Ok(load_snapshots(repo)?
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .collect())
+    }
+
     /// Resolves a snapshot selector (id, `latest`, `@TIME`).
     pub fn resolve(&self, repo: &Repository, spec: &str) -> Result<(SnapshotId, SnapshotFile)> {
         let tz = jiff::tz::TimeZone::system();

@@ -13,11 +13,7 @@ pub struct Args {
 
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let repo = global.open()?;
-    let filter = args.select.filter();
-    let snaps: Vec<_> = super::load_snapshots(&repo)?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
+    let snaps = args.select.matching(&repo)?;
     if global.json {
         let list: Vec<_> = snaps
             .iter()
