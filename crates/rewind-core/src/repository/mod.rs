@@ -38,6 +38,9 @@ pub struct Repository {
     index: OnceLock<Arc<Index>>,
 }
 
+/// Readable snapshots (oldest first) and unreadable snapshot files (name, error).
+pub type SnapshotList = (Vec<(SnapshotId, SnapshotFile)>, Vec<(String, Error)>);
+
 /// A key as listed by [`Repository::keys`].
 #[derive(Clone, Debug)]
 pub struct KeyInfo {
@@ -87,21 +90,17 @@ impl Repository {
         let location = backend.location();
         match backend.read(FileType::Config, "config") {
             Ok(b) => Config::parse(&b, &location),
-            Err(Error::Missing { .. }) => {
-                return Err(Error::NoRepository {
-                    location,
-                    reason: "it has no config file (run `rewind init` to create one)".into(),
-                })
-            }
-            Err(Error::Io { error: source, .. })
-                if source.kind() == std::io::ErrorKind::NotADirectory =>
-            {
-                return Err(Error::NoRepository {
+            Err(Error::Missing { .. }) => Err(Error::NoRepository {
+                location,
+                reason: "it has no config file (run `rewind init` to create one)".into(),
+            }),
+            Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotADirectory => {
+                Err(Error::NoRepository {
                     location,
                     reason: "it is not a directory".into(),
                 })
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
     }
 
