@@ -315,7 +315,7 @@ impl Repository {
     /// could not be read (name, error).
     pub fn snapshots_checked(
         &self,
-    ) -> Result<(Vec<(SnapshotId, SnapshotFile)>, Vec<(String, Error)>)> {
+    ) -> Result<SnapshotList> {
         let files = self.backend.list(FileType::Snapshot)?;
         let results: Vec<(String, Result<(SnapshotId, SnapshotFile)>)> = files
             .par_iter()
