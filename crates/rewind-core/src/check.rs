@@ -29,6 +29,128 @@ use crate::repository::Repository;
 pub struct CheckOptions {
     /// Read and authenticate every pack.
     pub read_data: bool,
+    /// Read only part of the packs (implies reading data).
+    pub subset: Option<Subset>,
+    /// Where the previous rotating subset ended (see [`Subset`]).
+    pub cursor: u64,
+}
+
+/// Which packs `check` reads when not all of them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// Part `n` of `m` (1-based): the packs whose id, read as a number,
+    /// is `n - 1` modulo `m`. Running 1/m .. m/m reads everything.
+    Part {
+        /// Which part.
+        n: u64,
+        /// Of how many.
+        m: u64,
+    },
+    /// This fraction (0..=1) of the packs, continuing where the previous
+    /// run stopped (the cursor), so repeated runs cover everything.
+    Fraction(f64),
+    /// About this many bytes of packs, continuing from the cursor.
+    Bytes(u64),
+}
+
+impl std::str::FromStr for Subset {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            crate::Error::InvalidInput(format!("{s:?} is not a subset: use n/m (e.g. 1/7), a percentage (10%) or a size (5GiB, 500MiB)"))
+        };
+        let s = s.trim();
+        if let Some((n, m)) = s.split_once('/') {
+            let (n, m): (u64, u64) = (
+                n.trim().parse().map_err(|_| bad())?,
+                m.trim().parse().map_err(|_| bad())?,
+            );
+            return if m >= 1 && (1..=m).contains(&n) {
+                Ok(Subset::Part { n, m })
+            } else {
+                Err(bad())
+            };
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            return if p > 0.0 && p <= 100.0 {
+                Ok(Subset::Fraction(p / 100.0))
+            } else {
+                Err(bad())
+            };
+        }
+        let units = [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+            ("T", 1 << 40),
+            ("G", 1 << 30),
+            ("M", 1 << 20),
+            ("K", 1 << 10),
+            ("B", 1),
+        ];
+        for (u, mult) in units {
+            if let Some(num) = s.strip_suffix(u) {
+                let v: f64 = num.trim().parse().map_err(|_| bad())?;
+                return if v > 0.0 {
+                    Ok(Subset::Bytes((v * mult as f64) as u64))
+                } else {
+                    Err(bad())
+                };
+            }
+        }
+        Err(bad())
+    }
+}
+
+/// Chooses the packs to read from `packs` (any order) and returns them with
+/// the cursor for the next run.
+pub fn select_packs(
+    packs: &[(crate::id::PackId, u64)],
+    subset: Subset,
+    cursor: u64,
+) -> (Vec<crate::id::PackId>, u64) {
+    let mut sorted: Vec<(crate::id::PackId, u64)> = packs.to_vec();
+    sorted.sort();
+    let n = sorted.len();
+    if n == 0 {
+        return (Vec::new(), 0);
+    }
+    match subset {
+        Subset::Part { n: part, m } => {
+            let chosen = sorted
+                .iter()
+                .filter(|(id, _)| {
+                    u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("8 bytes")) % m
+                        == part - 1
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            (chosen, cursor)
+        }
+        Subset::Fraction(f) => {
+            let k = ((f * n as f64).ceil() as usize).clamp(1, n);
+            let start = (cursor as usize) % n;
+            let chosen = (0..k).map(|i| sorted[(start + i) % n].0).collect();
+            (chosen, ((start + k) % n) as u64)
+        }
+        Subset::Bytes(limit) => {
+            let start = (cursor as usize) % n;
+            let mut chosen = Vec::new();
+            let mut total = 0u64;
+            for i in 0..n {
+                let (id, size) = sorted[(start + i) % n];
+                if !chosen.is_empty() && total + size > limit {
+                    break;
+                }
+                chosen.push(id);
+                total += size;
+            }
+            let next = ((start + chosen.len()) % n) as u64;
+            (chosen, next)
+        }
+    }
 }
 
 /// A file that a damaged blob makes unrestorable.
@@ -57,6 +179,8 @@ pub struct CheckReport {
     pub packs_read: usize,
     /// Blobs in the index.
     pub blobs: usize,
+    /// Cursor for the next rotating `--read-data-subset` run.
+    pub next_cursor: u64,
 }
 
 impl CheckReport {
@@ -135,11 +259,21 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
-    if opts.read_data {
+    if opts.read_data || opts.subset.is_some() {
+        let present: Vec<(crate::id::PackId, u64)> = index
+            .packs()
+            .filter(|(p, _)| listed.contains_key(&p.to_hex()))
+            .collect();
+        let wanted: Option<HashSet<crate::id::PackId>> = opts.subset.map(|sub| {
+            let (chosen, next) = select_packs(&present, sub, opts.cursor);
+            r.next_cursor = next;
+            chosen.into_iter().collect()
+        });
         let packs: Vec<(usize, crate::id::PackId)> = index
             .packs()
             .enumerate()
             .filter(|(_, (p, _))| listed.contains_key(&p.to_hex()))
+            .filter(|(_, (p, _))| wanted.as_ref().is_none_or(|w| w.contains(p)))
             .map(|(i, (p, _))| (i, p))
             .collect();
         r.packs_read = packs.len();
@@ -217,6 +351,59 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         );
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{Hash, PackId};
+
+    fn packs(n: u8) -> Vec<(PackId, u64)> {
+        (0..n)
+            .map(|i| (PackId(Hash([i.wrapping_mul(37); 32])), 100 + u64::from(i)))
+            .collect()
+    }
+
+    #[test]
+    fn parts_cover_every_pack_once() {
+        let p = packs(50);
+        let mut all: Vec<PackId> = (1..=7)
+            .flat_map(|n| select_packs(&p, Subset::Part { n, m: 7 }, 0).0)
+            .collect();
+        all.sort();
+        let mut want: Vec<PackId> = p.iter().map(|(id, _)| *id).collect();
+        want.sort();
+        assert_eq!(all, want);
+    }
+
+    #[test]
+    fn rotating_subsets_cover_everything_in_turn() {
+        let p = packs(23);
+        for subset in [Subset::Fraction(0.1), Subset::Bytes(500)] {
+            let mut seen = HashSet::new();
+            let mut cursor = 0;
+            for _ in 0..12 {
+                let (chosen, next) = select_packs(&p, subset, cursor);
+                assert!(!chosen.is_empty());
+                seen.extend(chosen);
+                cursor = next;
+            }
+            assert_eq!(seen.len(), 23, "{subset:?}");
+        }
+    }
+
+    #[test]
+    fn subset_syntax() {
+        assert_eq!(
+            "1/7".parse::<Subset>().unwrap(),
+            Subset::Part { n: 1, m: 7 }
+        );
+        assert_eq!("10%".parse::<Subset>().unwrap(), Subset::Fraction(0.1));
+        assert_eq!("5GiB".parse::<Subset>().unwrap(), Subset::Bytes(5 << 30));
+        for bad in ["0/7", "8/7", "1/0", "0%", "101%", "x", "5 parsecs", "-1G"] {
+            assert!(bad.parse::<Subset>().is_err(), "{bad}");
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

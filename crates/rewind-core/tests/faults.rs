@@ -210,7 +210,14 @@ fn a_backup_failing_at_any_write_leaves_the_repository_intact() {
             before,
             "budget {budget}: a failed backup must not leave a snapshot"
         );
-        let report = check::check(&repo, &CheckOptions { read_data: true }).unwrap();
+        let report = check::check(
+            &repo,
+            &CheckOptions {
+                read_data: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(report.is_ok(), "budget {budget}: {:?}", report.errors);
         assert_restores(&repo, &first_id, &src, &first_copy, tmp.path());
     }
@@ -225,9 +232,15 @@ fn a_backup_failing_at_any_write_leaves_the_repository_intact() {
     )
     .unwrap();
     let repo = open(&repo_dir);
-    assert!(check::check(&repo, &CheckOptions { read_data: true })
-        .unwrap()
-        .is_ok());
+    assert!(check::check(
+        &repo,
+        &CheckOptions {
+            read_data: true,
+            ..Default::default()
+        }
+    )
+    .unwrap()
+    .is_ok());
     assert_restores(&repo, &done.snapshot_id.unwrap(), &src, &src, tmp.path());
     let packs_after = repo.backend().list(FileType::Pack).unwrap().len();
     assert!(packs_after >= packs_before);

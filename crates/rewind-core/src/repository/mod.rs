@@ -313,9 +313,7 @@ impl Repository {
 
     /// Every readable snapshot, oldest first, and the snapshot files that
     /// could not be read (name, error).
-    pub fn snapshots_checked(
-        &self,
-    ) -> Result<SnapshotList> {
+    pub fn snapshots_checked(&self) -> Result<SnapshotList> {
         let files = self.backend.list(FileType::Snapshot)?;
         let results: Vec<(String, Result<(SnapshotId, SnapshotFile)>)> = files
             .par_iter()

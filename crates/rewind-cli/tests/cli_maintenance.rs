@@ -1,4 +1,4 @@
-//! `rewind forget`: retention rules, the one-year floor, dry run.
+//! Maintenance commands: `forget` (retention rules, the one-year floor, dry run), `stats`, `check --read-data-subset`.
 
 mod common;
 
@@ -149,4 +149,60 @@ fn stats_report_dedup_and_compression() {
     assert!(s["dedup_ratio"].as_f64().unwrap() >= 4.0, "{s}");
     assert!(s["compression_ratio"].as_f64().unwrap() > 10.0, "{s}");
     assert!(s["packs"].as_u64().unwrap() >= 2, "{s}");
+}
+
+/// `check --read-data-subset`: the parts together read every pack, a
+/// rotating percentage reaches every pack over repeated runs, and damage is
+/// found by the run that reads the damaged pack.
+#[test]
+fn check_read_data_subset() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    // Enough data for several packs (16 MiB each), incompressible.
+    for i in 0..5 {
+        write_random(&src.join(format!("f{i}")), 12 << 20);
+    }
+    env.backup([&src]);
+    let total = packs(&env.repo).len();
+    assert!(total >= 4, "{total} packs");
+    let read = |args: &[&str]| -> u64 {
+        let mut a = vec!["--json", "check"];
+        a.extend_from_slice(args);
+        let r = env.run(a);
+        let v: serde_json::Value =
+            serde_json::from_slice(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
+        v["packs_read"].as_u64().unwrap()
+    };
+    let parts: u64 = (1..=3)
+        .map(|n| read(&["--read-data-subset", &format!("{n}/3")]))
+        .sum();
+    assert_eq!(parts, total as u64);
+    // 30% per run: four runs cover everything (the cursor lives in XDG_CACHE_HOME).
+    let per_run = read(&["--read-data-subset", "30%"]);
+    assert!(
+        per_run >= 1 && per_run < total as u64,
+        "{per_run} of {total}"
+    );
+    assert_eq!(
+        env.run(["check", "--read-data-subset", "0/3"]).code,
+        Some(2)
+    );
+
+    // Damage one pack: exactly one of the parts reports it.
+    let victim = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&victim, &bytes).unwrap();
+    let failing = (1..=3)
+        .filter(|n| {
+            env.run(["check", "--read-data-subset", &format!("{n}/3")])
+                .code
+                != Some(0)
+        })
+        .count();
+    assert_eq!(failing, 1);
 }
