@@ -112,7 +112,9 @@ pub fn ensure_default_repository(global: &Global) -> Result<bool> {
     Ok(true)
 }
 
-fn write_key_file(path: &std::path::Path, password: &[u8]) -> Result<()> {
+/// Writes a password file readable only by its owner (0600, in a 0700
+/// directory); fails if the file exists.
+pub fn write_key_file(path: &std::path::Path, password: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {

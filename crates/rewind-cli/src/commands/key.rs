@@ -92,7 +92,8 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                 is_default && global.password_from_env()?.is_none() && key_file.exists();
             if update_file {
                 let tmp = key_file.with_extension("new");
-                write_private(&tmp, &new)?;
+                let _ = std::fs::remove_file(&tmp);
+                super::init::write_key_file(&tmp, &new)?;
                 let id = repo.change_password(&new, KdfParams::DEFAULT, &owner)?;
                 std::fs::rename(&tmp, &key_file).with_context(|| format!("the password changed but {} could not be updated; the new password is in {}", key_file.display(), tmp.display()))?;
                 println!(
@@ -107,20 +108,4 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         }
     }
     Ok(crate::exit::OK)
-}
-
-fn write_private(path: &std::path::Path, password: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(password)
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
