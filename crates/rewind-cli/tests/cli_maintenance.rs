@@ -206,3 +206,37 @@ fn check_read_data_subset() {
         .count();
     assert_eq!(failing, 1);
 }
+
+/// A protected snapshot survives any policy until it is unprotected (or its
+/// date passes); protecting rewrites the snapshot file under a new id with
+/// the same contents.
+#[test]
+fn protected_snapshots_survive_forget() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    backup_at(&env, &src, "2026-01-01 10:00");
+    let old = env.snapshots()[0]["id"].as_str().unwrap().to_string();
+    backup_at(&env, &src, "2026-01-02 10:00");
+    backup_at(&env, &src, "2026-01-03 10:00");
+    env.ok(["protect", &old[..8]]);
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 3, "protect must replace, not add: {snaps:?}");
+    let protected: Vec<_> = snaps.iter().filter(|s| s["protected"] == true).collect();
+    assert_eq!(protected.len(), 1);
+    assert!(protected[0]["time"].as_str().unwrap().starts_with("2026-01-01"));
+    assert!(!snaps.iter().any(|s| s["id"] == old.as_str()), "the old file must be gone");
+
+    env.ok(["forget", "--keep-last", "1"]);
+    let left = env.snapshots();
+    assert_eq!(left.len(), 2, "{left:?}");
+    // Restoring the protected snapshot gives its original contents.
+    let t = env.path("t");
+    env.ok([OsStr::new("restore"), OsStr::new("@2026-01-01 12:00"), OsStr::new("--target"), t.as_os_str()]);
+    assert_eq!(std::fs::read(restored(&t, &src).join("f.txt")).unwrap(), b"2026-01-01 10:00");
+
+    assert_eq!(env.run(["protect", "latest", "--until", "2001-01-01"]).code, Some(2));
+    env.ok(["unprotect", "@2026-01-01 12:00"]);
+    env.ok(["forget", "--keep-last", "1"]);
+    assert_eq!(env.snapshots().len(), 1);
+    env.ok(["check"]);
+}

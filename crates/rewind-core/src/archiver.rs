@@ -786,6 +786,8 @@ pub fn backup(
         parent: parent.map(|(id, _)| id),
         program: format!("rewind {}", env!("CARGO_PKG_VERSION")),
         summary,
+        protection: None,
+        original: None,
     };
     let snapshot_id = if dry_run {
         None
@@ -895,6 +897,8 @@ pub fn backup_stream(
         parent: None,
         program: format!("rewind {}", env!("CARGO_PKG_VERSION")),
         summary,
+        protection: None,
+        original: None,
     };
     let snapshot_id = if opts.dry_run {
         None

@@ -13,6 +13,7 @@
 //!     keep-within-daily D (and -hourly, -weekly, -monthly, -yearly): the bucket rule
 //!                       with no count, for snapshots newer than (newest - D)
 //!     keep-tag T        keeps it if it has tag T
+//!     protection        `rewind protect` keeps it whatever the rules (until its date)
 //! a snapshot is kept if any rule keeps it; the reasons are every rule that did
 //! ```
 //! Durations are `1y6m`, `90d`, `2w3d12h` (years, months, weeks, days, hours).
@@ -155,6 +156,7 @@ pub fn apply(
     snapshots: &[(SnapshotId, SnapshotFile)],
     policy: &Policy,
     tz: &jiff::tz::TimeZone,
+    now: jiff::Timestamp,
 ) -> Result<Vec<Decision>> {
     let mut snaps: Vec<&(SnapshotId, SnapshotFile)> = snapshots.iter().collect();
     snaps.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
@@ -261,6 +263,12 @@ pub fn apply(
             if s.tags.iter().any(|st| st == t) {
                 reasons.push(format!("tag {t}"));
             }
+        }
+        if s.is_protected(now) {
+            reasons.push(match s.protection.as_ref().and_then(|p| p.until) {
+                Some(u) => format!("protected until {u}"),
+                None => "protected".to_string(),
+            });
         }
         out.push(Decision {
             id: *id,
@@ -383,6 +391,7 @@ pub fn plan(
     policy: &Policy,
     group_by: GroupBy,
     tz: &jiff::tz::TimeZone,
+    now: jiff::Timestamp,
 ) -> Result<Vec<GroupPlan>> {
     let mut groups: std::collections::BTreeMap<GroupKey, Vec<(SnapshotId, SnapshotFile)>> =
         std::collections::BTreeMap::new();
@@ -402,7 +411,7 @@ pub fn plan(
     groups
         .into_iter()
         .map(|(key, snaps)| {
-            let decisions = apply(&snaps, policy, tz)?;
+            let decisions = apply(&snaps, policy, tz, now)?;
             let (kept_days, all_days) = history_days(&snaps, &decisions);
             Ok(GroupPlan {
                 key,
@@ -421,6 +430,8 @@ mod tests {
     use crate::id::{BlobId, Hash};
     use proptest::prelude::*;
 
+    const NOW: jiff::Timestamp = jiff::Timestamp::UNIX_EPOCH;
+
     fn snap(n: u32, time: &str, tags: &[&str]) -> (SnapshotId, SnapshotFile) {
         let mut id = [0u8; 32];
         id[..4].copy_from_slice(&n.to_le_bytes());
@@ -437,6 +448,8 @@ mod tests {
                 parent: None,
                 program: "t".into(),
                 summary: BackupSummary::default(),
+                protection: None,
+                original: None,
             },
         )
     }
@@ -446,7 +459,7 @@ mod tests {
         p: &Policy,
         tz: &jiff::tz::TimeZone,
     ) -> Vec<String> {
-        let d = apply(snaps, p, tz).unwrap();
+        let d = apply(snaps, p, tz, NOW).unwrap();
         let mut out: Vec<String> = d
             .iter()
             .filter(|d| d.keep)
@@ -586,6 +599,7 @@ mod tests {
                 ..Default::default()
             },
             &utc,
+            NOW,
         )
         .unwrap();
         assert_eq!(d[0].reasons, vec!["last", "daily"]);
@@ -656,6 +670,32 @@ mod tests {
     }
 
     #[test]
+    fn protected_snapshots_are_kept_until_their_date() {
+        let utc = jiff::tz::TimeZone::UTC;
+        let mut s = vec![
+            snap(1, "2026-01-01T10:00:00Z", &[]),
+            snap(2, "2026-01-02T10:00:00Z", &[]),
+            snap(3, "2026-01-03T10:00:00Z", &[]),
+        ];
+        s[0].1.protection = Some(crate::format::snapshot::Protection { until: None });
+        s[1].1.protection = Some(crate::format::snapshot::Protection {
+            until: Some("2026-06-01T00:00:00Z".parse().unwrap()),
+        });
+        let p = Policy {
+            keep_last: 1,
+            ..Default::default()
+        };
+        let before: jiff::Timestamp = "2026-05-01T00:00:00Z".parse().unwrap();
+        let d = apply(&s, &p, &utc, before).unwrap();
+        assert!(d.iter().all(|d| d.keep), "{d:?}");
+        assert_eq!(d[1].reasons, vec!["protected until 2026-06-01T00:00:00Z"]);
+        assert_eq!(d[2].reasons, vec!["protected"]);
+        let after: jiff::Timestamp = "2026-07-01T00:00:00Z".parse().unwrap();
+        let d = apply(&s, &p, &utc, after).unwrap();
+        assert!(!d[1].keep && d[2].keep, "{d:?}");
+    }
+
+    #[test]
     fn the_one_year_floor() {
         let utc = jiff::tz::TimeZone::UTC;
         let s = twice_daily(); // 400 days
@@ -667,6 +707,7 @@ mod tests {
             },
             GroupBy::default(),
             &utc,
+            NOW,
         )
         .unwrap();
         assert_eq!(p.len(), 1);
@@ -685,6 +726,7 @@ mod tests {
             },
             GroupBy::default(),
             &utc,
+            NOW,
         )
         .unwrap();
         assert!(
@@ -703,6 +745,7 @@ mod tests {
             },
             GroupBy::default(),
             &utc,
+            NOW,
         )
         .unwrap();
         assert!(!p[0].shortens_history());
@@ -724,6 +767,7 @@ mod tests {
             },
             GroupBy::default(),
             &utc,
+            NOW,
         )
         .unwrap();
         assert_eq!(p.len(), 2);
@@ -736,6 +780,7 @@ mod tests {
             },
             "paths".parse().unwrap(),
             &utc,
+            NOW,
         )
         .unwrap();
         assert_eq!(p.len(), 1);
@@ -751,11 +796,11 @@ mod tests {
         ) {
             let mut s: Vec<_> = times.iter().enumerate().map(|(i, t)| snap(i as u32, &jiff::Timestamp::from_second(1_700_000_000 + t).unwrap().to_string(), &[])).collect();
             let p = Policy { keep_last: last, keep_daily: daily, keep_monthly: monthly, ..Default::default() };
-            let a = apply(&s, &p, &jiff::tz::TimeZone::UTC).unwrap();
+            let a = apply(&s, &p, &jiff::tz::TimeZone::UTC, NOW).unwrap();
             // Rotate the input: the same decisions come out.
             let k = if s.is_empty() { 0 } else { (shuffle as usize) % s.len() };
             s.rotate_left(k);
-            let b = apply(&s, &p, &jiff::tz::TimeZone::UTC).unwrap();
+            let b = apply(&s, &p, &jiff::tz::TimeZone::UTC, NOW).unwrap();
             prop_assert_eq!(&a, &b);
             prop_assert_eq!(a.len(), times.len());
             let mut ids: Vec<_> = a.iter().map(|d| d.id).collect();

@@ -147,6 +147,8 @@ mod tests {
                 parent: None,
                 program: "t".into(),
                 summary: BackupSummary::default(),
+                protection: None,
+                original: None,
             },
         )
     }

@@ -103,7 +103,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let repo = global.open()?;
     let snaps = args.select.matching(&repo)?;
     let tz = jiff::tz::TimeZone::system();
-    let plans = retention::plan(&snaps, &policy, group_by, &tz)?;
+    let plans = retention::plan(&snaps, &policy, group_by, &tz, jiff::Timestamp::now())?;
 
     let short: Vec<_> = plans.iter().filter(|p| p.shortens_history()).collect();
     if !short.is_empty() && !args.allow_short_history {

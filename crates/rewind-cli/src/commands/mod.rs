@@ -7,6 +7,7 @@ pub mod check;
 pub mod forget;
 pub mod init;
 pub mod key;
+pub mod protect;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
@@ -75,6 +76,10 @@ pub enum Command {
     Key(key::Args),
     /// Verify the repository's structure, and optionally all data.
     Check(check::Args),
+    /// Keep a snapshot whatever the retention policy (until a date, or for good).
+    Protect(protect::ProtectArgs),
+    /// Remove the protection of a snapshot.
+    Unprotect(protect::UnprotectArgs),
     /// Sizes, deduplication and compression of the repository.
     Stats(stats::Args),
     /// Remove snapshots by a retention policy (keeps a year of history unless told otherwise).

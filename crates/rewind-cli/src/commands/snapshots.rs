@@ -22,6 +22,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                     "id": id.to_hex(), "short_id": id.short(), "time": s.time.to_string(), "hostname": s.hostname,
                     "username": s.username, "tags": s.tags, "paths": s.paths, "tree": s.tree.to_hex(),
                     "parent": s.parent.map(|p| p.to_hex()), "summary": s.summary,
+                    "protected": s.is_protected(jiff::Timestamp::now()), "protected_until": s.protection.as_ref().and_then(|p| p.until).map(|u| u.to_string()),
                 })
             })
             .collect();
@@ -29,13 +30,18 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         return Ok(crate::exit::OK);
     }
     println!(
-        "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {:>10}  Paths",
+        "{:<9}  {:<19}  {:<16}  {:<16}  {:>10}  {:>10}  Paths",
         "ID", "Time", "Host", "Tags", "Size", "Added"
     );
+    let now = jiff::Timestamp::now();
     for (id, s) in &snaps {
         println!(
-            "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {:>10}  {}",
-            id.short(),
+            "{:<9}  {:<19}  {:<16}  {:<16}  {:>10}  {:>10}  {}",
+            format!(
+                "{}{}",
+                id.short(),
+                if s.is_protected(now) { "*" } else { "" }
+            ),
             local_time(s.time),
             s.hostname,
             s.tags.join(","),
@@ -44,6 +50,6 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             s.paths.join(" ")
         );
     }
-    println!("{} snapshots", snaps.len());
+    println!("{} snapshots (* = protected from retention)", snaps.len());
     Ok(crate::exit::OK)
 }

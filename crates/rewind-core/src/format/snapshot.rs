@@ -66,6 +66,30 @@ pub struct SnapshotFile {
     /// Statistics of the backup.
     #[serde(default)]
     pub summary: BackupSummary,
+    /// Set by `rewind protect`: retention never removes this snapshot
+    /// (until the time given, or for good when it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<Protection>,
+    /// The snapshot this one replaced when it was rewritten (by protect or
+    /// unprotect); the contents are the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
+}
+
+/// Protection of a snapshot against retention.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protection {
+    /// Protected until this time; for good when `None`.
+    pub until: Option<jiff::Timestamp>,
+}
+
+impl SnapshotFile {
+    /// True when retention must keep this snapshot at `now`.
+    pub fn is_protected(&self, now: jiff::Timestamp) -> bool {
+        self.protection
+            .as_ref()
+            .is_some_and(|p| p.until.is_none_or(|u| now < u))
+    }
 }
 
 impl SnapshotFile {
@@ -113,6 +137,8 @@ mod tests {
                 parent: Some(SnapshotId(Hash([2; 32]))),
                 program: "rewind test".into(),
                 summary: BackupSummary { files_new: files, ..Default::default() },
+                protection: if files % 2 == 0 { None } else { Some(Protection { until: if files % 3 == 0 { None } else { Some(jiff::Timestamp::UNIX_EPOCH) } }) },
+                original: if files % 5 == 0 { None } else { Some(SnapshotId(Hash([3; 32]))) },
             };
             let (id, sealed) = s.seal(&c);
             prop_assert_eq!(id.0, Hash::of(&sealed));
@@ -135,6 +161,8 @@ mod tests {
             parent: None,
             program: String::new(),
             summary: BackupSummary::default(),
+            protection: None,
+            original: None,
         };
         let (_, sealed) = s.seal(&a);
         assert!(SnapshotFile::open(&b, "x", &sealed).is_err());

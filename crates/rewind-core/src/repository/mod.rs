@@ -359,6 +359,28 @@ impl Repository {
         Ok(id)
     }
 
+    /// Rewrites a snapshot with another protection (or none). The new
+    /// snapshot file is written first and records the old id in `original`;
+    /// then the old file is deleted. A crash in between leaves both, which
+    /// is harmless (same contents; the protected one keeps it).
+    pub fn set_protection(
+        &self,
+        id: &SnapshotId,
+        protection: Option<crate::format::snapshot::Protection>,
+    ) -> Result<SnapshotId> {
+        let (_, mut snap) = self.read_snapshot(id)?;
+        if snap.protection == protection {
+            return Ok(*id);
+        }
+        snap.protection = protection;
+        snap.original = Some(snap.original.unwrap_or(*id));
+        let new = self.save_snapshot(&snap)?;
+        if new != *id {
+            self.backend.delete(FileType::Snapshot, &id.to_hex())?;
+        }
+        Ok(new)
+    }
+
     /// Lists the key files.
     pub fn keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
