@@ -34,10 +34,16 @@ fn forget_keeps_a_year_unless_told_otherwise() {
     }
     assert_eq!(env.snapshots().len(), 16);
 
-    // No rule: refused, nothing removed.
-    let r = env.run(["forget"]);
-    assert_eq!(r.code, Some(2), "{r}");
+    // No rule: the default policy of a fresh repository applies and keeps
+    // all of these (one a month for two years, daily for 30 days).
+    let r = env.ok(["forget"]);
+    assert!(r.out().contains("default policy"), "{r}");
     assert_eq!(env.snapshots().len(), 16);
+    let r = env.ok(["policy", "show"]);
+    assert!(
+        r.out().contains("default") && r.out().contains("--keep-within-monthly 2y"),
+        "{r}"
+    );
 
     // A week of history would be left: refused with the reason.
     let r = env.run(["forget", "--keep-daily", "7"]);
@@ -65,8 +71,21 @@ fn forget_keeps_a_year_unless_told_otherwise() {
     assert_eq!(env.snapshots().len(), 16);
 
     // Daily 1 + monthly 24 keeps the newest of each month (14): the two
-    // older snapshots of February go.
-    env.ok(["forget", "--keep-daily", "1", "--keep-monthly", "24"]);
+    // older snapshots of February go. Stored as the repository's policy,
+    // forget without rules applies it.
+    assert_eq!(env.run(["policy", "set"]).code, Some(2));
+    assert_eq!(
+        env.run(["policy", "set", "--keep-within", "3q"]).code,
+        Some(2)
+    );
+    env.ok(["policy", "set", "--keep-daily", "1", "--keep-monthly", "24"]);
+    let r = env.ok(["policy", "show"]);
+    assert!(
+        r.out()
+            .contains("stored policy: --keep-daily 1 --keep-monthly 24"),
+        "{r}"
+    );
+    env.ok(["forget"]);
     let left = env.snapshots();
     assert_eq!(left.len(), 14, "{left:?}");
     assert!(
@@ -223,18 +242,35 @@ fn protected_snapshots_survive_forget() {
     assert_eq!(snaps.len(), 3, "protect must replace, not add: {snaps:?}");
     let protected: Vec<_> = snaps.iter().filter(|s| s["protected"] == true).collect();
     assert_eq!(protected.len(), 1);
-    assert!(protected[0]["time"].as_str().unwrap().starts_with("2026-01-01"));
-    assert!(!snaps.iter().any(|s| s["id"] == old.as_str()), "the old file must be gone");
+    assert!(protected[0]["time"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-01-01"));
+    assert!(
+        !snaps.iter().any(|s| s["id"] == old.as_str()),
+        "the old file must be gone"
+    );
 
     env.ok(["forget", "--keep-last", "1"]);
     let left = env.snapshots();
     assert_eq!(left.len(), 2, "{left:?}");
     // Restoring the protected snapshot gives its original contents.
     let t = env.path("t");
-    env.ok([OsStr::new("restore"), OsStr::new("@2026-01-01 12:00"), OsStr::new("--target"), t.as_os_str()]);
-    assert_eq!(std::fs::read(restored(&t, &src).join("f.txt")).unwrap(), b"2026-01-01 10:00");
+    env.ok([
+        OsStr::new("restore"),
+        OsStr::new("@2026-01-01 12:00"),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    assert_eq!(
+        std::fs::read(restored(&t, &src).join("f.txt")).unwrap(),
+        b"2026-01-01 10:00"
+    );
 
-    assert_eq!(env.run(["protect", "latest", "--until", "2001-01-01"]).code, Some(2));
+    assert_eq!(
+        env.run(["protect", "latest", "--until", "2001-01-01"]).code,
+        Some(2)
+    );
     env.ok(["unprotect", "@2026-01-01 12:00"]);
     env.ok(["forget", "--keep-last", "1"]);
     assert_eq!(env.snapshots().len(), 1);

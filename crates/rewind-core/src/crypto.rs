@@ -133,6 +133,8 @@ pub enum Domain<'a> {
     Snapshot,
     /// The master key inside a key file.
     KeyFile,
+    /// The stored retention policy.
+    Policy,
 }
 
 impl Domain<'_> {
@@ -147,6 +149,7 @@ impl Domain<'_> {
             Domain::Index => b"rewind/index/v1".to_vec(),
             Domain::Snapshot => b"rewind/snapshot/v1".to_vec(),
             Domain::KeyFile => b"rewind/key/v1".to_vec(),
+            Domain::Policy => b"rewind/policy/v1".to_vec(),
         }
     }
 }

@@ -56,6 +56,37 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy of a fresh repository: hourly for 2 days, daily for 30
+    /// days, weekly for 3 months, monthly for 2 years, yearly for 10 years.
+    pub fn recommended() -> Self {
+        Policy {
+            keep_within_hourly: Some("2d".into()),
+            keep_within_daily: Some("30d".into()),
+            keep_within_weekly: Some("3m".into()),
+            keep_within_monthly: Some("2y".into()),
+            keep_within_yearly: Some("10y".into()),
+            ..Default::default()
+        }
+    }
+
+    /// Checks every duration.
+    pub fn validate(&self) -> Result<()> {
+        for d in [
+            &self.keep_within,
+            &self.keep_within_hourly,
+            &self.keep_within_daily,
+            &self.keep_within_weekly,
+            &self.keep_within_monthly,
+            &self.keep_within_yearly,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            parse_duration(d)?;
+        }
+        Ok(())
+    }
+
     /// True when no rule is set (such a policy would remove everything).
     pub fn is_empty(&self) -> bool {
         *self == Policy::default()
@@ -693,6 +724,25 @@ mod tests {
         let after: jiff::Timestamp = "2026-07-01T00:00:00Z".parse().unwrap();
         let d = apply(&s, &p, &utc, after).unwrap();
         assert!(!d[1].keep && d[2].keep, "{d:?}");
+    }
+
+    #[test]
+    fn the_recommended_policy_keeps_the_year_and_thins_the_rest() {
+        let utc = jiff::tz::TimeZone::UTC;
+        let s = twice_daily(); // 400 days, two a day
+        let p = plan(&s, &Policy::recommended(), GroupBy::default(), &utc, NOW).unwrap();
+        assert!(
+            !p[0].shortens_history(),
+            "{} of {} days",
+            p[0].kept_days,
+            p[0].all_days
+        );
+        // The oldest kept is the newest of January 2025 (monthly), 369 days back.
+        assert!(p[0].kept_days >= 365.0, "{}", p[0].kept_days);
+        let kept = p[0].decisions.iter().filter(|d| d.keep).count();
+        // 2 days hourly (4) + 30 daily + ~13 weekly + 14 monthly + 2 yearly, with overlaps.
+        assert!((40..=70).contains(&kept), "{kept}");
+        Policy::recommended().validate().unwrap();
     }
 
     #[test]

@@ -10,8 +10,9 @@ use rewind_core::retention::{self, GroupBy, Policy};
 use super::Global;
 use crate::output::local_time;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
+/// Retention rules, shared by `forget` and `policy set`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RuleArgs {
     /// Keep the N newest snapshots.
     #[arg(long, default_value_t = 0)]
     pub keep_last: u32,
@@ -51,6 +52,32 @@ pub struct Args {
     /// Keep snapshots with this tag (repeatable).
     #[arg(long = "keep-tag")]
     pub keep_tags: Vec<String>,
+}
+
+impl RuleArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: self.keep_within.clone(),
+            keep_within_hourly: self.keep_within_hourly.clone(),
+            keep_within_daily: self.keep_within_daily.clone(),
+            keep_within_weekly: self.keep_within_weekly.clone(),
+            keep_within_monthly: self.keep_within_monthly.clone(),
+            keep_within_yearly: self.keep_within_yearly.clone(),
+            keep_tags: self.keep_tags.clone(),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub rules: RuleArgs,
     /// Group snapshots by these fields: host, paths, tags.
     #[arg(long, default_value = "host,paths")]
     pub group_by: String,
@@ -65,42 +92,28 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
-    let policy = Policy {
-        keep_last: args.keep_last,
-        keep_hourly: args.keep_hourly,
-        keep_daily: args.keep_daily,
-        keep_weekly: args.keep_weekly,
-        keep_monthly: args.keep_monthly,
-        keep_yearly: args.keep_yearly,
-        keep_within: args.keep_within.clone(),
-        keep_within_hourly: args.keep_within_hourly.clone(),
-        keep_within_daily: args.keep_within_daily.clone(),
-        keep_within_weekly: args.keep_within_weekly.clone(),
-        keep_within_monthly: args.keep_within_monthly.clone(),
-        keep_within_yearly: args.keep_within_yearly.clone(),
-        keep_tags: args.keep_tags.clone(),
-    };
-    if policy.is_empty() {
-        return Err(super::usage("no retention rule given (e.g. --keep-daily 30 --keep-monthly 24): refusing to remove every snapshot"));
-    }
-    for d in [
-        &policy.keep_within,
-        &policy.keep_within_hourly,
-        &policy.keep_within_daily,
-        &policy.keep_within_weekly,
-        &policy.keep_within_monthly,
-        &policy.keep_within_yearly,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        retention::parse_duration(d)?;
-    }
+    let given = args.rules.policy();
+    given.validate()?;
     let group_by: GroupBy = args.group_by.parse()?;
     if args.select.as_of.is_some() {
         return Err(super::usage("--as-of does not apply to forget"));
     }
     let repo = global.open()?;
+    // No rule on the command line: the repository's stored policy (or the
+    // recommended one of a fresh repository).
+    let policy = if given.is_empty() {
+        let (stored, is_set) = repo.policy()?;
+        if !global.quiet && !global.json {
+            println!(
+                "applying the repository's {} policy ({})",
+                if is_set { "stored" } else { "default" },
+                super::policy::describe_rules(&stored)
+            );
+        }
+        stored
+    } else {
+        given
+    };
     let snaps = args.select.matching(&repo)?;
     let tz = jiff::tz::TimeZone::system();
     let plans = retention::plan(&snaps, &policy, group_by, &tz, jiff::Timestamp::now())?;

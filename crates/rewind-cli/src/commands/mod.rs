@@ -7,6 +7,7 @@ pub mod check;
 pub mod forget;
 pub mod init;
 pub mod key;
+pub mod policy;
 pub mod protect;
 pub mod restore;
 pub mod snapshots;
@@ -76,6 +77,8 @@ pub enum Command {
     Key(key::Args),
     /// Verify the repository's structure, and optionally all data.
     Check(check::Args),
+    /// Show or store the repository's retention policy.
+    Policy(policy::Args),
     /// Keep a snapshot whatever the retention policy (until a date, or for good).
     Protect(protect::ProtectArgs),
     /// Remove the protection of a snapshot.

@@ -48,6 +48,7 @@ impl LocalBackend {
             FileType::Snapshot => self.root.join("snapshots"),
             FileType::Index => self.root.join("index"),
             FileType::Pack => self.root.join("data"),
+            FileType::Policy => self.root.join("policy"),
         }
     }
 
@@ -96,6 +97,7 @@ impl Backend for LocalBackend {
             FileType::Snapshot,
             FileType::Index,
             FileType::Pack,
+            FileType::Policy,
         ] {
             let d = self.dir(t);
             fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;

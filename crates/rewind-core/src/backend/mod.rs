@@ -23,16 +23,19 @@ pub enum FileType {
     Index,
     /// Pack files.
     Pack,
+    /// The stored retention policy (sealed; the newest file wins).
+    Policy,
 }
 
 impl FileType {
     /// Every type, in the order `init` creates them.
-    pub const ALL: [FileType; 5] = [
+    pub const ALL: [FileType; 6] = [
         FileType::Config,
         FileType::Key,
         FileType::Snapshot,
         FileType::Index,
         FileType::Pack,
+        FileType::Policy,
     ];
 
     /// Human name, for messages.
@@ -43,6 +46,7 @@ impl FileType {
             FileType::Snapshot => "snapshot",
             FileType::Index => "index",
             FileType::Pack => "pack",
+            FileType::Policy => "policy",
         }
     }
 }

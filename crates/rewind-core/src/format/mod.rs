@@ -4,6 +4,7 @@
 pub mod config;
 pub mod index;
 pub mod pack;
+pub mod policy;
 pub mod snapshot;
 pub mod tree;
 

@@ -381,6 +381,54 @@ impl Repository {
         Ok(new)
     }
 
+    /// The stored retention policy, or [`Policy::recommended`] when none
+    /// was set. Of several policy files (a crash during `set_policy`), the
+    /// newest wins.
+    pub fn policy(&self) -> Result<(crate::retention::Policy, bool)> {
+        let mut newest: Option<crate::format::policy::PolicyFile> = None;
+        for f in self.backend.list(FileType::Policy)? {
+            let bytes = self.backend.read(FileType::Policy, &f.name)?;
+            if Hash::of(&bytes).to_hex() != f.name {
+                return Err(Error::corrupt(
+                    "policy",
+                    &f.name,
+                    "content does not match its name",
+                ));
+            }
+            let p = crate::format::policy::PolicyFile::open(&self.crypto, &f.name, &bytes)?;
+            if newest.as_ref().is_none_or(|n| p.time > n.time) {
+                newest = Some(p);
+            }
+        }
+        Ok(match newest {
+            Some(p) => (p.policy, true),
+            None => (crate::retention::Policy::recommended(), false),
+        })
+    }
+
+    /// Stores a retention policy: writes the new file, then removes the others.
+    pub fn set_policy(&self, policy: &crate::retention::Policy) -> Result<()> {
+        policy.validate()?;
+        if policy.is_empty() {
+            return Err(Error::InvalidInput(
+                "a stored policy needs at least one rule".into(),
+            ));
+        }
+        let old = self.backend.list(FileType::Policy)?;
+        let file = crate::format::policy::PolicyFile {
+            version: crate::format::policy::VERSION,
+            time: jiff::Timestamp::now(),
+            policy: policy.clone(),
+        };
+        let (name, bytes) = file.seal(&self.crypto);
+        self.backend
+            .write(FileType::Policy, &name.to_hex(), &bytes)?;
+        for f in old.into_iter().filter(|f| f.name != name.to_hex()) {
+            self.backend.delete(FileType::Policy, &f.name)?;
+        }
+        Ok(())
+    }
+
     /// Lists the key files.
     pub fn keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
