@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run(a, &cli.global),
         Command::Forget(a) => commands::forget::run(a, &cli.global),
         Command::Stats(a) => commands::stats::run(a, &cli.global),
+        Command::Repair(a) => commands::repair::run(a, &cli.global),
         Command::Policy(a) => commands::policy::run(a, &cli.global),
         Command::Protect(a) => commands::protect::protect(a, &cli.global),
         Command::Unprotect(a) => commands::protect::unprotect(a, &cli.global),

@@ -276,3 +276,45 @@ fn protected_snapshots_survive_forget() {
     assert_eq!(env.snapshots().len(), 1);
     env.ok(["check"]);
 }
+
+/// `repair index` rebuilds a lost or damaged index from the pack headers:
+/// afterwards check is clean and everything restores.
+#[test]
+fn repair_index_rebuilds_a_lost_index() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write_random(&src.join("big.bin"), 20 << 20);
+    write(&src.join("small.txt"), b"small");
+    env.backup([&src]);
+    write(&src.join("later.txt"), b"later");
+    env.backup([&src]);
+    let index_files = repo_files(&env.repo, "index");
+    assert!(!index_files.is_empty());
+    // Lose one index file and truncate the other(s).
+    std::fs::remove_file(&index_files[0]).unwrap();
+    for f in &index_files[1..] {
+        let b = std::fs::read(f).unwrap();
+        std::fs::write(f, &b[..b.len() / 2]).unwrap();
+    }
+    assert_ne!(env.run(["check"]).code, Some(0));
+    let r = env.ok(["repair", "index", "--dry-run"]);
+    assert!(r.out().contains("would index"), "{r}");
+    env.ok(["repair", "index"]);
+    env.ok(["check", "--read-data"]);
+    let t = env.path("t");
+    env.ok([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--verify"),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    assert_eq!(
+        std::fs::read(restored(&t, &src).join("big.bin")).unwrap(),
+        std::fs::read(src.join("big.bin")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(restored(&t, &src).join("later.txt")).unwrap(),
+        b"later"
+    );
+}

@@ -9,6 +9,7 @@ pub mod init;
 pub mod key;
 pub mod policy;
 pub mod protect;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
@@ -77,6 +78,8 @@ pub enum Command {
     Key(key::Args),
     /// Verify the repository's structure, and optionally all data.
     Check(check::Args),
+    /// Rebuild derived data (the index) from what the repository holds.
+    Repair(repair::Args),
     /// Show or store the repository's retention policy.
     Policy(policy::Args),
     /// Keep a snapshot whatever the retention policy (until a date, or for good).

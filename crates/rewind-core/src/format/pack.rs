@@ -82,9 +82,29 @@ impl PackHeader {
         if hlen + 4 + PREFIX_LEN as usize > n {
             return Err(Error::corrupt("pack", &name, "header length exceeds pack"));
         }
-        let header_start = n - 4 - hlen;
+        Self::parse_header(crypto, pack, n as u64, &bytes[n - 4 - hlen..n - 4])
+    }
+
+    /// The length of the sealed header, from a pack's last 4 bytes.
+    pub fn header_len(trailer: [u8; 4]) -> u32 {
+        u32::from_le_bytes(trailer)
+    }
+
+    /// Parses a sealed header read from the end of a pack of `pack_size`
+    /// bytes, and checks that its blobs fill the pack before the header.
+    pub fn parse_header(
+        crypto: &Crypto,
+        pack: &PackId,
+        pack_size: u64,
+        sealed: &[u8],
+    ) -> Result<Self> {
+        let name = pack.to_hex();
+        let header_start = pack_size
+            .checked_sub(4 + sealed.len() as u64)
+            .filter(|s| *s >= PREFIX_LEN)
+            .ok_or_else(|| Error::corrupt("pack", &name, "header length exceeds pack"))?;
         let plain = crypto
-            .open(Domain::PackHeader, &bytes[header_start..n - 4])
+            .open(Domain::PackHeader, sealed)
             .ok_or_else(|| Error::corrupt("pack", &name, "header fails authentication"))?;
         let h: PackHeader = postcard::from_bytes(&plain)
             .map_err(|e| Error::corrupt("pack", &name, format!("header: {e}")))?;
@@ -99,7 +119,7 @@ impl PackHeader {
             }
             expect += u64::from(b.length);
         }
-        if expect != header_start as u64 {
+        if expect != header_start {
             return Err(Error::corrupt("pack", &name, "blobs do not fill the pack"));
         }
         Ok(h)

@@ -4,7 +4,7 @@ mod index;
 mod writer;
 
 pub use index::{Index, IndexEntry};
-pub use writer::{BlobWriter, WriterStats};
+pub use writer::{BlobWriter, WriterStats, PACKS_PER_INDEX};
 
 use std::sync::{Arc, OnceLock};
 
