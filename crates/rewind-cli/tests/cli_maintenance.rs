@@ -318,3 +318,64 @@ fn repair_index_rebuilds_a_lost_index() {
         b"later"
     );
 }
+
+/// `repair snapshots` after a pack is lost: a new snapshot without the
+/// files whose data was in it restores cleanly; the original stays.
+#[test]
+fn repair_snapshots_leaves_out_lost_files() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write_random(&src.join("big.bin"), 20 << 20);
+    env.backup([&src]);
+    // small.txt comes later, so its data is in another pack.
+    write(&src.join("keep/small.txt"), b"small");
+    env.backup([&src]);
+    // Lose the largest pack (data of big.bin), then rebuild the index.
+    let victim = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    env.ok(["repair", "index"]);
+    let r = env.ok(["repair", "snapshots", "--dry-run"]);
+    assert!(r.out().contains("big.bin"), "{r}");
+    assert_eq!(env.snapshots().len(), 2);
+    let r = env.ok(["repair", "snapshots"]);
+    assert!(
+        r.out().contains("left out") && r.out().contains("big.bin"),
+        "{r}"
+    );
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 4, "originals kept: {snaps:?}");
+    let repaired = snaps
+        .iter()
+        .rev()
+        .find(|s| {
+            s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "repaired")
+        })
+        .expect("a repaired snapshot");
+    let t = env.path("t");
+    env.ok([
+        OsStr::new("restore"),
+        OsStr::new(repaired["id"].as_str().unwrap()),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    assert_eq!(
+        std::fs::read(restored(&t, &src).join("keep/small.txt")).unwrap(),
+        b"small"
+    );
+    assert!(!restored(&t, &src).join("big.bin").exists());
+    // Nothing left to repair in the repaired snapshot.
+    let r = env.ok([
+        OsStr::new("repair"),
+        OsStr::new("snapshots"),
+        OsStr::new("--tag"),
+        OsStr::new("repaired"),
+    ]);
+    assert!(r.out().contains("no snapshot refers to lost data"), "{r}");
+}

@@ -107,3 +107,111 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexStats
     }
     Ok(stats)
 }
+
+/// One snapshot rewritten by [`repair_snapshots`].
+#[derive(Clone, Debug)]
+pub struct RepairedSnapshot {
+    /// The damaged snapshot (kept until the user forgets it).
+    pub original: crate::id::SnapshotId,
+    /// The new snapshot without the damaged entries (None for a dry run).
+    pub repaired: Option<crate::id::SnapshotId>,
+    /// Paths left out, with the reason.
+    pub removed: Vec<(std::path::PathBuf, String)>,
+}
+
+fn rewrite_tree(
+    repo: &Repository,
+    writer: &crate::repository::BlobWriter<'_>,
+    index: &crate::repository::Index,
+    tree: &crate::id::BlobId,
+    path: &std::path::Path,
+    removed: &mut Vec<(std::path::PathBuf, String)>,
+) -> Result<crate::id::BlobId> {
+    use crate::format::tree::{NodeKind, Tree};
+    use std::os::unix::ffi::OsStrExt;
+    let t = match repo.read_tree(tree) {
+        Ok(t) => t,
+        Err(e) => {
+            removed.push((path.to_path_buf(), format!("directory listing lost: {e}")));
+            Tree::new(Vec::new())
+        }
+    };
+    let mut nodes = Vec::with_capacity(t.nodes.len());
+    for mut n in t.nodes {
+        let p = path.join(std::ffi::OsStr::from_bytes(&n.name));
+        match &n.kind {
+            NodeKind::File { content, .. } => {
+                let missing = content.iter().filter(|id| !index.contains(id)).count();
+                if missing > 0 {
+                    removed.push((
+                        p,
+                        format!("{missing} of {} data blobs missing", content.len()),
+                    ));
+                    continue;
+                }
+            }
+            NodeKind::Dir { subtree } => {
+                let new = rewrite_tree(repo, writer, index, subtree, &p, removed)?;
+                n.kind = NodeKind::Dir { subtree: new };
+            }
+            _ => {}
+        }
+        nodes.push(n);
+    }
+    let (id, _) = writer.add_blob(
+        crate::format::pack::BlobKind::Tree,
+        &Tree::new(nodes).encode(),
+    )?;
+    Ok(id)
+}
+
+/// Writes, for each damaged snapshot, a new snapshot that leaves out the
+/// files whose data is missing from the index and the directories whose
+/// listing is lost, tagged `repaired`. The originals are kept. Blobs that
+/// are present but corrupt are found by `check --read-data`: delete their
+/// pack, run [`repair_index`], then this.
+pub fn repair_snapshots(
+    repo: &Repository,
+    snapshots: &[(crate::id::SnapshotId, crate::format::snapshot::SnapshotFile)],
+    dry_run: bool,
+) -> Result<Vec<RepairedSnapshot>> {
+    let index = repo.index()?;
+    let (plans, _) = repo.write_blobs_with(dry_run, |writer| {
+        let mut out = Vec::new();
+        for (id, s) in snapshots {
+            let mut removed = Vec::new();
+            let root = rewrite_tree(
+                repo,
+                writer,
+                &index,
+                &s.tree,
+                std::path::Path::new("/"),
+                &mut removed,
+            )?;
+            if !removed.is_empty() {
+                out.push((*id, s.clone(), root, removed));
+            }
+        }
+        Ok(out)
+    })?;
+    let mut result = Vec::new();
+    for (id, mut s, root, removed) in plans {
+        let repaired = if dry_run {
+            None
+        } else {
+            s.tree = root;
+            s.original = Some(s.original.unwrap_or(id));
+            s.protection = None;
+            if !s.tags.iter().any(|t| t == "repaired") {
+                s.tags.push("repaired".into());
+            }
+            Some(repo.save_snapshot(&s)?)
+        };
+        result.push(RepairedSnapshot {
+            original: id,
+            repaired,
+            removed,
+        });
+    }
+    Ok(result)
+}

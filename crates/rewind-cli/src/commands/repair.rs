@@ -18,6 +18,15 @@ pub enum What {
         #[arg(short = 'n', long)]
         dry_run: bool,
     },
+    /// Write new snapshots (tagged `repaired`) that leave out files whose
+    /// data is lost, so the rest stays restorable; the originals are kept.
+    Snapshots {
+        /// Show what would be left out, write nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        #[command(flatten)]
+        select: super::SelectArgs,
+    },
 }
 
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
@@ -48,6 +57,27 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             } else {
                 crate::exit::FATAL
             })
+        }
+        What::Snapshots { dry_run, select } => {
+            let snaps = select.matching(&repo)?;
+            let repaired = rewind_core::repair::repair_snapshots(&repo, &snaps, *dry_run)?;
+            for r in &repaired {
+                match r.repaired {
+                    Some(new) => println!(
+                        "snapshot {} -> repaired copy {} (the original is kept):",
+                        r.original.short(),
+                        new.short()
+                    ),
+                    None => println!("snapshot {} would be repaired:", r.original.short()),
+                }
+                for (p, why) in &r.removed {
+                    println!("  left out {}: {why}", p.display());
+                }
+            }
+            if repaired.is_empty() && !global.quiet {
+                println!("no snapshot refers to lost data");
+            }
+            Ok(crate::exit::OK)
         }
     }
 }
