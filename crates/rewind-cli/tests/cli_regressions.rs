@@ -166,3 +166,38 @@ fn no_repository_is_reported_before_asking_for_a_password() {
     assert_eq!(r.code, Some(10), "{r}");
     assert!(r.stderr.contains("no rewind repository"), "{r}");
 }
+
+/// A restore that cannot write a file (its data is damaged) leaves the
+/// existing file in the target as it was, and no temporary file behind.
+#[test]
+fn a_failed_restore_keeps_the_existing_file() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write_random(&src.join("data.bin"), 300_000);
+    env.backup([&src]);
+    let t = env.path("t");
+    let existing = restored(&t, &src).join("data.bin");
+    write(&existing, b"the user's own version");
+    for p in packs(&env.repo) {
+        let mut b = std::fs::read(&p).unwrap();
+        let i = b.len() / 3;
+        b[i] ^= 1;
+        std::fs::write(&p, b).unwrap();
+    }
+    let r = env.run([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--overwrite"),
+        OsStr::new("always"),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"the user's own version");
+    let leftovers: Vec<_> = std::fs::read_dir(existing.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".rewind-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -332,48 +332,75 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
     let NodeKind::File { content, holes } = &node.kind else {
         unreachable!("only files are written")
     };
-    // Always a new inode: rewriting an existing file in place would write
-    // through hard links (to other restored paths, or out of the target).
-    match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => {
-            return Err(Error::Refused(format!("{} is a directory in the target; the snapshot has a file there (move the directory away)", path.display())));
-        }
-        Ok(_) => {
-            fs::remove_file(path).map_err(|e| Error::io(format!("remove {}", path.display()), e))?
-        }
-        Err(_) => {}
+    // Written to a temporary file in the same directory, then renamed over
+    // the target: a restore that fails halfway leaves the existing file as it
+    // was, and the new file is a new inode, so nothing is ever written
+    // through a hard link (to other restored paths, or out of the target).
+    if fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
+        return Err(Error::Refused(format!("{} is a directory in the target; the snapshot has a file there (move the directory away)", path.display())));
     }
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-    let mut pos = 0u64;
-    let mut holes = holes.iter().peekable();
-    let mut written = 0;
-    repo.read_blobs(content, |_, data| {
-        while let Some(h) = holes.peek() {
-            if h.offset == pos {
-                pos += h.length;
-                holes.next();
-            } else {
-                break;
+    let mut rnd = [0u8; 8];
+    crate::crypto::random_bytes(&mut rnd);
+    let tmp = path.with_file_name(format!(".rewind-tmp-{}", hex::encode(rnd)));
+    let result = (|| {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+        let mut pos = 0u64;
+        let mut holes = holes.iter().peekable();
+        let mut written = 0;
+        repo.read_blobs(content, |_, data| {
+            while let Some(h) = holes.peek() {
+                if h.offset == pos {
+                    pos += h.length;
+                    holes.next();
+                } else {
+                    break;
+                }
             }
+            f.write_all_at(&data, pos)
+                .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+            pos += data.len() as u64;
+            written += data.len() as u64;
+            progress
+                .done_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })?;
+        f.set_len(node.size)
+            .map_err(|e| Error::io(format!("resize {}", path.display()), e))?;
+        fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("rename into {}", path.display()), e))?;
+        Ok(written)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Name of the temporary file a restore writes before renaming it into place.
+fn is_restore_temporary(name: &[u8]) -> bool {
+    name.len() == 12 + 16
+        && name.starts_with(b".rewind-tmp-")
+        && name[12..].iter().all(u8::is_ascii_hexdigit)
+}
+
+/// Removes what an interrupted restore left in `dir` (temporary files that
+/// never got renamed into place).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if is_restore_temporary(e.file_name().as_bytes())
+            && e.file_type().is_ok_and(|t| t.is_file())
+        {
+            let _ = fs::remove_file(e.path());
         }
-        f.write_all_at(&data, pos)
-            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-        pos += data.len() as u64;
-        written += data.len() as u64;
-        progress
-            .done_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(())
-    })?;
-    f.set_len(node.size)
-        .map_err(|e| Error::io(format!("resize {}", path.display()), e))?;
-    Ok(written)
+    }
 }
 
 /// Reads a restored file back and checks every chunk against its id.
@@ -515,8 +542,10 @@ pub fn restore(
             bad_dirs.push(d.rel.clone());
         } else {
             stats.dirs += 1;
+            remove_stale_temporaries(&target.join(&d.rel));
         }
     }
+    remove_stale_temporaries(target);
     let under_bad = |rel: &Path| bad_dirs.iter().any(|b| rel.starts_with(b));
 
     // Files, in parallel.
@@ -565,9 +594,6 @@ pub fn restore(
                             .lock()
                             .expect("failed set")
                             .insert(f.rel.clone());
-                        // Leave no partial file behind (a hard link could
-                        // otherwise point at it).
-                        let _ = fs::remove_file(&path);
                         (false, 0)
                     }
                 }
