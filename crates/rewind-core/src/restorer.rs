@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::archiver::{Progress, Warning};
 use crate::error::{Error, Result};
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{skip_holes, Node, NodeKind, Tree};
 use crate::id::BlobId;
 use crate::repository::Repository;
 
@@ -354,14 +354,7 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
         let mut holes = holes.iter().peekable();
         let mut written = 0;
         repo.read_blobs(content, |_, data| {
-            while let Some(h) = holes.peek() {
-                if h.offset == pos {
-                    pos += h.length;
-                    holes.next();
-                } else {
-                    break;
-                }
-            }
+            skip_holes(&mut pos, &mut holes);
             f.write_all_at(&data, pos)
                 .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
             pos += data.len() as u64;
@@ -418,14 +411,7 @@ fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Resu
     let mut holes = holes.iter().peekable();
     let mut buf = Vec::new();
     for id in content {
-        while let Some(h) = holes.peek() {
-            if h.offset == pos {
-                pos += h.length;
-                holes.next();
-            } else {
-                break;
-            }
-        }
+        skip_holes(&mut pos, &mut holes);
         let e = index
             .get(id)
             .ok_or_else(|| format!("blob {id} missing from the index"))?;

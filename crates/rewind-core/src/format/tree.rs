@@ -45,6 +45,14 @@ pub struct Hole {
     pub length: u64,
 }
 
+/// Moves `pos` past the holes that start there. The chunks of a file fill
+/// it outside its holes, in order: call this before placing each chunk.
+pub fn skip_holes(pos: &mut u64, holes: &mut std::iter::Peekable<std::slice::Iter<'_, Hole>>) {
+    while let Some(h) = holes.next_if(|h| h.offset == *pos) {
+        *pos += h.length;
+    }
+}
+
 /// What a node is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeKind {
