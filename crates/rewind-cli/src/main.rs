@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Key(a) => commands::key::run(a, &cli.global),
         Command::Check(a) => commands::check::run(a, &cli.global),
         Command::Forget(a) => commands::forget::run(a, &cli.global),
+        Command::Prune(a) => commands::prune::run(a, &cli.global),
         Command::Stats(a) => commands::stats::run(a, &cli.global),
         Command::Repair(a) => commands::repair::run(a, &cli.global),
         Command::Policy(a) => commands::policy::run(a, &cli.global),

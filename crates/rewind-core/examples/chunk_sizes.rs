@@ -13,6 +13,9 @@ use std::path::Path;
 use rewind_core::chunker::chunk_stream;
 use rewind_core::crypto::ChunkerParams;
 
+/// Distinct chunk ids, bytes, chunk count, (size, id) of each chunk.
+type ChunkStats = (HashSet<[u8; 32]>, u64, u64, Vec<(u64, [u8; 32])>);
+
 fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
     entries.sort_by_key(|e| e.file_name());
@@ -26,10 +29,7 @@ fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-fn chunks(
-    params: &ChunkerParams,
-    files: &[std::path::PathBuf],
-) -> (HashSet<[u8; 32]>, u64, u64, Vec<(u64, [u8; 32])>) {
+fn chunks(params: &ChunkerParams, files: &[std::path::PathBuf]) -> ChunkStats {
     let mut set = HashSet::new();
     let mut list = Vec::new();
     let (mut bytes, mut count) = (0u64, 0u64);

@@ -27,10 +27,11 @@ use rayon::prelude::*;
 use crate::chunker::chunk_stream;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
+use crate::format::prune::RunningKind;
 use crate::format::snapshot::{BackupSummary, SnapshotFile, VERSION};
 use crate::format::tree::{Hole, Node, NodeKind, Time, Tree};
 use crate::id::{BlobId, SnapshotId};
-use crate::repository::{BlobWriter, Repository};
+use crate::repository::{BlobWriter, Repository, Running};
 use crate::source::{self, Owners};
 
 /// How to pick the parent snapshot.
@@ -309,7 +310,7 @@ impl Scanner<'_> {
             return false;
         };
         match &node.kind {
-            NodeKind::File { content, .. } => content.iter().all(|id| index.contains(id)),
+            NodeKind::File { content, .. } => content.iter().all(|id| index.contains_live(id)),
             _ => false,
         }
     }
@@ -590,6 +591,7 @@ pub fn backup(
     }
     abs.sort();
     abs.dedup();
+    let marker = announce(repo, opts)?;
     for a in &abs {
         if let Some(repo_path) = opts.exclude_paths.iter().find(|r| a.starts_with(r)) {
             return Err(Error::InvalidInput(format!(
@@ -792,6 +794,7 @@ pub fn backup(
     let snapshot_id = if dry_run {
         None
     } else {
+        still_safe(repo, marker.as_ref())?;
         Some(repo.save_snapshot(&snapshot)?)
     };
     Ok(BackupOutcome {
@@ -799,6 +802,37 @@ pub fn backup(
         snapshot,
         warnings,
     })
+}
+
+/// Announces a backup to prune (docs/DESIGN.md §8c); nothing for a dry run.
+fn announce(repo: &Repository, opts: &BackupOptions) -> Result<Option<Running>> {
+    if opts.dry_run {
+        return Ok(None);
+    }
+    repo.announce(RunningKind::Backup, &opts.hostname).map(Some)
+}
+
+/// Before the snapshot is written: if this backup was stopped or suspended
+/// long enough for prune to take it for dead, and a prune ran meanwhile,
+/// data it reused may be gone, so no snapshot is written.
+fn still_safe(repo: &Repository, marker: Option<&Running>) -> Result<()> {
+    let Some(m) = marker else { return Ok(()) };
+    if !m.went_stale() {
+        return Ok(());
+    }
+    let since = m
+        .start()
+        .saturating_sub(crate::prune::CLOCK_SKEW)
+        .expect("in range");
+    if let (Some(state), _) = repo.prune_state()? {
+        if state.time >= since {
+            return Err(Error::Refused(format!(
+                "this backup was paused for a long time (a suspended machine?) while a prune                  ran at {}; data it relied on may have been removed, so no snapshot was                  written. Run the backup again",
+                state.time
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A stream to back up as a single file (stdin, a command's output).
@@ -827,6 +861,7 @@ pub fn backup_stream(
         finish,
     } = source;
     progress.scan_done.store(true, Ordering::SeqCst);
+    let marker = announce(repo, opts)?;
     let now = jiff::Timestamp::now();
     let time = Time {
         secs: now.as_second(),
@@ -903,6 +938,7 @@ pub fn backup_stream(
     let snapshot_id = if opts.dry_run {
         None
     } else {
+        still_safe(repo, marker.as_ref())?;
         Some(repo.save_snapshot(&snapshot)?)
     };
     Ok(BackupOutcome {

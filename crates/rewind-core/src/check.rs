@@ -53,6 +53,29 @@ pub enum Subset {
     Bytes(u64),
 }
 
+/// Parses a size such as `5GiB`, `500M` or `1024B` (binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let units = [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+        ("B", 1),
+    ];
+    let s = s.trim();
+    for (u, mult) in units {
+        if let Some(num) = s.strip_suffix(u) {
+            let v: f64 = num.trim().parse().ok()?;
+            return (v >= 0.0 && v.is_finite()).then_some((v * mult as f64) as u64);
+        }
+    }
+    None
+}
+
 impl std::str::FromStr for Subset {
     type Err = crate::Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -79,28 +102,10 @@ impl std::str::FromStr for Subset {
                 Err(bad())
             };
         }
-        let units = [
-            ("TiB", 1u64 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-            ("T", 1 << 40),
-            ("G", 1 << 30),
-            ("M", 1 << 20),
-            ("K", 1 << 10),
-            ("B", 1),
-        ];
-        for (u, mult) in units {
-            if let Some(num) = s.strip_suffix(u) {
-                let v: f64 = num.trim().parse().map_err(|_| bad())?;
-                return if v > 0.0 {
-                    Ok(Subset::Bytes((v * mult as f64) as u64))
-                } else {
-                    Err(bad())
-                };
-            }
+        match parse_size(s) {
+            Some(v) if v > 0 => Ok(Subset::Bytes(v)),
+            _ => Err(bad()),
         }
-        Err(bad())
     }
 }
 
@@ -353,59 +358,6 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     Ok(r)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::id::{Hash, PackId};
-
-    fn packs(n: u8) -> Vec<(PackId, u64)> {
-        (0..n)
-            .map(|i| (PackId(Hash([i.wrapping_mul(37); 32])), 100 + u64::from(i)))
-            .collect()
-    }
-
-    #[test]
-    fn parts_cover_every_pack_once() {
-        let p = packs(50);
-        let mut all: Vec<PackId> = (1..=7)
-            .flat_map(|n| select_packs(&p, Subset::Part { n, m: 7 }, 0).0)
-            .collect();
-        all.sort();
-        let mut want: Vec<PackId> = p.iter().map(|(id, _)| *id).collect();
-        want.sort();
-        assert_eq!(all, want);
-    }
-
-    #[test]
-    fn rotating_subsets_cover_everything_in_turn() {
-        let p = packs(23);
-        for subset in [Subset::Fraction(0.1), Subset::Bytes(500)] {
-            let mut seen = HashSet::new();
-            let mut cursor = 0;
-            for _ in 0..12 {
-                let (chosen, next) = select_packs(&p, subset, cursor);
-                assert!(!chosen.is_empty());
-                seen.extend(chosen);
-                cursor = next;
-            }
-            assert_eq!(seen.len(), 23, "{subset:?}");
-        }
-    }
-
-    #[test]
-    fn subset_syntax() {
-        assert_eq!(
-            "1/7".parse::<Subset>().unwrap(),
-            Subset::Part { n: 1, m: 7 }
-        );
-        assert_eq!("10%".parse::<Subset>().unwrap(), Subset::Fraction(0.1));
-        assert_eq!("5GiB".parse::<Subset>().unwrap(), Subset::Bytes(5 << 30));
-        for bad in ["0/7", "8/7", "1/0", "0%", "101%", "x", "5 parsecs", "-1G"] {
-            assert!(bad.parse::<Subset>().is_err(), "{bad}");
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn walk_check(
     repo: &Repository,
@@ -481,4 +433,57 @@ fn walk_check(
         }
     }
     seen.insert(*tree, intact);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{Hash, PackId};
+
+    fn packs(n: u8) -> Vec<(PackId, u64)> {
+        (0..n)
+            .map(|i| (PackId(Hash([i.wrapping_mul(37); 32])), 100 + u64::from(i)))
+            .collect()
+    }
+
+    #[test]
+    fn parts_cover_every_pack_once() {
+        let p = packs(50);
+        let mut all: Vec<PackId> = (1..=7)
+            .flat_map(|n| select_packs(&p, Subset::Part { n, m: 7 }, 0).0)
+            .collect();
+        all.sort();
+        let mut want: Vec<PackId> = p.iter().map(|(id, _)| *id).collect();
+        want.sort();
+        assert_eq!(all, want);
+    }
+
+    #[test]
+    fn rotating_subsets_cover_everything_in_turn() {
+        let p = packs(23);
+        for subset in [Subset::Fraction(0.1), Subset::Bytes(500)] {
+            let mut seen = HashSet::new();
+            let mut cursor = 0;
+            for _ in 0..12 {
+                let (chosen, next) = select_packs(&p, subset, cursor);
+                assert!(!chosen.is_empty());
+                seen.extend(chosen);
+                cursor = next;
+            }
+            assert_eq!(seen.len(), 23, "{subset:?}");
+        }
+    }
+
+    #[test]
+    fn subset_syntax() {
+        assert_eq!(
+            "1/7".parse::<Subset>().unwrap(),
+            Subset::Part { n: 1, m: 7 }
+        );
+        assert_eq!("10%".parse::<Subset>().unwrap(), Subset::Fraction(0.1));
+        assert_eq!("5GiB".parse::<Subset>().unwrap(), Subset::Bytes(5 << 30));
+        for bad in ["0/7", "8/7", "1/0", "0%", "101%", "x", "5 parsecs", "-1G"] {
+            assert!(bad.parse::<Subset>().is_err(), "{bad}");
+        }
+    }
 }

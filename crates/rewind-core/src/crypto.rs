@@ -135,6 +135,10 @@ pub enum Domain<'a> {
     KeyFile,
     /// The stored retention policy.
     Policy,
+    /// Prune's record of packs waiting to be deleted.
+    PruneState,
+    /// A marker announcing a running backup or prune.
+    Running,
 }
 
 impl Domain<'_> {
@@ -150,6 +154,8 @@ impl Domain<'_> {
             Domain::Snapshot => b"rewind/snapshot/v1".to_vec(),
             Domain::KeyFile => b"rewind/key/v1".to_vec(),
             Domain::Policy => b"rewind/policy/v1".to_vec(),
+            Domain::PruneState => b"rewind/prune-state/v1".to_vec(),
+            Domain::Running => b"rewind/running/v1".to_vec(),
         }
     }
 }

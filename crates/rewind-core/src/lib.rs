@@ -31,6 +31,7 @@ pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod id;
+pub mod prune;
 pub mod repair;
 pub mod repository;
 pub mod restorer;

@@ -34,7 +34,7 @@ pub struct RepairIndexStats {
     pub removed: usize,
 }
 
-fn read_header(repo: &Repository, name: &str, size: u64) -> Result<IndexPack> {
+pub(crate) fn read_header(repo: &Repository, name: &str, size: u64) -> Result<IndexPack> {
     let id: PackId = name.parse()?;
     if size < 4 {
         return Err(crate::Error::corrupt("pack", name, "too short"));

@@ -1,7 +1,7 @@
 //! `rewind forget`: remove snapshots by a retention policy.
 //!
 //! Removing snapshots frees no space by itself: the data they alone
-//! referenced stays until prune (a later issue) reclaims it.
+//! referenced stays until `rewind prune` (or `forget --prune`) reclaims it.
 
 use anyhow::Result;
 use rewind_core::backend::FileType;
@@ -87,6 +87,11 @@ pub struct Args {
     /// Allow a policy that leaves a group with less than a year of history.
     #[arg(long)]
     pub allow_short_history: bool,
+    /// Run prune afterwards (with --dry-run: show what it would do).
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_args: super::prune::PruneArgs,
     #[command(flatten)]
     pub select: super::SelectArgs,
 }
@@ -97,6 +102,16 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let group_by: GroupBy = args.group_by.parse()?;
     if args.select.as_of.is_some() {
         return Err(super::usage("--as-of does not apply to forget"));
+    }
+    let prune_opts = args.prune_args.options(args.dry_run)?;
+    if !args.prune
+        && (args.prune_args.now
+            || args.prune_args.grace != "23h"
+            || args.prune_args.max_unused != "5%")
+    {
+        return Err(super::usage(
+            "--now, --grace and --max-unused apply only with --prune",
+        ));
     }
     let repo = global.open()?;
     // No rule on the command line: the repository's stored policy (or the
@@ -172,8 +187,18 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         if args.dry_run {
             println!("dry run: nothing was removed");
         } else {
-            println!("removed {removed} snapshots (their data stays until it is pruned)");
+            println!(
+                "removed {removed} snapshots{}",
+                if args.prune {
+                    ""
+                } else {
+                    " (their data stays until `rewind prune`)"
+                }
+            );
         }
+    }
+    if args.prune {
+        return super::prune::run_with(&repo, &prune_opts, global);
     }
     Ok(crate::exit::OK)
 }

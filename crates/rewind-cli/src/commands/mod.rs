@@ -9,6 +9,7 @@ pub mod init;
 pub mod key;
 pub mod policy;
 pub mod protect;
+pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
@@ -90,6 +91,8 @@ pub enum Command {
     Stats(stats::Args),
     /// Remove snapshots by a retention policy (keeps a year of history unless told otherwise).
     Forget(forget::Args),
+    /// Give back the space of data that no snapshot uses (safe beside running backups).
+    Prune(prune::Args),
 }
 
 /// Where the default repository and its key live.

@@ -49,6 +49,8 @@ impl LocalBackend {
             FileType::Index => self.root.join("index"),
             FileType::Pack => self.root.join("data"),
             FileType::Policy => self.root.join("policy"),
+            FileType::PruneState => self.root.join("prune"),
+            FileType::Running => self.root.join("running"),
         }
     }
 
@@ -98,6 +100,8 @@ impl Backend for LocalBackend {
             FileType::Index,
             FileType::Pack,
             FileType::Policy,
+            FileType::PruneState,
+            FileType::Running,
         ] {
             let d = self.dir(t);
             fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
@@ -207,11 +211,20 @@ impl Backend for LocalBackend {
         crate::crypto::random_bytes(&mut rnd);
         let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(rnd)));
         let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .ctx(|| format!("create {}", tmp.display()))?;
+            let mut f = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(f) => f,
+                // A repository made before this file type existed lacks its
+                // directory; make it (packs always have theirs).
+                Err(e) if e.kind() == ErrorKind::NotFound && t != FileType::Pack => {
+                    fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)
+                        .ctx(|| format!("create {}", tmp.display()))?
+                }
+                Err(e) => return Err(Error::io(format!("create {}", tmp.display()), e)),
+            };
             f.write_all(data)
                 .ctx(|| format!("write {}", tmp.display()))?;
             f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
@@ -239,6 +252,12 @@ impl Backend for LocalBackend {
         let p = self.path(t, name)?;
         self.open_files.lock().expect("open files").remove(&p);
         match fs::remove_file(&p) {
+            // Index and snapshot deletions must not come back after a power
+            // loss once later steps rely on them; a pack that comes back is
+            // only garbage for the next prune.
+            Ok(()) if t != FileType::Pack => {
+                sync_dir(p.parent().expect("object paths have a parent"))
+            }
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("delete {}", p.display()), e)),

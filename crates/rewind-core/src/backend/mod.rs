@@ -25,17 +25,23 @@ pub enum FileType {
     Pack,
     /// The stored retention policy (sealed; the newest file wins).
     Policy,
+    /// Prune's state: packs out of the index, waiting for deletion.
+    PruneState,
+    /// Markers of running backups and prunes (not locks: nothing waits on them).
+    Running,
 }
 
 impl FileType {
     /// Every type, in the order `init` creates them.
-    pub const ALL: [FileType; 6] = [
+    pub const ALL: [FileType; 8] = [
         FileType::Config,
         FileType::Key,
         FileType::Snapshot,
         FileType::Index,
         FileType::Pack,
         FileType::Policy,
+        FileType::PruneState,
+        FileType::Running,
     ];
 
     /// Human name, for messages.
@@ -47,6 +53,8 @@ impl FileType {
             FileType::Index => "index",
             FileType::Pack => "pack",
             FileType::Policy => "policy",
+            FileType::PruneState => "prune state",
+            FileType::Running => "running marker",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod index;
 pub mod pack;
 pub mod policy;
+pub mod prune;
 pub mod snapshot;
 pub mod tree;
 

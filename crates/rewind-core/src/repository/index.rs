@@ -5,7 +5,7 @@
 //! about 60 bytes per blob, i.e. 60 MiB for a million chunks (256 GiB of
 //! unique data at the default 256 KiB chunks).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::BlobKind;
@@ -36,9 +36,21 @@ pub struct Index {
     files: Vec<IndexId>,
     damaged: Vec<(String, String)>,
     duplicates: u64,
+    /// Packs that prune marked for deletion (docs/DESIGN.md §8c).
+    marked: HashSet<PackId, IdBuildHasher>,
+    pack_marked: Vec<bool>,
 }
 
 impl Index {
+    /// An empty index that knows which packs prune marked for deletion:
+    /// their blobs can be read but must not be reused by new backups.
+    pub fn with_marked(marked: HashSet<PackId, IdBuildHasher>) -> Self {
+        Index {
+            marked,
+            ..Index::default()
+        }
+    }
+
     /// Adds the packs of one index file.
     pub fn add_file(&mut self, id: IndexId, file: &IndexFile) {
         self.files.push(id);
@@ -65,10 +77,12 @@ impl Index {
                 let pos = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
                 self.packs.push(p.id);
                 self.pack_sizes.push(p.size);
+                self.pack_marked.push(self.marked.contains(&p.id));
                 self.pack_pos.insert(p.id, pos);
                 pos
             }
         };
+        let marked = self.pack_marked[pos as usize];
         for b in &p.blobs {
             let e = IndexEntry {
                 pack: pos,
@@ -77,10 +91,32 @@ impl Index {
                 raw_length: b.raw_length,
                 kind: b.kind,
             };
-            if self.blobs.insert(b.id, e).is_some() {
-                self.duplicates += 1;
+            match self.blobs.entry(b.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(e);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    self.duplicates += 1;
+                    // Of two copies, locate the one that stays.
+                    if !marked || self.pack_marked[o.get().pack as usize] {
+                        o.insert(e);
+                    }
+                }
             }
         }
+    }
+
+    /// True if the blob is stored in a pack that is not marked for
+    /// deletion, i.e. a new snapshot may refer to it.
+    pub fn contains_live(&self, id: &BlobId) -> bool {
+        self.blobs
+            .get(id)
+            .is_some_and(|e| !self.pack_marked[e.pack as usize])
+    }
+
+    /// True if prune marked the pack for deletion.
+    pub fn is_marked(&self, pack: &PackId) -> bool {
+        self.marked.contains(pack)
     }
 
     /// Looks a blob up.

@@ -1,9 +1,11 @@
 //! A repository: a backend plus its keys, config and index.
 
 mod index;
+mod running;
 mod writer;
 
 pub use index::{Index, IndexEntry};
+pub use running::{Running, REFRESH_EVERY, STALE_AFTER};
 pub use writer::{BlobWriter, WriterStats, PACKS_PER_INDEX};
 
 use std::sync::{Arc, OnceLock};
@@ -15,6 +17,7 @@ use crate::crypto::{Crypto, Domain, KdfParams, KeyFile};
 use crate::error::{Error, Result};
 use crate::format::config::Config;
 use crate::format::index::IndexFile;
+use crate::format::prune::PruneState;
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::Tree;
 use crate::id::{BlobId, Hash, IndexId, KeyId, SnapshotId};
@@ -36,7 +39,13 @@ pub struct Repository {
     config: Config,
     key_id: KeyId,
     index: OnceLock<Arc<Index>>,
+    /// When this handle was made: before it read anything that prune may
+    /// change (a running marker's start, docs/DESIGN.md §8c).
+    opened: jiff::Timestamp,
 }
+
+/// Readable index files, and damaged ones as (name, error).
+pub type IndexFiles = (Vec<(IndexId, IndexFile)>, Vec<(String, String)>);
 
 /// Readable snapshots (oldest first) and unreadable snapshot files (name, error).
 pub type SnapshotList = (Vec<(SnapshotId, SnapshotFile)>, Vec<(String, Error)>);
@@ -66,6 +75,7 @@ impl Repository {
             Err(e) => return Err(e),
         }
         backend.create()?;
+        let opened = jiff::Timestamp::now();
         let crypto = Crypto::generate();
         // Keys first, config last: a repository without config is not yet one.
         let key_id = write_key(&*backend, &crypto, password, kdf, owner)?;
@@ -78,6 +88,7 @@ impl Repository {
             config,
             key_id,
             index: OnceLock::new(),
+            opened,
         })
     }
 
@@ -110,6 +121,7 @@ impl Repository {
     /// [`Error::NoRepository`] when there is no config, [`Error::UnsupportedVersion`]
     /// for a newer format, [`Error::WrongPassword`] when no key opens.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let opened = jiff::Timestamp::now();
         let location = backend.location();
         let config = Self::probe(&*backend)?;
         let keys = backend.list(FileType::Key)?;
@@ -133,6 +145,7 @@ impl Repository {
                     config,
                     key_id,
                     index: OnceLock::new(),
+                    opened,
                 });
             }
         }
@@ -147,6 +160,11 @@ impl Repository {
     /// The keys in use.
     pub fn crypto(&self) -> &Crypto {
         &self.crypto
+    }
+
+    /// When this handle was opened (before it read the index).
+    pub fn opened(&self) -> jiff::Timestamp {
+        self.opened
     }
 
     /// The config.
@@ -164,6 +182,74 @@ impl Repository {
     }
 
     fn load_index(&self) -> Result<Index> {
+        // Marks first: a pack marked after this read is one this process
+        // may reuse, and prune then waits for its running marker.
+        let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
+        let (files, damaged) = self.read_index_files()?;
+        let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
+        for (id, f) in &files {
+            index.add_file(*id, f);
+        }
+        for (name, e) in damaged {
+            index.add_damaged(name, e);
+        }
+        Ok(index)
+    }
+
+    /// Every index file, read and opened; the damaged ones as (name, error).
+    /// Also sets the merged index if it was not loaded yet, so that a caller
+    /// that needs both reads the files once.
+    pub fn index_files(&self) -> Result<IndexFiles> {
+        let (files, damaged) = self.read_index_files()?;
+        if self.index.get().is_none() {
+            let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
+            let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
+            for (id, f) in &files {
+                index.add_file(*id, f);
+            }
+            for (name, e) in &damaged {
+                index.add_damaged(name.clone(), e.clone());
+            }
+            let _ = self.index.set(Arc::new(index));
+        }
+        Ok((files, damaged))
+    }
+
+    /// The newest readable prune state (None if no prune ran) and every
+    /// prune state file. Damaged files are skipped: losing a state only
+    /// delays deletions, because prune marks the packs again.
+    pub fn prune_state(&self) -> Result<(Option<PruneState>, Vec<crate::backend::FileInfo>)> {
+        // A prune replaces its state file while we read: list again, so
+        // that the marks are never silently lost to that race.
+        for _ in 0..5 {
+            let files = self.backend.list(FileType::PruneState)?;
+            let mut newest: Option<PruneState> = None;
+            let mut raced = false;
+            for f in &files {
+                let bytes = match self.backend.read(FileType::PruneState, &f.name) {
+                    Ok(b) => b,
+                    Err(Error::Missing { .. }) => {
+                        raced = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Ok(s) = PruneState::open(&self.crypto, &f.name, &bytes) {
+                    if newest.as_ref().is_none_or(|n| s.time > n.time) {
+                        newest = Some(s);
+                    }
+                }
+            }
+            if !raced {
+                return Ok((newest, files));
+            }
+        }
+        Err(Error::Refused(
+            "the prune state keeps changing while it is read; try again".into(),
+        ))
+    }
+
+    fn read_index_files(&self) -> Result<IndexFiles> {
         let files = self.backend.list(FileType::Index)?;
         let parsed: Vec<(String, Result<(IndexId, IndexFile)>)> = files
             .par_iter()
@@ -183,18 +269,22 @@ impl Repository {
                 (f.name.clone(), r)
             })
             .collect();
-        let mut index = Index::default();
+        let mut ok = Vec::new();
+        let mut damaged = Vec::new();
         for (name, r) in parsed {
             match r {
-                Ok((id, f)) => index.add_file(id, &f),
+                Ok(f) => ok.push(f),
                 // A damaged index file hides only its packs' blobs: restores
                 // of other files go on, backups store those blobs again, and
                 // check reports it.
-                Err(e @ Error::Corrupt { .. }) => index.add_damaged(name, e.to_string()),
+                Err(e @ Error::Corrupt { .. }) => damaged.push((name, e.to_string())),
+                // Removed by a prune or repair since the listing: its packs
+                // are in the files that replaced it.
+                Err(Error::Missing { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(index)
+        Ok((ok, damaged))
     }
 
     /// Reads, authenticates, decompresses and verifies one blob.

@@ -90,7 +90,7 @@ pub struct BlobWriter<'a> {
 impl BlobWriter<'_> {
     /// True if the repository already has the blob or this writer stored it.
     pub fn has_blob(&self, id: &BlobId) -> bool {
-        self.index.contains(id) || self.seen.lock().expect("seen").contains(id)
+        self.index.contains_live(id) || self.seen.lock().expect("seen").contains(id)
     }
 
     /// Stores a blob unless it is already stored; returns its id and whether it was new.
@@ -99,7 +99,7 @@ impl BlobWriter<'_> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(Error::Refused("stopped after a storage error".into()));
         }
-        if self.index.contains(&id) || !self.seen.lock().expect("seen").insert(id) {
+        if self.index.contains_live(&id) || !self.seen.lock().expect("seen").insert(id) {
             return Ok((id, false));
         }
         if self.dry_run {
@@ -261,7 +261,24 @@ impl Repository {
         dry_run: bool,
         f: impl FnOnce(&BlobWriter<'_>) -> Result<R>,
     ) -> Result<(R, WriterStats)> {
-        let index = self.index()?;
+        self.write_blobs_inner(dry_run, self.index()?, f)
+    }
+
+    /// [`Repository::write_blobs`] for prune's repacking: blobs are stored
+    /// again even though the index has them (in packs about to go).
+    pub fn rewrite_blobs<R>(
+        &self,
+        f: impl FnOnce(&BlobWriter<'_>) -> Result<R>,
+    ) -> Result<(R, WriterStats)> {
+        self.write_blobs_inner(false, Arc::new(Index::default()), f)
+    }
+
+    fn write_blobs_inner<R>(
+        &self,
+        dry_run: bool,
+        index: Arc<Index>,
+        f: impl FnOnce(&BlobWriter<'_>) -> Result<R>,
+    ) -> Result<(R, WriterStats)> {
         let shared = Shared::default();
         let (tx, rx) = crossbeam_channel::bounded::<Finished>(0);
         let (recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(1);

@@ -1,0 +1,660 @@
+//! Prune: give back the space of data that no snapshot uses, safely beside
+//! backups that run at the same time (docs/DESIGN.md §8c).
+//!
+//! Deletion has two phases, separated by a grace period:
+//! ```text
+//! run N:   pack P holds only unused blobs -> a new index without P is written,
+//!          the old index files are removed, P is marked (time t) in the state
+//! run N+k: P still unindexed, marked at least `grace` ago, no running backup
+//!          started before t, and no snapshot needs a blob only P has -> delete
+//!          P; if a snapshot needs one of its blobs -> P goes back into the index
+//! ```
+//! A backup that read the index while it still listed P may reuse P's blobs
+//! without uploading them again. Such a backup started before t; it either
+//! finishes (its snapshot is visible to run N+k, which then keeps P) or is
+//! still running (its marker postpones the deletion) or died (nothing refers
+//! to P). A backup that started after t never saw P in the index.
+//!
+//! Partly used packs are repacked: their used blobs are copied into new
+//! packs (indexed by the copy), and the old packs follow the path above.
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::{SignedDuration, Timestamp};
+use rayon::prelude::*;
+
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::format::index::{IndexFile, IndexPack, VERSION as INDEX_VERSION};
+use crate::format::pack::{BlobKind, PackedBlob};
+use crate::format::prune::{Mark, PruneState, RunningKind, VERSION};
+use crate::format::tree::NodeKind;
+use crate::id::{BlobId, IdBuildHasher, IndexId, PackId};
+use crate::repository::{Repository, STALE_AFTER};
+
+/// The default grace period between marking a pack and deleting it.
+pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(23);
+/// How far clocks of different machines may disagree.
+pub const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(10);
+/// Packs per index file written by prune.
+const PACKS_PER_PRUNE_INDEX: usize = 256;
+
+/// How much unused space prune may leave in partly used packs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxUnused {
+    /// A fraction (0..=1) of the repository's pack bytes.
+    Fraction(f64),
+    /// A number of bytes.
+    Bytes(u64),
+}
+
+impl std::str::FromStr for MaxUnused {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::InvalidInput(format!(
+                "--max-unused {s:?}: give a percentage like 5% or a size like 2GiB"
+            ))
+        };
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(bad());
+            }
+            return Ok(MaxUnused::Fraction(v / 100.0));
+        }
+        crate::check::parse_size(t)
+            .map(MaxUnused::Bytes)
+            .ok_or_else(bad)
+    }
+}
+
+/// Options of [`prune`].
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Unused space allowed to remain in partly used packs.
+    pub max_unused: MaxUnused,
+    /// Time between marking a pack and deleting it.
+    pub grace: SignedDuration,
+    /// Also delete what this run marks (refused while a backup runs).
+    pub delete_now: bool,
+    /// Only compute the plan.
+    pub dry_run: bool,
+    /// Host name for the running marker.
+    pub hostname: String,
+    /// The current time (tests move it forward); None for the clock.
+    pub now: Option<Timestamp>,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused: MaxUnused::Fraction(0.05),
+            grace: DEFAULT_GRACE,
+            delete_now: false,
+            dry_run: false,
+            hostname: crate::archiver::local_hostname(),
+            now: None,
+        }
+    }
+}
+
+/// A count of packs and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Packs {
+    /// Packs.
+    pub count: u64,
+    /// Their size.
+    pub bytes: u64,
+}
+
+impl Packs {
+    fn add(&mut self, bytes: u64) {
+        self.count += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// What prune found and did (or would do, for a dry run).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PruneReport {
+    /// Snapshots whose data is kept.
+    pub snapshots: u64,
+    /// Blobs that snapshots use.
+    pub used_blobs: u64,
+    /// Every pack file in the repository before the run.
+    pub packs_before: Packs,
+    /// Indexed packs kept as they are (used, or within the unused limit).
+    pub kept: Packs,
+    /// Stored bytes in kept packs that no snapshot uses.
+    pub unused_bytes_kept: u64,
+    /// Packs that hold only unused data: marked now.
+    pub marked_unused: Packs,
+    /// Packs outside the index, seen for the first time (left by a killed
+    /// backup, or being written by a running one): marked now.
+    pub marked_unindexed: Packs,
+    /// Partly used packs whose used blobs are copied to new packs (then
+    /// marked).
+    pub repacked: Packs,
+    /// Bytes copied by the repacking (stored size).
+    pub repack_copied_bytes: u64,
+    /// New packs written by the repacking.
+    pub repack_new_packs: u64,
+    /// Packs deleted by this run.
+    pub deleted: Packs,
+    /// Marked packs still within their grace period.
+    pub waiting: Packs,
+    /// Marked packs whose deletion waits for a running backup.
+    pub postponed: Packs,
+    /// Marked packs that a snapshot uses again: the mark is dropped.
+    pub unmarked: Packs,
+    /// Unindexed packs put back into the index because a snapshot needs them.
+    pub recovered: Packs,
+    /// Indexed packs that do not exist and hold nothing used (dropped from
+    /// the index).
+    pub missing_unused: u64,
+    /// Marked packs whose header cannot be read: left in place (name, error).
+    pub unreadable: Vec<(String, String)>,
+    /// Index files written (by the repacking and the index rewrite).
+    pub index_written: u64,
+    /// Old index files removed.
+    pub index_removed: u64,
+    /// Running backups seen (host, pid, start).
+    pub running_backups: Vec<(String, u32, Timestamp)>,
+    /// Earliest time at which a prune can delete the packs that wait.
+    pub next_deletion: Option<Timestamp>,
+}
+
+struct PackInfo {
+    size: u64,
+    blobs: Vec<PackedBlob>,
+    /// Used blobs whose kept copy is this one.
+    used: Vec<PackedBlob>,
+    used_bytes: u64,
+}
+
+/// Every blob that a snapshot uses, reading trees level by level in parallel.
+fn used_blobs(
+    repo: &Repository,
+    roots: impl Iterator<Item = BlobId>,
+) -> Result<HashSet<BlobId, IdBuildHasher>> {
+    let mut used: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+    let mut frontier: Vec<BlobId> = roots.filter(|t| used.insert(*t)).collect();
+    while !frontier.is_empty() {
+        let children: Vec<Vec<(BlobId, bool)>> = frontier
+            .par_iter()
+            .map(|id| {
+                let tree = repo.read_tree(id).map_err(|e| {
+                    Error::Refused(format!(
+                        "tree {id} cannot be read ({e}); prune stops before changing anything. \
+                         Run `rewind check`, then `rewind repair snapshots`"
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for n in tree.nodes {
+                    match n.kind {
+                        NodeKind::File { content, .. } => {
+                            out.extend(content.into_iter().map(|b| (b, false)));
+                        }
+                        NodeKind::Dir { subtree } => out.push((subtree, true)),
+                        _ => {}
+                    }
+                }
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        frontier = Vec::new();
+        for (id, is_tree) in children.into_iter().flatten() {
+            if used.insert(id) && is_tree {
+                frontier.push(id);
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// True for a marker of this host whose process no longer exists (killed
+/// before it could remove its marker).
+fn is_dead_here(m: &crate::format::prune::RunningMarker, opts: &PruneOptions) -> bool {
+    use nix::errno::Errno;
+    if m.hostname != opts.hostname {
+        return false;
+    }
+    let Ok(pid) = i32::try_from(m.pid) else {
+        return false;
+    };
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(Errno::ESRCH)
+    )
+}
+
+/// What happens to a marked pack that no snapshot needs.
+enum Fate {
+    Wait,
+    Postpone,
+    Delete,
+}
+
+/// Runs prune (or plans it, with `dry_run`).
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let _marker = if opts.dry_run {
+        None
+    } else {
+        Some(repo.announce(RunningKind::Prune, &opts.hostname)?)
+    };
+    let now = opts.now.unwrap_or_else(Timestamp::now);
+    let mut report = PruneReport::default();
+
+    // 1. Who else runs. Read after `now`: a backup that starts later reads
+    //    the marks of every pack that can be deleted now.
+    let mut running = Vec::new();
+    for (_, m) in repo.running_markers()? {
+        let ours = m.kind == RunningKind::Prune
+            && m.pid == std::process::id()
+            && m.hostname == opts.hostname;
+        if ours || now.duration_since(m.refreshed) >= STALE_AFTER || is_dead_here(&m, opts) {
+            continue;
+        }
+        match m.kind {
+            RunningKind::Prune if !opts.dry_run => {
+                return Err(Error::Refused(format!(
+                    "another prune runs on {} (pid {}) since {}; run one prune at a time",
+                    m.hostname, m.pid, m.start
+                )))
+            }
+            RunningKind::Prune => {}
+            RunningKind::Backup => running.push(m),
+        }
+    }
+    report.running_backups = running
+        .iter()
+        .map(|m| (m.hostname.clone(), m.pid, m.start))
+        .collect();
+    if opts.delete_now && !opts.dry_run {
+        if let Some(m) = running.first() {
+            return Err(Error::Refused(format!(
+                "a backup runs on {} (pid {}) since {}; deleting at once could remove data \
+                 it relies on. Prune without --now, or wait until it ends",
+                m.hostname, m.pid, m.start
+            )));
+        }
+    }
+    let fate = |since: Timestamp| {
+        if opts.delete_now {
+            Fate::Delete // no backup runs: checked above
+        } else if now.duration_since(since) < opts.grace {
+            Fate::Wait
+        } else if running
+            .iter()
+            .any(|m| m.start <= since.saturating_add(CLOCK_SKEW).expect("in range"))
+        {
+            Fate::Postpone
+        } else {
+            Fate::Delete
+        }
+    };
+
+    // 2. The marks of earlier runs.
+    let (state, state_files) = repo.prune_state()?;
+    let marks: HashMap<PackId, Timestamp> = state
+        .map(|s| s.marks.into_iter().map(|m| (m.pack, m.since)).collect())
+        .unwrap_or_default();
+
+    // 3. Snapshots, then the index, then the packs: a snapshot's blobs are
+    //    indexed before it is written, and a pack is written before it is
+    //    indexed, so each listing covers what the one before refers to.
+    let (snapshots, bad_snaps) = repo.snapshots_checked()?;
+    if let Some((name, e)) = bad_snaps.first() {
+        return Err(Error::Refused(format!(
+            "snapshot file {name} cannot be read ({e}); prune cannot tell which data it \
+             needs. If it cannot be recovered, move it out of snapshots/ and prune again"
+        )));
+    }
+    let (index_files, damaged) = repo.index_files()?;
+    if let Some((name, e)) = damaged.first() {
+        return Err(Error::Refused(format!(
+            "index file {name} is damaged ({e}); prune cannot tell which packs are in use. \
+             Run `rewind repair index` first"
+        )));
+    }
+    let stored: HashMap<PackId, u64> = repo
+        .backend()
+        .list(FileType::Pack)?
+        .into_iter()
+        .filter_map(|f| Some((f.name.parse().ok()?, f.size)))
+        .collect();
+    for size in stored.values() {
+        report.packs_before.add(*size);
+    }
+    report.snapshots = snapshots.len() as u64;
+    let used = used_blobs(repo, snapshots.iter().map(|(_, s)| s.tree))?;
+    report.used_blobs = used.len() as u64;
+
+    let old_index: Vec<IndexId> = index_files.iter().map(|(id, _)| *id).collect();
+    let mut packs: HashMap<PackId, PackInfo> = HashMap::new();
+    for (_, file) in index_files {
+        for p in file.packs {
+            packs.entry(p.id).or_insert(PackInfo {
+                size: p.size,
+                blobs: p.blobs,
+                used: Vec::new(),
+                used_bytes: 0,
+            });
+        }
+    }
+    // Each used blob is kept in one pack: an unmarked one if it can.
+    let mut order: Vec<PackId> = packs.keys().copied().collect();
+    order.sort_by_key(|id| (marks.contains_key(id), *id));
+    let mut claimed: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+    for id in &order {
+        if !stored.contains_key(id) {
+            continue;
+        }
+        let info = packs.get_mut(id).expect("listed");
+        for b in &info.blobs {
+            if used.contains(&b.id) && claimed.insert(b.id) {
+                info.used.push(*b);
+                info.used_bytes += u64::from(b.length);
+            }
+        }
+    }
+
+    // 4. Indexed packs: keep, repack, mark, or delete.
+    let mut keep: Vec<PackId> = Vec::new();
+    let mut partly: Vec<(PackId, u64)> = Vec::new(); // (pack, unused bytes)
+    let mut new_marks: Vec<PackId> = Vec::new();
+    let mut carried: Vec<Mark> = Vec::new();
+    let mut unindex: HashSet<PackId> = HashSet::new();
+    let mut delete: Vec<PackId> = Vec::new();
+    for id in &order {
+        let info = &packs[id];
+        if !stored.contains_key(id) {
+            // Used blobs here were claimed elsewhere, or are missing (below).
+            report.missing_unused += 1;
+            unindex.insert(*id);
+            continue;
+        }
+        match (info.used.is_empty(), marks.get(id)) {
+            (true, None) => {
+                report.marked_unused.add(info.size);
+                new_marks.push(*id);
+            }
+            (true, Some(&since)) => match fate(since) {
+                Fate::Wait => {
+                    report.waiting.add(info.size);
+                    carried.push(Mark { pack: *id, since });
+                }
+                Fate::Postpone => {
+                    report.postponed.add(info.size);
+                    carried.push(Mark { pack: *id, since });
+                }
+                Fate::Delete => {
+                    report.deleted.add(info.size);
+                    unindex.insert(*id);
+                    delete.push(*id);
+                }
+            },
+            (false, mark) => {
+                if mark.is_some() {
+                    report.unmarked.add(info.size);
+                }
+                if info.used.len() < info.blobs.len() {
+                    partly.push((*id, info.size.saturating_sub(info.used_bytes)));
+                } else {
+                    keep.push(*id);
+                }
+            }
+        }
+    }
+
+    // 5. Packs outside the index. A used blob that no indexed pack holds
+    //    can only be in one of them (a lost index file): that pack goes back
+    //    into the index. Anything else is damage, and prune stops.
+    let mut missing: HashSet<BlobId, IdBuildHasher> = used
+        .iter()
+        .filter(|b| !claimed.contains(*b))
+        .copied()
+        .collect();
+    let mut unindexed: Vec<(PackId, u64)> = stored
+        .iter()
+        .filter(|(id, _)| !packs.contains_key(id))
+        .map(|(id, size)| (*id, *size))
+        .collect();
+    unindexed.sort();
+    let headers: Vec<Option<Result<IndexPack>>> = unindexed
+        .par_iter()
+        .map(|(id, size)| {
+            (!missing.is_empty()).then(|| crate::repair::read_header(repo, &id.to_hex(), *size))
+        })
+        .collect();
+    let mut recovered: Vec<IndexPack> = Vec::new();
+    for ((id, size), header) in unindexed.into_iter().zip(headers) {
+        if let Some(header) = header {
+            match header {
+                Ok(h) if h.blobs.iter().any(|b| missing.contains(&b.id)) => {
+                    for b in &h.blobs {
+                        missing.remove(&b.id);
+                    }
+                    report.recovered.add(size);
+                    recovered.push(h);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    report.unreadable.push((id.to_hex(), e.to_string()));
+                    if let Some(&since) = marks.get(&id) {
+                        carried.push(Mark { pack: id, since });
+                    } else {
+                        new_marks.push(id);
+                    }
+                    continue;
+                }
+            }
+        }
+        match marks.get(&id) {
+            None => {
+                report.marked_unindexed.add(size);
+                new_marks.push(id);
+            }
+            Some(&since) => match fate(since) {
+                Fate::Wait => {
+                    report.waiting.add(size);
+                    carried.push(Mark { pack: id, since });
+                }
+                Fate::Postpone => {
+                    report.postponed.add(size);
+                    carried.push(Mark { pack: id, since });
+                }
+                Fate::Delete => {
+                    report.deleted.add(size);
+                    delete.push(id);
+                }
+            },
+        }
+    }
+    if let Some(b) = missing.iter().next() {
+        return Err(Error::Refused(format!(
+            "{} blob(s) that snapshots use are in no pack (for example {b}); prune stops \
+             before changing anything. Run `rewind check` to see which files are affected, \
+             then `rewind repair snapshots`",
+            missing.len()
+        )));
+    }
+
+    // 6. Repack the emptiest partly used packs until the unused space left
+    //    in kept packs is within the limit.
+    let remaining: u64 = keep
+        .iter()
+        .chain(partly.iter().map(|(p, _)| p))
+        .map(|p| packs[p].size)
+        .sum();
+    let limit = match opts.max_unused {
+        MaxUnused::Fraction(f) => (remaining as f64 * f) as u64,
+        MaxUnused::Bytes(b) => b,
+    };
+    let mut unused_left: u64 = partly.iter().map(|(_, u)| u).sum();
+    partly.sort_by(|a, b| {
+        let ra = a.1 as f64 / packs[&a.0].size.max(1) as f64;
+        let rb = b.1 as f64 / packs[&b.0].size.max(1) as f64;
+        rb.total_cmp(&ra).then(a.0.cmp(&b.0))
+    });
+    let mut repack: Vec<PackId> = Vec::new();
+    for (id, unused) in partly {
+        if unused_left > limit {
+            unused_left -= unused;
+            report.repacked.add(packs[&id].size);
+            report.repack_copied_bytes += packs[&id].used_bytes;
+            repack.push(id);
+        } else {
+            keep.push(id);
+        }
+    }
+    for id in &keep {
+        report.kept.add(packs[id].size);
+        report.unused_bytes_kept += packs[id].size - packs[id].used_bytes;
+    }
+    if opts.delete_now {
+        for id in new_marks.iter().chain(&repack) {
+            report.deleted.add(stored[id]);
+            if packs.contains_key(id) {
+                unindex.insert(*id);
+            }
+            delete.push(*id);
+        }
+    }
+    let waits_from_now = !(opts.delete_now || new_marks.is_empty() && repack.is_empty());
+    let next_deletion = |new_since: Timestamp| {
+        carried
+            .iter()
+            .map(|m| m.since)
+            .chain(waits_from_now.then_some(new_since))
+            .min()
+            .map(|t| t.saturating_add(opts.grace).expect("in range"))
+    };
+    report.next_deletion = next_deletion(now);
+    let rewrite_index = !unindex.is_empty() || !recovered.is_empty() || {
+        // Consolidate many small index files too.
+        let needed = (packs.len() - unindex.len()).div_ceil(PACKS_PER_PRUNE_INDEX);
+        old_index.len() > 2 * needed.max(1)
+    };
+    if opts.dry_run {
+        if rewrite_index {
+            let listed = packs.len() - unindex.len() + recovered.len();
+            report.index_written = listed.div_ceil(PACKS_PER_PRUNE_INDEX) as u64;
+            report.index_removed = old_index.len() as u64;
+        }
+        return Ok(report);
+    }
+
+    // 7. Copy the used blobs of the packs to repack (the writer indexes the
+    //    new packs before it returns).
+    if !repack.is_empty() {
+        let ((), stats) = repo.rewrite_blobs(|w| {
+            repack.par_iter().try_for_each(|id| {
+                let mut blobs = packs[id].used.clone();
+                blobs.sort_by_key(|b| b.offset);
+                let kinds: HashMap<BlobId, BlobKind> =
+                    blobs.iter().map(|b| (b.id, b.kind)).collect();
+                let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
+                repo.read_blobs(&ids, |id, data| {
+                    w.add_blob(kinds[id], &data)?;
+                    Ok(())
+                })
+            })
+        })?;
+        report.repack_new_packs = stats.packs;
+        report.index_written += stats.index_files.len() as u64;
+    }
+
+    // 8. The new state, complete, before any pack leaves the index. New
+    //    marks carry the time of this write: a backup that reads the index
+    //    later sees them and does not reuse those packs.
+    let since = opts.now.unwrap_or_else(Timestamp::now);
+    report.next_deletion = next_deletion(since);
+    let mut all_marks = carried;
+    all_marks.extend(
+        new_marks
+            .iter()
+            .chain(&repack)
+            .map(|p| Mark { pack: *p, since }),
+    );
+    let new_state = PruneState {
+        version: VERSION,
+        time: since,
+        marks: all_marks,
+    };
+    let (state_name, bytes) = new_state.seal(repo.crypto());
+    repo.backend()
+        .write(FileType::PruneState, &state_name.to_hex(), &bytes)?;
+
+    // 9. The new index (without the packs to delete, with the recovered
+    //    ones), durable before the old index files go, which happens before
+    //    any pack is deleted.
+    if rewrite_index {
+        let mut listed: Vec<IndexPack> = order
+            .iter()
+            .filter(|id| !unindex.contains(*id))
+            .map(|id| IndexPack {
+                id: *id,
+                size: packs[id].size,
+                blobs: packs[id].blobs.clone(),
+            })
+            .collect();
+        listed.extend(recovered);
+        listed.sort_by_key(|p| p.id);
+        for chunk in listed.chunks(PACKS_PER_PRUNE_INDEX) {
+            let file = IndexFile {
+                version: INDEX_VERSION,
+                supersedes: old_index.clone(),
+                packs: chunk.to_vec(),
+            };
+            let (id, bytes) = file.seal(repo.crypto());
+            repo.backend()
+                .write(FileType::Index, &id.to_hex(), &bytes)?;
+            report.index_written += 1;
+        }
+        for id in &old_index {
+            repo.backend().delete(FileType::Index, &id.to_hex())?;
+            report.index_removed += 1;
+        }
+    }
+
+    // 10. Delete.
+    delete
+        .par_iter()
+        .try_for_each(|id| repo.backend().delete(FileType::Pack, &id.to_hex()))?;
+
+    // 11. Older state files, and markers of processes long dead.
+    for f in state_files.iter().filter(|f| f.name != state_name.to_hex()) {
+        repo.backend().delete(FileType::PruneState, &f.name)?;
+    }
+    for (name, m) in repo.running_markers()? {
+        if now.duration_since(m.refreshed) >= opts.grace.max(STALE_AFTER * 2) {
+            repo.backend().delete(FileType::Running, &name)?;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_unused_syntax() {
+        assert_eq!(
+            "5%".parse::<MaxUnused>().unwrap(),
+            MaxUnused::Fraction(0.05)
+        );
+        assert_eq!("0%".parse::<MaxUnused>().unwrap(), MaxUnused::Fraction(0.0));
+        assert_eq!(
+            "2GiB".parse::<MaxUnused>().unwrap(),
+            MaxUnused::Bytes(2 << 30)
+        );
+        for bad in ["", "150%", "-1%", "lots", "5%%"] {
+            assert!(bad.parse::<MaxUnused>().is_err(), "{bad}");
+        }
+    }
+}
