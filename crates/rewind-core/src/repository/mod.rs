@@ -419,7 +419,9 @@ impl Repository {
         for (name, r) in results {
             match r {
                 Ok(s) => ok.push(s),
-                Err(e @ (Error::Corrupt { .. } | Error::Missing { .. })) => damaged.push((name, e)),
+                // Listed, then forgotten by another process: it is gone.
+                Err(Error::Missing { .. }) => {}
+                Err(e @ Error::Corrupt { .. }) => damaged.push((name, e)),
                 Err(e) => return Err(e),
             }
         }

@@ -1,0 +1,179 @@
+//! Helpers shared by the library's integration tests: a fast KDF, a
+//! backend that fails after a budget of mutations, tree generators and a
+//! byte-exact restore check.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rewind_core::archiver::Progress;
+use rewind_core::backend::{Backend, FileInfo, FileType, LocalBackend, WriteOutcome};
+use rewind_core::crypto::KdfParams;
+use rewind_core::repository::Repository;
+use rewind_core::restorer::{self, RestoreOptions, RestoreStart};
+use rewind_core::{Error, Result};
+
+pub const FAST_KDF: KdfParams = KdfParams {
+    m_cost_kib: 256,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+/// Fails every write and delete after the first `budget` ones, as a
+/// crash, a full disk or a dead server would; reads keep working.
+#[derive(Debug)]
+pub struct FaultBackend {
+    pub inner: LocalBackend,
+    pub budget: AtomicUsize,
+    /// Mutations (writes and deletes) attempted.
+    pub writes: AtomicUsize,
+}
+
+impl FaultBackend {
+    pub fn new(root: &Path, budget: usize) -> Self {
+        FaultBackend {
+            inner: LocalBackend::new(root),
+            budget: AtomicUsize::new(budget),
+            writes: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Backend for FaultBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+    fn list(&self, t: FileType) -> Result<Vec<FileInfo>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        self.inner.read(t, name)
+    }
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        self.inner.read_range(t, name, offset, len)
+    }
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        if n >= self.budget.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                format!("write {name}"),
+                std::io::Error::from_raw_os_error(28),
+            ));
+        }
+        self.inner.write(t, name, data)
+    }
+    fn delete(&self, t: FileType, name: &str) -> Result<()> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        if n >= self.budget.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                format!("delete {name}"),
+                std::io::Error::from_raw_os_error(5),
+            ));
+        }
+        self.inner.delete(t, name)
+    }
+}
+
+pub fn make_tree(dir: &Path, seed: u64, files: usize) {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in 0..files {
+        let sub = dir.join(format!("d{}", i % 4));
+        std::fs::create_dir_all(&sub).unwrap();
+        // Sizes from a few bytes to ~1 MiB, random content (incompressible).
+        let len = (i * 97_331) % (1 << 20) + 10;
+        let mut data = vec![0u8; len];
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        std::fs::write(sub.join(format!("f{i}")), data).unwrap();
+    }
+}
+
+pub fn open(root: &Path) -> Repository {
+    Repository::open(Arc::new(LocalBackend::new(root)), b"pw").unwrap()
+}
+
+pub fn assert_restores(
+    repo: &Repository,
+    snap: &rewind_core::id::SnapshotId,
+    src: &Path,
+    expected: &Path,
+    scratch: &Path,
+) {
+    let (_, s) = repo.read_snapshot(snap).unwrap();
+    let target = scratch.join(format!("restore-{}", snap.short()));
+    let sub = restorer::find_node(repo, &s.tree, src).unwrap().unwrap();
+    let rewind_core::format::tree::NodeKind::Dir { subtree } = sub.kind else {
+        panic!("not a dir")
+    };
+    let opts = RestoreOptions {
+        target: target.clone(),
+        ..Default::default()
+    };
+    let stats = restorer::restore(
+        repo,
+        RestoreStart::Tree {
+            tree: subtree,
+            snap_path: src.to_path_buf(),
+        },
+        &opts,
+        &Progress::default(),
+    )
+    .unwrap();
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    let out = std::process::Command::new("diff")
+        .arg("-r")
+        .arg(expected)
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "restore differs: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_dir_all(&target).unwrap();
+}
+
+/// Copies a directory tree (`cp -a`).
+pub fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Runs check with --read-data and returns its errors.
+pub fn check_errors(repo: &Repository) -> Vec<String> {
+    rewind_core::check::check(
+        repo,
+        &rewind_core::check::CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .errors
+}
+
+/// Stored bytes of all packs.
+pub fn pack_bytes(repo: &Repository) -> u64 {
+    repo.backend()
+        .list(FileType::Pack)
+        .unwrap()
+        .iter()
+        .map(|f| f.size)
+        .sum()
+}
