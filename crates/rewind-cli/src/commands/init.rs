@@ -20,7 +20,8 @@ pub fn owner() -> KeyOwner {
 }
 
 pub fn run(_args: &Args, global: &Global) -> Result<u8> {
-    let (path, _) = global.location();
+    let backend = global.backend()?;
+    let location = backend.location();
     let password = match global.password_from_env()? {
         Some(p) => p,
         None => super::prompt_new("Password for the new repository: ")?,
@@ -28,23 +29,17 @@ pub fn run(_args: &Args, global: &Global) -> Result<u8> {
     if password.is_empty() {
         anyhow::bail!("an empty password is not allowed");
     }
-    let repo = Repository::init(
-        Arc::new(LocalBackend::new(&path)),
-        &password,
-        KdfParams::DEFAULT,
-        &owner(),
-    )
-    .with_context(|| format!("cannot create a repository at {}", path.display()))?;
+    let repo = Repository::init(backend, &password, KdfParams::DEFAULT, &owner())
+        .with_context(|| format!("cannot create a repository at {location}"))?;
     if global.json {
         println!(
             "{}",
-            serde_json::json!({"message_type": "initialized", "id": repo.config().id, "repository": path})
+            serde_json::json!({"message_type": "initialized", "id": repo.config().id, "repository": location})
         );
     } else if !global.quiet {
         println!(
-            "created rewind repository {} at {}",
+            "created rewind repository {} at {location}",
             repo.config().id,
-            path.display()
         );
         println!("Keep the password safe: without it, nothing in this repository can be restored.");
     }

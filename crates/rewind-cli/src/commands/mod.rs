@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use rewind_core::archiver::Progress;
-use rewind_core::backend::LocalBackend;
+use rewind_core::backend::Backend;
 use rewind_core::format::snapshot::SnapshotFile;
 use rewind_core::id::SnapshotId;
 use rewind_core::repository::Repository;
@@ -55,6 +55,9 @@ pub struct Global {
     /// Print only errors and warnings.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// A backend option KEY=VALUE (repeatable): s3.region, s3.connections, s3.profile.
+    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,16 +175,32 @@ impl Global {
         prompt("Repository password: ")
     }
 
+    /// The storage backend of the repository location (a path, `local:`
+    /// or `s3:` URL).
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let (path, _) = self.location();
+        let location = match path.to_str() {
+            Some(s) => rewind_backends::Location::parse(s)?,
+            None => rewind_backends::Location::Local(path),
+        };
+        let mut options = rewind_backends::Options::new();
+        for o in &self.options {
+            let (k, v) = rewind_backends::parse_option(o)?;
+            options.insert(k, v);
+        }
+        Ok(rewind_backends::open(&location, &options)?)
+    }
+
     /// Opens the repository.
     pub fn open(&self) -> Result<Repository> {
-        let (path, _) = self.location();
-        let backend = Arc::new(LocalBackend::new(&path));
+        let backend = self.backend()?;
+        let location = backend.location();
         // No password prompt for a location that holds no repository.
         Repository::probe(&*backend)
-            .with_context(|| format!("cannot open repository {}", path.display()))?;
+            .with_context(|| format!("cannot open repository {location}"))?;
         let password = self.password()?;
         let repo = Repository::open(backend, &password)
-            .with_context(|| format!("cannot open repository {}", path.display()))?;
+            .with_context(|| format!("cannot open repository {location}"))?;
         Ok(repo)
     }
 }

@@ -110,9 +110,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod conformance {
-    //! The suite every backend must pass.
+/// The suite every backend must pass (used by the tests of each backend).
+#[doc(hidden)]
+pub mod conformance {
+    //! The suite every backend must pass: exact listings, ranged reads,
+    //! not-found, write-if-absent, idempotent delete.
     use super::*;
     use crate::error::Error;
 
@@ -147,11 +149,40 @@ pub(crate) mod conformance {
             }]
         );
         assert!(b.list(FileType::Index).unwrap().is_empty());
+        assert!(matches!(
+            b.read_range(FileType::Pack, &"cd".repeat(32), 0, 1),
+            Err(Error::Missing { .. })
+        ));
+        // Each type lists exactly its own files, in name order.
+        let names = ["01".repeat(32), "fe".repeat(32)];
+        for t in [FileType::Snapshot, FileType::Index, FileType::Key] {
+            for n in names.iter().rev() {
+                b.write(t, n, t.what().as_bytes()).unwrap();
+            }
+        }
+        for t in [FileType::Snapshot, FileType::Index, FileType::Key] {
+            let listed: Vec<String> = b.list(t).unwrap().into_iter().map(|f| f.name).collect();
+            assert_eq!(listed, names.to_vec(), "{t:?}");
+            assert_eq!(b.read(t, &names[1]).unwrap(), t.what().as_bytes());
+            for n in &names {
+                b.delete(t, n).unwrap();
+            }
+            assert!(b.list(t).unwrap().is_empty());
+        }
+        assert!(b.list(FileType::Config).unwrap().is_empty());
         b.delete(FileType::Pack, &name).unwrap();
         b.delete(FileType::Pack, &name).unwrap();
         assert!(b.list(FileType::Pack).unwrap().is_empty());
-        b.write(FileType::Config, "config", b"{}").unwrap();
+        assert_eq!(
+            b.write(FileType::Config, "config", b"{}").unwrap(),
+            WriteOutcome::Created
+        );
+        assert_eq!(
+            b.write(FileType::Config, "config", b"{\"x\":1}").unwrap(),
+            WriteOutcome::AlreadyExists
+        );
         assert_eq!(b.read(FileType::Config, "config").unwrap(), b"{}");
+        assert_eq!(b.list(FileType::Config).unwrap().len(), 1);
         assert!(
             b.create().is_err(),
             "create over an existing repository must fail"

@@ -1,0 +1,124 @@
+//! # rewind-backends
+//!
+//! Storage backends that need a network stack, kept out of `rewind-core` so
+//! that the core builds without tokio or HTTP. [`open`] turns a repository
+//! location into a [`Backend`]:
+//!
+//! | location | backend |
+//! |---|---|
+//! | `/path`, `local:/path` | [`LocalBackend`] |
+//! | `s3:http[s]://endpoint/bucket[/prefix]` | [`s3::S3Backend`] (credentials from the AWS environment variables or profile files) |
+//!
+//! Options (`--option key=value`): `s3.region` (default `us-east-1`, or
+//! `AWS_REGION`), `s3.connections` (parallel uploads, default 8),
+//! `s3.profile` (AWS profile name).
+
+pub mod s3;
+#[cfg(feature = "testsupport")]
+pub mod testsupport;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rewind_core::backend::{Backend, LocalBackend};
+use rewind_core::{Error, Result};
+
+/// A parsed repository location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A directory.
+    Local(PathBuf),
+    /// An S3-compatible bucket.
+    S3(s3::S3Location),
+}
+
+impl Location {
+    /// Parses `PATH`, `local:PATH` or `s3:http[s]://endpoint/bucket[/prefix]`.
+    pub fn parse(s: &str) -> Result<Location> {
+        if let Some(rest) = s.strip_prefix("s3:") {
+            return s3::S3Location::parse(rest).map(Location::S3);
+        }
+        if let Some(rest) = s.strip_prefix("local:") {
+            return Ok(Location::Local(PathBuf::from(rest)));
+        }
+        for scheme in ["sftp:", "rest:", "rclone:", "azure:", "gs:", "b2:", "swift:"] {
+            if s.starts_with(scheme) {
+                return Err(Error::InvalidInput(format!(
+                    "repository {s:?}: {scheme} locations are not supported yet; use a path or s3:http[s]://endpoint/bucket[/prefix]"
+                )));
+            }
+        }
+        Ok(Location::Local(PathBuf::from(s)))
+    }
+
+    /// The local directory, for a local repository.
+    pub fn local_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Location::Local(p) => Some(p),
+            Location::S3(_) => None,
+        }
+    }
+}
+
+/// Backend options given as `key=value` pairs.
+pub type Options = BTreeMap<String, String>;
+
+/// Parses one `key=value` option.
+pub fn parse_option(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(Error::InvalidInput(format!(
+            "option {s:?}: write key=value, e.g. s3.region=eu-west-1"
+        ))),
+    }
+}
+
+/// Opens the backend of a location.
+pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>> {
+    for k in options.keys() {
+        let known = matches!(k.as_str(), "s3.region" | "s3.connections" | "s3.profile");
+        if !known {
+            return Err(Error::InvalidInput(format!(
+                "unknown option {k:?}; known: s3.region, s3.connections, s3.profile"
+            )));
+        }
+    }
+    Ok(match location {
+        Location::Local(p) => Arc::new(LocalBackend::new(p)),
+        Location::S3(l) => Arc::new(s3::S3Backend::open(l, options)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("/srv/repo").unwrap(),
+            Location::Local("/srv/repo".into())
+        );
+        assert_eq!(
+            Location::parse("local:rel/repo").unwrap(),
+            Location::Local("rel/repo".into())
+        );
+        let Location::S3(l) = Location::parse("s3:http://127.0.0.1:8333/bucket/a/b").unwrap()
+        else {
+            panic!("not s3")
+        };
+        assert_eq!(l.endpoint, "http://127.0.0.1:8333");
+        assert_eq!(l.bucket, "bucket");
+        assert_eq!(l.prefix, "a/b");
+        assert!(Location::parse("sftp:me@host/x").is_err());
+        assert!(Location::parse("s3:http://host").is_err());
+        assert!(Location::parse("s3:ftp://host/b").is_err());
+        assert!(Location::parse("s3:http://host/Bad_Bucket").is_err());
+        assert!(parse_option("s3.region").is_err());
+        assert_eq!(
+            parse_option("s3.region=eu").unwrap(),
+            ("s3.region".into(), "eu".into())
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! S3-compatible object storage through opendal (SigV4 signing, retries with
+//! exponential backoff, timeouts). The repository layout is the local one
+//! (DESIGN §2) under `bucket/prefix/`.
+//!
+//! Writes are single PUTs with `If-None-Match: *`, so an object is created
+//! whole or not at all and never overwritten (W4); `config` and key files are
+//! also looked up first, for servers that ignore the condition. Transient
+//! errors (timeouts, 5xx, 429, resets) are retried up to 6 times with
+//! exponential backoff (0.2 s to 10 s, jittered); permanent ones (403, 404,
+//! a missing bucket) fail at once.
+
+use std::io;
+use std::time::Duration;
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::options::{ListOptions, ReadOptions, WriteOptions};
+use opendal::services::S3;
+use opendal::{blocking, EntryMode, ErrorKind};
+use rewind_core::backend::{Backend, FileInfo, FileType, WriteOutcome};
+use rewind_core::{Error, Result};
+
+use crate::Options;
+
+/// Where an S3 repository is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    /// `http[s]://host[:port]`.
+    pub endpoint: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket ("" for the bucket root), without slashes
+    /// at either end.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses `http[s]://endpoint/bucket[/prefix]`.
+    pub fn parse(s: &str) -> Result<S3Location> {
+        let bad = |why: &str| {
+            Error::InvalidInput(format!(
+                "repository s3:{s}: {why}; write s3:http[s]://endpoint/bucket[/prefix]"
+            ))
+        };
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| bad("no http:// or https://"))?;
+        if scheme != "http" && scheme != "https" {
+            return Err(bad("the endpoint must be http:// or https://"));
+        }
+        let (host, path) = rest.split_once('/').ok_or_else(|| bad("no bucket"))?;
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let path = path.trim_matches('/');
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(bad(&format!(
+                "{bucket:?} is not a valid bucket name (3-63 of a-z, 0-9, '-', '.')"
+            )));
+        }
+        Ok(S3Location {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3:{}/{}", self.endpoint, self.bucket)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+/// A repository in an S3 bucket.
+pub struct S3Backend {
+    // Dropped before the runtime it runs on.
+    op: blocking::Operator,
+    _runtime: tokio::runtime::Runtime,
+    location: S3Location,
+    connections: usize,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("location", &self.location.to_string())
+            .finish()
+    }
+}
+
+fn dir(t: FileType) -> &'static str {
+    match t {
+        FileType::Config => "",
+        FileType::Key => "keys/",
+        FileType::Snapshot => "snapshots/",
+        FileType::Index => "index/",
+        FileType::Pack => "data/",
+        FileType::Policy => "policy/",
+        FileType::PruneState => "prune/",
+        FileType::Running => "running/",
+    }
+}
+
+fn object_path(t: FileType, name: &str) -> Result<String> {
+    if t == FileType::Config {
+        return Ok("config".into());
+    }
+    if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidInput(format!(
+            "{} name {name:?} is not 64 hex digits",
+            t.what()
+        )));
+    }
+    Ok(match t {
+        FileType::Pack => format!("data/{}/{name}", &name[..2]),
+        _ => format!("{}{name}", dir(t)),
+    })
+}
+
+fn is_object_name(t: FileType, name: &str) -> bool {
+    if t == FileType::Config {
+        return name == "config";
+    }
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl S3Backend {
+    /// Connects (lazily: no request is made until the first operation).
+    pub fn open(location: &S3Location, options: &Options) -> Result<S3Backend> {
+        // The process-wide HTTP transport (reqwest with rustls); first call wins.
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(opendal::install_default);
+        let region = options
+            .get("s3.region")
+            .cloned()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into());
+        let connections = match options.get("s3.connections") {
+            Some(c) => c
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!("s3.connections={c}: give a number from 1 to 64"))
+                })?,
+            None => 8,
+        };
+        let mut builder = S3::default()
+            .endpoint(&location.endpoint)
+            .bucket(&location.bucket)
+            .root(&format!("/{}", location.prefix))
+            .region(&region)
+            // Never wait for an EC2 metadata service that is not there.
+            .disable_ec2_metadata();
+        if let Some(p) = options.get("s3.profile") {
+            builder = builder.profile(p);
+        }
+        let ctx = |e: opendal::Error| {
+            Error::InvalidInput(format!("cannot use S3 repository {location}: {e}"))
+        };
+        let op = opendal::Operator::new(builder)
+            .map_err(ctx)?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(300))
+                    .with_io_timeout(Duration::from_secs(60)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(6)
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10)),
+            );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("rewind-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the S3 client runtime", e))?;
+        let op = {
+            let _guard = runtime.enter();
+            blocking::Operator::new(op).map_err(ctx)?
+        };
+        Ok(S3Backend {
+            op,
+            _runtime: runtime,
+            location: location.clone(),
+            connections,
+        })
+    }
+
+    fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
+        let kind = match e.kind() {
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            _ if e.is_temporary() => io::ErrorKind::TimedOut,
+            _ => io::ErrorKind::Other,
+        };
+        let hint = match e.kind() {
+            ErrorKind::PermissionDenied => {
+                " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile)"
+            }
+            ErrorKind::ConfigInvalid => " (does the bucket exist?)",
+            _ if e.is_temporary() => " (the server kept failing; retried 6 times)",
+            _ => "",
+        };
+        Error::io(
+            format!("{what} {}/{path}", self.location),
+            io::Error::new(kind, format!("{e}{hint}")),
+        )
+    }
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.location.to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        match self.op.stat("config") {
+            Ok(_) => return Err(Error::AlreadyExists(self.location())),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(self.err("stat", "config", e)),
+        }
+        // Buckets are made by their owner; check that it is reachable.
+        let opts = ListOptions {
+            limit: Some(1),
+            ..Default::default()
+        };
+        self.op
+            .list_options("", opts)
+            .map(|_| ())
+            .map_err(|e| self.err("list", "", e))
+    }
+
+    fn list(&self, t: FileType) -> Result<Vec<FileInfo>> {
+        if t == FileType::Config {
+            return match self.op.stat("config") {
+                Ok(m) => Ok(vec![FileInfo {
+                    name: "config".into(),
+                    size: m.content_length(),
+                }]),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(self.err("stat", "config", e)),
+            };
+        }
+        let opts = ListOptions {
+            recursive: true,
+            ..Default::default()
+        };
+        let entries = match self.op.list_options(dir(t), opts) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", dir(t), e)),
+        };
+        let mut out: Vec<FileInfo> = entries
+            .into_iter()
+            .filter(|e| e.metadata().mode() == EntryMode::FILE)
+            .filter_map(|e| {
+                let name = e.name().to_string();
+                is_object_name(t, &name).then(|| FileInfo {
+                    name,
+                    size: e.metadata().content_length(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.dedup_by(|a, b| a.name == b.name);
+        Ok(out)
+    }
+
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        let path = object_path(t, name)?;
+        match self.op.read(&path) {
+            Ok(b) => Ok(b.to_vec()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Missing {
+                what: t.what(),
+                id: name.to_string(),
+            }),
+            Err(e) => Err(self.err("read", &path, e)),
+        }
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let path = object_path(t, name)?;
+        let opts = ReadOptions {
+            range: (offset..offset + u64::from(len)).into(),
+            ..Default::default()
+        };
+        match self.op.read_options(&path, opts) {
+            Ok(b) if b.len() == len as usize => Ok(b.to_vec()),
+            Ok(b) => Err(Error::io(
+                format!("read {}/{path}", self.location),
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("asked for {len} bytes at {offset}, got {}", b.len()),
+                ),
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Missing {
+                what: t.what(),
+                id: name.to_string(),
+            }),
+            Err(e) if e.kind() == ErrorKind::RangeNotSatisfied => Err(Error::io(
+                format!("read {}/{path}", self.location),
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{len} bytes at {offset} lie beyond its end"),
+                ),
+            )),
+            Err(e) => Err(self.err("read", &path, e)),
+        }
+    }
+
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
+        let path = object_path(t, name)?;
+        if matches!(t, FileType::Config | FileType::Key) {
+            match self.op.stat(&path) {
+                Ok(_) => return Ok(WriteOutcome::AlreadyExists),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err("stat", &path, e)),
+            }
+        }
+        let opts = WriteOptions {
+            if_not_exists: true,
+            ..Default::default()
+        };
+        // One buffer: a single PUT, atomic on every S3 implementation.
+        match self.op.write_options(&path, data.to_vec(), opts) {
+            Ok(_) => Ok(WriteOutcome::Created),
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(WriteOutcome::AlreadyExists),
+            Err(e) => Err(self.err("write", &path, e)),
+        }
+    }
+
+    fn delete(&self, t: FileType, name: &str) -> Result<()> {
+        let path = object_path(t, name)?;
+        match self.op.delete(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("delete", &path, e)),
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
+    }
+}
