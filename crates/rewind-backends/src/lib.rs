@@ -42,7 +42,9 @@ impl Location {
         if let Some(rest) = s.strip_prefix("local:") {
             return Ok(Location::Local(PathBuf::from(rest)));
         }
-        for scheme in ["sftp:", "rest:", "rclone:", "azure:", "gs:", "b2:", "swift:"] {
+        for scheme in [
+            "sftp:", "rest:", "rclone:", "azure:", "gs:", "b2:", "swift:",
+        ] {
             if s.starts_with(scheme) {
                 return Err(Error::InvalidInput(format!(
                     "repository {s:?}: {scheme} locations are not supported yet; use a path or s3:http[s]://endpoint/bucket[/prefix]"

@@ -212,6 +212,9 @@ impl S3Backend {
                 " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile)"
             }
             ErrorKind::ConfigInvalid => " (does the bucket exist?)",
+            _ if e.to_string().contains("error sending request") => {
+                " (cannot reach the server; retried 6 times with backoff)"
+            }
             _ if e.is_temporary() => " (the server kept failing; retried 6 times)",
             _ => "",
         };

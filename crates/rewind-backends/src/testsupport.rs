@@ -115,7 +115,11 @@ impl SeaweedFs {
             if text.contains("All enabled components are running") {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("weed mini exited ({status}):\n{text}");
             }
             assert!(

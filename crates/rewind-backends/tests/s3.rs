@@ -24,7 +24,10 @@ fn s3_backend_conformance_and_errors() {
 
     // A bucket that does not exist: named, and no endless retries.
     let t = Instant::now();
-    let e = backend(&server, "no-such-bucket", "").create().unwrap_err().to_string();
+    let e = backend(&server, "no-such-bucket", "")
+        .create()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no-such-bucket"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 
@@ -33,7 +36,10 @@ fn s3_backend_conformance_and_errors() {
     let b = backend(&server, "conformance", "");
     let t = Instant::now();
     let e = b.list(FileType::Snapshot).unwrap_err().to_string();
-    assert!(t.elapsed() < Duration::from_secs(5), "retried a permanent error: {e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "retried a permanent error: {e}"
+    );
     assert!(e.contains("conformance"), "{e}");
     server.set_env();
 

@@ -345,7 +345,7 @@ pub fn with_progress<T>(
                     b.set_message(format!("{verb} {df}/{tf} files{scanning}"));
                     b.tick();
                 }
-                if json && tick % 10 == 0 && !finished {
+                if json && tick.is_multiple_of(10) && !finished {
                     println!("{}", serde_json::json!({"message_type": "status", "files_done": df, "files_total": tf, "bytes_done": db, "bytes_total": tb, "scan_done": progress.scan_done.load(Ordering::Relaxed)}));
                 }
                 if finished {

@@ -110,7 +110,6 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The suite every backend must pass (used by the tests of each backend).
 #[doc(hidden)]
 pub mod conformance {
     //! The suite every backend must pass: exact listings, ranged reads,

@@ -1,0 +1,163 @@
+//! The CLI on an S3 repository (a real SeaweedFS on loopback, started here):
+//! init, backup, restore, check, forget and prune; wrong password, a missing
+//! repository and a bad option; the server killed in the middle of a backup.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rewind_backends::testsupport::SeaweedFs;
+
+struct S3Env {
+    env: Env,
+    server: SeaweedFs,
+    url: String,
+}
+
+impl S3Env {
+    fn new(bucket: &str) -> S3Env {
+        let server = SeaweedFs::start(&[bucket]);
+        let url = server.url(bucket, "repo");
+        S3Env {
+            env: Env::new(),
+            server,
+            url,
+        }
+    }
+
+    fn cmd_at(&self, url: &str) -> Command {
+        let mut c = self.env.cmd();
+        c.env("REWIND_REPOSITORY", url);
+        for (k, v) in self.server.env() {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = self.cmd_at(&self.url);
+        c.args(args);
+        run_cmd(c)
+    }
+
+    #[track_caller]
+    fn ok<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let r = self.run(args);
+        assert_eq!(r.code, Some(0), "command failed: {r}");
+        r
+    }
+
+    fn restore_matches(&self, src: &Path, name: &str) {
+        let t = self.env.path(name);
+        self.ok([
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            t.as_os_str(),
+        ]);
+        assert_trees_equal(src, &restored(&t, src), &[]);
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+}
+
+#[test]
+fn a_repository_on_s3_does_everything_a_local_one_does() {
+    let s3 = S3Env::new("everything");
+    // Errors first: nothing there yet, a bad option.
+    let r = s3.run(["snapshots"]);
+    assert_eq!(r.code, Some(10), "{r}");
+    assert!(r.stderr.contains("s3:http://127.0.0.1"), "{r}");
+    let r = s3.run(["-o", "s3.bogus=1", "snapshots"]);
+    assert_eq!(r.code, Some(2), "{r}");
+    let r = s3.run(["-o", "s3.connections=0", "snapshots"]);
+    assert_eq!(r.code, Some(2), "{r}");
+
+    s3.ok(["init"]);
+    let r = s3.run(["init"]);
+    assert_eq!(r.code, Some(1), "a second init must fail: {r}");
+    let src = s3.env.path("src");
+    random_tree(&src.join("a"), 12, 200_000);
+    random_tree(&src.join("b"), 12, 50_000);
+    s3.ok(["backup".as_ref(), src.as_os_str()]);
+    s3.restore_matches(&src, "t1");
+
+    std::fs::remove_dir_all(src.join("a")).unwrap();
+    random_tree(&src.join("c"), 6, 300_000);
+    s3.ok(["-o", "s3.connections=2", "backup", src.to_str().unwrap()]);
+    s3.ok(["check", "--read-data"]);
+    assert_eq!(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&s3.ok(["--json", "snapshots"]).stdout)
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Wrong password.
+    let mut c = s3.cmd_at(&s3.url);
+    c.env("REWIND_PASSWORD", "wrong").arg("snapshots");
+    assert_eq!(run_cmd(c).code, Some(12));
+
+    // Forget and prune at once, then everything still checks and restores.
+    s3.ok([
+        "forget",
+        "--keep-last",
+        "1",
+        "--allow-short-history",
+        "--prune",
+        "--now",
+    ]);
+    s3.ok(["check", "--read-data"]);
+    s3.restore_matches(&src, "t2");
+}
+
+#[test]
+fn the_s3_server_dying_mid_backup_fails_cleanly_and_the_next_backup_completes() {
+    let mut s3 = S3Env::new("dying");
+    s3.ok(["init"]);
+    let src = s3.env.path("src");
+    random_tree(&src, 40, 1 << 20); // 40 MiB: several packs
+    let mut c = s3.cmd_at(&s3.url);
+    c.args(["backup".as_ref(), src.as_os_str()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    s3.server.kill();
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "backup with the server killed: {:?} after {:?}: {stderr}",
+        out.status,
+        t.elapsed()
+    );
+    if out.status.success() {
+        // It finished before the kill: the test proves nothing then.
+        panic!("the backup finished in 700 ms; make the source larger");
+    }
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("s3:http://127.0.0.1"), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(180), "{:?}", t.elapsed());
+
+    s3.server.restart();
+    // No snapshot was written; the repository checks clean.
+    let snaps: Vec<serde_json::Value> =
+        serde_json::from_slice(&s3.ok(["--json", "snapshots"]).stdout).unwrap();
+    assert!(snaps.is_empty());
+    s3.ok(["check"]);
+    s3.ok(["backup".as_ref(), src.as_os_str()]);
+    s3.ok(["check", "--read-data"]);
+    s3.restore_matches(&src, "t");
+}
