@@ -10,7 +10,7 @@
 //! | `s3:http[s]://endpoint/bucket[/prefix]` | [`s3::S3Backend`] (credentials from the AWS environment variables or profile files) |
 //!
 //! Options (`--option key=value`): `s3.region` (default `us-east-1`, or
-//! `AWS_REGION`), `s3.connections` (parallel uploads, default 8),
+//! `AWS_REGION`), `s3.connections` (parallel uploads, default 5),
 //! `s3.profile` (AWS profile name).
 
 pub mod s3;

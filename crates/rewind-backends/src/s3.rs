@@ -153,7 +153,7 @@ impl S3Backend {
                 .ok_or_else(|| {
                     Error::InvalidInput(format!("s3.connections={c}: give a number from 1 to 64"))
                 })?,
-            None => 8,
+            None => 5,
         };
         let mut builder = S3::default()
             .endpoint(&location.endpoint)

@@ -120,6 +120,27 @@ fn a_repository_on_s3_does_everything_a_local_one_does() {
     ]);
     s3.ok(["check", "--read-data"]);
     s3.restore_matches(&src, "t2");
+
+    // Copy from S3 to a local repository with another password: the copy
+    // restores byte for byte.
+    let local = s3.env.path("local-copy");
+    let mut c = s3.cmd_at(local.to_str().unwrap());
+    c.env("REWIND_PASSWORD", "local password").arg("init");
+    run_cmd(c).expect_code(0);
+    let mut c = s3.cmd_at(&s3.url);
+    c.env("REWIND_TO_PASSWORD", "local password")
+        .args(["copy", "--to", local.to_str().unwrap()]);
+    run_cmd(c).expect_code(0);
+    let t = s3.env.path("t3");
+    let mut c = s3.cmd_at(local.to_str().unwrap());
+    c.env("REWIND_PASSWORD", "local password").args([
+        "restore".as_ref(),
+        "latest".as_ref(),
+        "--target".as_ref(),
+        t.as_os_str(),
+    ]);
+    run_cmd(c).expect_code(0);
+    assert_trees_equal(&src, &restored(&t, &src), &[]);
 }
 
 #[test]

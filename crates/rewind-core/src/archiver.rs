@@ -790,6 +790,7 @@ pub fn backup(
         summary,
         protection: None,
         original: None,
+        copied_from: None,
     };
     let snapshot_id = if dry_run {
         None
@@ -934,6 +935,7 @@ pub fn backup_stream(
         summary,
         protection: None,
         original: None,
+        copied_from: None,
     };
     let snapshot_id = if opts.dry_run {
         None

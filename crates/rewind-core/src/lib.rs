@@ -27,6 +27,7 @@ pub mod backend;
 pub mod browse;
 pub mod check;
 pub mod chunker;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod format;

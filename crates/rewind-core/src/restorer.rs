@@ -534,12 +534,14 @@ pub fn restore(
     remove_stale_temporaries(target);
     let under_bad = |rel: &Path| bad_dirs.iter().any(|b| rel.starts_with(b));
 
-    // Files, in parallel.
-    let threads = std::thread::available_parallelism()
+    // Files, in parallel: twice the cores, or more for a remote backend,
+    // whose requests wait on the network (two per connection).
+    let threads = (std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .max(2)
-        * 2;
+        * 2)
+    .max(repo.backend().connections() * 2);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

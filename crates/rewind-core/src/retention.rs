@@ -481,6 +481,7 @@ mod tests {
                 summary: BackupSummary::default(),
                 protection: None,
                 original: None,
+                copied_from: None,
             },
         )
     }

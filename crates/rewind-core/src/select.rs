@@ -149,6 +149,7 @@ mod tests {
                 summary: BackupSummary::default(),
                 protection: None,
                 original: None,
+                copied_from: None,
             },
         )
     }

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod browse;
 pub mod check;
+pub mod copy;
 pub mod forget;
 pub mod init;
 pub mod key;
@@ -96,6 +97,8 @@ pub enum Command {
     Forget(forget::Args),
     /// Give back the space of data that no snapshot uses (safe beside running backups).
     Prune(prune::Args),
+    /// Copy snapshots to another repository (an offsite copy), sending only what it lacks.
+    Copy(copy::Args),
 }
 
 /// Where the default repository and its key live.

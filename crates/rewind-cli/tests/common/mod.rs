@@ -16,12 +16,14 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Environment variables that could leak in from the caller and change what
 /// the binary does.
-const CLEARED: [&str; 6] = [
+const CLEARED: [&str; 8] = [
     "REWIND_REPOSITORY",
     "REWIND_PASSWORD",
     "REWIND_PASSWORD_FILE",
     "REWIND_PASSWORD_COMMAND",
     "REWIND_NEW_PASSWORD_FILE",
+    "REWIND_TO_PASSWORD",
+    "REWIND_TO_PASSWORD_FILE",
     "RUST_BACKTRACE",
 ];
 

@@ -74,6 +74,11 @@ pub struct SnapshotFile {
     /// unprotect); the contents are the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<SnapshotId>,
+    /// Set by `rewind copy`: the identity of the source snapshot (its own
+    /// `copied_from`, else its `original`, else its id), so that copies are
+    /// not made twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<SnapshotId>,
 }
 
 /// Protection of a snapshot against retention.
@@ -139,6 +144,7 @@ mod tests {
                 summary: BackupSummary { files_new: files, ..Default::default() },
                 protection: if files % 2 == 0 { None } else { Some(Protection { until: if files % 3 == 0 { None } else { Some(jiff::Timestamp::UNIX_EPOCH) } }) },
                 original: if files % 5 == 0 { None } else { Some(SnapshotId(Hash([3; 32]))) },
+                copied_from: if files % 3 == 0 { None } else { Some(SnapshotId(Hash([4; 32]))) },
             };
             let (id, sealed) = s.seal(&c);
             prop_assert_eq!(id.0, Hash::of(&sealed));
@@ -163,6 +169,7 @@ mod tests {
             summary: BackupSummary::default(),
             protection: None,
             original: None,
+            copied_from: None,
         };
         let (_, sealed) = s.seal(&a);
         assert!(SnapshotFile::open(&b, "x", &sealed).is_err());

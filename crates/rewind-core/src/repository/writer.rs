@@ -29,6 +29,9 @@ pub const PACK_TARGET_SIZE: usize = 16 << 20;
 const PACK_BUFFER_SIZE: usize = PACK_TARGET_SIZE + (256 << 10);
 /// An index file is written after this many packs (and at the end).
 pub const PACKS_PER_INDEX: usize = 16;
+/// ... or when the oldest unindexed pack has waited this long (slow links:
+/// a crash then loses at most this much uploaded work).
+pub const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// zstd level for blobs.
 pub const COMPRESSION_LEVEL: i32 = 3;
 
@@ -56,6 +59,8 @@ struct Shared {
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
     pending: Mutex<Vec<IndexPack>>,
+    /// When the oldest entry of `pending` was added.
+    pending_since: Mutex<Option<std::time::Instant>>,
     index_files: Mutex<Vec<IndexId>>,
     packs: AtomicU64,
 }
@@ -227,8 +232,11 @@ fn uploader(repo: &Repository, rx: Receiver<Finished>, recycle: Sender<Vec<u8>>,
         let _ = recycle.try_send(bytes);
         let batch = {
             let mut p = shared.pending.lock().expect("pending");
+            let mut since = shared.pending_since.lock().expect("pending since");
             p.push(IndexPack { id, size, blobs });
-            if p.len() >= PACKS_PER_INDEX {
+            let oldest = *since.get_or_insert_with(std::time::Instant::now);
+            if p.len() >= PACKS_PER_INDEX || oldest.elapsed() >= INDEX_INTERVAL {
+                *since = None;
                 std::mem::take(&mut *p)
             } else {
                 Vec::new()
