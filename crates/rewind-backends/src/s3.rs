@@ -9,7 +9,9 @@
 //! exponential backoff (0.2 s to 10 s, jittered); permanent ones (403, 404,
 //! a missing bucket) fail at once.
 
+use std::collections::VecDeque;
 use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -80,6 +82,43 @@ impl std::fmt::Display for S3Location {
     }
 }
 
+/// Packs kept in memory by the read cache (16 MiB each at most).
+const CACHED_PACKS: usize = 8;
+
+/// The pack, or (whether it was missing, the error message).
+type CachedPack = Arc<OnceLock<std::result::Result<Arc<Vec<u8>>, (bool, String)>>>;
+
+/// Whole packs fetched for ranged reads. On S3 a request costs milliseconds
+/// whatever its size, and restore, `dump` and tree walks read many small
+/// neighbouring blobs: one GET of the pack serves them all. Threads that
+/// want a pack being fetched wait for that fetch.
+#[derive(Default)]
+struct PackCache {
+    packs: Mutex<VecDeque<(String, CachedPack)>>,
+}
+
+impl PackCache {
+    fn slot(&self, name: &str) -> CachedPack {
+        let mut packs = self.packs.lock().expect("pack cache");
+        if let Some((_, p)) = packs.iter().find(|(n, _)| n == name) {
+            return p.clone();
+        }
+        let p: CachedPack = Arc::new(OnceLock::new());
+        packs.push_back((name.to_string(), p.clone()));
+        if packs.len() > CACHED_PACKS {
+            packs.pop_front();
+        }
+        p
+    }
+
+    fn forget(&self, name: &str) {
+        self.packs
+            .lock()
+            .expect("pack cache")
+            .retain(|(n, _)| n != name);
+    }
+}
+
 /// A repository in an S3 bucket.
 pub struct S3Backend {
     // Dropped before the runtime it runs on.
@@ -87,6 +126,7 @@ pub struct S3Backend {
     _runtime: tokio::runtime::Runtime,
     location: S3Location,
     connections: usize,
+    cache: PackCache,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -197,7 +237,48 @@ impl S3Backend {
             _runtime: runtime,
             location: location.clone(),
             connections,
+            cache: PackCache::default(),
         })
+    }
+
+    fn read_pack_range(&self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let slot = self.cache.slot(name);
+        let pack = slot.get_or_init(|| {
+            self.read(FileType::Pack, name)
+                .map(Arc::new)
+                .map_err(|e| (matches!(e, Error::Missing { .. }), e.to_string()))
+        });
+        let pack = match pack {
+            Ok(p) => p.clone(),
+            Err((missing, e)) => {
+                // Not cached: the next read tries again.
+                self.cache.forget(name);
+                return Err(if *missing {
+                    Error::Missing {
+                        what: "pack",
+                        id: name.to_string(),
+                    }
+                } else {
+                    Error::io(format!("read pack {name}"), io::Error::other(e.clone()))
+                });
+            }
+        };
+        let end = offset.checked_add(u64::from(len));
+        match end {
+            Some(end) if end <= pack.len() as u64 => {
+                Ok(pack[offset as usize..end as usize].to_vec())
+            }
+            _ => Err(Error::io(
+                format!("read {}/pack {name}", self.location),
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{len} bytes at {offset} lie beyond its end ({} bytes)",
+                        pack.len()
+                    ),
+                ),
+            )),
+        }
     }
 
     fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
@@ -296,6 +377,9 @@ impl Backend for S3Backend {
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        if t == FileType::Pack {
+            return self.read_pack_range(name, offset, len);
+        }
         let path = object_path(t, name)?;
         let opts = ReadOptions {
             range: (offset..offset + u64::from(len)).into(),
@@ -348,6 +432,9 @@ impl Backend for S3Backend {
 
     fn delete(&self, t: FileType, name: &str) -> Result<()> {
         let path = object_path(t, name)?;
+        if t == FileType::Pack {
+            self.cache.forget(name);
+        }
         match self.op.delete(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
