@@ -83,7 +83,7 @@ impl std::fmt::Display for S3Location {
 }
 
 /// Packs kept in memory by the read cache (16 MiB each at most).
-const CACHED_PACKS: usize = 8;
+const CACHED_PACKS: usize = 6;
 
 /// The pack, or (whether it was missing, the error message).
 type CachedPack = Arc<OnceLock<std::result::Result<Arc<Vec<u8>>, (bool, String)>>>;

@@ -471,7 +471,21 @@ pub fn restore(
             );
         }
     }
-    let Planner { plan, errors, .. } = planner;
+    let Planner {
+        mut plan, errors, ..
+    } = planner;
+    // Restore files in the order their data lies in the packs, so that
+    // neighbouring reads hit the same pack (one request on remote storage,
+    // whose backend keeps recently read packs).
+    if let Ok(index) = repo.index() {
+        plan.files.sort_by_cached_key(|f| match &f.node.kind {
+            NodeKind::File { content, .. } => content
+                .first()
+                .and_then(|b| index.get(b))
+                .map_or((0, 0), |e| (e.pack, e.offset)),
+            _ => (0, 0),
+        });
+    }
     let mut stats = RestoreStats {
         errors,
         ..Default::default()
