@@ -82,8 +82,11 @@ impl std::fmt::Display for S3Location {
     }
 }
 
-/// Packs kept in memory by the read cache (16 MiB each at most).
-const CACHED_PACKS: usize = 6;
+/// Packs kept in memory by the read cache (16 MiB each at most), per
+/// connection: restore runs two reading threads per connection, each in its
+/// own stretch of packs.
+/// Ranged pack reads up to this size go through the pack cache.
+const SMALL_READ: u32 = 1 << 20;
 
 /// The pack, or (whether it was missing, the error message).
 type CachedPack = Arc<OnceLock<std::result::Result<Arc<Vec<u8>>, (bool, String)>>>;
@@ -95,6 +98,7 @@ type CachedPack = Arc<OnceLock<std::result::Result<Arc<Vec<u8>>, (bool, String)>
 #[derive(Default)]
 struct PackCache {
     packs: Mutex<VecDeque<(String, CachedPack)>>,
+    capacity: usize,
 }
 
 impl PackCache {
@@ -105,7 +109,7 @@ impl PackCache {
         }
         let p: CachedPack = Arc::new(OnceLock::new());
         packs.push_back((name.to_string(), p.clone()));
-        if packs.len() > CACHED_PACKS {
+        if packs.len() > self.capacity {
             packs.pop_front();
         }
         p
@@ -237,7 +241,10 @@ impl S3Backend {
             _runtime: runtime,
             location: location.clone(),
             connections,
-            cache: PackCache::default(),
+            cache: PackCache {
+                capacity: 2 * connections + 2,
+                ..PackCache::default()
+            },
         })
     }
 
@@ -377,7 +384,10 @@ impl Backend for S3Backend {
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
-        if t == FileType::Pack {
+        // Small reads (small files, trees) come from the cached whole pack;
+        // large ones (runs of a big file's blobs, up to 16 MiB) are one
+        // request each anyway.
+        if t == FileType::Pack && len <= SMALL_READ {
             return self.read_pack_range(name, offset, len);
         }
         let path = object_path(t, name)?;
