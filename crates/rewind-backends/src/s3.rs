@@ -300,6 +300,9 @@ impl S3Backend {
                 " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile)"
             }
             ErrorKind::ConfigInvalid => " (does the bucket exist?)",
+            _ if e.to_string().contains("signing credential") => {
+                " (no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile with -o s3.profile=NAME)"
+            }
             _ if e.to_string().contains("error sending request") => {
                 " (cannot reach the server; retried 6 times with backoff)"
             }

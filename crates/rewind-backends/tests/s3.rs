@@ -41,6 +41,14 @@ fn s3_backend_conformance_and_errors() {
         "retried a permanent error: {e}"
     );
     assert!(e.contains("conformance"), "{e}");
+    // No credentials at all: says which variables to set.
+    std::env::remove_var("AWS_ACCESS_KEY_ID");
+    std::env::remove_var("AWS_SECRET_ACCESS_KEY");
+    let e = backend(&server, "conformance", "")
+        .list(FileType::Snapshot)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
     server.set_env();
 
     // The server dies: a clear error after bounded retries, not a hang.

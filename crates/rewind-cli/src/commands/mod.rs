@@ -44,7 +44,8 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Repository location (default: $XDG_DATA_HOME/rewind/repo, created on first backup).
+    /// Repository location: a path, or s3:http[s]://endpoint/bucket[/prefix]
+    /// (default: $XDG_DATA_HOME/rewind/repo, created on first backup).
     #[arg(short = 'r', long = "repo", env = "REWIND_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
     /// File holding the repository password.
