@@ -179,3 +179,49 @@ fn a_killed_copy_resumes() {
     assert_trees_equal(&src, &restored(&t, &src), &[]);
     let _ = fs::remove_dir_all(&t);
 }
+
+#[test]
+fn backup_copy_to_sends_each_new_snapshot_offsite() {
+    let env = Env::with_repo();
+    let offsite = second_repo(&env);
+    let src = env.path("src");
+    random_tree(&src, 8, 50_000);
+
+    // A wrong password for the copy target is said before anything is backed up.
+    let mut c = env.cmd();
+    c.env("REWIND_TO_PASSWORD", "wrong").args([
+        "backup".as_ref(),
+        "--copy-to".as_ref(),
+        offsite.as_os_str(),
+        src.as_os_str(),
+    ]);
+    assert_eq!(run_cmd(c).code, Some(12));
+    assert_eq!(snapshot_files(&env.repo), 0);
+
+    for round in 0..2 {
+        write_random(&src.join(format!("round{round}")), 20_000);
+        let mut c = env.cmd();
+        c.env("REWIND_TO_PASSWORD", TO_PASSWORD).args([
+            "backup".as_ref(),
+            "--copy-to".as_ref(),
+            offsite.as_os_str(),
+            src.as_os_str(),
+        ]);
+        let r = run_cmd(c);
+        r.expect_code(0);
+        assert!(r.out().contains("copied to"), "{r}");
+        assert_eq!(snapshot_files(&offsite), round + 1);
+    }
+    at(&env, &offsite, &["check", "--read-data"]).expect_code(0);
+    let t = env.path("t");
+    at(
+        &env,
+        &offsite,
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    )
+    .expect_code(0);
+    assert_trees_equal(&src, &restored(&t, &src), &[]);
+    // Nothing left for a plain copy to do.
+    let s = copy(&env, &offsite, &[]).summary();
+    assert_eq!(s["copied"].as_array().unwrap().len(), 0, "{s}");
+}

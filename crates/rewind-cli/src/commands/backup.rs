@@ -57,6 +57,16 @@ pub struct Args {
     /// Back up the output of a command (after --); fails without a snapshot if the command fails.
     #[arg(long)]
     pub stdin_from_command: bool,
+    /// After the backup, copy the new snapshot to this repository too (an
+    /// offsite copy, with its own password and retention).
+    #[arg(long, value_name = "LOCATION")]
+    pub copy_to: Option<String>,
+    /// Password file of the --copy-to repository (else REWIND_TO_PASSWORD, or a prompt).
+    #[arg(long, env = "REWIND_TO_PASSWORD_FILE", value_name = "FILE")]
+    pub copy_to_password_file: Option<PathBuf>,
+    /// A backend option of the --copy-to repository, KEY=VALUE (repeatable).
+    #[arg(long = "copy-to-option", value_name = "KEY=VALUE")]
+    pub copy_to_options: Vec<String>,
     /// The command for --stdin-from-command.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -83,7 +93,18 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if super::init::ensure_default_repository(global)? && !global.quiet && !global.json {
         eprintln!();
     }
-    let repo = global.open()?;
+    let mut repo = global.open()?;
+    // The copy target is opened first: a wrong password or a missing
+    // repository is said before the backup, not after it.
+    let copy_to = match (&args.copy_to, args.dry_run) {
+        (Some(to), false) => Some(super::copy::open_destination(
+            to,
+            args.copy_to_password_file.as_deref(),
+            &args.copy_to_options,
+            &repo.config().id,
+        )?),
+        _ => None,
+    };
     let mut opts = BackupOptions::new(args.paths.clone());
     if let Some(h) = &args.host {
         opts.hostname = h.clone();
@@ -138,6 +159,40 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         })?
     };
     print_summary(&outcome, global, args.dry_run);
+    if let (Some(dst), Some(id)) = (&copy_to, outcome.snapshot_id) {
+        // The index this handle loaded predates the backup's blobs.
+        repo.refresh_index();
+        let report = rewind_core::copy::copy(&repo, dst, &[(id, outcome.snapshot.clone())], false)
+            .with_context(|| {
+                format!(
+                    "snapshot {} is saved, but copying it to {} failed (run `rewind copy --to ...` to retry)",
+                    id.short(),
+                    dst.backend().location()
+                )
+            })?;
+        if global.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "message_type": "copied",
+                    "destination": dst.backend().location(),
+                    "snapshot_id": report.copied.first().and_then(|(_, d)| d.map(|d| d.to_hex())),
+                    "bytes_added_stored": report.bytes_added_stored,
+                })
+            );
+        } else if !global.quiet {
+            for (_, d) in &report.copied {
+                if let Some(d) = d {
+                    println!(
+                        "copied to {} as snapshot {} ({} sent)",
+                        dst.backend().location(),
+                        d.short(),
+                        bytes(report.bytes_added_stored)
+                    );
+                }
+            }
+        }
+    }
     Ok(
         if outcome.warnings.is_empty() && outcome.summary().errors == 0 {
             crate::exit::OK

@@ -28,10 +28,18 @@ pub struct Args {
     pub select: super::SelectArgs,
 }
 
-fn open_destination(args: &Args, source_id: &str) -> Result<Repository> {
-    let location = rewind_backends::Location::parse(&args.to)?;
+/// Opens a copy destination: checks it is not the source (before any
+/// password), then opens it with the password from the file, the
+/// environment or a prompt.
+pub fn open_destination(
+    to: &str,
+    password_file: Option<&std::path::Path>,
+    option_args: &[String],
+    source_id: &str,
+) -> Result<Repository> {
+    let location = rewind_backends::Location::parse(to)?;
     let mut options = rewind_backends::Options::new();
-    for o in &args.to_options {
+    for o in option_args {
         let (k, v) = rewind_backends::parse_option(o)?;
         options.insert(k, v);
     }
@@ -45,7 +53,7 @@ fn open_destination(args: &Args, source_id: &str) -> Result<Repository> {
             "{shown} is the source repository itself; copy to another repository"
         )));
     }
-    let password = if let Some(f) = &args.to_password_file {
+    let password = if let Some(f) = password_file {
         let s = std::fs::read(f)
             .with_context(|| format!("cannot read password file {}", f.display()))?;
         super::first_line(&s)
@@ -65,7 +73,12 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         ));
     }
     let src = global.open()?;
-    let dst = open_destination(args, &src.config().id)?;
+    let dst = open_destination(
+        &args.to,
+        args.to_password_file.as_deref(),
+        &args.to_options,
+        &src.config().id,
+    )?;
     let wanted = if args.snapshots.is_empty() {
         args.select.matching(&src)?
     } else {

@@ -181,6 +181,12 @@ impl Repository {
         Ok(self.index.get_or_init(|| loaded).clone())
     }
 
+    /// Forgets the loaded index, so that the next use reads the index files
+    /// again (after this handle wrote blobs that it now wants to read).
+    pub fn refresh_index(&mut self) {
+        self.index = OnceLock::new();
+    }
+
     fn load_index(&self) -> Result<Index> {
         // Marks first: a pack marked after this read is one this process
         // may reuse, and prune then waits for its running marker.
