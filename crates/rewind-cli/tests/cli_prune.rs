@@ -306,3 +306,29 @@ fn prune_usage_errors() {
         );
     }
 }
+
+#[test]
+fn prune_removes_old_temporaries_of_killed_writes_only() {
+    let env = Env::with_repo();
+    with_garbage(&env, 3, 10_000);
+    let sub = env.repo.join("data").join("00");
+    let old = sub.join(format!(".{}.tmp-0123456789abcdef", "00".repeat(32)));
+    let young = sub.join(format!(".{}.tmp-fedcba9876543210", "00".repeat(32)));
+    fs::write(&old, b"half a pack").unwrap();
+    fs::write(&young, b"being written").unwrap();
+    set_mtime(&old, 1_600_000_000, 0);
+    let r = prune_json(&env, &["--dry-run"]);
+    assert_eq!(
+        r["temporaries_removed"], 0,
+        "a dry run removes nothing: {r}"
+    );
+    assert!(old.exists());
+    let r = prune_json(&env, &[]);
+    assert_eq!(r["temporaries_removed"], 1, "{r}");
+    assert!(!old.exists(), "an old temporary stays");
+    assert!(
+        young.exists(),
+        "a recent temporary (a running write) was removed"
+    );
+    env.ok(["check", "--read-data"]);
+}

@@ -162,6 +162,8 @@ pub struct PruneReport {
     pub index_removed: u64,
     /// Running backups seen (host, pid, start).
     pub running_backups: Vec<(String, u32, Timestamp)>,
+    /// Temporary files of interrupted writes removed (local backend).
+    pub temporaries_removed: u64,
     /// Earliest time at which a prune can delete the packs that wait.
     pub next_deletion: Option<Timestamp>,
 }
@@ -635,6 +637,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             repo.backend().delete(FileType::Running, &name)?;
         }
     }
+    // Temporaries of writes killed long ago (never those of a running
+    // backup: it writes each file within minutes).
+    let age = opts.grace.max(SignedDuration::from_hours(1)).unsigned_abs();
+    report.temporaries_removed = repo.backend().remove_stale_temporaries(age)?;
     Ok(report)
 }
 

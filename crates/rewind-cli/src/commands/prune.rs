@@ -223,6 +223,12 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
             opts.grace
         );
     }
+    if r.temporaries_removed > 0 {
+        println!(
+            "removed {} temporary file(s) left by interrupted writes",
+            r.temporaries_removed
+        );
+    }
     if opts.dry_run {
         println!("dry run: nothing was changed");
     }

@@ -248,6 +248,36 @@ impl Backend for LocalBackend {
         1
     }
 
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        let mut dirs: Vec<PathBuf> = FileType::ALL.iter().map(|t| self.dir(*t)).collect();
+        if let Ok(rd) = fs::read_dir(self.dir(FileType::Pack)) {
+            dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        dirs.sort();
+        dirs.dedup();
+        let mut removed = 0;
+        for d in dirs {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if !(name.starts_with('.') && name.contains(".tmp-")) {
+                    continue;
+                }
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age >= older_than);
+                if old && fs::remove_file(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn delete(&self, t: FileType, name: &str) -> Result<()> {
         let p = self.path(t, name)?;
         self.open_files.lock().expect("open files").remove(&p);

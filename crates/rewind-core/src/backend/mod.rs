@@ -108,6 +108,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn connections(&self) -> usize {
         2
     }
+    /// Removes temporary files of interrupted writes that are older than
+    /// `older_than`; returns how many. Backends without temporaries
+    /// (object stores: a PUT is atomic) have none.
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 #[doc(hidden)]
