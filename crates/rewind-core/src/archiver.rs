@@ -810,7 +810,9 @@ fn announce(repo: &Repository, opts: &BackupOptions) -> Result<Option<Running>> 
     if opts.dry_run {
         return Ok(None);
     }
-    repo.announce(RunningKind::Backup, &opts.hostname).map(Some)
+    // The real host (not --host): prune on this host checks the pid.
+    repo.announce(RunningKind::Backup, &local_hostname())
+        .map(Some)
 }
 
 /// Before the snapshot is written: if this backup was stopped or suspended

@@ -109,6 +109,11 @@ pub fn copy(
         report.copied = todo.iter().map(|(id, _)| (*id, None)).collect();
         return Ok(report);
     }
+    // The destination sees a backup: prune there postpones deletions.
+    let _marker = dst.announce(
+        crate::format::prune::RunningKind::Backup,
+        &crate::archiver::local_hostname(),
+    )?;
     let mapper = Mapper {
         src,
         trees: Mutex::new(HashMap::new()),

@@ -232,6 +232,24 @@ fn is_dead_here(m: &crate::format::prune::RunningMarker, opts: &PruneOptions) ->
     )
 }
 
+/// Live backup markers (not stale, not of a dead process on this host).
+fn live_backups(
+    repo: &Repository,
+    opts: &PruneOptions,
+    now: Timestamp,
+) -> Result<Vec<crate::format::prune::RunningMarker>> {
+    Ok(repo
+        .running_markers()?
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| {
+            m.kind == RunningKind::Backup
+                && now.duration_since(m.refreshed) < STALE_AFTER
+                && !is_dead_here(m, opts)
+        })
+        .collect())
+}
+
 /// What happens to a marked pack that no snapshot needs.
 enum Fate {
     Wait,
@@ -368,6 +386,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut partly: Vec<(PackId, u64)> = Vec::new(); // (pack, unused bytes)
     let mut new_marks: Vec<PackId> = Vec::new();
     let mut carried: Vec<Mark> = Vec::new();
+    let mut doomed: Vec<Mark> = Vec::new();
+    let mut unreadable_new: HashSet<PackId> = HashSet::new();
     let mut unindex: HashSet<PackId> = HashSet::new();
     let mut delete: Vec<PackId> = Vec::new();
     for id in &order {
@@ -396,6 +416,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                     report.deleted.add(info.size);
                     unindex.insert(*id);
                     delete.push(*id);
+                    // Marked until it is gone: a backup that reads the new
+                    // state and an old index file must not reuse it.
+                    doomed.push(Mark { pack: *id, since });
                 }
             },
             (false, mark) => {
@@ -450,6 +473,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                         carried.push(Mark { pack: id, since });
                     } else {
                         new_marks.push(id);
+                        unreadable_new.insert(id);
                     }
                     continue;
                 }
@@ -472,6 +496,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 Fate::Delete => {
                     report.deleted.add(size);
                     delete.push(id);
+                    doomed.push(Mark { pack: id, since });
                 }
             },
         }
@@ -515,15 +540,26 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     for id in &keep {
         report.kept.add(packs[id].size);
-        report.unused_bytes_kept += packs[id].size - packs[id].used_bytes;
+        report.unused_bytes_kept += packs[id].size.saturating_sub(packs[id].used_bytes);
     }
-    if opts.delete_now {
-        for id in new_marks.iter().chain(&repack) {
+    // With --now, what this run marks goes too (unless a backup started
+    // meanwhile: checked again after the state is written).
+    let now_delete: Vec<PackId> = if opts.delete_now {
+        new_marks
+            .iter()
+            .chain(&repack)
+            .filter(|id| !unreadable_new.contains(*id))
+            .copied()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if opts.dry_run {
+        for id in &now_delete {
             report.deleted.add(stored[id]);
             if packs.contains_key(id) {
                 unindex.insert(*id);
             }
-            delete.push(*id);
         }
     }
     let waits_from_now = !(opts.delete_now || new_marks.is_empty() && repack.is_empty());
@@ -536,7 +572,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             .map(|t| t.saturating_add(opts.grace).expect("in range"))
     };
     report.next_deletion = next_deletion(now);
-    let rewrite_index = !unindex.is_empty() || !recovered.is_empty() || {
+    let mut rewrite_index = !unindex.is_empty() || !recovered.is_empty() || {
         // Consolidate many small index files too.
         let needed = (packs.len() - unindex.len()).div_ceil(PACKS_PER_PRUNE_INDEX);
         old_index.len() > 2 * needed.max(1)
@@ -576,6 +612,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let since = opts.now.unwrap_or_else(Timestamp::now);
     report.next_deletion = next_deletion(since);
     let mut all_marks = carried;
+    all_marks.extend(doomed);
     all_marks.extend(
         new_marks
             .iter()
@@ -590,6 +627,32 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let (state_name, bytes) = new_state.seal(repo.crypto());
     repo.backend()
         .write(FileType::PruneState, &state_name.to_hex(), &bytes)?;
+
+    // --now: a backup that started during this run read the old state, so
+    // it may reuse (or have just uploaded) what this run marked. Look again.
+    if !now_delete.is_empty() {
+        let late = live_backups(repo, opts, Timestamp::now())?;
+        if late.is_empty() {
+            for id in &now_delete {
+                report.deleted.add(stored[id]);
+                if packs.contains_key(id) {
+                    unindex.insert(*id);
+                    rewrite_index = true;
+                }
+                delete.push(*id);
+            }
+            report.marked_unused = Packs::default();
+            report.marked_unindexed = Packs::default();
+        } else {
+            report.running_backups = late
+                .iter()
+                .map(|m| (m.hostname.clone(), m.pid, m.start))
+                .collect();
+            for id in &now_delete {
+                report.postponed.add(stored[id]);
+            }
+        }
+    }
 
     // 9. The new index (without the packs to delete, with the recovered
     //    ones), durable before the old index files go, which happens before

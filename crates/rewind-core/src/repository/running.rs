@@ -24,6 +24,9 @@ pub const STALE_AFTER: SignedDuration = SignedDuration::from_secs(30 * 60);
 struct Current {
     name: String,
     marker: RunningMarker,
+    /// A gap between refreshes (suspend, stop, failed writes) was long
+    /// enough for a prune to take this process for dead.
+    was_stale: bool,
 }
 
 /// The marker of an operation in progress; dropping it removes the marker.
@@ -57,7 +60,7 @@ impl Running {
     /// the process was stopped or suspended for long, or refreshing failed.
     pub fn went_stale(&self) -> bool {
         let c = self.current.lock().expect("marker");
-        Timestamp::now().duration_since(c.marker.refreshed) >= STALE_AFTER / 2
+        c.was_stale || Timestamp::now().duration_since(c.marker.refreshed) >= STALE_AFTER / 2
     }
 }
 
@@ -86,7 +89,11 @@ impl Repository {
             refreshed: Timestamp::now(),
         };
         let name = write_marker(&**self.backend(), self.crypto(), &marker)?;
-        let current = Arc::new(Mutex::new(Current { name, marker }));
+        let current = Arc::new(Mutex::new(Current {
+            name,
+            marker,
+            was_stale: false,
+        }));
         let (stop, stopped) = bounded::<()>(0);
         let backend = self.backend().clone();
         let crypto = self.crypto().clone();
@@ -98,7 +105,14 @@ impl Repository {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
-                let mut m = shared.lock().expect("marker").marker.clone();
+                let mut m = {
+                    let mut c = shared.lock().expect("marker");
+                    let now = Timestamp::now();
+                    if now.duration_since(c.marker.refreshed) >= STALE_AFTER / 2 {
+                        c.was_stale = true;
+                    }
+                    c.marker.clone()
+                };
                 m.refreshed = Timestamp::now();
                 // A failed refresh leaves the old marker; went_stale() reports
                 // it once it is old enough to matter.
@@ -124,17 +138,30 @@ impl Repository {
     /// Every readable running marker with its file name; unreadable ones
     /// are skipped (they cannot be told from garbage).
     pub fn running_markers(&self) -> Result<Vec<(String, RunningMarker)>> {
-        let mut out = Vec::new();
-        for f in self.backend().list(FileType::Running)? {
-            let bytes = match self.backend().read(FileType::Running, &f.name) {
-                Ok(b) => b,
-                Err(Error::Missing { .. }) => continue, // ended meanwhile
-                Err(e) => return Err(e),
-            };
-            if let Ok(m) = RunningMarker::open(self.crypto(), &f.name, &bytes) {
-                out.push((f.name, m));
+        // A marker that vanishes between list and read was ended or
+        // replaced by its refresh: list again, so a refreshed one is seen.
+        for _ in 0..5 {
+            let mut out = Vec::new();
+            let mut raced = false;
+            for f in self.backend().list(FileType::Running)? {
+                let bytes = match self.backend().read(FileType::Running, &f.name) {
+                    Ok(b) => b,
+                    Err(Error::Missing { .. }) => {
+                        raced = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Ok(m) = RunningMarker::open(self.crypto(), &f.name, &bytes) {
+                    out.push((f.name, m));
+                }
+            }
+            if !raced {
+                return Ok(out);
             }
         }
-        Ok(out)
+        Err(Error::Refused(
+            "the running markers keep changing while they are read; try again".into(),
+        ))
     }
 }
