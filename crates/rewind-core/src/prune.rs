@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::format::index::{IndexFile, IndexPack, VERSION as INDEX_VERSION};
+use crate::format::index::IndexPack;
 use crate::format::pack::{BlobKind, PackedBlob};
 use crate::format::prune::{Mark, PruneState, RunningKind, VERSION};
 use crate::format::tree::NodeKind;
@@ -669,21 +669,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             .collect();
         listed.extend(recovered);
         listed.sort_by_key(|p| p.id);
-        for chunk in listed.chunks(PACKS_PER_PRUNE_INDEX) {
-            let file = IndexFile {
-                version: INDEX_VERSION,
-                supersedes: old_index.clone(),
-                packs: chunk.to_vec(),
-            };
-            let (id, bytes) = file.seal(repo.crypto());
-            repo.backend()
-                .write(FileType::Index, &id.to_hex(), &bytes)?;
-            report.index_written += 1;
-        }
-        for id in &old_index {
-            repo.backend().delete(FileType::Index, &id.to_hex())?;
-            report.index_removed += 1;
-        }
+        let (written, removed) = repo.replace_index(&listed, &old_index, PACKS_PER_PRUNE_INDEX)?;
+        report.index_written += written;
+        report.index_removed += removed;
     }
 
     // 10. Delete.

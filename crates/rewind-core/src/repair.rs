@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::backend::FileType;
 use crate::error::Result;
-use crate::format::index::{IndexFile, IndexPack, VERSION};
+use crate::format::index::IndexPack;
 use crate::format::pack::PackHeader;
 use crate::id::{IndexId, PackId};
 use crate::repository::Repository;
@@ -89,22 +89,10 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexStats
     if dry_run {
         return Ok(stats);
     }
-    for chunk in good.chunks(crate::repository::PACKS_PER_INDEX) {
-        let file = IndexFile {
-            version: VERSION,
-            supersedes: old.clone(),
-            packs: chunk.to_vec(),
-        };
-        let (id, bytes) = file.seal(repo.crypto());
-        repo.backend()
-            .write(FileType::Index, &id.to_hex(), &bytes)?;
-        stats.written += 1;
-    }
-    // Only now that the new index is durable do the old files go.
-    for id in &old {
-        repo.backend().delete(FileType::Index, &id.to_hex())?;
-        stats.removed += 1;
-    }
+    // The old files go only once the new index is durable.
+    let (written, removed) = repo.replace_index(&good, &old, crate::repository::PACKS_PER_INDEX)?;
+    stats.written = written as usize;
+    stats.removed = removed as usize;
     Ok(stats)
 }
 

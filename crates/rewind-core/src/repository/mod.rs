@@ -181,6 +181,35 @@ impl Repository {
         Ok(self.index.get_or_init(|| loaded).clone())
     }
 
+    /// Replaces the index files `old` by new ones listing `packs`
+    /// (`per_file` packs each, `supersedes` = `old`): the new files are
+    /// durable before any old one is deleted, so a crash in between leaves
+    /// both (a harmless superset). Returns (written, removed).
+    pub fn replace_index(
+        &self,
+        packs: &[crate::format::index::IndexPack],
+        old: &[IndexId],
+        per_file: usize,
+    ) -> Result<(u64, u64)> {
+        let mut written = 0;
+        for chunk in packs.chunks(per_file.max(1)) {
+            let file = IndexFile {
+                version: crate::format::index::VERSION,
+                supersedes: old.to_vec(),
+                packs: chunk.to_vec(),
+            };
+            let (id, bytes) = file.seal(&self.crypto);
+            self.backend.write(FileType::Index, &id.to_hex(), &bytes)?;
+            written += 1;
+        }
+        let mut removed = 0;
+        for id in old {
+            self.backend.delete(FileType::Index, &id.to_hex())?;
+            removed += 1;
+        }
+        Ok((written, removed))
+    }
+
     /// Forgets the loaded index, so that the next use reads the index files
     /// again (after this handle wrote blobs that it now wants to read).
     pub fn refresh_index(&mut self) {
