@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 need=()
 command -v setfattr >/dev/null 2>&1 || need+=(attr)
 command -v tar >/dev/null 2>&1 || need+=(tar)
+# A real SFTP server for the SFTP tests: OpenSSH (started by the tests on a
+# loopback port with their own keys; the package's own service is not used).
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

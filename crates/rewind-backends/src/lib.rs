@@ -8,12 +8,17 @@
 //! |---|---|
 //! | `/path`, `local:/path` | [`LocalBackend`] |
 //! | `s3:http[s]://endpoint/bucket[/prefix]` | [`s3::S3Backend`] (credentials from the AWS environment variables or profile files) |
+//! | `sftp:[user@]host[:port]/path`, `sftp:[user@]host:relative/path` | [`sftp::SftpBackend`] (through the system's `ssh`) |
 //!
 //! Options (`--option key=value`): `s3.region` (default `us-east-1`, or
 //! `AWS_REGION`), `s3.connections` (parallel uploads, default 5),
-//! `s3.profile` (AWS profile name).
+//! `s3.profile` (AWS profile name); `sftp.command` (default `ssh`),
+//! `sftp.args` (extra ssh arguments), `sftp.connections` (requests in
+//! flight, default 8).
 
+mod packcache;
 pub mod s3;
+pub mod sftp;
 #[cfg(feature = "testsupport")]
 pub mod testsupport;
 
@@ -31,23 +36,27 @@ pub enum Location {
     Local(PathBuf),
     /// An S3-compatible bucket.
     S3(s3::S3Location),
+    /// A directory on an SFTP server.
+    Sftp(sftp::SftpLocation),
 }
 
 impl Location {
-    /// Parses `PATH`, `local:PATH` or `s3:http[s]://endpoint/bucket[/prefix]`.
+    /// Parses `PATH`, `local:PATH`, `s3:http[s]://endpoint/bucket[/prefix]`
+    /// or `sftp:[user@]host[:port]/path`.
     pub fn parse(s: &str) -> Result<Location> {
         if let Some(rest) = s.strip_prefix("s3:") {
             return s3::S3Location::parse(rest).map(Location::S3);
         }
+        if let Some(rest) = s.strip_prefix("sftp:") {
+            return sftp::SftpLocation::parse(rest).map(Location::Sftp);
+        }
         if let Some(rest) = s.strip_prefix("local:") {
             return Ok(Location::Local(PathBuf::from(rest)));
         }
-        for scheme in [
-            "sftp:", "rest:", "rclone:", "azure:", "gs:", "b2:", "swift:",
-        ] {
+        for scheme in ["rest:", "rclone:", "azure:", "gs:", "b2:", "swift:"] {
             if s.starts_with(scheme) {
                 return Err(Error::InvalidInput(format!(
-                    "repository {s:?}: {scheme} locations are not supported yet; use a path or s3:http[s]://endpoint/bucket[/prefix]"
+                    "repository {s:?}: {scheme} locations are not supported yet; use a path, sftp:[user@]host[:port]/path or s3:http[s]://endpoint/bucket[/prefix]"
                 )));
             }
         }
@@ -58,7 +67,7 @@ impl Location {
     pub fn local_path(&self) -> Option<&std::path::Path> {
         match self {
             Location::Local(p) => Some(p),
-            Location::S3(_) => None,
+            Location::S3(_) | Location::Sftp(_) => None,
         }
     }
 }
@@ -79,16 +88,25 @@ pub fn parse_option(s: &str) -> Result<(String, String)> {
 /// Opens the backend of a location.
 pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>> {
     for k in options.keys() {
-        let known = matches!(k.as_str(), "s3.region" | "s3.connections" | "s3.profile");
+        let known = matches!(
+            k.as_str(),
+            "s3.region"
+                | "s3.connections"
+                | "s3.profile"
+                | "sftp.command"
+                | "sftp.args"
+                | "sftp.connections"
+        );
         if !known {
             return Err(Error::InvalidInput(format!(
-                "unknown option {k:?}; known: s3.region, s3.connections, s3.profile"
+                "unknown option {k:?}; known: s3.region, s3.connections, s3.profile, sftp.command, sftp.args, sftp.connections"
             )));
         }
     }
     Ok(match location {
         Location::Local(p) => Arc::new(LocalBackend::new(p)),
         Location::S3(l) => Arc::new(s3::S3Backend::open(l, options)?),
+        Location::Sftp(l) => Arc::new(sftp::SftpBackend::open(l, options)?),
     })
 }
 
@@ -113,7 +131,11 @@ mod tests {
         assert_eq!(l.endpoint, "http://127.0.0.1:8333");
         assert_eq!(l.bucket, "bucket");
         assert_eq!(l.prefix, "a/b");
-        assert!(Location::parse("sftp:me@host/x").is_err());
+        assert!(matches!(
+            Location::parse("sftp:me@host/x").unwrap(),
+            Location::Sftp(_)
+        ));
+        assert!(Location::parse("rclone:x").is_err());
         assert!(Location::parse("s3:http://host").is_err());
         assert!(Location::parse("s3:ftp://host/b").is_err());
         assert!(Location::parse("s3:http://host/Bad_Bucket").is_err());

@@ -9,9 +9,7 @@
 //! exponential backoff (0.2 s to 10 s, jittered); permanent ones (403, 404,
 //! a missing bucket) fail at once.
 
-use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -21,6 +19,7 @@ use opendal::{blocking, EntryMode, ErrorKind};
 use rewind_core::backend::{Backend, FileInfo, FileType, WriteOutcome};
 use rewind_core::{Error, Result};
 
+use crate::packcache::{PackCache, SMALL_READ};
 use crate::Options;
 
 /// Where an S3 repository is.
@@ -79,47 +78,6 @@ impl std::fmt::Display for S3Location {
             write!(f, "/{}", self.prefix)?;
         }
         Ok(())
-    }
-}
-
-/// Packs kept in memory by the read cache (16 MiB each at most), per
-/// connection: restore runs two reading threads per connection, each in its
-/// own stretch of packs.
-/// Ranged pack reads up to this size go through the pack cache.
-const SMALL_READ: u32 = 1 << 20;
-
-/// The pack, or (whether it was missing, the error message).
-type CachedPack = Arc<OnceLock<std::result::Result<Arc<Vec<u8>>, (bool, String)>>>;
-
-/// Whole packs fetched for ranged reads. On S3 a request costs milliseconds
-/// whatever its size, and restore, `dump` and tree walks read many small
-/// neighbouring blobs: one GET of the pack serves them all. Threads that
-/// want a pack being fetched wait for that fetch.
-#[derive(Default)]
-struct PackCache {
-    packs: Mutex<VecDeque<(String, CachedPack)>>,
-    capacity: usize,
-}
-
-impl PackCache {
-    fn slot(&self, name: &str) -> CachedPack {
-        let mut packs = self.packs.lock().expect("pack cache");
-        if let Some((_, p)) = packs.iter().find(|(n, _)| n == name) {
-            return p.clone();
-        }
-        let p: CachedPack = Arc::new(OnceLock::new());
-        packs.push_back((name.to_string(), p.clone()));
-        if packs.len() > self.capacity {
-            packs.pop_front();
-        }
-        p
-    }
-
-    fn forget(&self, name: &str) {
-        self.packs
-            .lock()
-            .expect("pack cache")
-            .retain(|(n, _)| n != name);
     }
 }
 
@@ -241,51 +199,8 @@ impl S3Backend {
             _runtime: runtime,
             location: location.clone(),
             connections,
-            cache: PackCache {
-                capacity: 2 * connections + 2,
-                ..PackCache::default()
-            },
+            cache: PackCache::new(2 * connections + 2),
         })
-    }
-
-    fn read_pack_range(&self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
-        let slot = self.cache.slot(name);
-        let pack = slot.get_or_init(|| {
-            self.read(FileType::Pack, name)
-                .map(Arc::new)
-                .map_err(|e| (matches!(e, Error::Missing { .. }), e.to_string()))
-        });
-        let pack = match pack {
-            Ok(p) => p.clone(),
-            Err((missing, e)) => {
-                // Not cached: the next read tries again.
-                self.cache.forget(name);
-                return Err(if *missing {
-                    Error::Missing {
-                        what: "pack",
-                        id: name.to_string(),
-                    }
-                } else {
-                    Error::io(format!("read pack {name}"), io::Error::other(e.clone()))
-                });
-            }
-        };
-        let end = offset.checked_add(u64::from(len));
-        match end {
-            Some(end) if end <= pack.len() as u64 => {
-                Ok(pack[offset as usize..end as usize].to_vec())
-            }
-            _ => Err(Error::io(
-                format!("read {}/pack {name}", self.location),
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{len} bytes at {offset} lie beyond its end ({} bytes)",
-                        pack.len()
-                    ),
-                ),
-            )),
-        }
     }
 
     fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
@@ -391,7 +306,10 @@ impl Backend for S3Backend {
         // large ones (runs of a big file's blobs, up to 16 MiB) are one
         // request each anyway.
         if t == FileType::Pack && len <= SMALL_READ {
-            return self.read_pack_range(name, offset, len);
+            let location = self.location();
+            return self.cache.read_range(&location, name, offset, len, || {
+                self.read(FileType::Pack, name)
+            });
         }
         let path = object_path(t, name)?;
         let opts = ReadOptions {

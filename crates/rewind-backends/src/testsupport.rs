@@ -171,3 +171,218 @@ impl Drop for SeaweedFs {
         self.kill();
     }
 }
+
+/// A real OpenSSH sshd on loopback for SFTP tests (Debian's openssh-server,
+/// installed by `scripts/test.sh`), with its own host key and a client key
+/// for the current user. Killed on drop.
+pub struct SshServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// The loopback port.
+    pub port: u16,
+    /// The login name (the current user).
+    pub user: String,
+}
+
+/// The `sshd` binary: `REWIND_TEST_SSHD`, else `/usr/sbin/sshd`.
+pub fn sshd_binary() -> PathBuf {
+    let p: PathBuf = std::env::var_os("REWIND_TEST_SSHD")
+        .map(Into::into)
+        .unwrap_or_else(|| "/usr/sbin/sshd".into());
+    assert!(
+        p.exists(),
+        "OpenSSH's sshd ({}) not found: the SFTP tests need a real server. Run scripts/test.sh, \
+         which installs it (apt openssh-server), or set REWIND_TEST_SSHD",
+        p.display()
+    );
+    p
+}
+
+fn run_ok(c: &mut Command) {
+    let out = c.output().unwrap_or_else(|e| panic!("run {c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SshServer {
+    /// Starts sshd on a free loopback port and waits until it accepts.
+    pub fn start() -> SshServer {
+        let dir = tempfile::Builder::new()
+            .prefix("rewind-sshd-")
+            .tempdir()
+            .expect("tempdir");
+        let d = dir.path();
+        for (key, comment) in [("host_key", "host"), ("client_key", "client")] {
+            run_ok(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+                    .arg(d.join(key)),
+            );
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))
+            .expect("authorized_keys");
+        let user = String::from_utf8(
+            Command::new("id")
+                .arg("-un")
+                .output()
+                .expect("id -un")
+                .stdout,
+        )
+        .expect("user name")
+        .trim()
+        .to_string();
+        // Privilege separation needs /run/sshd when sshd runs as root.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = free_port();
+        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
+        let mut kh = String::new();
+        for field in host_pub.split_whitespace().take(2) {
+            kh.push(' ');
+            kh.push_str(field);
+        }
+        std::fs::write(d.join("known_hosts"), format!("[127.0.0.1]:{port}{kh}\n"))
+            .expect("known_hosts");
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\n\
+                 AuthorizedKeysFile {}\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n\
+                 LogLevel ERROR\n",
+                d.join("host_key").display(),
+                d.join("authorized_keys").display()
+            ),
+        )
+        .expect("sshd_config");
+        let mut s = SshServer {
+            child: None,
+            dir,
+            port,
+            user,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("sshd.log")).expect("log file");
+        let child = Command::new(sshd_binary())
+            .args(["-D", "-e", "-f"])
+            .arg(self.dir.path().join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start sshd");
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let text =
+                    std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default();
+                panic!("sshd exited ({status}):\n{text}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sshd did not listen in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `sftp:USER@127.0.0.1:PORT/PATH` (`path` absolute).
+    pub fn url(&self, path: &Path) -> String {
+        format!(
+            "sftp:{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            path.display()
+        )
+    }
+
+    /// The ssh arguments a client needs (`-o sftp.args=...`): the client key,
+    /// this server's host key, no prompts, no user config.
+    pub fn ssh_args(&self) -> String {
+        let d = self.dir.path();
+        format!(
+            "-F none -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
+            d.join("client_key").display(),
+            d.join("known_hosts").display()
+        )
+    }
+
+    /// Backend options for a client of this server.
+    pub fn options(&self) -> crate::Options {
+        [("sftp.args".to_string(), self.ssh_args())].into()
+    }
+
+    /// What sshd logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Kills sshd and every session it started (SIGKILL), as a crash or a
+    /// reboot of the server would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Sessions are its descendants (they may have left its process
+            // group): find them by parent pid before they are orphaned.
+            let mut all: Vec<u32> = Vec::new();
+            let mut parents = vec![c.id()];
+            while !parents.is_empty() {
+                parents = children_of(&parents);
+                all.extend(&parents);
+            }
+            let _ = c.kill();
+            for k in &all {
+                let _ = Command::new("kill").args(["-9", &k.to_string()]).status();
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and keys.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+/// Processes whose parent is one of `parents` (from /proc).
+fn children_of(parents: &[u32]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid.is_some_and(|p| parents.contains(&p)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
