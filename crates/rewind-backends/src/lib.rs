@@ -18,6 +18,7 @@
 
 mod packcache;
 pub mod s3;
+mod s3lock;
 pub mod sftp;
 #[cfg(feature = "testsupport")]
 pub mod testsupport;

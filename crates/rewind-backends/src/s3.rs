@@ -10,16 +10,18 @@
 //! a missing bucket) fail at once.
 
 use std::io;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
-use opendal::options::{ListOptions, ReadOptions, WriteOptions};
+use opendal::options::{DeleteOptions, ListOptions, ReadOptions, WriteOptions};
 use opendal::services::S3;
 use opendal::{blocking, EntryMode, ErrorKind};
-use rewind_core::backend::{Backend, FileInfo, FileType, WriteOutcome};
+use rewind_core::backend::{Backend, FileInfo, FileType, ObjectLock, WriteOutcome};
 use rewind_core::{Error, Result};
 
 use crate::packcache::{PackCache, SMALL_READ};
+use crate::s3lock::{BucketLock, Raw};
 use crate::Options;
 
 /// Where an S3 repository is.
@@ -85,6 +87,13 @@ impl std::fmt::Display for S3Location {
 pub struct S3Backend {
     // Dropped before the runtime it runs on.
     op: blocking::Operator,
+    /// The same, sending Content-MD5 with every PUT, as S3 requires on
+    /// buckets with Object Lock.
+    op_md5: blocking::Operator,
+    /// Object Lock requests opendal does not make.
+    raw: Raw,
+    /// The bucket's Object Lock state, asked once.
+    lock: Mutex<Option<BucketLock>>,
     _runtime: tokio::runtime::Runtime,
     location: S3Location,
     connections: usize,
@@ -157,21 +166,56 @@ impl S3Backend {
                 })?,
             None => 5,
         };
-        let mut builder = S3::default()
-            .endpoint(&location.endpoint)
-            .bucket(&location.bucket)
-            .root(&format!("/{}", location.prefix))
-            .region(&region)
-            // Never wait for an EC2 metadata service that is not there.
-            .disable_ec2_metadata();
-        if let Some(p) = options.get("s3.profile") {
-            builder = builder.profile(p);
-        }
+        let builder = || {
+            let b = S3::default()
+                .endpoint(&location.endpoint)
+                .bucket(&location.bucket)
+                .root(&format!("/{}", location.prefix))
+                .region(&region)
+                // Never wait for an EC2 metadata service that is not there.
+                .disable_ec2_metadata();
+            match options.get("s3.profile") {
+                Some(p) => b.profile(p),
+                None => b,
+            }
+        };
         let ctx = |e: opendal::Error| {
             Error::InvalidInput(format!("cannot use S3 repository {location}: {e}"))
         };
-        let op = opendal::Operator::new(builder)
-            .map_err(ctx)?
+        let raw = Raw::new(
+            &location.endpoint,
+            &location.bucket,
+            &region,
+            options.get("s3.profile").map(String::as_str),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("rewind-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the S3 client runtime", e))?;
+        let (op, op_md5) = {
+            let _guard = runtime.enter();
+            (
+                Self::operator(builder()).map_err(ctx)?,
+                Self::operator(builder().checksum_algorithm("md5")).map_err(ctx)?,
+            )
+        };
+        Ok(S3Backend {
+            op,
+            op_md5,
+            raw,
+            lock: Mutex::new(None),
+            _runtime: runtime,
+            location: location.clone(),
+            connections,
+            cache: PackCache::new(2 * connections + 2),
+        })
+    }
+
+    /// An operator with timeouts and retries.
+    fn operator(builder: S3) -> opendal::Result<blocking::Operator> {
+        let op = opendal::Operator::new(builder)?
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(Duration::from_secs(300))
@@ -184,23 +228,119 @@ impl S3Backend {
                     .with_min_delay(Duration::from_millis(200))
                     .with_max_delay(Duration::from_secs(10)),
             );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("rewind-s3")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("start the S3 client runtime", e))?;
-        let op = {
-            let _guard = runtime.enter();
-            blocking::Operator::new(op).map_err(ctx)?
+        blocking::Operator::new(op)
+    }
+
+    /// The object key of a repository path (with the prefix).
+    fn key(&self, path: &str) -> String {
+        if self.location.prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}/{path}", self.location.prefix)
+        }
+    }
+
+    fn raw_err(&self, what: &str, e: String) -> Error {
+        Error::io(format!("{what} {}", self.location), io::Error::other(e))
+    }
+
+    /// The bucket's Object Lock state (asked once per process). A server
+    /// that does not implement Object Lock counts as a bucket without it.
+    fn bucket_lock(&self) -> Result<BucketLock> {
+        let mut cached = self.lock.lock().expect("lock state");
+        if let Some(l) = *cached {
+            return Ok(l);
+        }
+        let l = self
+            ._runtime
+            .block_on(self.raw.bucket_lock())
+            .map_err(|e| self.raw_err("ask about Object Lock on", e))?;
+        *cached = Some(l);
+        Ok(l)
+    }
+
+    fn locking(&self) -> Result<bool> {
+        Ok(self.bucket_lock()? != BucketLock::Disabled)
+    }
+
+    /// On a locked bucket: deletes every version of `path` that its
+    /// retention allows (after the delete marker that hid it).
+    fn delete_versions(&self, path: &str) -> Result<()> {
+        let (parent, _) = path.rsplit_once('/').unwrap_or(("", path));
+        let opts = ListOptions {
+            versions: true,
+            deleted: true,
+            ..Default::default()
         };
-        Ok(S3Backend {
-            op,
-            _runtime: runtime,
-            location: location.clone(),
-            connections,
-            cache: PackCache::new(2 * connections + 2),
-        })
+        let dir = if parent.is_empty() {
+            String::new()
+        } else {
+            format!("{parent}/")
+        };
+        let entries = match self.op.list_options(&dir, opts) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.err("list versions of", path, e)),
+        };
+        let versions: Vec<_> = entries.into_iter().filter(|e| e.path() == path).collect();
+        self.remove_versions(path, &versions, None)?;
+        Ok(())
+    }
+
+    /// Deletes the data versions among `versions` (all of one path) that
+    /// are older than `older_than` (all if None) and whose retention allows
+    /// it; then the delete markers, if no data version is left. Never
+    /// touches a current data version. Returns how many data versions went.
+    fn remove_versions(
+        &self,
+        path: &str,
+        versions: &[opendal::Entry],
+        older_than: Option<SystemTime>,
+    ) -> Result<u64> {
+        let mut removed = 0;
+        let mut left = 0;
+        for v in versions.iter().filter(|v| !v.metadata().is_deleted()) {
+            let m = v.metadata();
+            let old_enough = match (older_than, m.last_modified()) {
+                (None, _) => true,
+                (Some(t), Some(lm)) => SystemTime::from(lm) < t,
+                (Some(_), None) => false,
+            };
+            let (Some(version), false, true) =
+                (m.version(), m.is_current() == Some(true), old_enough)
+            else {
+                left += 1;
+                continue;
+            };
+            let opts = DeleteOptions {
+                version: Some(version.to_string()),
+                ..Default::default()
+            };
+            match self.op.delete_options(path, opts) {
+                Ok(()) => removed += 1,
+                // Retained: it stays until its retention ends.
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => left += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err("delete a version of", path, e)),
+            }
+        }
+        if left == 0 {
+            for v in versions.iter().filter(|v| v.metadata().is_deleted()) {
+                let Some(version) = v.metadata().version() else {
+                    continue;
+                };
+                let opts = DeleteOptions {
+                    version: Some(version.to_string()),
+                    ..Default::default()
+                };
+                match self.op.delete_options(path, opts) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(self.err("delete a delete marker of", path, e)),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
@@ -353,8 +493,14 @@ impl Backend for S3Backend {
             if_not_exists: true,
             ..Default::default()
         };
+        // Locked buckets want Content-MD5 (and retain what is written).
+        let op = if self.locking()? {
+            &self.op_md5
+        } else {
+            &self.op
+        };
         // One buffer: a single PUT, atomic on every S3 implementation.
-        match self.op.write_options(&path, data.to_vec(), opts) {
+        match op.write_options(&path, data.to_vec(), opts) {
             Ok(_) => Ok(WriteOutcome::Created),
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(WriteOutcome::AlreadyExists),
             Err(e) => Err(self.err("write", &path, e)),
@@ -366,14 +512,98 @@ impl Backend for S3Backend {
         if t == FileType::Pack {
             self.cache.forget(name);
         }
+        // On a locked (hence versioned) bucket this only adds a delete
+        // marker: the file is gone from listings at once, its data stays
+        // until its retention ends.
         match self.op.delete(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err("delete", &path, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(self.err("delete", &path, e)),
         }
+        if self.locking()? {
+            self.delete_versions(&path)?;
+        }
+        Ok(())
     }
 
     fn connections(&self) -> usize {
         self.connections
+    }
+
+    fn object_lock(&self) -> Result<Option<ObjectLock>> {
+        Ok(match self.bucket_lock()? {
+            BucketLock::Default(l) => Some(l),
+            _ => None,
+        })
+    }
+
+    fn set_object_lock(&self, lock: ObjectLock) -> Result<()> {
+        *self.lock.lock().expect("lock state") = None;
+        if self.bucket_lock()? == BucketLock::Disabled {
+            return Err(Error::InvalidInput(format!(
+                "bucket {:?} at {} has no Object Lock; it can only be enabled when the bucket is created (e.g. aws s3api create-bucket --bucket {} --object-lock-enabled-for-bucket)",
+                self.location.bucket, self.location.endpoint, self.location.bucket
+            )));
+        }
+        self._runtime
+            .block_on(self.raw.set_default_retention(lock))
+            .map_err(|e| self.raw_err("set Object Lock on", e))?;
+        *self.lock.lock().expect("lock state") = None;
+        match self.bucket_lock()? {
+            BucketLock::Default(l) if l == lock => Ok(()),
+            other => Err(Error::io(
+                format!("set Object Lock on {}", self.location),
+                io::Error::other(format!(
+                    "the server accepted {lock:?} but now reports {other:?}"
+                )),
+            )),
+        }
+    }
+
+    fn retained_until(&self, t: FileType, name: &str) -> Result<Option<SystemTime>> {
+        if !self.locking()? {
+            return Ok(None);
+        }
+        let key = self.key(&object_path(t, name)?);
+        self._runtime
+            .block_on(self.raw.retained_until(&key))
+            .map_err(|e| self.raw_err("read the retention of a file in", e))
+    }
+
+    fn remove_expired_versions(&self) -> Result<u64> {
+        let Some(lock) = self.object_lock()? else {
+            return Ok(0);
+        };
+        let opts = ListOptions {
+            recursive: true,
+            versions: true,
+            deleted: true,
+            ..Default::default()
+        };
+        let entries = self
+            .op
+            .list_options("", opts)
+            .map_err(|e| self.err("list versions of", "", e))?;
+        let mut by_path: std::collections::BTreeMap<String, Vec<opendal::Entry>> =
+            Default::default();
+        for e in entries {
+            if e.metadata().mode() == EntryMode::FILE {
+                by_path.entry(e.path().to_string()).or_default().push(e);
+            }
+        }
+        // Older than the default retention (and a day, for clocks): its
+        // retention has ended unless someone extended it, and then the
+        // server refuses and it stays.
+        let cutoff = SystemTime::now() - Duration::from_secs((u64::from(lock.days) + 1) * 86_400);
+        let mut removed = 0;
+        for (path, versions) in by_path {
+            let has_old = versions
+                .iter()
+                .any(|v| v.metadata().is_current() != Some(true));
+            if has_old {
+                removed += self.remove_versions(&path, &versions, Some(cutoff))?;
+            }
+        }
+        Ok(removed)
     }
 }

@@ -151,6 +151,19 @@ impl SeaweedFs {
         }
     }
 
+    /// Creates a bucket with Object Lock (hence versioning) enabled and no
+    /// default retention, as an owner would before `rewind init
+    /// --object-lock-days`.
+    pub fn create_locked_bucket(&self, bucket: &str) {
+        let raw = crate::s3lock::Raw::with_keys(&self.endpoint, bucket, ACCESS_KEY, SECRET_KEY);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(raw.create_locked_bucket())
+            .unwrap_or_else(|e| panic!("create locked bucket {bucket}: {e}"));
+    }
+
     /// Kills the server (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -182,3 +182,66 @@ fn the_s3_server_dying_mid_backup_fails_cleanly_and_the_next_backup_completes() 
     s3.ok(["check", "--read-data"]);
     s3.restore_matches(&src, "t");
 }
+
+#[test]
+fn object_lock_keeps_forgotten_data_and_prune_says_until_when() {
+    let mut s3 = S3Env::new("plainbucket");
+    s3.server.create_locked_bucket("lockedbucket");
+    // A bucket without Object Lock: refused before anything is written.
+    let r = s3.run(["init", "--object-lock-days", "1"]);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("no Object Lock"), "{r}");
+    assert_eq!(s3.run(["snapshots"]).code, Some(10), "nothing was created");
+    // A mode without days, and zero days, are usage errors.
+    assert_eq!(
+        s3.run(["init", "--object-lock-mode", "governance"]).code,
+        Some(2)
+    );
+    assert_eq!(s3.run(["init", "--object-lock-days", "0"]).code, Some(2));
+
+    s3.url = s3.server.url("lockedbucket", "repo");
+    let r = s3.ok(["init", "--object-lock-days", "1"]);
+    assert!(
+        r.out()
+            .contains("Object Lock: every file is kept for 1 days"),
+        "{r}"
+    );
+    let src = s3.env.path("src");
+    random_tree(&src, 6, 300_000);
+    s3.ok(["backup".as_ref(), src.as_os_str()]);
+    std::fs::remove_dir_all(&src).unwrap();
+    random_tree(&src, 4, 200_000);
+    s3.ok(["backup".as_ref(), src.as_os_str()]);
+
+    // The first snapshot is forgotten at once; its packs are not deleted,
+    // and prune names them and the end of their retention.
+    let r = s3.ok([
+        "forget",
+        "--keep-last",
+        "1",
+        "--allow-short-history",
+        "--prune",
+        "--now",
+    ]);
+    let out = r.out();
+    eprintln!("{out}");
+    assert!(
+        out.contains("retained:") && out.contains("under Object Lock"),
+        "{out}"
+    );
+    assert!(out.contains("deleted:   0 packs"), "{out}");
+    let r = s3.ok(["--json", "prune", "--now"]);
+    let summary: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let report = &summary["report"];
+    assert!(
+        report["retained"]["count"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    assert_eq!(report["deleted"]["count"], 0, "{summary}");
+    assert_eq!(
+        report["retained_until"].as_array().unwrap().len() as u64,
+        report["retained"]["count"].as_u64().unwrap()
+    );
+    s3.ok(["check", "--read-data"]);
+    s3.restore_matches(&src, "t");
+}

@@ -114,6 +114,11 @@ impl Packs {
         self.count += 1;
         self.bytes += bytes;
     }
+
+    fn remove(&mut self, bytes: u64) {
+        self.count -= 1;
+        self.bytes -= bytes;
+    }
 }
 
 /// What prune found and did (or would do, for a dry run).
@@ -162,6 +167,15 @@ pub struct PruneReport {
     pub index_removed: u64,
     /// Running backups seen (host, pid, start).
     pub running_backups: Vec<(String, u32, Timestamp)>,
+    /// Packs due for deletion that the store still retains (S3 Object
+    /// Lock): they stay marked, and a prune after their retention deletes
+    /// them.
+    pub retained: Packs,
+    /// Those packs and the end of their retention, earliest first.
+    pub retained_until: Vec<(String, Timestamp)>,
+    /// Old versions of deleted files removed once their retention ended
+    /// (S3 Object Lock).
+    pub versions_removed: u64,
     /// Temporary files of interrupted writes removed (local backend).
     pub temporaries_removed: u64,
     /// Earliest time at which a prune can delete the packs that wait.
@@ -544,7 +558,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     // With --now, what this run marks goes too (unless a backup started
     // meanwhile: checked again after the state is written).
-    let now_delete: Vec<PackId> = if opts.delete_now {
+    let mut now_delete: Vec<PackId> = if opts.delete_now {
         new_marks
             .iter()
             .chain(&repack)
@@ -554,6 +568,40 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     } else {
         Vec::new()
     };
+    // 6b. Object Lock: the store refuses to delete a pack it still retains
+    //     (a delete would only hide it). Such a pack is not deleted: it
+    //     stays marked and indexed, and a prune after its retention deletes
+    //     it.
+    let retained = retained_packs(repo, delete.iter().chain(&now_delete), now)?;
+    if !retained.is_empty() {
+        delete.retain(|id| {
+            if retained.contains_key(id) {
+                report.deleted.remove(stored[id]);
+                report.retained.add(stored[id]);
+                unindex.remove(id);
+                false
+            } else {
+                true
+            }
+        });
+        let (kept, gone): (Vec<Mark>, Vec<Mark>) = doomed
+            .into_iter()
+            .partition(|m| retained.contains_key(&m.pack));
+        carried.extend(kept);
+        doomed = gone;
+        now_delete.retain(|id| {
+            if retained.contains_key(id) {
+                report.retained.add(stored[id]);
+                false
+            } else {
+                true
+            }
+        });
+        let mut until: Vec<(String, Timestamp)> =
+            retained.iter().map(|(id, t)| (id.to_hex(), *t)).collect();
+        until.sort_by_key(|(id, t)| (*t, id.clone()));
+        report.retained_until = until;
+    }
     if opts.dry_run {
         for id in &now_delete {
             report.deleted.add(stored[id]);
@@ -563,13 +611,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     let waits_from_now = !(opts.delete_now || new_marks.is_empty() && repack.is_empty());
+    let first_retained = retained.values().min().copied();
     let next_deletion = |new_since: Timestamp| {
-        carried
+        let after_grace = carried
             .iter()
+            .filter(|m| !retained.contains_key(&m.pack))
             .map(|m| m.since)
             .chain(waits_from_now.then_some(new_since))
             .min()
-            .map(|t| t.saturating_add(opts.grace).expect("in range"))
+            .map(|t| t.saturating_add(opts.grace).expect("in range"));
+        after_grace.into_iter().chain(first_retained).min()
     };
     report.next_deletion = next_deletion(now);
     let mut rewrite_index = !unindex.is_empty() || !recovered.is_empty() || {
@@ -692,7 +743,34 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // backup: it writes each file within minutes).
     let age = opts.grace.max(SignedDuration::from_hours(1)).unsigned_abs();
     report.temporaries_removed = repo.backend().remove_stale_temporaries(age)?;
+    // On a locked bucket: versions of deleted files whose retention ended.
+    report.versions_removed = repo.backend().remove_expired_versions()?;
     Ok(report)
+}
+
+/// The packs among `ids` that the store retains beyond `now`, and until
+/// when (only asked of stores with Object Lock).
+fn retained_packs<'a>(
+    repo: &Repository,
+    ids: impl Iterator<Item = &'a PackId>,
+    now: Timestamp,
+) -> Result<HashMap<PackId, Timestamp>> {
+    if repo.backend().object_lock()?.is_none() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<PackId> = ids.copied().collect();
+    ids.par_iter()
+        .filter_map(
+            |id| match repo.backend().retained_until(FileType::Pack, &id.to_hex()) {
+                Ok(Some(t)) => {
+                    let t = Timestamp::try_from(t).ok()?;
+                    (t > now).then_some(Ok((*id, t)))
+                }
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            },
+        )
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,14 +3,36 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use rewind_core::backend::LocalBackend;
+use rewind_core::backend::{FileType, LocalBackend, LockMode, ObjectLock};
 use rewind_core::crypto::KdfParams;
 use rewind_core::repository::{KeyOwner, Repository};
 
 use super::Global;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Make the store keep every file of the repository for DAYS after it
+    /// is written (S3 Object Lock: the bucket's default retention; the
+    /// bucket must have been created with Object Lock enabled). Until then
+    /// not even the bucket's owner can delete or overwrite it; prune waits.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub object_lock_days: Option<u32>,
+    /// `compliance` (nobody can shorten the retention) or `governance`
+    /// (users allowed to bypass governance can).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "compliance",
+        requires = "object_lock_days"
+    )]
+    pub object_lock_mode: LockModeArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LockModeArg {
+    Compliance,
+    Governance,
+}
 
 pub fn owner() -> KeyOwner {
     KeyOwner {
@@ -19,9 +41,16 @@ pub fn owner() -> KeyOwner {
     }
 }
 
-pub fn run(_args: &Args, global: &Global) -> Result<u8> {
+pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let backend = global.backend()?;
     let location = backend.location();
+    let lock = args.object_lock_days.map(|days| ObjectLock {
+        days,
+        mode: match args.object_lock_mode {
+            LockModeArg::Compliance => LockMode::Compliance,
+            LockModeArg::Governance => LockMode::Governance,
+        },
+    });
     let password = match global.password_from_env()? {
         Some(p) => p,
         None => super::prompt_new("Password for the new repository: ")?,
@@ -29,18 +58,33 @@ pub fn run(_args: &Args, global: &Global) -> Result<u8> {
     if password.is_empty() {
         anyhow::bail!("an empty password is not allowed");
     }
+    if let Some(lock) = lock {
+        // Before the first file: the config and keys are retained too.
+        if backend.list(FileType::Config)?.is_empty() {
+            backend
+                .set_object_lock(lock)
+                .with_context(|| format!("cannot create a repository at {location}"))?;
+        }
+    }
     let repo = Repository::init(backend, &password, KdfParams::DEFAULT, &owner())
         .with_context(|| format!("cannot create a repository at {location}"))?;
     if global.json {
         println!(
             "{}",
-            serde_json::json!({"message_type": "initialized", "id": repo.config().id, "repository": location})
+            serde_json::json!({"message_type": "initialized", "id": repo.config().id, "repository": location, "object_lock": lock})
         );
     } else if !global.quiet {
         println!(
             "created rewind repository {} at {location}",
             repo.config().id,
         );
+        if let Some(l) = lock {
+            println!(
+                "Object Lock: every file is kept for {} days after it is written ({} mode); \
+                 forget hides snapshots at once, prune deletes their data only after that.",
+                l.days, l.mode
+            );
+        }
         println!("Keep the password safe: without it, nothing in this repository can be restored.");
     }
     Ok(crate::exit::OK)

@@ -209,6 +209,32 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
             who.join("; ")
         );
     }
+    if r.retained.count > 0 {
+        let (first, last) = (
+            &r.retained_until[0],
+            &r.retained_until[r.retained_until.len() - 1],
+        );
+        println!(
+            "retained:  {} under Object Lock, not deleted: the store keeps them until {}{}; \
+             a prune after that deletes them",
+            packs(&r.retained),
+            local_time(first.1),
+            if last.1 != first.1 {
+                format!(" to {}", local_time(last.1))
+            } else {
+                String::new()
+            }
+        );
+        for (pack, until) in r.retained_until.iter().take(5) {
+            println!("           pack {pack} until {}", local_time(*until));
+        }
+        if r.retained_until.len() > 5 {
+            println!(
+                "           and {} more (--json lists all)",
+                r.retained_until.len() - 5
+            );
+        }
+    }
     let waiting = r.waiting.count
         + if opts.delete_now {
             0
@@ -221,6 +247,12 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
             waiting,
             local_time(t),
             opts.grace
+        );
+    }
+    if r.versions_removed > 0 {
+        println!(
+            "removed {} old version(s) of deleted files whose Object Lock retention ended",
+            r.versions_removed
         );
     }
     if r.temporaries_removed > 0 {

@@ -77,6 +77,47 @@ pub enum WriteOutcome {
     AlreadyExists,
 }
 
+/// How an object store keeps files from being deleted: S3 Object Lock's
+/// default retention of a bucket. Every file written is retained for `days`
+/// from its creation; until then no credential can delete it (compliance
+/// mode) or only one allowed to bypass governance can (governance mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectLock {
+    /// `compliance` or `governance`.
+    pub mode: LockMode,
+    /// Retention of each new file, in days.
+    pub days: u32,
+}
+
+/// The S3 Object Lock retention modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Nobody can shorten the retention or delete a retained version.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` can.
+    Governance,
+}
+
+impl LockMode {
+    /// The S3 API's name (`COMPLIANCE`, `GOVERNANCE`).
+    pub fn s3_name(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
+}
+
+impl std::fmt::Display for LockMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LockMode::Compliance => "compliance",
+            LockMode::Governance => "governance",
+        })
+    }
+}
+
 /// Dumb storage of whole files.
 ///
 /// Contract:
@@ -113,6 +154,36 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// (object stores: a PUT is atomic) have none.
     fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
         let _ = older_than;
+        Ok(0)
+    }
+
+    /// The retention every new file gets, if the storage enforces one
+    /// (S3 Object Lock). Deleting a retained file only hides it (a delete
+    /// marker) until its retention ends.
+    fn object_lock(&self) -> Result<Option<ObjectLock>> {
+        Ok(None)
+    }
+
+    /// Makes every file written from now on retained for `lock.days`
+    /// (S3: the bucket's default retention). Fails on storage without
+    /// object locking.
+    fn set_object_lock(&self, lock: ObjectLock) -> Result<()> {
+        let _ = lock;
+        Err(crate::Error::InvalidInput(format!(
+            "{} cannot lock objects; Object Lock needs an S3 bucket created with Object Lock enabled",
+            self.location()
+        )))
+    }
+
+    /// Until when a file cannot be deleted, if it is retained now.
+    fn retained_until(&self, t: FileType, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let _ = (t, name);
+        Ok(None)
+    }
+
+    /// Removes old versions of deleted files whose retention has ended
+    /// (on storage that keeps versions); returns how many.
+    fn remove_expired_versions(&self) -> Result<u64> {
         Ok(0)
     }
 }
