@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget::run(a, &cli.global),
         Command::Prune(a) => commands::prune::run(a, &cli.global),
         Command::Copy(a) => commands::copy::run(a, &cli.global),
+        Command::CopyTarget(a) => commands::copy_target::run(a, &cli.global),
         Command::Stats(a) => commands::stats::run(a, &cli.global),
         Command::Repair(a) => commands::repair::run(a, &cli.global),
         Command::Policy(a) => commands::policy::run(a, &cli.global),

@@ -225,3 +225,136 @@ fn backup_copy_to_sends_each_new_snapshot_offsite() {
     let s = copy(&env, &offsite, &[]).summary();
     assert_eq!(s["copied"].as_array().unwrap().len(), 0, "{s}");
 }
+
+#[test]
+fn a_stored_copy_target_makes_every_backup_two_copies() {
+    let env = Env::with_repo();
+    let offsite = second_repo(&env);
+    let src = env.path("src");
+    random_tree(&src, 8, 100_000);
+    let pw_file = env.path("offsite.pw");
+    fs::write(&pw_file, "wrong password\n").unwrap();
+
+    // Nothing stored yet.
+    let r = env.ok(["copy-target", "show"]);
+    assert!(r.out().contains("no copy target"), "{r}");
+    // A target that does not open is not stored.
+    let r = env.run([
+        "copy-target".as_ref(),
+        "set".as_ref(),
+        offsite.as_os_str(),
+        "--to-password-file".as_ref(),
+        pw_file.as_os_str(),
+    ]);
+    assert_eq!(r.code, Some(12), "{r}");
+    assert!(env
+        .ok(["copy-target", "show"])
+        .out()
+        .contains("no copy target"));
+    // Nor the repository itself.
+    let r = env.run(["copy-target".as_ref(), "set".as_ref(), env.repo.as_os_str()]);
+    assert_eq!(r.code, Some(2), "{r}");
+
+    fs::write(&pw_file, format!("{TO_PASSWORD}\n")).unwrap();
+    env.ok([
+        "copy-target".as_ref(),
+        "set".as_ref(),
+        offsite.as_os_str(),
+        "--to-password-file".as_ref(),
+        pw_file.as_os_str(),
+    ]);
+    let r = env.ok(["copy-target", "show"]);
+    assert!(r.out().contains(offsite.to_str().unwrap()), "{r}");
+    // Options are checked and stored with it.
+    let r = env.run([
+        "copy-target".as_ref(),
+        "set".as_ref(),
+        offsite.as_os_str(),
+        "--to-option".as_ref(),
+        "s3.bogus=1".as_ref(),
+    ]);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("s3.bogus"), "{r}");
+    // The stored policy is untouched by it, and the other way round.
+    env.ok([
+        "policy",
+        "set",
+        "--keep-daily",
+        "30",
+        "--keep-monthly",
+        "24",
+    ]);
+    assert!(env
+        .ok(["copy-target", "show"])
+        .out()
+        .contains(offsite.to_str().unwrap()));
+
+    // A plain backup now makes both copies.
+    let r = env.ok(["backup".as_ref(), src.as_os_str()]);
+    assert!(r.out().contains("copied to"), "{r}");
+    assert_eq!(snapshot_files(&offsite), 1);
+    at(&env, &offsite, &["check", "--read-data"]).expect_code(0);
+    // --no-copy skips it once.
+    random_tree(&src.join("more"), 2, 10_000);
+    env.ok(["backup".as_ref(), "--no-copy".as_ref(), src.as_os_str()]);
+    assert_eq!(snapshot_files(&offsite), 1);
+
+    // The password file gone: said before anything is backed up.
+    fs::remove_file(&pw_file).unwrap();
+    let before = snapshot_files(&env.repo);
+    let r = env.run(["backup".as_ref(), src.as_os_str()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr.contains("--no-copy") && r.stderr.contains("offsite.pw"),
+        "{r}"
+    );
+    assert_eq!(
+        snapshot_files(&env.repo),
+        before,
+        "no backup without its copy"
+    );
+    // REWIND_TO_PASSWORD still works with the stored target.
+    let mut c = env.cmd();
+    c.env("REWIND_TO_PASSWORD", TO_PASSWORD)
+        .arg("backup")
+        .arg(&src);
+    run_cmd(c).expect_code(0);
+    assert_eq!(snapshot_files(&offsite), 2);
+
+    env.ok(["copy-target", "unset"]);
+    env.ok(["backup".as_ref(), src.as_os_str()]);
+    assert_eq!(snapshot_files(&offsite), 2);
+    assert!(env
+        .ok(["policy", "show"])
+        .out()
+        .contains("--keep-monthly 24"));
+}
+
+#[test]
+fn copy_from_names_the_source() {
+    let env = Env::with_repo();
+    let offsite = second_repo(&env);
+    let src = env.path("src");
+    random_tree(&src, 4, 50_000);
+    env.backup([&src]);
+    // --from instead of --repo.
+    let mut c = env.bare_cmd();
+    c.env("REWIND_PASSWORD", PASSWORD)
+        .env("REWIND_TO_PASSWORD", TO_PASSWORD)
+        .arg("copy")
+        .arg("--from")
+        .arg(&env.repo)
+        .arg("--to")
+        .arg(&offsite);
+    run_cmd(c).expect_code(0);
+    assert_eq!(snapshot_files(&offsite), 1);
+    // --from and --repo that disagree.
+    let mut c = env.cmd();
+    c.env("REWIND_TO_PASSWORD", TO_PASSWORD)
+        .arg("copy")
+        .arg("--from")
+        .arg(&offsite)
+        .arg("--to")
+        .arg(&offsite);
+    assert_eq!(run_cmd(c).code, Some(2));
+}

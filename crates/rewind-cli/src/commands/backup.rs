@@ -67,6 +67,9 @@ pub struct Args {
     /// A backend option of the --copy-to repository, KEY=VALUE (repeatable).
     #[arg(long = "copy-to-option", value_name = "KEY=VALUE")]
     pub copy_to_options: Vec<String>,
+    /// Do not copy to the stored copy target (`rewind copy-target`) this time.
+    #[arg(long, conflicts_with = "copy_to")]
+    pub no_copy: bool,
     /// The command for --stdin-from-command.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -96,14 +99,47 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let mut repo = global.open()?;
     // The copy target is opened first: a wrong password or a missing
     // repository is said before the backup, not after it.
-    let copy_to = match (&args.copy_to, args.dry_run) {
-        (Some(to), false) => Some(super::copy::open_destination(
+    let stored = if args.copy_to.is_none() && !args.no_copy && !args.dry_run {
+        repo.copy_target()
+            .context("cannot read the stored copy target (rewind copy-target show)")?
+    } else {
+        None
+    };
+    let copy_to = match (&args.copy_to, &stored, args.dry_run) {
+        (_, _, true) => None,
+        (Some(to), _, false) => Some(super::copy::open_destination(
             to,
-            args.copy_to_password_file.as_deref(),
+            super::copy::PasswordFiles {
+                explicit: args.copy_to_password_file.as_deref(),
+                stored: None,
+            },
             &args.copy_to_options,
             &repo.config().id,
         )?),
-        _ => None,
+        (None, Some(t), false) => {
+            let mut options: Vec<String> =
+                t.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            options.extend(args.copy_to_options.iter().cloned());
+            let stored_file = t.password_file.as_deref().map(std::path::Path::new);
+            Some(
+                super::copy::open_destination(
+                    &t.location,
+                    super::copy::PasswordFiles {
+                        explicit: args.copy_to_password_file.as_deref(),
+                        stored: stored_file,
+                    },
+                    &options,
+                    &repo.config().id,
+                )
+                .with_context(|| {
+                    format!(
+                        "cannot open the stored copy target {} (back up without it with --no-copy)",
+                        t.location
+                    )
+                })?,
+            )
+        }
+        (None, None, false) => None,
     };
     let mut opts = BackupOptions::new(args.paths.clone());
     if let Some(h) = &args.host {

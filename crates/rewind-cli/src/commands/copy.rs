@@ -1,4 +1,5 @@
-//! `rewind copy --to LOCATION`: copy snapshots to another repository.
+//! `rewind copy [--from LOCATION] --to LOCATION`: copy snapshots to another
+//! repository.
 
 use anyhow::{Context, Result};
 use rewind_core::repository::Repository;
@@ -8,8 +9,11 @@ use crate::output::bytes;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The destination repository (a path or s3: location); it must exist
-    /// (`rewind init --repo LOCATION`).
+    /// The source repository (same as --repo; its password as for --repo).
+    #[arg(long, value_name = "LOCATION")]
+    pub from: Option<std::path::PathBuf>,
+    /// The destination repository (a path, sftp: or s3: location); it must
+    /// exist (`rewind init --repo LOCATION`).
     #[arg(long, value_name = "LOCATION")]
     pub to: String,
     /// File holding the destination's password (else REWIND_TO_PASSWORD, or a prompt).
@@ -28,12 +32,21 @@ pub struct Args {
     pub select: super::SelectArgs,
 }
 
+/// Where a destination's password may be: a file given now (flag or
+/// REWIND_TO_PASSWORD_FILE), else REWIND_TO_PASSWORD, else the file stored
+/// with the copy target, else a prompt.
+#[derive(Clone, Copy, Default)]
+pub struct PasswordFiles<'a> {
+    pub explicit: Option<&'a std::path::Path>,
+    pub stored: Option<&'a std::path::Path>,
+}
+
 /// Opens a copy destination: checks it is not the source (before any
 /// password), then opens it with the password from the file, the
 /// environment or a prompt.
 pub fn open_destination(
     to: &str,
-    password_file: Option<&std::path::Path>,
+    password_file: PasswordFiles,
     option_args: &[String],
     source_id: &str,
 ) -> Result<Repository> {
@@ -53,12 +66,17 @@ pub fn open_destination(
             "{shown} is the source repository itself; copy to another repository"
         )));
     }
-    let password = if let Some(f) = password_file {
+    let read_file = |f: &std::path::Path| -> Result<Vec<u8>> {
         let s = std::fs::read(f)
             .with_context(|| format!("cannot read password file {}", f.display()))?;
-        super::first_line(&s)
+        Ok(super::first_line(&s))
+    };
+    let password = if let Some(f) = password_file.explicit {
+        read_file(f)?
     } else if let Some(p) = std::env::var_os("REWIND_TO_PASSWORD") {
         p.into_encoded_bytes()
+    } else if let Some(f) = password_file.stored {
+        read_file(f).context("the stored copy target's password file (rewind copy-target set)")?
     } else {
         super::prompt("Destination repository password: ")?
     };
@@ -72,10 +90,27 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             "--as-of picks one snapshot: give it with a snapshot, e.g. `copy latest --as-of ...`",
         ));
     }
+    let global = match (&args.from, &global.repo) {
+        (Some(from), Some(repo)) if from != repo => {
+            return Err(super::usage(format!(
+                "--from {} and --repo {} name different sources; give one",
+                from.display(),
+                repo.display()
+            )))
+        }
+        (Some(from), _) => &Global {
+            repo: Some(from.clone()),
+            ..global.clone()
+        },
+        (None, _) => global,
+    };
     let src = global.open()?;
     let dst = open_destination(
         &args.to,
-        args.to_password_file.as_deref(),
+        PasswordFiles {
+            explicit: args.to_password_file.as_deref(),
+            stored: None,
+        },
         &args.to_options,
         &src.config().id,
     )?;

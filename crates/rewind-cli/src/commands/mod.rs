@@ -5,6 +5,7 @@ pub mod backup;
 pub mod browse;
 pub mod check;
 pub mod copy;
+pub mod copy_target;
 pub mod forget;
 pub mod init;
 pub mod key;
@@ -44,7 +45,8 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Repository location: a path, or s3:http[s]://endpoint/bucket[/prefix]
+    /// Repository location: a path, sftp:[user@]host[:port]/path, or
+    /// s3:http[s]://endpoint/bucket[/prefix]
     /// (default: $XDG_DATA_HOME/rewind/repo, created on first backup).
     #[arg(short = 'r', long = "repo", env = "REWIND_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
@@ -57,7 +59,8 @@ pub struct Global {
     /// Print only errors and warnings.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// A backend option KEY=VALUE (repeatable): s3.region, s3.connections, s3.profile.
+    /// A backend option KEY=VALUE (repeatable): s3.region, s3.connections,
+    /// s3.profile, sftp.command, sftp.args, sftp.connections.
     #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
     pub options: Vec<String>,
 }
@@ -100,6 +103,8 @@ pub enum Command {
     Prune(prune::Args),
     /// Copy snapshots to another repository (an offsite copy), sending only what it lacks.
     Copy(copy::Args),
+    /// Show or store the repository every backup is copied to.
+    CopyTarget(copy_target::Args),
 }
 
 /// Where the default repository and its key live.

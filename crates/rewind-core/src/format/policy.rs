@@ -1,5 +1,8 @@
-//! The stored retention policy: JSON, compressed and sealed; files are named
-//! by their content hash and the newest (by `time`) wins.
+//! The repository's stored settings: the retention policy and, optionally,
+//! the copy target that backups send each new snapshot to. JSON, compressed
+//! and sealed; files are named by their content hash and the newest (by
+//! `time`) wins. `copy_to` is a compatible addition to version 1: readers
+//! that do not know it ignore it.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +23,24 @@ pub struct PolicyFile {
     pub time: jiff::Timestamp,
     /// The policy.
     pub policy: Policy,
+    /// Where `rewind backup` copies each new snapshot (unless told
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_to: Option<CopyTarget>,
+}
+
+/// A stored copy target. Its password is never stored here, only where to
+/// read it on the machine that runs the backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyTarget {
+    /// The destination repository's location.
+    pub location: String,
+    /// Its backend options (`key=value`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub options: std::collections::BTreeMap<String, String>,
+    /// A file that holds its password, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
 }
 
 impl PolicyFile {
@@ -57,6 +78,11 @@ mod tests {
             version: VERSION,
             time: jiff::Timestamp::UNIX_EPOCH,
             policy: Policy::recommended(),
+            copy_to: Some(CopyTarget {
+                location: "s3:http://host/bucket".into(),
+                options: [("s3.region".to_string(), "eu".to_string())].into(),
+                password_file: None,
+            }),
         };
         let (name, mut sealed) = f.seal(&c);
         assert_eq!(name, Hash::of(&sealed));
@@ -64,5 +90,14 @@ mod tests {
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         assert!(PolicyFile::open(&c, "p", &sealed).is_err());
+    }
+
+    #[test]
+    fn a_policy_file_without_copy_target_still_reads() {
+        // As written before copy targets existed.
+        let old = br#"{"version":1,"time":"2026-01-01T00:00:00Z","policy":{"keep_last":3}}"#;
+        let f: PolicyFile = serde_json::from_slice(old).unwrap();
+        assert_eq!(f.copy_to, None);
+        assert_eq!(f.policy.keep_last, 3);
     }
 }

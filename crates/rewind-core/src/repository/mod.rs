@@ -17,6 +17,7 @@ use crate::crypto::{Crypto, Domain, KdfParams, KeyFile};
 use crate::error::{Error, Result};
 use crate::format::config::Config;
 use crate::format::index::IndexFile;
+use crate::format::policy::{CopyTarget, PolicyFile};
 use crate::format::prune::PruneState;
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::Tree;
@@ -508,13 +509,17 @@ impl Repository {
         Ok(new)
     }
 
-    /// The stored retention policy, or [`Policy::recommended`] when none
-    /// was set. Of several policy files (a crash during `set_policy`), the
-    /// newest wins.
-    pub fn policy(&self) -> Result<(crate::retention::Policy, bool)> {
-        let mut newest: Option<crate::format::policy::PolicyFile> = None;
+    /// The newest settings file, if any. Of several (a crash while storing
+    /// new settings), the newest wins.
+    pub fn settings(&self) -> Result<Option<PolicyFile>> {
+        let mut newest: Option<PolicyFile> = None;
         for f in self.backend.list(FileType::Policy)? {
-            let bytes = self.backend.read(FileType::Policy, &f.name)?;
+            let bytes = match self.backend.read(FileType::Policy, &f.name) {
+                Ok(b) => b,
+                // Replaced meanwhile by a concurrent change of the settings.
+                Err(Error::Missing { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             if Hash::of(&bytes).to_hex() != f.name {
                 return Err(Error::corrupt(
                     "policy",
@@ -522,18 +527,29 @@ impl Repository {
                     "content does not match its name",
                 ));
             }
-            let p = crate::format::policy::PolicyFile::open(&self.crypto, &f.name, &bytes)?;
+            let p = PolicyFile::open(&self.crypto, &f.name, &bytes)?;
             if newest.as_ref().is_none_or(|n| p.time > n.time) {
                 newest = Some(p);
             }
         }
-        Ok(match newest {
+        Ok(newest)
+    }
+
+    /// The stored retention policy, or [`Policy::recommended`] when none
+    /// was set; and whether one was set.
+    pub fn policy(&self) -> Result<(crate::retention::Policy, bool)> {
+        Ok(match self.settings()? {
             Some(p) => (p.policy, true),
             None => (crate::retention::Policy::recommended(), false),
         })
     }
 
-    /// Stores a retention policy: writes the new file, then removes the others.
+    /// The stored copy target, if any.
+    pub fn copy_target(&self) -> Result<Option<CopyTarget>> {
+        Ok(self.settings()?.and_then(|s| s.copy_to))
+    }
+
+    /// Stores a retention policy (keeping the copy target).
     pub fn set_policy(&self, policy: &crate::retention::Policy) -> Result<()> {
         policy.validate()?;
         if policy.is_empty() {
@@ -541,11 +557,29 @@ impl Repository {
                 "a stored policy needs at least one rule".into(),
             ));
         }
+        let copy_to = self.copy_target()?;
+        self.store_settings(policy.clone(), copy_to)
+    }
+
+    /// Stores (or with `None` removes) the copy target, keeping the policy
+    /// (the recommended one is stored if none was).
+    pub fn set_copy_target(&self, target: Option<CopyTarget>) -> Result<()> {
+        let (policy, _) = self.policy()?;
+        self.store_settings(policy, target)
+    }
+
+    /// Writes a new settings file, then removes the others.
+    fn store_settings(
+        &self,
+        policy: crate::retention::Policy,
+        copy_to: Option<CopyTarget>,
+    ) -> Result<()> {
         let old = self.backend.list(FileType::Policy)?;
-        let file = crate::format::policy::PolicyFile {
+        let file = PolicyFile {
             version: crate::format::policy::VERSION,
             time: jiff::Timestamp::now(),
-            policy: policy.clone(),
+            policy,
+            copy_to,
         };
         let (name, bytes) = file.seal(&self.crypto);
         self.backend
