@@ -14,7 +14,7 @@
 //! `AWS_REGION`), `s3.connections` (parallel uploads, default 5),
 //! `s3.profile` (AWS profile name); `sftp.command` (default `ssh`),
 //! `sftp.args` (extra ssh arguments), `sftp.connections` (requests in
-//! flight, default 8).
+//! flight, default 4).
 
 mod packcache;
 pub mod s3;

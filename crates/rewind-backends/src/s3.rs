@@ -530,6 +530,10 @@ impl Backend for S3Backend {
         self.connections
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn object_lock(&self) -> Result<Option<ObjectLock>> {
         Ok(match self.bucket_lock()? {
             BucketLock::Default(l) => Some(l),

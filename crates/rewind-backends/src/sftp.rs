@@ -214,7 +214,7 @@ impl SftpBackend {
     /// Options: `sftp.command` (the ssh program and its arguments, split at
     /// spaces; default `ssh`), `sftp.args` (extra arguments for ssh, split at
     /// spaces, e.g. `-i KEY -o UserKnownHostsFile=FILE`), `sftp.connections`
-    /// (requests in flight, default 8).
+    /// (requests in flight, default 4).
     pub fn open(location: &SftpLocation, options: &Options) -> Result<SftpBackend> {
         let split = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
         let mut command = options
@@ -252,7 +252,7 @@ impl SftpBackend {
                 .ok_or_else(|| {
                     Error::InvalidInput(format!("sftp.connections={c}: give a number from 1 to 64"))
                 })?,
-            None => 8,
+            None => 4,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -715,6 +715,10 @@ impl Backend for SftpBackend {
 
     fn connections(&self) -> usize {
         self.connections
+    }
+
+    fn is_remote(&self) -> bool {
+        true
     }
 
     fn remove_stale_temporaries(&self, older_than: Duration) -> Result<u64> {

@@ -376,6 +376,277 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
     result
 }
 
+/// How many restored files a pack-by-pack restore keeps open at once; past
+/// that, a file is opened for each write.
+const MAX_OPEN_FILES: usize = 256;
+
+/// Where one blob of a file goes.
+struct Placement {
+    blob: BlobId,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+    file: usize,
+    at: u64,
+}
+
+/// A file being written pack by pack.
+struct PackFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    size: u64,
+    remaining: std::sync::atomic::AtomicUsize,
+    state: Mutex<PackFileState>,
+}
+
+#[derive(Default)]
+struct PackFileState {
+    handle: Option<File>,
+    created: bool,
+    written: u64,
+    failed: Option<String>,
+    result: Option<std::result::Result<u64, String>>,
+}
+
+/// A temporary name beside `path`.
+fn temporary_for(path: &Path) -> PathBuf {
+    let mut rnd = [0u8; 8];
+    crate::crypto::random_bytes(&mut rnd);
+    path.with_file_name(format!(".rewind-tmp-{}", hex::encode(rnd)))
+}
+
+impl PackFile {
+    /// Writes `data` at `at` (creating the temporary file on first use).
+    fn write(&self, data: &[u8], at: u64, open: &std::sync::atomic::AtomicUsize) {
+        let mut st = self.state.lock().expect("file state");
+        if st.failed.is_some() {
+            return;
+        }
+        let r = (|| -> std::io::Result<()> {
+            if st.handle.is_none() {
+                let mut o = OpenOptions::new();
+                o.write(true).custom_flags(nix::libc::O_NOFOLLOW);
+                if !st.created {
+                    o.create_new(true).mode(0o600);
+                }
+                let f = o.open(&self.tmp)?;
+                st.created = true;
+                if open.fetch_add(1, Ordering::Relaxed) < MAX_OPEN_FILES {
+                    st.handle = Some(f);
+                } else {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                    return f.write_all_at(data, at);
+                }
+            }
+            st.handle.as_ref().expect("opened").write_all_at(data, at)
+        })();
+        match r {
+            Ok(()) => st.written += data.len() as u64,
+            Err(e) => {
+                st.failed = Some(Error::io(format!("write {}", self.path.display()), e).to_string())
+            }
+        }
+    }
+
+    fn fail(&self, why: &str) {
+        let mut st = self.state.lock().expect("file state");
+        st.failed.get_or_insert_with(|| why.to_string());
+    }
+
+    /// Counts one placement done; the last one finishes the file: sized and
+    /// renamed into place, or its temporary removed if anything failed.
+    fn placed(&self, open: &std::sync::atomic::AtomicUsize, progress: &Progress) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish(open, progress);
+        }
+    }
+
+    fn finish(&self, open: &std::sync::atomic::AtomicUsize, progress: &Progress) {
+        let mut st = self.state.lock().expect("file state");
+        if st.handle.take().is_some() {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+        let result = match st.failed.clone() {
+            Some(e) => Err(e),
+            None => (|| {
+                if !st.created {
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(nix::libc::O_NOFOLLOW)
+                        .open(&self.tmp)?;
+                    st.created = true;
+                }
+                let f = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&self.tmp)?;
+                f.set_len(self.size)?;
+                drop(f);
+                fs::rename(&self.tmp, &self.path)
+            })()
+            .map(|()| st.written)
+            .map_err(|e| Error::io(format!("write {}", self.path.display()), e).to_string()),
+        };
+        if result.is_err() && st.created {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        progress.done_files.fetch_add(1, Ordering::Relaxed);
+        st.result = Some(result);
+    }
+}
+
+/// Writes `files` (target paths and their nodes) reading each pack once:
+/// the packs are read in parallel (as many as the backend has connections),
+/// and each blob read is written to every file, and every place in it, that
+/// needs it. Each file is written to a temporary name and renamed into place
+/// when its last blob is in, as in [`write_file`]. Returns per file the bytes
+/// written, or why it failed (a missing or damaged blob fails only the files
+/// that need it).
+fn write_files_by_pack(
+    repo: &Repository,
+    files: &[(PathBuf, &Node)],
+    progress: &Progress,
+) -> Vec<std::result::Result<u64, String>> {
+    let index = match repo.index() {
+        Ok(i) => i,
+        Err(e) => return files.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    let open = std::sync::atomic::AtomicUsize::new(0);
+    let mut by_pack: HashMap<u32, Vec<Placement>> = HashMap::new();
+    let mut jobs: Vec<PackFile> = Vec::with_capacity(files.len());
+    for (i, (path, node)) in files.iter().enumerate() {
+        let NodeKind::File { content, holes } = &node.kind else {
+            unreachable!("only files are written")
+        };
+        let job = PackFile {
+            path: path.clone(),
+            tmp: temporary_for(path),
+            size: node.size,
+            remaining: std::sync::atomic::AtomicUsize::new(content.len()),
+            state: Mutex::new(PackFileState::default()),
+        };
+        if fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
+            job.fail(&Error::Refused(format!("{} is a directory in the target; the snapshot has a file there (move the directory away)", path.display())).to_string());
+        }
+        let mut at = 0u64;
+        let mut holes = holes.iter().peekable();
+        for id in content {
+            skip_holes(&mut at, &mut holes);
+            match index.get(id) {
+                Some(e) => {
+                    by_pack.entry(e.pack).or_default().push(Placement {
+                        blob: *id,
+                        offset: e.offset,
+                        length: e.length,
+                        raw_length: e.raw_length,
+                        file: i,
+                        at,
+                    });
+                    at += u64::from(e.raw_length);
+                }
+                None => {
+                    let missing = repo.read_blob(id).err().map_or_else(
+                        || format!("blob {id} is not in the index"),
+                        |e| e.to_string(),
+                    );
+                    job.fail(&missing);
+                    job.remaining.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if job.remaining.load(Ordering::Relaxed) == 0 {
+            job.finish(&open, progress);
+        }
+        jobs.push(job);
+    }
+
+    let mut packs: Vec<(u32, Vec<Placement>)> = by_pack.into_iter().collect();
+    packs.sort_by_key(|(p, _)| index.pack_id_at(*p));
+    let threads = repo.backend().connections().max(2);
+    let run = |(pack, mut placements): (u32, Vec<Placement>)| {
+        placements.sort_by_key(|p| (p.offset, p.file, p.at));
+        let pack_id = index.pack_id_at(pack).to_hex();
+        let start = u64::from(placements[0].offset);
+        let end = placements
+            .iter()
+            .map(|p| u64::from(p.offset) + u64::from(p.length))
+            .max()
+            .expect("a pack has placements");
+        let all_failed = placements.iter().all(|p| {
+            jobs[p.file]
+                .state
+                .lock()
+                .expect("file state")
+                .failed
+                .is_some()
+        });
+        let bytes = if all_failed {
+            Err(String::new())
+        } else {
+            u32::try_from(end - start)
+                .map_err(|_| format!("pack {pack_id}: a read of {} bytes", end - start))
+                .and_then(|len| {
+                    repo.backend()
+                        .read_range(crate::backend::FileType::Pack, &pack_id, start, len)
+                        .map_err(|e| e.to_string())
+                })
+        };
+        let mut i = 0;
+        while i < placements.len() {
+            let p = &placements[i];
+            let same = placements[i..]
+                .iter()
+                .take_while(|q| q.offset == p.offset && q.blob == p.blob)
+                .count();
+            let data = match &bytes {
+                Ok(b) => {
+                    let at = (u64::from(p.offset) - start) as usize;
+                    repo.open_blob(
+                        &p.blob,
+                        p.raw_length,
+                        &b[at..at + p.length as usize],
+                        &pack_id,
+                    )
+                    .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.clone()),
+            };
+            for q in &placements[i..i + same] {
+                let job = &jobs[q.file];
+                match &data {
+                    Ok(d) => {
+                        job.write(d, q.at, &open);
+                        progress
+                            .done_bytes
+                            .fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.is_empty() => {}
+                    Err(e) => job.fail(e),
+                }
+                job.placed(&open, progress);
+            }
+            i += same;
+        }
+    };
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(|| packs.into_par_iter().for_each(run)),
+        Err(_) => packs.into_iter().for_each(run),
+    }
+    jobs.into_iter()
+        .map(|j| {
+            j.state
+                .into_inner()
+                .expect("file state")
+                .result
+                .unwrap_or_else(
+                    || Err("not restored (internal error: blobs left unwritten)".into()),
+                )
+        })
+        .collect()
+}
+
 /// Name of the temporary file a restore writes before renaming it into place.
 fn is_restore_temporary(name: &[u8]) -> bool {
     name.len() == 12 + 16
@@ -560,48 +831,93 @@ pub fn restore(
         .num_threads(threads)
         .build()
         .map_err(|e| Error::io("start restore threads", std::io::Error::other(e)))?;
-    let outcomes: Vec<(bool, u64)> = pool.install(|| {
-        plan.files
-            .par_iter()
-            .map(|f| {
-                if under_bad(&f.rel) {
-                    return (false, 0);
-                }
-                let path = target.join(&f.rel);
-                let same = already_there(&path, &f.node);
-                let skip = match opts.overwrite {
-                    Overwrite::Never => same.is_some(),
-                    Overwrite::IfChanged => same == Some(true),
-                    Overwrite::Always => false,
-                };
-                if skip {
-                    progress.done_files.fetch_add(1, Ordering::Relaxed);
-                    progress
-                        .done_bytes
-                        .fetch_add(f.node.size, Ordering::Relaxed);
-                    return (false, 0);
-                }
-                let r = write_file(repo, &path, &f.node, progress);
-                progress.done_files.fetch_add(1, Ordering::Relaxed);
-                match r {
-                    Ok(n) => {
-                        if let Err(m) = apply_metadata(&path, &f.node) {
+    let to_write = |f: &PlanItem| -> bool {
+        if under_bad(&f.rel) {
+            return false;
+        }
+        let same = already_there(&target.join(&f.rel), &f.node);
+        let skip = match opts.overwrite {
+            Overwrite::Never => same.is_some(),
+            Overwrite::IfChanged => same == Some(true),
+            Overwrite::Always => false,
+        };
+        if skip {
+            progress.done_files.fetch_add(1, Ordering::Relaxed);
+            progress
+                .done_bytes
+                .fetch_add(f.node.size, Ordering::Relaxed);
+        }
+        !skip
+    };
+    let outcomes: Vec<(bool, u64)> = if repo.backend().is_remote() {
+        // Remote storage: each pack is read once, for every file.
+        let wanted: Vec<bool> = pool.install(|| plan.files.par_iter().map(to_write).collect());
+        let jobs: Vec<(PathBuf, &Node)> = plan
+            .files
+            .iter()
+            .zip(&wanted)
+            .filter(|(_, w)| **w)
+            .map(|(f, _)| (target.join(&f.rel), &f.node))
+            .collect();
+        let mut results = write_files_by_pack(repo, &jobs, progress).into_iter();
+        let done: Vec<(&PlanItem, Option<std::result::Result<u64, String>>)> = plan
+            .files
+            .iter()
+            .zip(&wanted)
+            .map(|(f, w)| (f, w.then(|| results.next().expect("one result per job"))))
+            .collect();
+        pool.install(|| {
+            done.into_par_iter()
+                .map(|(f, r)| match r {
+                    None => (false, 0),
+                    Some(Ok(n)) => {
+                        if let Err(m) = apply_metadata(&target.join(&f.rel), &f.node) {
                             fail(&f.rel, m);
                         }
                         (true, n)
                     }
-                    Err(e) => {
-                        fail(&f.rel, e.to_string());
+                    Some(Err(e)) => {
+                        fail(&f.rel, e);
                         write_failed
                             .lock()
                             .expect("failed set")
                             .insert(f.rel.clone());
                         (false, 0)
                     }
-                }
-            })
-            .collect()
-    });
+                })
+                .collect()
+        })
+    } else {
+        pool.install(|| {
+            plan.files
+                .par_iter()
+                .map(|f| {
+                    if !to_write(f) {
+                        return (false, 0);
+                    }
+                    let path = target.join(&f.rel);
+                    let r = write_file(repo, &path, &f.node, progress);
+                    progress.done_files.fetch_add(1, Ordering::Relaxed);
+                    match r {
+                        Ok(n) => {
+                            if let Err(m) = apply_metadata(&path, &f.node) {
+                                fail(&f.rel, m);
+                            }
+                            (true, n)
+                        }
+                        Err(e) => {
+                            fail(&f.rel, e.to_string());
+                            write_failed
+                                .lock()
+                                .expect("failed set")
+                                .insert(f.rel.clone());
+                            (false, 0)
+                        }
+                    }
+                })
+                .collect()
+        })
+    };
     for (written, n) in outcomes {
         if written {
             stats.files_restored += 1;

@@ -149,6 +149,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn connections(&self) -> usize {
         2
     }
+    /// True when every request costs a network round trip (S3, SFTP):
+    /// restore then reads each pack once and hands its blobs to every file
+    /// that needs them, instead of reading file by file.
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Removes temporary files of interrupted writes that are older than
     /// `older_than`; returns how many. Backends without temporaries
     /// (object stores: a PUT is atomic) have none.

@@ -134,6 +134,11 @@ impl Index {
         self.packs[e.pack as usize]
     }
 
+    /// The pack at a position of [`Index::packs`] (an [`IndexEntry::pack`]).
+    pub fn pack_id_at(&self, pos: u32) -> PackId {
+        self.packs[pos as usize]
+    }
+
     /// Every pack with its size.
     pub fn packs(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {
         self.packs

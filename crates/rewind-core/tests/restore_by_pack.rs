@@ -1,0 +1,286 @@
+//! Restore from a backend that says it is remote: packs are read once each
+//! and their blobs handed to every file that needs them. Checked against the
+//! real local backend (wrapped), with duplicates, holes, empty files, and
+//! damaged and missing packs.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use rewind_core::archiver::{self, BackupOptions, Progress};
+use rewind_core::backend::{Backend, FileInfo, FileType, LocalBackend, WriteOutcome};
+use rewind_core::id::SnapshotId;
+use rewind_core::repository::{KeyOwner, Repository};
+use rewind_core::restorer::{self, Overwrite, RestoreOptions, RestoreStart};
+use rewind_core::Result;
+
+/// The local backend, claiming to be remote, counting pack reads.
+#[derive(Debug)]
+struct Remote {
+    inner: LocalBackend,
+    pack_reads: Mutex<HashMap<String, usize>>,
+}
+
+impl Backend for Remote {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+    fn list(&self, t: FileType) -> Result<Vec<FileInfo>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        if t == FileType::Pack {
+            *self.pack_reads.lock().unwrap().entry(name.into()).or_default() += 1;
+        }
+        self.inner.read(t, name)
+    }
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        if t == FileType::Pack {
+            *self.pack_reads.lock().unwrap().entry(name.into()).or_default() += 1;
+        }
+        self.inner.read_range(t, name, offset, len)
+    }
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
+        self.inner.write(t, name, data)
+    }
+    fn delete(&self, t: FileType, name: &str) -> Result<()> {
+        self.inner.delete(t, name)
+    }
+    fn connections(&self) -> usize {
+        4
+    }
+    fn is_remote(&self) -> bool {
+        true
+    }
+}
+
+fn remote(root: &Path) -> (Arc<Remote>, Repository) {
+    let b = Arc::new(Remote {
+        inner: LocalBackend::new(root),
+        pack_reads: Mutex::new(HashMap::new()),
+    });
+    let repo = Repository::open(b.clone(), b"pw").unwrap();
+    (b, repo)
+}
+
+/// A tree with what makes pack-by-pack placement tricky.
+fn tricky_tree(src: &Path) {
+    make_tree(&src.join("random"), 5, 40);
+    let block: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    // The same content in two files, and twice within one file.
+    std::fs::write(src.join("copy1"), &block).unwrap();
+    std::fs::write(src.join("copy2"), &block).unwrap();
+    std::fs::write(src.join("twice"), [&block[..], &block[..]].concat()).unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    // A sparse file: data, a hole, data, a hole at the end.
+    let f = std::fs::File::create(src.join("sparse")).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&block[..100_000], 0).unwrap();
+    f.write_all_at(&block[..50_000], 8 << 20).unwrap();
+    f.set_len(16 << 20).unwrap();
+}
+
+fn backup(repo_dir: &Path, src: &Path) -> SnapshotId {
+    Repository::init(
+        Arc::new(LocalBackend::new(repo_dir)),
+        b"pw",
+        FAST_KDF,
+        &KeyOwner::default(),
+    )
+    .unwrap();
+    archiver::backup(
+        &open(repo_dir),
+        &BackupOptions::new(vec![src.to_path_buf()]),
+        &Progress::default(),
+    )
+    .unwrap()
+    .snapshot_id
+    .unwrap()
+}
+
+fn restore_into(
+    repo: &Repository,
+    snap: &SnapshotId,
+    src: &Path,
+    target: &Path,
+    overwrite: Overwrite,
+) -> rewind_core::restorer::RestoreStats {
+    let (_, s) = repo.read_snapshot(snap).unwrap();
+    let node = restorer::find_node(repo, &s.tree, src).unwrap().unwrap();
+    let rewind_core::format::tree::NodeKind::Dir { subtree } = node.kind else {
+        panic!("not a dir")
+    };
+    restorer::restore(
+        repo,
+        RestoreStart::Tree {
+            tree: subtree,
+            snap_path: src.to_path_buf(),
+        },
+        &RestoreOptions {
+            target: target.to_path_buf(),
+            overwrite,
+            ..Default::default()
+        },
+        &Progress::default(),
+    )
+    .unwrap()
+}
+
+fn diff(a: &Path, b: &Path) -> String {
+    let out = std::process::Command::new("diff")
+        .arg("-r")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn temporaries(dir: &Path) -> Vec<String> {
+    walk(dir)
+        .into_iter()
+        .filter(|n| n.contains(".rewind-tmp-"))
+        .collect()
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        out.push(e.path().display().to_string());
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn each_pack_is_read_once_and_everything_lands_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tricky_tree(&src);
+    let repo_dir = tmp.path().join("repo");
+    let snap = backup(&repo_dir, &src);
+    let (b, repo) = remote(&repo_dir);
+    let target = tmp.path().join("out");
+    let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert_eq!(diff(&src, &target), "");
+    // Holes stay holes.
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(target.join("sparse")).unwrap();
+    assert_eq!(md.len(), 16 << 20);
+    assert!(md.blocks() * 512 < 1 << 20, "{} blocks", md.blocks());
+    // mtimes restored (metadata applied after the content).
+    assert_eq!(
+        std::fs::metadata(src.join("copy1")).unwrap().mtime(),
+        std::fs::metadata(target.join("copy1")).unwrap().mtime()
+    );
+    // Tree packs are read by the planner, blob by blob; data packs once.
+    let index = repo.index().unwrap();
+    let tree_packs: Vec<String> = index
+        .blobs()
+        .filter(|(_, e)| e.kind == rewind_core::format::pack::BlobKind::Tree)
+        .map(|(_, e)| index.pack_id(e).to_hex())
+        .collect();
+    let reads = b.pack_reads.lock().unwrap().clone();
+    let data_reads: Vec<_> = reads
+        .iter()
+        .filter(|(p, _)| !tree_packs.contains(p))
+        .collect();
+    assert!(data_reads.len() >= 2, "{reads:?}");
+    for (pack, n) in &data_reads {
+        assert_eq!(**n, 1, "data pack {pack} read {n} times: {reads:?}");
+    }
+    assert!(temporaries(&target).is_empty());
+
+    // Again over the result: everything is skipped, nothing is read.
+    b.pack_reads.lock().unwrap().clear();
+    let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);
+    assert_eq!(stats.files_restored, 0);
+    assert!(b
+        .pack_reads
+        .lock()
+        .unwrap()
+        .keys()
+        .all(|p| tree_packs.contains(p)));
+    b.pack_reads.lock().unwrap().clear();
+    // --overwrite always rewrites every file, still one read per pack.
+    let stats = restore_into(&repo, &snap, &src, &target, Overwrite::Always);
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert!(stats.files_restored > 40);
+    assert_eq!(diff(&src, &target), "");
+    let reads = b.pack_reads.lock().unwrap().clone();
+    assert!(
+        reads
+            .iter()
+            .filter(|(p, _)| !tree_packs.contains(p))
+            .all(|(_, n)| *n == 1),
+        "{reads:?}"
+    );
+}
+
+#[test]
+fn a_damaged_or_missing_pack_fails_only_the_files_that_need_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tricky_tree(&src);
+    let repo_dir = tmp.path().join("repo");
+    let snap = backup(&repo_dir, &src);
+    let (b, repo) = remote(&repo_dir);
+    let mut packs = b.list(FileType::Pack).unwrap();
+    packs.sort_by_key(|p| p.size);
+    // Damage the largest data pack (a tree pack is small), drop another.
+    let damaged = packs.last().unwrap().name.clone();
+    let path = repo_dir.join("data").join(&damaged[..2]).join(&damaged);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+
+    let target = tmp.path().join("out");
+    let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);
+    assert!(!stats.errors.is_empty(), "damage went unnoticed");
+    for e in &stats.errors {
+        assert!(!target.join(&e.path).exists(), "{} left behind", e.path.display());
+        assert!(
+            e.message.contains(&damaged) || e.message.contains("authentication"),
+            "{}: {}",
+            e.path.display(),
+            e.message
+        );
+    }
+    // Every file that did not fail is exact; no temporaries are left.
+    let failed: Vec<_> = stats.errors.iter().map(|e| e.path.clone()).collect();
+    for f in walk(&src) {
+        let rel = Path::new(&f).strip_prefix(&src).unwrap().to_path_buf();
+        if failed.contains(&rel) || Path::new(&f).is_dir() {
+            continue;
+        }
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            std::fs::read(target.join(&rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+    assert!(temporaries(&target).is_empty(), "{:?}", temporaries(&target));
+
+    // A pack that is gone: the same, named.
+    std::fs::remove_file(&path).unwrap();
+    let target = tmp.path().join("out2");
+    let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);
+    assert!(!stats.errors.is_empty());
+    assert!(
+        stats.errors.iter().all(|e| e.message.contains(&damaged[..8])),
+        "{:?}",
+        stats.errors
+    );
+    assert!(temporaries(&target).is_empty());
+}
