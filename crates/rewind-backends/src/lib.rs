@@ -16,6 +16,7 @@
 //! `sftp.args` (extra ssh arguments), `sftp.connections` (requests in
 //! flight, default 4).
 
+pub mod notify;
 mod packcache;
 pub mod s3;
 mod s3lock;

@@ -20,6 +20,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Backup saved, but some files could not be read.
     pub const PARTIAL: u8 = 3;
+    /// Backup saved, but its changes look like ransomware (snapshot marked
+    /// suspicious); `rewind scan` of a suspicious snapshot.
+    pub const SUSPICIOUS: u8 = 4;
     /// No repository at the given location.
     pub const NO_REPOSITORY: u8 = 10;
     /// Wrong password.
@@ -43,6 +46,9 @@ fn main() -> ExitCode {
         Command::Prune(a) => commands::prune::run(a, &cli.global),
         Command::Copy(a) => commands::copy::run(a, &cli.global),
         Command::CopyTarget(a) => commands::copy_target::run(a, &cli.global),
+        Command::Scan(a) => commands::scan::scan(a, &cli.global),
+        Command::Mark(a) => commands::scan::mark(a, &cli.global),
+        Command::Notify(a) => commands::scan::notify(a, &cli.global),
         Command::Stats(a) => commands::stats::run(a, &cli.global),
         Command::Repair(a) => commands::repair::run(a, &cli.global),
         Command::Policy(a) => commands::policy::run(a, &cli.global),

@@ -73,6 +73,8 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// Time to record instead of now.
     pub time: Option<jiff::Timestamp>,
+    /// Skip the ransomware scan against the parent (`crate::scan`).
+    pub skip_scan: bool,
 }
 
 impl BackupOptions {
@@ -776,6 +778,19 @@ pub fn backup(
     summary.bytes_added_stored = stats.bytes_stored;
     let warnings = progress.all_warnings();
     summary.errors = summary.errors.max(warnings.len() as u64);
+    // Score what changed against the parent: mass encryption shows here
+    // (docs/DESIGN.md §9b). The new blobs are in the index files just
+    // written, which this handle's index predates.
+    let scan = match &parent {
+        Some((_, ps)) if !opts.skip_scan && !dry_run => {
+            let files_before =
+                ps.summary.files_new + ps.summary.files_changed + ps.summary.files_unchanged;
+            crate::scan::Sizes::new(repo, &stats.index_files)
+                .and_then(|sizes| crate::scan::scan(repo, &sizes, &ps.tree, &root_id, files_before))
+                .ok()
+        }
+        _ => None,
+    };
     summary.duration_secs = start.elapsed().as_secs_f64();
     let snapshot = SnapshotFile {
         version: VERSION,
@@ -791,6 +806,7 @@ pub fn backup(
         protection: None,
         original: None,
         copied_from: None,
+        scan,
     };
     let snapshot_id = if dry_run {
         None
@@ -938,6 +954,7 @@ pub fn backup_stream(
         protection: None,
         original: None,
         copied_from: None,
+        scan: None,
     };
     let snapshot_id = if opts.dry_run {
         None

@@ -37,6 +37,7 @@ pub mod repair;
 pub mod repository;
 pub mod restorer;
 pub mod retention;
+pub mod scan;
 pub mod select;
 pub mod source;
 pub mod stats;

@@ -262,6 +262,15 @@ pub fn apply(
             });
         }
     }
+    let suspicious: Vec<bool> = snaps
+        .iter()
+        .map(|(_, s)| {
+            s.scan
+                .as_ref()
+                .is_some_and(|r| r.effective() == crate::scan::Verdict::Suspicious)
+        })
+        .collect();
+    let ids: Vec<SnapshotId> = snaps.iter().map(|(id, _)| *id).collect();
     let mut last_left = policy.keep_last;
     let mut out = Vec::with_capacity(snaps.len());
     for (id, s) in snaps {
@@ -306,6 +315,28 @@ pub fn apply(
             keep: !reasons.is_empty(),
             reasons,
         });
+    }
+    // A suspicious snapshot (evidence) and the newest clean snapshot before
+    // it stay until a person marks it clean: they are what `restore
+    // --last-clean` needs (oldest to newest; `out` is newest first).
+    let mut clean: Option<usize> = None;
+    for i in (0..out.len()).rev() {
+        if suspicious[i] {
+            let why = "suspicious: unresolved (rewind mark clean ID)".to_string();
+            if !out[i].reasons.contains(&why) {
+                out[i].reasons.push(why);
+            }
+            out[i].keep = true;
+            if let Some(c) = clean {
+                let why = format!("clean point before suspicious {}", ids[i].short());
+                if !out[c].reasons.contains(&why) {
+                    out[c].reasons.push(why);
+                }
+                out[c].keep = true;
+            }
+        } else {
+            clean = Some(i);
+        }
     }
     Ok(out)
 }
@@ -482,6 +513,7 @@ mod tests {
                 protection: None,
                 original: None,
                 copied_from: None,
+                scan: None,
             },
         )
     }

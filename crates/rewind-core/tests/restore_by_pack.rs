@@ -36,13 +36,23 @@ impl Backend for Remote {
     }
     fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
         if t == FileType::Pack {
-            *self.pack_reads.lock().unwrap().entry(name.into()).or_default() += 1;
+            *self
+                .pack_reads
+                .lock()
+                .unwrap()
+                .entry(name.into())
+                .or_default() += 1;
         }
         self.inner.read(t, name)
     }
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
         if t == FileType::Pack {
-            *self.pack_reads.lock().unwrap().entry(name.into()).or_default() += 1;
+            *self
+                .pack_reads
+                .lock()
+                .unwrap()
+                .entry(name.into())
+                .or_default() += 1;
         }
         self.inner.read_range(t, name, offset, len)
     }
@@ -248,7 +258,11 @@ fn a_damaged_or_missing_pack_fails_only_the_files_that_need_it() {
     let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);
     assert!(!stats.errors.is_empty(), "damage went unnoticed");
     for e in &stats.errors {
-        assert!(!target.join(&e.path).exists(), "{} left behind", e.path.display());
+        assert!(
+            !target.join(&e.path).exists(),
+            "{} left behind",
+            e.path.display()
+        );
         assert!(
             e.message.contains(&damaged) || e.message.contains("authentication"),
             "{}: {}",
@@ -270,7 +284,11 @@ fn a_damaged_or_missing_pack_fails_only_the_files_that_need_it() {
             rel.display()
         );
     }
-    assert!(temporaries(&target).is_empty(), "{:?}", temporaries(&target));
+    assert!(
+        temporaries(&target).is_empty(),
+        "{:?}",
+        temporaries(&target)
+    );
 
     // A pack that is gone: the same, named.
     std::fs::remove_file(&path).unwrap();
@@ -278,7 +296,10 @@ fn a_damaged_or_missing_pack_fails_only_the_files_that_need_it() {
     let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);
     assert!(!stats.errors.is_empty());
     assert!(
-        stats.errors.iter().all(|e| e.message.contains(&damaged[..8])),
+        stats
+            .errors
+            .iter()
+            .all(|e| e.message.contains(&damaged[..8])),
         "{:?}",
         stats.errors
     );

@@ -70,6 +70,13 @@ pub struct Args {
     /// Do not copy to the stored copy target (`rewind copy-target`) this time.
     #[arg(long, conflicts_with = "copy_to")]
     pub no_copy: bool,
+    /// Do not score the changes against the parent snapshot (ransomware
+    /// detection).
+    #[arg(long)]
+    pub no_scan: bool,
+    /// When the backup looks like a ransomware attack, POST a JSON alert here.
+    #[arg(long, env = "REWIND_NOTIFY_URL", value_name = "URL")]
+    pub notify_url: Option<String>,
     /// The command for --stdin-from-command.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -167,6 +174,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     opts.exclude_caches = args.exclude_caches;
     opts.one_file_system = args.one_file_system;
     opts.dry_run = args.dry_run;
+    opts.skip_scan = args.no_scan;
     let (repo_path, _) = global.location();
     if let Ok(p) = repo_path.canonicalize() {
         opts.exclude_paths.push(p);
@@ -227,6 +235,33 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                     );
                 }
             }
+        }
+    }
+    if let (Some(id), Some(r)) = (outcome.snapshot_id, &outcome.snapshot.scan) {
+        if r.effective() == rewind_core::scan::Verdict::Suspicious {
+            super::scan::warn(&id, r);
+            let url = match &args.notify_url {
+                Some(u) => Some(u.clone()),
+                None => repo.notify_url().unwrap_or(None),
+            };
+            if let Some(url) = url {
+                let alert = serde_json::json!({
+                    "message_type": "suspicious_snapshot",
+                    "repository": repo.backend().location(),
+                    "snapshot_id": id.to_hex(),
+                    "time": outcome.snapshot.time.to_string(),
+                    "hostname": outcome.snapshot.hostname,
+                    "paths": outcome.snapshot.paths,
+                    "score": r.score,
+                    "reasons": r.reasons,
+                    "top_paths": r.top_paths,
+                    "counts": r.counts,
+                });
+                if let Err(e) = rewind_backends::notify::post_json(&url, &alert) {
+                    eprintln!("error: the alert could not be sent: {e}");
+                }
+            }
+            return Ok(crate::exit::SUSPICIOUS);
         }
     }
     Ok(
@@ -314,6 +349,7 @@ fn print_summary(o: &BackupOutcome, global: &Global, dry_run: bool) {
                 "dirs": s.dirs, "others": s.others, "bytes_read": s.bytes_read, "total_bytes": s.total_bytes,
                 "blobs_added": s.blobs_added, "bytes_added_raw": s.bytes_added_raw, "bytes_added_stored": s.bytes_added_stored,
                 "errors": s.errors, "duration_secs": s.duration_secs,
+                "scan": o.snapshot.scan,
                 "warnings": o.warnings.iter().map(|w| serde_json::json!({"path": w.path.to_string_lossy(), "message": w.message})).collect::<Vec<_>>(),
             })
         );

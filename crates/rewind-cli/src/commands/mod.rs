@@ -14,6 +14,7 @@ pub mod protect;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod scan;
 pub mod snapshots;
 pub mod stats;
 
@@ -105,6 +106,12 @@ pub enum Command {
     Copy(copy::Args),
     /// Show or store the repository every backup is copied to.
     CopyTarget(copy_target::Args),
+    /// Score a snapshot's changes against its parent (ransomware detection).
+    Scan(scan::ScanArgs),
+    /// Overrule the ransomware scan: mark a snapshot clean or suspicious.
+    Mark(scan::MarkArgs),
+    /// Show or store the URL that ransomware alerts are POSTed to.
+    Notify(scan::NotifyArgs),
 }
 
 /// Where the default repository and its key live.

@@ -20,7 +20,12 @@ pub enum OverwriteArg {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// SNAPSHOT or SNAPSHOT:/PATH (id, `latest` or @TIME).
-    pub snapshot: String,
+    #[arg(required_unless_present = "last_clean")]
+    pub snapshot: Option<String>,
+    /// Restore the newest snapshot before the first one that looks like a
+    /// ransomware attack (in the group chosen with --host/--path/--tag).
+    #[arg(long, conflicts_with = "snapshot")]
+    pub last_clean: bool,
     /// Directory to restore into.
     #[arg(short, long)]
     pub target: PathBuf,
@@ -63,19 +68,85 @@ fn snapshot_path(s: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The snapshot `--last-clean` means, said on stderr with why.
+fn last_clean(
+    repo: &rewind_core::repository::Repository,
+    select: &SelectArgs,
+    global: &Global,
+) -> Result<(
+    rewind_core::id::SnapshotId,
+    rewind_core::format::snapshot::SnapshotFile,
+)> {
+    let group = select.matching(repo)?;
+    let mut groups: Vec<(String, Vec<String>)> = group
+        .iter()
+        .map(|(_, s)| (s.hostname.clone(), s.paths.clone()))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    if groups.len() > 1 {
+        let list: Vec<String> = groups
+            .iter()
+            .map(|(h, p)| format!("--host {h} --path {}", p.join(" --path ")))
+            .collect();
+        return Err(super::usage(format!(
+            "--last-clean looks at one machine's backups of the same paths, and {} groups match; choose one: {}",
+            groups.len(),
+            list.join("; ")
+        )));
+    }
+    let Some((clean, bad)) = rewind_core::scan::last_clean(&group) else {
+        if group.is_empty() {
+            anyhow::bail!(rewind_core::Error::SnapshotNotFound(
+                "no snapshot matches".into()
+            ));
+        }
+        anyhow::bail!(
+            "the oldest snapshot of this group is already suspicious: there is no clean snapshot before it"
+        );
+    };
+    let snap = group
+        .iter()
+        .find(|(id, _)| *id == clean)
+        .map(|(_, s)| s.clone())
+        .expect("chosen from the group");
+    if !global.quiet {
+        match bad.and_then(|b| group.iter().find(|(id, _)| *id == b)) {
+            Some((bid, bs)) => eprintln!(
+                "last clean snapshot: {} of {}, the one before {} of {}, which looks like an attack ({})",
+                clean.short(),
+                crate::output::local_time(snap.time),
+                bid.short(),
+                crate::output::local_time(bs.time),
+                bs.scan
+                    .as_ref()
+                    .and_then(|r| r.reasons.first().cloned())
+                    .unwrap_or_else(|| "marked suspicious".into())
+            ),
+            None => eprintln!(
+                "no snapshot of this group looks like an attack; the newest, {}, is the last clean one",
+                clean.short()
+            ),
+        }
+    }
+    Ok((clean, snap))
+}
+
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
-    let (spec, sub) = match args.snapshot.find(":/") {
-        Some(i) => (
-            &args.snapshot[..i],
-            Some(snapshot_path(&args.snapshot[i + 1..])?),
-        ),
-        None => (args.snapshot.as_str(), None),
+    let spec_arg = args.snapshot.as_deref().unwrap_or("");
+    let (spec, sub) = match spec_arg.find(":/") {
+        Some(i) => (&spec_arg[..i], Some(snapshot_path(&spec_arg[i + 1..])?)),
+        None => (spec_arg, None),
     };
     if args.delete && (!args.includes.is_empty() || !args.excludes.is_empty()) {
         return Err(super::usage("--delete cannot be combined with --include or --exclude: it would remove what the filters leave out"));
     }
     let repo = global.open()?;
-    let (id, snap) = args.select.resolve(&repo, spec)?;
+    let (id, snap) = if args.last_clean {
+        last_clean(&repo, &args.select, global)?
+    } else {
+        args.select.resolve(&repo, spec)?
+    };
     let start = match &sub {
         None => RestoreStart::Tree {
             tree: snap.tree,

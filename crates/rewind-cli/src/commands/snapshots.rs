@@ -23,6 +23,8 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                     "username": s.username, "tags": s.tags, "paths": s.paths, "tree": s.tree.to_hex(),
                     "parent": s.parent.map(|p| p.to_hex()), "summary": s.summary,
                     "protected": s.is_protected(jiff::Timestamp::now()), "protected_until": s.protection.as_ref().and_then(|p| p.until).map(|u| u.to_string()),
+                    "suspicious": s.scan.as_ref().is_some_and(|r| r.effective() == rewind_core::scan::Verdict::Suspicious),
+                    "scan": s.scan,
                 })
             })
             .collect();
@@ -38,9 +40,17 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         println!(
             "{:<9}  {:<19}  {:<16}  {:<16}  {:>10}  {:>10}  {}",
             format!(
-                "{}{}",
+                "{}{}{}",
                 id.short(),
-                if s.is_protected(now) { "*" } else { "" }
+                if s.is_protected(now) { "*" } else { "" },
+                if s.scan
+                    .as_ref()
+                    .is_some_and(|r| r.effective() == rewind_core::scan::Verdict::Suspicious)
+                {
+                    "!"
+                } else {
+                    ""
+                }
             ),
             local_time(s.time),
             s.hostname,
@@ -50,6 +60,9 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             s.paths.join(" ")
         );
     }
-    println!("{} snapshots (* = protected from retention)", snaps.len());
+    println!(
+        "{} snapshots (* = protected from retention, ! = looks like a ransomware attack: rewind scan ID)",
+        snaps.len()
+    );
     Ok(crate::exit::OK)
 }

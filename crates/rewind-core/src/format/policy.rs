@@ -27,6 +27,10 @@ pub struct PolicyFile {
     /// otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_to: Option<CopyTarget>,
+    /// Where `rewind backup` POSTs an alert when a snapshot looks like a
+    /// ransomware attack (unless `--notify-url` says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
 }
 
 /// A stored copy target. Its password is never stored here, only where to
@@ -83,6 +87,7 @@ mod tests {
                 options: [("s3.region".to_string(), "eu".to_string())].into(),
                 password_file: None,
             }),
+            notify_url: Some("https://alerts.example/hook".into()),
         };
         let (name, mut sealed) = f.seal(&c);
         assert_eq!(name, Hash::of(&sealed));
@@ -94,10 +99,12 @@ mod tests {
 
     #[test]
     fn a_policy_file_without_copy_target_still_reads() {
-        // As written before copy targets existed.
-        let old = br#"{"version":1,"time":"2026-01-01T00:00:00Z","policy":{"keep_last":3}}"#;
-        let f: PolicyFile = serde_json::from_slice(old).unwrap();
+        // As written before copy targets and alert URLs existed.
+        let policy = serde_json::to_string(&Policy::recommended()).unwrap();
+        let old = format!(r#"{{"version":1,"time":"2026-01-01T00:00:00Z","policy":{policy}}}"#);
+        let f: PolicyFile = serde_json::from_str(&old).unwrap();
         assert_eq!(f.copy_to, None);
-        assert_eq!(f.policy.keep_last, 3);
+        assert_eq!(f.notify_url, None);
+        assert_eq!(f.policy, Policy::recommended());
     }
 }

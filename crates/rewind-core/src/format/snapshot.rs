@@ -79,6 +79,11 @@ pub struct SnapshotFile {
     /// not made twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_from: Option<SnapshotId>,
+    /// The ransomware scan against the parent (`crate::scan`), and a
+    /// person's decision on it. Absent: not scanned (no parent, or written
+    /// before scans existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::scan::ScanResult>,
 }
 
 /// Protection of a snapshot against retention.
@@ -145,6 +150,7 @@ mod tests {
                 protection: if files % 2 == 0 { None } else { Some(Protection { until: if files % 3 == 0 { None } else { Some(jiff::Timestamp::UNIX_EPOCH) } }) },
                 original: if files % 5 == 0 { None } else { Some(SnapshotId(Hash([3; 32]))) },
                 copied_from: if files % 3 == 0 { None } else { Some(SnapshotId(Hash([4; 32]))) },
+                scan: None,
             };
             let (id, sealed) = s.seal(&c);
             prop_assert_eq!(id.0, Hash::of(&sealed));
@@ -170,6 +176,7 @@ mod tests {
             protection: None,
             original: None,
             copied_from: None,
+            scan: None,
         };
         let (_, sealed) = s.seal(&a);
         assert!(SnapshotFile::open(&b, "x", &sealed).is_err());

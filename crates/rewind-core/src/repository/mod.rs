@@ -285,6 +285,20 @@ impl Repository {
         ))
     }
 
+    /// Reads one index file (its name checked against its content).
+    pub fn read_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let name = id.to_hex();
+        let bytes = self.backend.read(FileType::Index, &name)?;
+        if Hash::of(&bytes) != id.0 {
+            return Err(Error::corrupt(
+                "index",
+                &name,
+                "content does not match its name",
+            ));
+        }
+        IndexFile::open(&self.crypto, &name, &bytes)
+    }
+
     fn read_index_files(&self) -> Result<IndexFiles> {
         let files = self.backend.list(FileType::Index)?;
         let parsed: Vec<(String, Result<(IndexId, IndexFile)>)> = files
@@ -496,11 +510,52 @@ impl Repository {
         id: &SnapshotId,
         protection: Option<crate::format::snapshot::Protection>,
     ) -> Result<SnapshotId> {
+        self.rewrite_snapshot(id, |snap| snap.protection = protection)
+    }
+
+    /// Records a person's verdict on a snapshot's ransomware scan (a
+    /// snapshot never scanned gets a scan record holding only the
+    /// decision). Like [`Repository::set_protection`], this writes the
+    /// snapshot under a new id.
+    pub fn set_verdict(
+        &self,
+        id: &SnapshotId,
+        verdict: crate::scan::Verdict,
+        by: &str,
+    ) -> Result<SnapshotId> {
+        let overrule = crate::scan::Overrule {
+            verdict,
+            by: by.to_string(),
+            time: jiff::Timestamp::now(),
+        };
+        self.rewrite_snapshot(id, |snap| {
+            let scan = snap.scan.get_or_insert_with(|| crate::scan::ScanResult {
+                version: crate::scan::VERSION,
+                verdict,
+                score: 0.0,
+                reasons: vec!["not scanned; verdict given by a person".into()],
+                top_paths: Vec::new(),
+                counts: Default::default(),
+                overruled: None,
+            });
+            scan.overruled = Some(overrule);
+        })
+    }
+
+    /// Writes a changed copy of a snapshot, then removes the old file;
+    /// `original` keeps the first id. Returns the new id (the old one if
+    /// nothing changed).
+    fn rewrite_snapshot(
+        &self,
+        id: &SnapshotId,
+        change: impl FnOnce(&mut SnapshotFile),
+    ) -> Result<SnapshotId> {
         let (_, mut snap) = self.read_snapshot(id)?;
-        if snap.protection == protection {
+        let before = snap.clone();
+        change(&mut snap);
+        if snap == before {
             return Ok(*id);
         }
-        snap.protection = protection;
         snap.original = Some(snap.original.unwrap_or(*id));
         let new = self.save_snapshot(&snap)?;
         if new != *id {
@@ -549,7 +604,12 @@ impl Repository {
         Ok(self.settings()?.and_then(|s| s.copy_to))
     }
 
-    /// Stores a retention policy (keeping the copy target).
+    /// The stored alert URL, if any.
+    pub fn notify_url(&self) -> Result<Option<String>> {
+        Ok(self.settings()?.and_then(|s| s.notify_url))
+    }
+
+    /// Stores a retention policy (keeping the other settings).
     pub fn set_policy(&self, policy: &crate::retention::Policy) -> Result<()> {
         policy.validate()?;
         if policy.is_empty() {
@@ -557,30 +617,34 @@ impl Repository {
                 "a stored policy needs at least one rule".into(),
             ));
         }
-        let copy_to = self.copy_target()?;
-        self.store_settings(policy.clone(), copy_to)
+        let policy = policy.clone();
+        self.change_settings(|s| s.policy = policy)
     }
 
-    /// Stores (or with `None` removes) the copy target, keeping the policy
-    /// (the recommended one is stored if none was).
+    /// Stores (or with `None` removes) the copy target, keeping the other
+    /// settings (the recommended policy is stored if none was).
     pub fn set_copy_target(&self, target: Option<CopyTarget>) -> Result<()> {
-        let (policy, _) = self.policy()?;
-        self.store_settings(policy, target)
+        self.change_settings(|s| s.copy_to = target)
     }
 
-    /// Writes a new settings file, then removes the others.
-    fn store_settings(
-        &self,
-        policy: crate::retention::Policy,
-        copy_to: Option<CopyTarget>,
-    ) -> Result<()> {
+    /// Stores (or with `None` removes) the alert URL.
+    pub fn set_notify_url(&self, url: Option<String>) -> Result<()> {
+        self.change_settings(|s| s.notify_url = url)
+    }
+
+    /// Writes a new settings file with `change` applied to the current
+    /// ones, then removes the others.
+    fn change_settings(&self, change: impl FnOnce(&mut PolicyFile)) -> Result<()> {
         let old = self.backend.list(FileType::Policy)?;
-        let file = PolicyFile {
+        let mut file = self.settings()?.unwrap_or_else(|| PolicyFile {
             version: crate::format::policy::VERSION,
             time: jiff::Timestamp::now(),
-            policy,
-            copy_to,
-        };
+            policy: crate::retention::Policy::recommended(),
+            copy_to: None,
+            notify_url: None,
+        });
+        change(&mut file);
+        file.time = jiff::Timestamp::now();
         let (name, bytes) = file.seal(&self.crypto);
         self.backend
             .write(FileType::Policy, &name.to_hex(), &bytes)?;

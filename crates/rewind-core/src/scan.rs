@@ -1,0 +1,873 @@
+//! Ransomware detection: what a snapshot changed, scored against its parent.
+//!
+//! The backup engine already knows, for every file that changed, its old and
+//! new content, and the index knows how well each chunk compressed. An attack
+//! leaves marks no ordinary day of work leaves in bulk:
+//!
+//! - **content turned to noise**: a file that compressed well now does not
+//!   compress at all (all of it, or its first chunk: encrypting only the
+//!   start of each file is common), or compresses far worse (every other
+//!   block encrypted);
+//! - **signature lost**: a `.pdf` that no longer starts with `%PDF`, a
+//!   `.docx` that is no longer a zip, a text file that is no longer text;
+//! - **renamed with a new extension** and new content (`report.docx` gone,
+//!   `report.docx.locked` there, not the same bytes);
+//! - **ransom notes**: the same new small file in many folders, with a
+//!   note-like name;
+//! - content changed while the mtime stayed (supporting evidence only).
+//!
+//! Moves and renames that keep the content (same chunks) are not changes.
+//! Adding new compressed files (photos, archives, video) is not suspicious
+//! by itself: only files whose *own* earlier version was healthy count.
+//! The scan reads the index for every changed file and the first chunk of
+//! at most [`MAX_EXAMINED`] of them (a deterministic sample beyond that), so
+//! it costs little next to the backup that read those files.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::SEAL_OVERHEAD;
+use crate::error::Result;
+use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
+use crate::repository::IndexEntry;
+use crate::repository::Repository;
+
+/// Version of [`ScanResult`] (stored in snapshots).
+pub const VERSION: u32 = 1;
+
+/// Changed files whose first chunk is read (the rest are sampled out).
+pub const MAX_EXAMINED: usize = 4000;
+
+/// A snapshot's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Nothing like an attack.
+    Clean,
+    /// Looks like mass encryption: see the reasons.
+    Suspicious,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Clean => "clean",
+            Verdict::Suspicious => "suspicious",
+        })
+    }
+}
+
+/// A person's decision that overrules the scan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrule {
+    /// What they decided.
+    pub verdict: Verdict,
+    /// Who (user@host).
+    pub by: String,
+    /// When.
+    pub time: jiff::Timestamp,
+}
+
+/// Counts behind a verdict.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanCounts {
+    /// Files in the parent snapshot.
+    pub files_before: u64,
+    /// Files whose content changed in place.
+    pub modified: u64,
+    /// New paths (moves excluded).
+    pub added: u64,
+    /// Removed paths (moves excluded).
+    pub removed: u64,
+    /// Files moved or renamed with their content unchanged.
+    pub moved: u64,
+    /// Changed files examined (first chunk read).
+    pub examined: u64,
+    /// Of those: content that compressed well and now looks random.
+    pub turned_to_noise: u64,
+    /// Of those: files that lost their format's signature.
+    pub lost_signature: u64,
+    /// Of those: text files that are no longer text.
+    pub text_turned_binary: u64,
+    /// Removed files that came back under their name plus a new extension,
+    /// with other content.
+    pub renamed_new_extension: u64,
+    /// Files whose content changed while their mtime stayed.
+    pub mtime_kept: u64,
+    /// Folders that got the same new note-like file.
+    pub note_folders: u64,
+    /// Files that compressed well, removed, with as many random-looking new
+    /// files in the same folders (renamed to random names).
+    #[serde(default)]
+    pub replaced: u64,
+    /// Suspect files, extrapolated to all changed files when sampled.
+    pub suspects: u64,
+}
+
+/// The outcome of a scan, stored in the snapshot (`scan`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScanResult {
+    /// Format version (1).
+    pub version: u32,
+    /// What the scan concluded.
+    pub verdict: Verdict,
+    /// Suspect files as a share of the files before (0..1).
+    pub score: f64,
+    /// Why, in words, strongest first.
+    pub reasons: Vec<String>,
+    /// Some affected paths.
+    pub top_paths: Vec<String>,
+    /// The counts.
+    pub counts: ScanCounts,
+    /// A person's decision, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overruled: Option<Overrule>,
+}
+
+impl ScanResult {
+    /// The verdict that counts: a person's, else the scan's.
+    pub fn effective(&self) -> Verdict {
+        self.overruled.as_ref().map_or(self.verdict, |o| o.verdict)
+    }
+}
+
+/// Stored and plaintext sizes of blobs: the repository index, plus the
+/// index files a running backup just wrote (its handle's index predates
+/// them).
+pub struct Sizes {
+    index: std::sync::Arc<crate::repository::Index>,
+    /// Blob -> (pack, offset, stored length, plaintext length).
+    extra: HashMap<BlobId, (crate::id::PackId, u32, u32, u32)>,
+}
+
+impl Sizes {
+    /// The sizes the repository knows, and those in `written` index files.
+    pub fn new(repo: &Repository, written: &[crate::id::IndexId]) -> Result<Sizes> {
+        let mut extra = HashMap::new();
+        for id in written {
+            for p in repo.read_index_file(id)?.packs {
+                for b in p.blobs {
+                    extra.insert(b.id, (p.id, b.offset, b.length, b.raw_length));
+                }
+            }
+        }
+        Ok(Sizes {
+            index: repo.index()?,
+            extra,
+        })
+    }
+
+    fn get(&self, id: &BlobId) -> Option<(u32, u32)> {
+        self.index
+            .get(id)
+            .map(|e: &IndexEntry| (e.length, e.raw_length))
+            .or_else(|| self.extra.get(id).map(|e| (e.2, e.3)))
+    }
+
+    /// The plaintext of a blob.
+    fn read(&self, repo: &Repository, id: &BlobId) -> Result<Vec<u8>> {
+        match self.extra.get(id) {
+            Some(&(pack, offset, length, raw_length)) if self.index.get(id).is_none() => {
+                let pack = pack.to_hex();
+                let sealed = repo.backend().read_range(
+                    crate::backend::FileType::Pack,
+                    &pack,
+                    u64::from(offset),
+                    length,
+                )?;
+                repo.open_blob(id, raw_length, &sealed, &pack)
+            }
+            _ => repo.read_blob(id),
+        }
+    }
+}
+
+/// A file on either side of the comparison.
+struct FileAt {
+    path: PathBuf,
+    node: Node,
+}
+
+fn content(n: &Node) -> &[BlobId] {
+    match &n.kind {
+        NodeKind::File { content, .. } => content,
+        _ => &[],
+    }
+}
+
+/// The files that differ between two trees.
+#[derive(Default)]
+struct Changes {
+    removed: Vec<FileAt>,
+    added: Vec<FileAt>,
+    modified: Vec<(FileAt, FileAt)>,
+}
+
+/// Collects the files that differ between two trees (identical subtrees are
+/// skipped without reading them).
+fn changed_files(
+    repo: &Repository,
+    sizes: &Sizes,
+    a: Option<&BlobId>,
+    b: Option<&BlobId>,
+    base: &Path,
+    out: &mut Changes,
+) -> Result<()> {
+    if a == b {
+        return Ok(());
+    }
+    let tree = |id: &BlobId| -> Result<Vec<Node>> {
+        Ok(crate::format::tree::Tree::decode(id, &sizes.read(repo, id)?)?.nodes)
+    };
+    let ta = match a {
+        Some(id) => tree(id)?,
+        None => Vec::new(),
+    };
+    let tb = match b {
+        Some(id) => tree(id)?,
+        None => Vec::new(),
+    };
+    let (mut i, mut j) = (0, 0);
+    let file = |n: &Node| matches!(n.kind, NodeKind::File { .. });
+    while i < ta.len() || j < tb.len() {
+        let ord = match (ta.get(i), tb.get(j)) {
+            (Some(x), Some(y)) => x.name.cmp(&y.name),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let (x, y) = match ord {
+            std::cmp::Ordering::Less => (ta.get(i), None),
+            std::cmp::Ordering::Greater => (None, tb.get(j)),
+            std::cmp::Ordering::Equal => (ta.get(i), tb.get(j)),
+        };
+        let name = x.or(y).expect("one side").name.clone();
+        let p = base.join(OsStr::from_bytes(&name));
+        let sub = |n: Option<&Node>| match n.map(|n| &n.kind) {
+            Some(NodeKind::Dir { subtree }) => Some(*subtree),
+            _ => None,
+        };
+        changed_files(repo, sizes, sub(x).as_ref(), sub(y).as_ref(), &p, out)?;
+        match (x.filter(|n| file(n)), y.filter(|n| file(n))) {
+            (Some(x), Some(y)) if content(x) != content(y) => out.modified.push((
+                FileAt {
+                    path: p.clone(),
+                    node: x.clone(),
+                },
+                FileAt {
+                    path: p,
+                    node: y.clone(),
+                },
+            )),
+            (Some(_), Some(_)) => {}
+            (Some(x), None) => out.removed.push(FileAt {
+                path: p,
+                node: x.clone(),
+            }),
+            (None, Some(y)) => out.added.push(FileAt {
+                path: p,
+                node: y.clone(),
+            }),
+            (None, None) => {}
+        }
+        if ord != std::cmp::Ordering::Greater {
+            i += 1;
+        }
+        if ord != std::cmp::Ordering::Less {
+            j += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Stored bytes per plaintext byte of a run of blobs (1.0: did not
+/// compress), or None if unknown or empty.
+fn ratio(sizes: &Sizes, blobs: &[BlobId]) -> Option<f64> {
+    let (mut stored, mut raw) = (0u64, 0u64);
+    for b in blobs {
+        let (length, raw_length) = sizes.get(b)?;
+        stored += u64::from(length).saturating_sub(SEAL_OVERHEAD as u64 + 1);
+        raw += u64::from(raw_length);
+    }
+    (raw >= 512).then(|| (stored as f64 / raw as f64).min(1.0))
+}
+
+/// Compressed well before.
+const COMPRESSIBLE: f64 = 0.90;
+/// Does not compress now (zstd stores such chunks as they are).
+const NOISE: f64 = 0.97;
+/// A jump in the stored share this large means part of it became noise.
+const JUMP: f64 = 0.30;
+
+/// The lowercase extension of a file name.
+fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+}
+
+/// What a healthy file of this extension starts with.
+enum Expect {
+    /// One of these byte strings at this offset.
+    Magic(usize, &'static [&'static [u8]]),
+    /// UTF-8 text.
+    Text,
+}
+
+fn expectation(ext: &str) -> Option<Expect> {
+    const ZIP: &[&[u8]] = &[b"PK\x03\x04", b"PK\x05\x06"];
+    Some(match ext {
+        "pdf" => Expect::Magic(0, &[b"%PDF"]),
+        "docx" | "xlsx" | "pptx" | "odt" | "ods" | "odp" | "zip" | "jar" | "epub" | "apk" => {
+            Expect::Magic(0, ZIP)
+        }
+        "png" => Expect::Magic(0, &[b"\x89PNG"]),
+        "jpg" | "jpeg" => Expect::Magic(0, &[b"\xff\xd8\xff"]),
+        "gif" => Expect::Magic(0, &[b"GIF8"]),
+        "gz" | "tgz" => Expect::Magic(0, &[b"\x1f\x8b"]),
+        "zst" => Expect::Magic(0, &[b"\x28\xb5\x2f\xfd"]),
+        "xz" => Expect::Magic(0, &[b"\xfd7zXZ"]),
+        "bz2" => Expect::Magic(0, &[b"BZh"]),
+        "7z" => Expect::Magic(0, &[b"7z\xbc\xaf"]),
+        "mp4" | "m4a" | "m4v" | "mov" => {
+            Expect::Magic(4, &[b"ftyp", b"moov", b"mdat", b"free", b"wide"])
+        }
+        "sqlite" | "sqlite3" | "db" => Expect::Magic(0, &[b"SQLite format 3\0"]),
+        "doc" | "xls" | "ppt" | "msg" => Expect::Magic(0, &[b"\xd0\xcf\x11\xe0"]),
+        "so" | "o" => Expect::Magic(0, &[b"\x7fELF"]),
+        "txt" | "md" | "rst" | "csv" | "tsv" | "json" | "yaml" | "yml" | "toml" | "ini" | "cfg"
+        | "conf" | "log" | "xml" | "html" | "htm" | "css" | "js" | "ts" | "py" | "rs" | "go"
+        | "c" | "h" | "cc" | "cpp" | "hpp" | "java" | "kt" | "rb" | "php" | "sh" | "sql"
+        | "tex" | "svg" | "eml" => Expect::Text,
+        _ => return None,
+    })
+}
+
+/// Whether a file's first bytes are what its extension promises.
+fn healthy(expect: &Expect, head: &[u8]) -> bool {
+    match expect {
+        Expect::Magic(at, magics) => magics
+            .iter()
+            .any(|m| head.len() >= at + m.len() && &head[*at..at + m.len()] == *m),
+        Expect::Text => {
+            let head = &head[..head.len().min(4096)];
+            let valid = match std::str::from_utf8(head) {
+                Ok(_) => true,
+                // A character cut at the end of the sample is fine.
+                Err(e) => e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
+            };
+            valid && head.iter().filter(|b| **b == 0).count() == 0
+        }
+    }
+}
+
+/// Note-like names: what ransomware calls its instructions.
+fn note_like(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "decrypt",
+        "ransom",
+        "recover",
+        "restore",
+        "readme",
+        "read_me",
+        "read-me",
+        "how_to",
+        "how-to",
+        "instruction",
+        "unlock",
+        "your_files",
+        "files_encrypted",
+        "!!!",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// What one examined file pair shows.
+#[derive(Default)]
+struct Marks {
+    noise: bool,
+    signature: bool,
+    text: bool,
+}
+
+fn head(repo: &Repository, sizes: &Sizes, n: &Node) -> Option<Vec<u8>> {
+    let first = content(n).first()?;
+    let mut data = sizes.read(repo, first).ok()?;
+    data.truncate(4096);
+    Some(data)
+}
+
+fn examine(repo: &Repository, sizes: &Sizes, old: &FileAt, new: &FileAt) -> Marks {
+    let mut m = Marks::default();
+    // Renamed to a format it is a healthy example of (`x.log` -> `x.log.gz`
+    // holding gzip): a conversion, not damage.
+    if old.path != new.path {
+        if let Some(expect) = extension(&new.path).and_then(|e| expectation(&e)) {
+            if head(repo, sizes, &new.node).is_some_and(|h| healthy(&expect, &h)) {
+                return m;
+            }
+        }
+    }
+    let (oc, nc) = (content(&old.node), content(&new.node));
+    if let (Some(o), Some(n)) = (ratio(sizes, oc), ratio(sizes, nc)) {
+        if o < COMPRESSIBLE && (n >= NOISE || n - o >= JUMP) {
+            m.noise = true;
+        }
+    }
+    if let (Some(o), Some(n)) = (
+        ratio(sizes, &oc[..oc.len().min(1)]),
+        ratio(sizes, &nc[..nc.len().min(1)]),
+    ) {
+        if o < COMPRESSIBLE && n >= NOISE {
+            m.noise = true;
+        }
+    }
+    // The old name's promise, for both: a renamed file keeps its format.
+    if let Some(expect) = extension(&old.path).and_then(|e| expectation(&e)) {
+        if let (Some(oh), Some(nh)) = (head(repo, sizes, &old.node), head(repo, sizes, &new.node)) {
+            if healthy(&expect, &oh) && !healthy(&expect, &nh) {
+                match expect {
+                    Expect::Text => m.text = true,
+                    Expect::Magic(..) => m.signature = true,
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Compares snapshot tree `new` with its parent's tree `old`.
+/// `files_before` is the number of files in the parent.
+pub fn scan(
+    repo: &Repository,
+    sizes: &Sizes,
+    old: &BlobId,
+    new: &BlobId,
+    files_before: u64,
+) -> Result<ScanResult> {
+    let mut changes = Changes::default();
+    changed_files(
+        repo,
+        sizes,
+        Some(old),
+        Some(new),
+        Path::new("/"),
+        &mut changes,
+    )?;
+    let Changes {
+        removed,
+        added,
+        modified,
+    } = changes;
+    let mut counts = ScanCounts {
+        files_before,
+        ..Default::default()
+    };
+
+    // Moves: the same content under another path.
+    let mut by_content: HashMap<&[BlobId], usize> = HashMap::new();
+    for f in &removed {
+        if !content(&f.node).is_empty() {
+            *by_content.entry(content(&f.node)).or_default() += 1;
+        }
+    }
+    let mut moved_in: HashSet<usize> = HashSet::new();
+    for (i, f) in added.iter().enumerate() {
+        if let Some(n) = by_content.get_mut(content(&f.node)) {
+            if *n > 0 {
+                *n -= 1;
+                moved_in.insert(i);
+            }
+        }
+    }
+    let moved_contents: HashSet<&[BlobId]> = added
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| moved_in.contains(i))
+        .map(|(_, f)| content(&f.node))
+        .collect();
+    counts.moved = moved_in.len() as u64;
+
+    // Renamed with a new extension: `x.docx` removed, `x.docx.locked` added.
+    let removed_at: HashMap<&Path, usize> = removed
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.path.as_path(), i))
+        .collect();
+    let mut pairs: Vec<(usize, usize)> = Vec::new(); // (removed, added)
+    let mut new_ext: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, f) in added.iter().enumerate() {
+        if moved_in.contains(&i) {
+            continue;
+        }
+        let stem = f.path.with_extension("");
+        if let Some(&r) = removed_at.get(stem.as_path()) {
+            pairs.push((r, i));
+            *new_ext
+                .entry(extension(&f.path).unwrap_or_default())
+                .or_default() += 1;
+        }
+    }
+    let paired_removed: HashSet<usize> = pairs.iter().map(|p| p.0).collect();
+    counts.renamed_new_extension = pairs.len() as u64;
+    counts.modified = modified.len() as u64;
+    counts.added = (added.len() - moved_in.len()) as u64;
+    counts.removed = removed
+        .iter()
+        .filter(|f| !moved_contents.contains(content(&f.node)))
+        .count() as u64;
+
+    // Replaced under new names: in a folder, files that compressed well
+    // disappeared and as many files of random-looking content appeared
+    // (ransomware that renames to random names). Matched per folder.
+    let paired_added: HashSet<usize> = pairs.iter().map(|p| p.1).collect();
+    let mut gone: HashMap<&Path, u64> = HashMap::new();
+    for (i, f) in removed.iter().enumerate() {
+        let c = content(&f.node);
+        if paired_removed.contains(&i) || moved_contents.contains(c) {
+            continue;
+        }
+        if ratio(sizes, c).is_some_and(|r| r < COMPRESSIBLE) {
+            *gone
+                .entry(f.path.parent().unwrap_or(Path::new("/")))
+                .or_default() += 1;
+        }
+    }
+    let mut replaced = 0u64;
+    let mut replaced_paths: Vec<String> = Vec::new();
+    if !gone.is_empty() {
+        let mut noise_in: HashMap<&Path, Vec<&FileAt>> = HashMap::new();
+        for (i, f) in added.iter().enumerate() {
+            if moved_in.contains(&i) || paired_added.contains(&i) {
+                continue;
+            }
+            let dir = f.path.parent().unwrap_or(Path::new("/"));
+            if !gone.contains_key(dir)
+                || !ratio(sizes, content(&f.node)).is_some_and(|r| r >= NOISE)
+            {
+                continue;
+            }
+            // A healthy file of its own format (a photo, an archive) is not noise.
+            let own = extension(&f.path).and_then(|e| expectation(&e));
+            if let Some(expect) = own {
+                if head(repo, sizes, &f.node).is_some_and(|h| healthy(&expect, &h)) {
+                    continue;
+                }
+            }
+            noise_in.entry(dir).or_default().push(f);
+        }
+        for (dir, files) in noise_in {
+            let n = gone[dir].min(files.len() as u64);
+            replaced += n;
+            replaced_paths.extend(
+                files
+                    .iter()
+                    .take(n as usize)
+                    .map(|f| f.path.display().to_string()),
+            );
+        }
+        replaced_paths.sort();
+    }
+    counts.replaced = replaced;
+
+    // Ransom notes: one new small file, same name and content, in many folders.
+    let mut notes: HashMap<(&[u8], &[BlobId]), HashSet<&Path>> = HashMap::new();
+    for (i, f) in added.iter().enumerate() {
+        if moved_in.contains(&i) || f.node.size > 256 << 10 {
+            continue;
+        }
+        notes
+            .entry((&f.node.name, content(&f.node)))
+            .or_default()
+            .insert(f.path.parent().unwrap_or(Path::new("/")));
+    }
+    let mut note_names: Vec<(String, u64)> = notes
+        .iter()
+        .map(|((name, _), dirs)| {
+            (
+                String::from_utf8_lossy(name).into_owned(),
+                dirs.len() as u64,
+            )
+        })
+        .filter(|(name, dirs)| *dirs >= 3 && note_like(name))
+        .collect();
+    note_names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    counts.note_folders = note_names.iter().map(|n| n.1).sum();
+
+    // Examine modified files and renamed pairs (a deterministic sample).
+    let mut candidates: Vec<(&FileAt, &FileAt)> = modified.iter().map(|(a, b)| (a, b)).collect();
+    candidates.extend(pairs.iter().map(|(r, a)| (&removed[*r], &added[*a])));
+    for (o, n) in &candidates {
+        if o.node.mtime == n.node.mtime && o.path == n.path {
+            counts.mtime_kept += 1;
+        }
+    }
+    let total = candidates.len();
+    if total > MAX_EXAMINED {
+        candidates.sort_by_key(|(_, n)| {
+            blake3::hash(n.path.as_os_str().as_bytes()).as_bytes()[..8].to_vec()
+        });
+        candidates.truncate(MAX_EXAMINED);
+    }
+    use rayon::prelude::*;
+    let marks: Vec<Marks> = candidates
+        .par_iter()
+        .map(|(o, n)| examine(repo, sizes, o, n))
+        .collect();
+    let mut suspects = 0u64;
+    let mut top: Vec<String> = Vec::new();
+    let mut signature_exts: BTreeMap<String, u64> = BTreeMap::new();
+    for ((o, n), m) in candidates.iter().zip(&marks) {
+        counts.turned_to_noise += u64::from(m.noise);
+        counts.lost_signature += u64::from(m.signature);
+        counts.text_turned_binary += u64::from(m.text);
+        if m.signature {
+            *signature_exts
+                .entry(extension(&o.path).unwrap_or_default())
+                .or_default() += 1;
+        }
+        if m.noise || m.signature || m.text {
+            suspects += 1;
+            if top.len() < 10 {
+                top.push(n.path.display().to_string());
+            }
+        }
+    }
+    counts.examined = candidates.len() as u64;
+    // Extrapolate a sample to all candidates.
+    if total > candidates.len() && !candidates.is_empty() {
+        suspects = (suspects as f64 * total as f64 / candidates.len() as f64).round() as u64;
+    }
+    let examined_suspects = suspects;
+    suspects += replaced;
+    for p in replaced_paths {
+        if top.len() >= 10 {
+            break;
+        }
+        top.push(p);
+    }
+    counts.suspects = suspects;
+
+    // The verdict. Ordinary work turns few healthy files into noise; an
+    // attack turns many (a share of the files, or a large number).
+    let base = files_before.max(1) as f64;
+    let share = suspects as f64 / base;
+    let (top_ext, top_ext_n) = new_ext
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(e, n)| (e.clone(), *n))
+        .unwrap_or_default();
+    let mass_noise = suspects >= 5 && (share >= 0.02 || suspects >= 200);
+    // One folder wiped: most of what changed was damaged.
+    let changed = (total as u64 + replaced).max(1);
+    let concentrated = suspects >= 10 && examined_suspects + replaced >= changed / 2;
+    let notes_and_damage = counts.note_folders >= 3 && suspects >= 1;
+    let verdict = if mass_noise || concentrated || notes_and_damage {
+        Verdict::Suspicious
+    } else {
+        Verdict::Clean
+    };
+
+    let mut reasons = Vec::new();
+    let pct = |n: u64| 100.0 * n as f64 / base;
+    if counts.turned_to_noise > 0 {
+        reasons.push(format!(
+            "{} changed file(s) that compressed well now look random (encrypted?)",
+            counts.turned_to_noise
+        ));
+    }
+    if counts.lost_signature > 0 {
+        let exts: Vec<String> = signature_exts.keys().map(|e| format!(".{e}")).collect();
+        reasons.push(format!(
+            "{} file(s) no longer start with their format's signature ({})",
+            counts.lost_signature,
+            exts.join(", ")
+        ));
+    }
+    if counts.text_turned_binary > 0 {
+        reasons.push(format!(
+            "{} text file(s) are no longer text",
+            counts.text_turned_binary
+        ));
+    }
+    if top_ext_n > 0 {
+        reasons.push(format!(
+            "{top_ext_n} file(s) were replaced by a copy named with the new extension .{top_ext}"
+        ));
+    }
+    if replaced > 0 {
+        reasons.push(format!(
+            "{replaced} file(s) were replaced by random-looking files under other names"
+        ));
+    }
+    if let Some((name, dirs)) = note_names.first() {
+        reasons.push(format!(
+            "a note-like file {name:?} appeared in {dirs} folders"
+        ));
+    }
+    if counts.mtime_kept > 0 && verdict == Verdict::Suspicious {
+        reasons.push(format!(
+            "{} file(s) changed content but kept their modification time",
+            counts.mtime_kept
+        ));
+    }
+    if total > candidates.len() {
+        reasons.push(format!(
+            "{} of {total} changed files examined; counts extrapolated",
+            candidates.len()
+        ));
+    }
+    if verdict == Verdict::Suspicious {
+        reasons.insert(
+            0,
+            format!(
+                "{suspects} of {files_before} files ({:.1}%) look encrypted or replaced",
+                pct(suspects)
+            ),
+        );
+    }
+    Ok(ScanResult {
+        version: VERSION,
+        verdict,
+        score: share.min(1.0),
+        reasons,
+        top_paths: top,
+        counts,
+        overruled: None,
+    })
+}
+
+/// In one group of snapshots (same host and paths; any order): the newest
+/// snapshot before the first suspicious one that no person marked clean,
+/// and that suspicious one. Without one: the newest snapshot and None.
+/// None when no snapshot qualifies (the first one is suspicious).
+pub fn last_clean(
+    group: &[(crate::id::SnapshotId, crate::format::snapshot::SnapshotFile)],
+) -> Option<(crate::id::SnapshotId, Option<crate::id::SnapshotId>)> {
+    let mut by_time: Vec<_> = group.iter().collect();
+    by_time.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    let bad = |s: &crate::format::snapshot::SnapshotFile| {
+        s.scan
+            .as_ref()
+            .is_some_and(|r| r.effective() == Verdict::Suspicious)
+    };
+    match by_time.iter().position(|(_, s)| bad(s)) {
+        Some(0) => None,
+        Some(i) => Some((by_time[i - 1].0, Some(by_time[i].0))),
+        None => by_time.last().map(|(id, _)| (*id, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures() {
+        let pdf = expectation("pdf").unwrap();
+        assert!(healthy(&pdf, b"%PDF-1.7\n..."));
+        assert!(!healthy(&pdf, b"\x13\x99%PDF"));
+        let zip = expectation("docx").unwrap();
+        assert!(healthy(&zip, b"PK\x03\x04rest"));
+        assert!(!healthy(&zip, b"PK"));
+        let mp4 = expectation("mp4").unwrap();
+        assert!(healthy(&mp4, b"\0\0\0\x20ftypisom"));
+        assert!(!healthy(&mp4, b"ftyp"));
+        let txt = expectation("md").unwrap();
+        assert!(healthy(&txt, "# Title\n\nsome text é".as_bytes()));
+        // A multi-byte character cut by the sample is still text.
+        let mut cut = "é".repeat(3000).into_bytes();
+        cut.truncate(4095);
+        assert!(healthy(&txt, &cut));
+        assert!(!healthy(&txt, b"\x00\x01\x02binary\xff\xfe"));
+        assert!(!healthy(&txt, b"text with a \0 NUL"));
+        assert!(expectation("locked").is_none());
+    }
+
+    fn snap(
+        t: i64,
+        verdict: Option<(Verdict, Option<Verdict>)>,
+    ) -> crate::format::snapshot::SnapshotFile {
+        crate::format::snapshot::SnapshotFile {
+            version: 1,
+            time: jiff::Timestamp::from_second(t).unwrap(),
+            tree: BlobId(crate::id::Hash([0; 32])),
+            paths: vec!["/d".into()],
+            hostname: "h".into(),
+            username: "u".into(),
+            tags: vec![],
+            parent: None,
+            program: String::new(),
+            summary: Default::default(),
+            protection: None,
+            original: None,
+            copied_from: None,
+            scan: verdict.map(|(v, o)| ScanResult {
+                version: VERSION,
+                verdict: v,
+                score: 0.0,
+                reasons: vec![],
+                top_paths: vec![],
+                counts: Default::default(),
+                overruled: o.map(|verdict| Overrule {
+                    verdict,
+                    by: "me".into(),
+                    time: jiff::Timestamp::UNIX_EPOCH,
+                }),
+            }),
+        }
+    }
+
+    #[test]
+    fn last_clean_is_before_the_first_unresolved_suspicious_snapshot() {
+        use crate::id::{Hash, SnapshotId};
+        let id = |n: u8| SnapshotId(Hash([n; 32]));
+        let clean = Some((Verdict::Clean, None));
+        let bad = Some((Verdict::Suspicious, None));
+        let forgiven = Some((Verdict::Suspicious, Some(Verdict::Clean)));
+        // Given in any order.
+        let g = vec![
+            (id(4), snap(40, clean)),
+            (id(1), snap(10, None)),
+            (id(3), snap(30, bad)),
+            (id(2), snap(20, clean)),
+            (id(5), snap(50, bad)),
+        ];
+        assert_eq!(last_clean(&g), Some((id(2), Some(id(3)))));
+        // The first alarm overruled: the next one counts.
+        let mut g2 = g.clone();
+        g2[2].1 = snap(30, forgiven);
+        assert_eq!(last_clean(&g2), Some((id(4), Some(id(5)))));
+        // No alarm: the newest.
+        let g3: Vec<_> = g
+            .iter()
+            .filter(|(i, _)| *i != id(3) && *i != id(5))
+            .cloned()
+            .collect();
+        assert_eq!(last_clean(&g3), Some((id(4), None)));
+        // The oldest already suspicious: nothing clean before it.
+        assert_eq!(last_clean(&[(id(9), snap(1, bad))]), None);
+        assert_eq!(last_clean(&[]), None);
+    }
+
+    #[test]
+    fn note_names() {
+        for n in [
+            "README_DECRYPT.txt",
+            "HOW_TO_RECOVER_FILES.html",
+            "!!!READ_ME!!!.txt",
+            "restore-my-files.txt",
+        ] {
+            assert!(note_like(n), "{n}");
+        }
+        for n in ["main.rs", "index.html", "photo.jpg"] {
+            assert!(!note_like(n), "{n}");
+        }
+    }
+}
