@@ -405,11 +405,19 @@ fn head(repo: &Repository, sizes: &Sizes, n: &Node) -> Option<Vec<u8>> {
 
 fn examine(repo: &Repository, sizes: &Sizes, old: &FileAt, new: &FileAt) -> Marks {
     let mut m = Marks::default();
+    // The new head is read at most once, the old one only when the new one
+    // is not healthy: ordinary work costs one chunk read per file.
+    let mut new_head: Option<Option<Vec<u8>>> = None;
+    let mut new_head = || {
+        new_head
+            .get_or_insert_with(|| head(repo, sizes, &new.node))
+            .clone()
+    };
     // Renamed to a format it is a healthy example of (`x.log` -> `x.log.gz`
     // holding gzip): a conversion, not damage.
     if old.path != new.path {
         if let Some(expect) = extension(&new.path).and_then(|e| expectation(&e)) {
-            if head(repo, sizes, &new.node).is_some_and(|h| healthy(&expect, &h)) {
+            if new_head().is_some_and(|h| healthy(&expect, &h)) {
                 return m;
             }
         }
@@ -430,12 +438,11 @@ fn examine(repo: &Repository, sizes: &Sizes, old: &FileAt, new: &FileAt) -> Mark
     }
     // The old name's promise, for both: a renamed file keeps its format.
     if let Some(expect) = extension(&old.path).and_then(|e| expectation(&e)) {
-        if let (Some(oh), Some(nh)) = (head(repo, sizes, &old.node), head(repo, sizes, &new.node)) {
-            if healthy(&expect, &oh) && !healthy(&expect, &nh) {
-                match expect {
-                    Expect::Text => m.text = true,
-                    Expect::Magic(..) => m.signature = true,
-                }
+        let broken = new_head().is_some_and(|nh| !healthy(&expect, &nh));
+        if broken && head(repo, sizes, &old.node).is_some_and(|oh| healthy(&expect, &oh)) {
+            match expect {
+                Expect::Text => m.text = true,
+                Expect::Magic(..) => m.signature = true,
             }
         }
     }
