@@ -292,6 +292,10 @@ fn scanning_can_be_skipped_and_bad_alert_urls_are_refused() {
             .contains("no snapshot of this group looks like an attack"),
         "{r}"
     );
+    // No snapshot in the group: said once, clearly.
+    let r = env.run(["restore", "--last-clean", "--host", "nope", "--target", "/tmp/x"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(r.stderr.matches("no snapshot matches").count(), 1, "{r}");
     // --last-clean with a snapshot is a usage error.
     let r = env.run(["restore", "latest", "--last-clean", "--target", "/tmp/x"]);
     assert_eq!(r.code, Some(2), "{r}");

@@ -98,7 +98,7 @@ fn last_clean(
     let Some((clean, bad)) = rewind_core::scan::last_clean(&group) else {
         if group.is_empty() {
             anyhow::bail!(rewind_core::Error::SnapshotNotFound(
-                "no snapshot matches".into()
+                "the given --host/--path/--tag".into()
             ));
         }
         anyhow::bail!(
