@@ -108,16 +108,11 @@ impl std::fmt::Debug for S3Backend {
     }
 }
 
-fn dir(t: FileType) -> &'static str {
+/// The key prefix of a type's objects (`keys/`, ...; `""` for the config).
+fn dir(t: FileType) -> String {
     match t {
-        FileType::Config => "",
-        FileType::Key => "keys/",
-        FileType::Snapshot => "snapshots/",
-        FileType::Index => "index/",
-        FileType::Pack => "data/",
-        FileType::Policy => "policy/",
-        FileType::PruneState => "prune/",
-        FileType::Running => "running/",
+        FileType::Config => String::new(),
+        _ => format!("{}/", t.dir()),
     }
 }
 
@@ -408,10 +403,10 @@ impl Backend for S3Backend {
             recursive: true,
             ..Default::default()
         };
-        let entries = match self.op.list_options(dir(t), opts) {
+        let entries = match self.op.list_options(&dir(t), opts) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.err("list", dir(t), e)),
+            Err(e) => return Err(self.err("list", &dir(t), e)),
         };
         let mut out: Vec<FileInfo> = entries
             .into_iter()

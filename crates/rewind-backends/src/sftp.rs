@@ -170,19 +170,6 @@ impl std::fmt::Debug for SftpBackend {
 /// How often a request is tried when the connection breaks.
 const ATTEMPTS: u32 = 4;
 
-fn dir(t: FileType) -> &'static str {
-    match t {
-        FileType::Config => "",
-        FileType::Key => "keys",
-        FileType::Snapshot => "snapshots",
-        FileType::Index => "index",
-        FileType::Pack => "data",
-        FileType::Policy => "policy",
-        FileType::PruneState => "prune",
-        FileType::Running => "running",
-    }
-}
-
 fn is_name(t: FileType, name: &str) -> bool {
     if t == FileType::Config {
         return name == "config";
@@ -281,7 +268,7 @@ impl SftpBackend {
         Ok(match t {
             FileType::Config => root.join("config"),
             FileType::Pack => root.join("data").join(&name[..2]).join(name),
-            _ => root.join(dir(t)).join(name),
+            _ => root.join(t.dir()).join(name),
         })
     }
 
@@ -536,7 +523,7 @@ impl Backend for SftpBackend {
             FileType::Running,
         ]
         .iter()
-        .map(|t| root.join(dir(*t)))
+        .map(|t| root.join(t.dir()))
         .collect();
         dirs.extend((0..=255u8).map(|i| root.join("data").join(hex::encode([i]))));
         self.run("create", &root, |sftp| {
@@ -559,7 +546,7 @@ impl Backend for SftpBackend {
 
     fn list(&self, t: FileType) -> Result<Vec<FileInfo>> {
         let root = PathBuf::from(&self.location.path);
-        let d = root.join(dir(t));
+        let d = root.join(t.dir());
         let mut out: Vec<FileInfo> = self.run("list", &d, |sftp| {
             let d = d.clone();
             async move {
@@ -730,7 +717,7 @@ impl Backend for SftpBackend {
                 let mut dirs = vec![root.clone()];
                 for t in FileType::ALL {
                     if t != FileType::Config {
-                        dirs.push(root.join(dir(t)));
+                        dirs.push(root.join(t.dir()));
                     }
                 }
                 for (name, _, is_dir, _) in Self::read_dir(&sftp, &root.join("data")).await? {

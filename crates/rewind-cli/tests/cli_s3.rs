@@ -4,71 +4,44 @@
 
 mod common;
 
-use std::ffi::OsStr;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use rewind_backends::testsupport::SeaweedFs;
 
 struct S3Env {
-    env: Env,
+    remote: RemoteRepo,
     server: SeaweedFs,
-    url: String,
 }
 
 impl S3Env {
     fn new(bucket: &str) -> S3Env {
         let server = SeaweedFs::start(&[bucket]);
-        let url = server.url(bucket, "repo");
-        S3Env {
+        let remote = RemoteRepo {
             env: Env::new(),
-            server,
-            url,
-        }
+            url: server.url(bucket, "repo"),
+            vars: server
+                .env()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: Vec::new(),
+        };
+        S3Env { remote, server }
     }
+}
 
-    fn cmd_at(&self, url: &str) -> Command {
-        let mut c = self.env.cmd();
-        c.env("REWIND_REPOSITORY", url);
-        for (k, v) in self.server.env() {
-            c.env(k, v);
-        }
-        c
+impl std::ops::Deref for S3Env {
+    type Target = RemoteRepo;
+    fn deref(&self) -> &RemoteRepo {
+        &self.remote
     }
+}
 
-    fn run<I, S>(&self, args: I) -> Run
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let mut c = self.cmd_at(&self.url);
-        c.args(args);
-        run_cmd(c)
-    }
-
-    #[track_caller]
-    fn ok<I, S>(&self, args: I) -> Run
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let r = self.run(args);
-        assert_eq!(r.code, Some(0), "command failed: {r}");
-        r
-    }
-
-    fn restore_matches(&self, src: &Path, name: &str) {
-        let t = self.env.path(name);
-        self.ok([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            t.as_os_str(),
-        ]);
-        assert_trees_equal(src, &restored(&t, src), &[]);
-        std::fs::remove_dir_all(&t).unwrap();
+impl std::ops::DerefMut for S3Env {
+    fn deref_mut(&mut self) -> &mut RemoteRepo {
+        &mut self.remote
     }
 }
 

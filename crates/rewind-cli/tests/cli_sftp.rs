@@ -4,18 +4,15 @@
 
 mod common;
 
-use std::ffi::OsStr;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use rewind_backends::testsupport::SshServer;
 
 struct SftpEnv {
-    env: Env,
+    remote: RemoteRepo,
     server: SshServer,
-    url: String,
 }
 
 impl SftpEnv {
@@ -23,50 +20,25 @@ impl SftpEnv {
         let server = SshServer::start();
         let env = Env::new();
         let url = server.url(&env.path("remote/repo"));
-        SftpEnv { env, server, url }
+        let option = format!("sftp.args={}", server.ssh_args());
+        let remote = RemoteRepo {
+            env,
+            url,
+            vars: Vec::new(),
+            args: vec!["-o".into(), option],
+        };
+        SftpEnv { remote, server }
     }
 
-    fn option(&self) -> String {
-        format!("sftp.args={}", self.server.ssh_args())
+    fn option(&self) -> &str {
+        &self.remote.args[1]
     }
+}
 
-    fn cmd_at(&self, url: &str) -> Command {
-        let mut c = self.env.cmd();
-        c.env("REWIND_REPOSITORY", url).arg("-o").arg(self.option());
-        c
-    }
-
-    fn run<I, S>(&self, args: I) -> Run
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let mut c = self.cmd_at(&self.url);
-        c.args(args);
-        run_cmd(c)
-    }
-
-    #[track_caller]
-    fn ok<I, S>(&self, args: I) -> Run
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let r = self.run(args);
-        assert_eq!(r.code, Some(0), "command failed: {r}");
-        r
-    }
-
-    fn restore_matches(&self, src: &Path, name: &str) {
-        let t = self.env.path(name);
-        self.ok([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            t.as_os_str(),
-        ]);
-        assert_trees_equal(src, &restored(&t, src), &[]);
-        std::fs::remove_dir_all(&t).unwrap();
+impl std::ops::Deref for SftpEnv {
+    type Target = RemoteRepo;
+    fn deref(&self) -> &RemoteRepo {
+        &self.remote
     }
 }
 
@@ -125,7 +97,7 @@ fn a_repository_over_sftp_does_everything_a_local_one_does() {
     c.env("REWIND_PASSWORD", "local password")
         .env("REWIND_TO_PASSWORD", PASSWORD)
         .args(["backup".as_ref(), src.as_os_str()])
-        .args(["--copy-to", &s.url, "--copy-to-option", &s.option()]);
+        .args(["--copy-to", &s.url, "--copy-to-option", s.option()]);
     run_cmd(c).expect_code(0);
     let snaps: Vec<serde_json::Value> =
         serde_json::from_slice(&s.ok(["--json", "snapshots"]).stdout).unwrap();

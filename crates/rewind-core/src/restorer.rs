@@ -849,6 +849,23 @@ pub fn restore(
         }
         !skip
     };
+    // A file's content is in (metadata next), or it failed.
+    let written = |f: &PlanItem, r: std::result::Result<u64, String>| match r {
+        Ok(n) => {
+            if let Err(m) = apply_metadata(&target.join(&f.rel), &f.node) {
+                fail(&f.rel, m);
+            }
+            (true, n)
+        }
+        Err(e) => {
+            fail(&f.rel, e);
+            write_failed
+                .lock()
+                .expect("failed set")
+                .insert(f.rel.clone());
+            (false, 0)
+        }
+    };
     let outcomes: Vec<(bool, u64)> = if repo.backend().is_remote() {
         // Remote storage: each pack is read once, for every file.
         let wanted: Vec<bool> = pool.install(|| plan.files.par_iter().map(to_write).collect());
@@ -870,20 +887,7 @@ pub fn restore(
             done.into_par_iter()
                 .map(|(f, r)| match r {
                     None => (false, 0),
-                    Some(Ok(n)) => {
-                        if let Err(m) = apply_metadata(&target.join(&f.rel), &f.node) {
-                            fail(&f.rel, m);
-                        }
-                        (true, n)
-                    }
-                    Some(Err(e)) => {
-                        fail(&f.rel, e);
-                        write_failed
-                            .lock()
-                            .expect("failed set")
-                            .insert(f.rel.clone());
-                        (false, 0)
-                    }
+                    Some(r) => written(f, r),
                 })
                 .collect()
         })
@@ -895,25 +899,9 @@ pub fn restore(
                     if !to_write(f) {
                         return (false, 0);
                     }
-                    let path = target.join(&f.rel);
-                    let r = write_file(repo, &path, &f.node, progress);
+                    let r = write_file(repo, &target.join(&f.rel), &f.node, progress);
                     progress.done_files.fetch_add(1, Ordering::Relaxed);
-                    match r {
-                        Ok(n) => {
-                            if let Err(m) = apply_metadata(&path, &f.node) {
-                                fail(&f.rel, m);
-                            }
-                            (true, n)
-                        }
-                        Err(e) => {
-                            fail(&f.rel, e.to_string());
-                            write_failed
-                                .lock()
-                                .expect("failed set")
-                                .insert(f.rel.clone());
-                            (false, 0)
-                        }
-                    }
+                    written(f, r.map_err(|e| e.to_string()))
                 })
                 .collect()
         })

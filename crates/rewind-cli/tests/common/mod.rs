@@ -490,3 +490,60 @@ pub fn snapshot_files(repo: &Path) -> usize {
         })
         .count()
 }
+
+/// A world whose repository lives elsewhere (S3, SFTP): its location, the
+/// environment and arguments every command needs to reach it.
+pub struct RemoteRepo {
+    pub env: Env,
+    pub url: String,
+    pub vars: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl RemoteRepo {
+    /// A command for the repository at `url` (same password, same reach).
+    pub fn cmd_at(&self, url: &str) -> Command {
+        let mut c = self.env.cmd();
+        c.env("REWIND_REPOSITORY", url).args(&self.args);
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs `rewind ARGS` against the remote repository.
+    pub fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = self.cmd_at(&self.url);
+        c.args(args);
+        run_cmd(c)
+    }
+
+    /// Runs `rewind ARGS` and asserts exit code 0.
+    #[track_caller]
+    pub fn ok<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let r = self.run(args);
+        assert_eq!(r.code, Some(0), "command failed: {r}");
+        r
+    }
+
+    /// Restores the latest snapshot to `name` and compares it with `src`.
+    pub fn restore_matches(&self, src: &Path, name: &str) {
+        let t = self.env.path(name);
+        self.ok([
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            t.as_os_str(),
+        ]);
+        assert_trees_equal(src, &restored(&t, src), &[]);
+        fs::remove_dir_all(&t).unwrap();
+    }
+}

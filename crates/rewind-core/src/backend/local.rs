@@ -44,13 +44,7 @@ impl LocalBackend {
     fn dir(&self, t: FileType) -> PathBuf {
         match t {
             FileType::Config => self.root.clone(),
-            FileType::Key => self.root.join("keys"),
-            FileType::Snapshot => self.root.join("snapshots"),
-            FileType::Index => self.root.join("index"),
-            FileType::Pack => self.root.join("data"),
-            FileType::Policy => self.root.join("policy"),
-            FileType::PruneState => self.root.join("prune"),
-            FileType::Running => self.root.join("running"),
+            _ => self.root.join(t.dir()),
         }
     }
 

@@ -44,6 +44,21 @@ impl FileType {
         FileType::Running,
     ];
 
+    /// Its directory in the repository layout (DESIGN §2), `""` for the
+    /// config at the root. Every backend uses this layout.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileType::Config => "",
+            FileType::Key => "keys",
+            FileType::Snapshot => "snapshots",
+            FileType::Index => "index",
+            FileType::Pack => "data",
+            FileType::Policy => "policy",
+            FileType::PruneState => "prune",
+            FileType::Running => "running",
+        }
+    }
+
     /// Human name, for messages.
     pub fn what(self) -> &'static str {
         match self {
