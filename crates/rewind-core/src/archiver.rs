@@ -162,6 +162,9 @@ pub struct BackupOutcome {
     pub snapshot: SnapshotFile,
     /// Every warning, in order.
     pub warnings: Vec<Warning>,
+    /// Why the ransomware scan could not run, if it failed (the snapshot
+    /// is saved without a verdict).
+    pub scan_error: Option<String>,
 }
 
 impl BackupOutcome {
@@ -781,15 +784,18 @@ pub fn backup(
     // Score what changed against the parent: mass encryption shows here
     // (docs/DESIGN.md §9b). The new blobs are in the index files just
     // written, which this handle's index predates.
-    let scan = match &parent {
+    let (scan, scan_error) = match &parent {
         Some((_, ps)) if !opts.skip_scan && !dry_run => {
             let files_before =
                 ps.summary.files_new + ps.summary.files_changed + ps.summary.files_unchanged;
-            crate::scan::Sizes::new(repo, &stats.index_files)
+            match crate::scan::Sizes::new(repo, &stats.index_files)
                 .and_then(|sizes| crate::scan::scan(repo, &sizes, &ps.tree, &root_id, files_before))
-                .ok()
+            {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
         }
-        _ => None,
+        _ => (None, None),
     };
     summary.duration_secs = start.elapsed().as_secs_f64();
     let snapshot = SnapshotFile {
@@ -818,6 +824,7 @@ pub fn backup(
         snapshot_id,
         snapshot,
         warnings,
+        scan_error,
     })
 }
 
@@ -966,6 +973,7 @@ pub fn backup_stream(
         snapshot_id,
         snapshot,
         warnings: Vec::new(),
+        scan_error: None,
     })
 }
 

@@ -148,27 +148,61 @@ pub enum Change {
 /// Lists what changed from tree `a` to tree `b`.
 pub fn diff(repo: &Repository, a: &BlobId, b: &BlobId) -> Result<Vec<(PathBuf, Change)>> {
     let mut out = Vec::new();
-    diff_trees(repo, Some(a), Some(b), Path::new("/"), &mut out)?;
+    walk_pair(
+        &|id| repo.read_tree(id),
+        Some(a),
+        Some(b),
+        Path::new("/"),
+        &mut |p, x, y| {
+            let change = match (x, y) {
+                (Some(_), None) => Some(Change::Removed),
+                (None, Some(_)) => Some(Change::Added),
+                (Some(x), Some(y)) => match (&x.kind, &y.kind) {
+                    (NodeKind::Dir { .. }, NodeKind::Dir { .. }) => {
+                        meta_differs(x, y).then_some(Change::Metadata)
+                    }
+                    (ka, kb) if ka != kb || x.size != y.size => Some(Change::Modified),
+                    _ => meta_differs(x, y).then_some(Change::Metadata),
+                },
+                (None, None) => None,
+            };
+            if let Some(c) = change {
+                out.push((p.to_path_buf(), c));
+            }
+        },
+    )?;
     Ok(out)
 }
 
-fn diff_trees(
-    repo: &Repository,
+/// Walks two trees side by side in name order: `visit(path, old, new)` for
+/// every entry present in either (None where it is absent), then into the
+/// subtrees of directories on either side. Identical subtrees are skipped
+/// without being read. `read` reads a tree (the repository's, or one that
+/// also knows blobs a running backup just wrote).
+pub fn walk_pair<V>(
+    read: &dyn Fn(&BlobId) -> Result<crate::format::tree::Tree>,
     a: Option<&BlobId>,
     b: Option<&BlobId>,
     base: &Path,
-    out: &mut Vec<(PathBuf, Change)>,
-) -> Result<()> {
+    visit: &mut V,
+) -> Result<()>
+where
+    V: FnMut(&Path, Option<&Node>, Option<&Node>),
+{
     if a == b {
         return Ok(());
     }
     let ta = match a {
-        Some(id) => repo.read_tree(id)?.nodes,
+        Some(id) => read(id)?.nodes,
         None => Vec::new(),
     };
     let tb = match b {
-        Some(id) => repo.read_tree(id)?.nodes,
+        Some(id) => read(id)?.nodes,
         None => Vec::new(),
+    };
+    let sub = |n: Option<&Node>| match n.map(|n| &n.kind) {
+        Some(NodeKind::Dir { subtree }) => Some(*subtree),
+        _ => None,
     };
     let (mut i, mut j) = (0, 0);
     while i < ta.len() || j < tb.len() {
@@ -177,55 +211,20 @@ fn diff_trees(
             (Some(_), None) => std::cmp::Ordering::Less,
             _ => std::cmp::Ordering::Greater,
         };
-        match ord {
-            std::cmp::Ordering::Less => {
-                let n = &ta[i];
-                let p = base.join(OsStr::from_bytes(&n.name));
-                out.push((p.clone(), Change::Removed));
-                if let NodeKind::Dir { subtree } = &n.kind {
-                    diff_trees(repo, Some(subtree), None, &p, out)?;
-                }
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                let n = &tb[j];
-                let p = base.join(OsStr::from_bytes(&n.name));
-                out.push((p.clone(), Change::Added));
-                if let NodeKind::Dir { subtree } = &n.kind {
-                    diff_trees(repo, None, Some(subtree), &p, out)?;
-                }
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                let (x, y) = (&ta[i], &tb[j]);
-                let p = base.join(OsStr::from_bytes(&x.name));
-                match (&x.kind, &y.kind) {
-                    (NodeKind::Dir { subtree: sa }, NodeKind::Dir { subtree: sb }) => {
-                        if meta_differs(x, y) {
-                            out.push((p.clone(), Change::Metadata));
-                        }
-                        diff_trees(repo, Some(sa), Some(sb), &p, out)?;
-                    }
-                    (ka, kb) if std::mem::discriminant(ka) != std::mem::discriminant(kb) => {
-                        out.push((p.clone(), Change::Modified));
-                        if let NodeKind::Dir { subtree } = ka {
-                            diff_trees(repo, Some(subtree), None, &p, out)?;
-                        }
-                        if let NodeKind::Dir { subtree } = kb {
-                            diff_trees(repo, None, Some(subtree), &p, out)?;
-                        }
-                    }
-                    (ka, kb) => {
-                        if ka != kb || x.size != y.size {
-                            out.push((p, Change::Modified));
-                        } else if meta_differs(x, y) {
-                            out.push((p, Change::Metadata));
-                        }
-                    }
-                }
-                i += 1;
-                j += 1;
-            }
+        let (x, y) = match ord {
+            std::cmp::Ordering::Less => (ta.get(i), None),
+            std::cmp::Ordering::Greater => (None, tb.get(j)),
+            std::cmp::Ordering::Equal => (ta.get(i), tb.get(j)),
+        };
+        let name = &x.or(y).expect("one side").name;
+        let p = base.join(OsStr::from_bytes(name));
+        visit(&p, x, y);
+        walk_pair(read, sub(x).as_ref(), sub(y).as_ref(), &p, visit)?;
+        if ord != std::cmp::Ordering::Greater {
+            i += 1;
+        }
+        if ord != std::cmp::Ordering::Less {
+            j += 1;
         }
     }
     Ok(())

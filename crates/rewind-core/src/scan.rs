@@ -24,7 +24,6 @@
 //! it costs little next to the backup that read those files.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -210,78 +209,31 @@ struct Changes {
 
 /// Collects the files that differ between two trees (identical subtrees are
 /// skipped without reading them).
-fn changed_files(
-    repo: &Repository,
-    sizes: &Sizes,
-    a: Option<&BlobId>,
-    b: Option<&BlobId>,
-    base: &Path,
-    out: &mut Changes,
-) -> Result<()> {
-    if a == b {
-        return Ok(());
-    }
-    let tree = |id: &BlobId| -> Result<Vec<Node>> {
-        Ok(crate::format::tree::Tree::decode(id, &sizes.read(repo, id)?)?.nodes)
+fn file(n: Option<&Node>) -> Option<&Node> {
+    n.filter(|n| matches!(n.kind, NodeKind::File { .. }))
+}
+
+fn changed_files(repo: &Repository, sizes: &Sizes, old: &BlobId, new: &BlobId) -> Result<Changes> {
+    let mut out = Changes::default();
+    let at = |p: &Path, n: &Node| FileAt {
+        path: p.to_path_buf(),
+        node: n.clone(),
     };
-    let ta = match a {
-        Some(id) => tree(id)?,
-        None => Vec::new(),
-    };
-    let tb = match b {
-        Some(id) => tree(id)?,
-        None => Vec::new(),
-    };
-    let (mut i, mut j) = (0, 0);
-    let file = |n: &Node| matches!(n.kind, NodeKind::File { .. });
-    while i < ta.len() || j < tb.len() {
-        let ord = match (ta.get(i), tb.get(j)) {
-            (Some(x), Some(y)) => x.name.cmp(&y.name),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
-        };
-        let (x, y) = match ord {
-            std::cmp::Ordering::Less => (ta.get(i), None),
-            std::cmp::Ordering::Greater => (None, tb.get(j)),
-            std::cmp::Ordering::Equal => (ta.get(i), tb.get(j)),
-        };
-        let name = x.or(y).expect("one side").name.clone();
-        let p = base.join(OsStr::from_bytes(&name));
-        let sub = |n: Option<&Node>| match n.map(|n| &n.kind) {
-            Some(NodeKind::Dir { subtree }) => Some(*subtree),
-            _ => None,
-        };
-        changed_files(repo, sizes, sub(x).as_ref(), sub(y).as_ref(), &p, out)?;
-        match (x.filter(|n| file(n)), y.filter(|n| file(n))) {
-            (Some(x), Some(y)) if content(x) != content(y) => out.modified.push((
-                FileAt {
-                    path: p.clone(),
-                    node: x.clone(),
-                },
-                FileAt {
-                    path: p,
-                    node: y.clone(),
-                },
-            )),
-            (Some(_), Some(_)) => {}
-            (Some(x), None) => out.removed.push(FileAt {
-                path: p,
-                node: x.clone(),
-            }),
-            (None, Some(y)) => out.added.push(FileAt {
-                path: p,
-                node: y.clone(),
-            }),
-            (None, None) => {}
-        }
-        if ord != std::cmp::Ordering::Greater {
-            i += 1;
-        }
-        if ord != std::cmp::Ordering::Less {
-            j += 1;
-        }
-    }
-    Ok(())
+    crate::browse::walk_pair(
+        &|id| crate::format::tree::Tree::decode(id, &sizes.read(repo, id)?),
+        Some(old),
+        Some(new),
+        Path::new("/"),
+        &mut |p, x, y| match (file(x), file(y)) {
+            (Some(x), Some(y)) if content(x) != content(y) => {
+                out.modified.push((at(p, x), at(p, y)))
+            }
+            (Some(_), Some(_)) | (None, None) => {}
+            (Some(x), None) => out.removed.push(at(p, x)),
+            (None, Some(y)) => out.added.push(at(p, y)),
+        },
+    )?;
+    Ok(out)
 }
 
 /// Stored bytes per plaintext byte of a run of blobs (1.0: did not
@@ -458,15 +410,7 @@ pub fn scan(
     new: &BlobId,
     files_before: u64,
 ) -> Result<ScanResult> {
-    let mut changes = Changes::default();
-    changed_files(
-        repo,
-        sizes,
-        Some(old),
-        Some(new),
-        Path::new("/"),
-        &mut changes,
-    )?;
+    let changes = changed_files(repo, sizes, old, new)?;
     let Changes {
         removed,
         added,

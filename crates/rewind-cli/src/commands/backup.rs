@@ -237,6 +237,9 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             }
         }
     }
+    if let Some(e) = &outcome.scan_error {
+        eprintln!("warning: the ransomware scan could not run ({e}); the snapshot is saved without a verdict (rewind scan ID tries again)");
+    }
     if let (Some(id), Some(r)) = (outcome.snapshot_id, &outcome.snapshot.scan) {
         if r.effective() == rewind_core::scan::Verdict::Suspicious {
             super::scan::warn(&id, r);
@@ -350,6 +353,7 @@ fn print_summary(o: &BackupOutcome, global: &Global, dry_run: bool) {
                 "blobs_added": s.blobs_added, "bytes_added_raw": s.bytes_added_raw, "bytes_added_stored": s.bytes_added_stored,
                 "errors": s.errors, "duration_secs": s.duration_secs,
                 "scan": o.snapshot.scan,
+                "scan_error": o.scan_error,
                 "warnings": o.warnings.iter().map(|w| serde_json::json!({"path": w.path.to_string_lossy(), "message": w.message})).collect::<Vec<_>>(),
             })
         );
