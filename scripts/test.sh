@@ -11,6 +11,9 @@ command -v tar >/dev/null 2>&1 || need+=(tar)
 # loopback port with their own keys; the package's own service is not used).
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+# `rewind serve` tests: a certificate for TLS (openssl) and an HTTP/2 client (curl).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

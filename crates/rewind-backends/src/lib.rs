@@ -9,15 +9,18 @@
 //! | `/path`, `local:/path` | [`LocalBackend`] |
 //! | `s3:http[s]://endpoint/bucket[/prefix]` | [`s3::S3Backend`] (credentials from the AWS environment variables or profile files) |
 //! | `sftp:[user@]host[:port]/path`, `sftp:[user@]host:relative/path` | [`sftp::SftpBackend`] (through the system's `ssh`) |
+//! | `rest:http[s]://host:port/REPO` | [`rest::RestBackend`] (a repository hosted by `rewind serve`; token from `REWIND_SERVER_TOKEN` or `rest.token-file`) |
 //!
 //! Options (`--option key=value`): `s3.region` (default `us-east-1`, or
 //! `AWS_REGION`), `s3.connections` (parallel uploads, default 5),
 //! `s3.profile` (AWS profile name); `sftp.command` (default `ssh`),
 //! `sftp.args` (extra ssh arguments), `sftp.connections` (requests in
-//! flight, default 4).
+//! flight, default 4); `rest.token-file` (the server token), `rest.ca`
+//! (PEM certificates to trust), `rest.connections` (default 4).
 
 pub mod notify;
 mod packcache;
+pub mod rest;
 pub mod s3;
 mod s3lock;
 pub mod sftp;
@@ -40,6 +43,8 @@ pub enum Location {
     S3(s3::S3Location),
     /// A directory on an SFTP server.
     Sftp(sftp::SftpLocation),
+    /// A repository hosted by `rewind serve`.
+    Rest(rest::RestLocation),
 }
 
 impl Location {
@@ -52,13 +57,16 @@ impl Location {
         if let Some(rest) = s.strip_prefix("sftp:") {
             return sftp::SftpLocation::parse(rest).map(Location::Sftp);
         }
+        if let Some(rest) = s.strip_prefix("rest:") {
+            return rest::RestLocation::parse(rest).map(Location::Rest);
+        }
         if let Some(rest) = s.strip_prefix("local:") {
             return Ok(Location::Local(PathBuf::from(rest)));
         }
-        for scheme in ["rest:", "rclone:", "azure:", "gs:", "b2:", "swift:"] {
+        for scheme in ["rclone:", "azure:", "gs:", "b2:", "swift:"] {
             if s.starts_with(scheme) {
                 return Err(Error::InvalidInput(format!(
-                    "repository {s:?}: {scheme} locations are not supported yet; use a path, sftp:[user@]host[:port]/path or s3:http[s]://endpoint/bucket[/prefix]"
+                    "repository {s:?}: {scheme} locations are not supported yet; use a path, sftp:[user@]host[:port]/path, s3:http[s]://endpoint/bucket[/prefix] or rest:https://host:port/REPO"
                 )));
             }
         }
@@ -69,7 +77,7 @@ impl Location {
     pub fn local_path(&self) -> Option<&std::path::Path> {
         match self {
             Location::Local(p) => Some(p),
-            Location::S3(_) | Location::Sftp(_) => None,
+            Location::S3(_) | Location::Sftp(_) | Location::Rest(_) => None,
         }
     }
 }
@@ -98,10 +106,13 @@ pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>> 
                 | "sftp.command"
                 | "sftp.args"
                 | "sftp.connections"
+                | "rest.token-file"
+                | "rest.ca"
+                | "rest.connections"
         );
         if !known {
             return Err(Error::InvalidInput(format!(
-                "unknown option {k:?}; known: s3.region, s3.connections, s3.profile, sftp.command, sftp.args, sftp.connections"
+                "unknown option {k:?}; known: s3.region, s3.connections, s3.profile, sftp.command, sftp.args, sftp.connections, rest.token-file, rest.ca, rest.connections"
             )));
         }
     }
@@ -109,6 +120,7 @@ pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>> 
         Location::Local(p) => Arc::new(LocalBackend::new(p)),
         Location::S3(l) => Arc::new(s3::S3Backend::open(l, options)?),
         Location::Sftp(l) => Arc::new(sftp::SftpBackend::open(l, options)?),
+        Location::Rest(l) => Arc::new(rest::RestBackend::open(l, options)?),
     })
 }
 
@@ -138,6 +150,10 @@ mod tests {
             Location::Sftp(_)
         ));
         assert!(Location::parse("rclone:x").is_err());
+        assert!(matches!(
+            Location::parse("rest:https://h:8420/r").unwrap(),
+            Location::Rest(_)
+        ));
         assert!(Location::parse("s3:http://host").is_err());
         assert!(Location::parse("s3:ftp://host/b").is_err());
         assert!(Location::parse("s3:http://host/Bad_Bucket").is_err());

@@ -521,6 +521,20 @@ impl Backend for S3Backend {
         Ok(())
     }
 
+    fn modified(&self, t: FileType, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let path = object_path(t, name)?;
+        match self.op.stat(&path) {
+            Ok(m) => Ok(m
+                .last_modified()
+                .map(|t| std::time::SystemTime::from(t.into_inner()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Missing {
+                what: t.what(),
+                id: name.to_string(),
+            }),
+            Err(e) => Err(self.err("stat", &path, e)),
+        }
+    }
+
     fn connections(&self) -> usize {
         self.connections
     }

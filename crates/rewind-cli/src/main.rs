@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         Command::Policy(a) => commands::policy::run(a, &cli.global),
         Command::Protect(a) => commands::protect::protect(a, &cli.global),
         Command::Unprotect(a) => commands::protect::unprotect(a, &cli.global),
+        Command::Serve(a) => commands::serve::run(a, &cli.global),
     };
     match result {
         Ok(code) => ExitCode::from(code),

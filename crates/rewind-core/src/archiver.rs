@@ -812,6 +812,7 @@ pub fn backup(
         protection: None,
         original: None,
         copied_from: None,
+        rewritten: None,
         scan,
     };
     let snapshot_id = if dry_run {
@@ -961,6 +962,7 @@ pub fn backup_stream(
         protection: None,
         original: None,
         copied_from: None,
+        rewritten: None,
         scan: None,
     };
     let snapshot_id = if opts.dry_run {

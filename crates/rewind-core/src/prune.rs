@@ -572,7 +572,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     //     (a delete would only hide it). Such a pack is not deleted: it
     //     stays marked and indexed, and a prune after its retention deletes
     //     it.
-    let retained = retained_packs(repo, delete.iter().chain(&now_delete), now)?;
+    let retained = retained_packs(repo, delete.iter().chain(&now_delete), &old_index, now)?;
     if !retained.is_empty() {
         delete.retain(|id| {
             if retained.contains_key(id) {
@@ -624,9 +624,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     };
     report.next_deletion = next_deletion(now);
     let mut rewrite_index = !unindex.is_empty() || !recovered.is_empty() || {
-        // Consolidate many small index files too.
+        // Consolidate many small index files too, except where the storage
+        // retains files: there the old ones may stay (the rewind server
+        // refuses their delete) and each run would add a copy.
         let needed = (packs.len() - unindex.len()).div_ceil(PACKS_PER_PRUNE_INDEX);
-        old_index.len() > 2 * needed.max(1)
+        old_index.len() > 2 * needed.max(1) && repo.backend().object_lock()?.is_none()
     };
     if opts.dry_run {
         if rewrite_index {
@@ -732,7 +734,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // 11. Older state files, and markers of processes long dead.
     for f in state_files.iter().filter(|f| f.name != state_name.to_hex()) {
-        repo.backend().delete(FileType::PruneState, &f.name)?;
+        // The newest state wins; one the storage keeps for now is harmless.
+        match repo.backend().delete(FileType::PruneState, &f.name) {
+            Ok(()) | Err(Error::Refused(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     for (name, m) in repo.running_markers()? {
         if now.duration_since(m.refreshed) >= opts.grace.max(STALE_AFTER * 2) {
@@ -749,28 +755,55 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 }
 
 /// The packs among `ids` that the store retains beyond `now`, and until
-/// when (only asked of stores with Object Lock).
+/// when (only asked of stores with a retention: S3 Object Lock, the rewind
+/// server's minimum delete age). A pack listed by an index file in
+/// `old_index` that the store retains counts as retained until that file
+/// goes: where the store refuses the file's delete (the rewind server), it
+/// stays listed, and deleting the pack would leave a dangling entry.
 fn retained_packs<'a>(
     repo: &Repository,
     ids: impl Iterator<Item = &'a PackId>,
+    old_index: &[IndexId],
     now: Timestamp,
 ) -> Result<HashMap<PackId, Timestamp>> {
     if repo.backend().object_lock()?.is_none() {
         return Ok(HashMap::new());
     }
     let ids: Vec<PackId> = ids.copied().collect();
-    ids.par_iter()
-        .filter_map(
-            |id| match repo.backend().retained_until(FileType::Pack, &id.to_hex()) {
-                Ok(Some(t)) => {
-                    let t = Timestamp::try_from(t).ok()?;
-                    (t > now).then_some(Ok((*id, t)))
-                }
-                Ok(None) => None,
-                Err(e) => Some(Err(e)),
-            },
-        )
-        .collect()
+    let until = |t: FileType, name: String| -> Option<Result<Timestamp>> {
+        match repo.backend().retained_until(t, &name) {
+            Ok(Some(t)) => {
+                let t = Timestamp::try_from(t).ok()?;
+                (t > now).then_some(Ok(t))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    };
+    let mut retained: HashMap<PackId, Timestamp> = ids
+        .par_iter()
+        .filter_map(|id| until(FileType::Pack, id.to_hex()).map(|r| r.map(|t| (*id, t))))
+        .collect::<Result<_>>()?;
+    if ids.is_empty() {
+        return Ok(retained);
+    }
+    let held: Vec<(IndexId, Timestamp)> = old_index
+        .par_iter()
+        .filter_map(|id| until(FileType::Index, id.to_hex()).map(|r| r.map(|t| (*id, t))))
+        .collect::<Result<_>>()?;
+    let wanted: HashSet<PackId> = ids.into_iter().collect();
+    for (index_id, t) in held {
+        let file = match repo.read_index_file(&index_id) {
+            Ok(f) => f,
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        for p in file.packs.iter().filter(|p| wanted.contains(&p.id)) {
+            let e = retained.entry(p.id).or_insert(t);
+            *e = (*e).max(t);
+        }
+    }
+    Ok(retained)
 }
 
 #[cfg(test)]

@@ -759,6 +759,7 @@ mod tests {
             protection: None,
             original: None,
             copied_from: None,
+            rewritten: None,
             scan: verdict.map(|(v, o)| ScanResult {
                 version: VERSION,
                 verdict: v,

@@ -150,6 +150,7 @@ mod tests {
                 protection: None,
                 original: None,
                 copied_from: None,
+                rewritten: None,
                 scan: None,
             },
         )

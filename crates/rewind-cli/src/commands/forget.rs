@@ -151,6 +151,8 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
 
     let by_id: std::collections::HashMap<_, _> = snaps.iter().map(|(id, s)| (*id, s)).collect();
     let mut removed = 0usize;
+    // Snapshots the storage keeps (the rewind server's retention rules).
+    let mut kept_by_storage: Vec<String> = Vec::new();
     if global.json {
         println!("{}", serde_json::to_string_pretty(&plans)?);
     }
@@ -178,8 +180,11 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         }
         if !args.dry_run {
             for d in p.decisions.iter().filter(|d| !d.keep) {
-                repo.backend().delete(FileType::Snapshot, &d.id.to_hex())?;
-                removed += 1;
+                match repo.backend().delete(FileType::Snapshot, &d.id.to_hex()) {
+                    Ok(()) => removed += 1,
+                    Err(rewind_core::Error::Refused(why)) => kept_by_storage.push(why),
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
@@ -195,6 +200,24 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                     " (their data stays until `rewind prune`)"
                 }
             );
+        }
+    }
+    if !args.dry_run {
+        // Copies left by protect or mark where the storage kept the old file.
+        for id in repo.superseded_snapshots()? {
+            match repo.backend().delete(FileType::Snapshot, &id.to_hex()) {
+                Ok(()) | Err(rewind_core::Error::Refused(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if !kept_by_storage.is_empty() {
+        eprintln!(
+            "warning: the storage kept {} snapshots that the policy would remove:",
+            kept_by_storage.len()
+        );
+        for why in &kept_by_storage {
+            eprintln!("  {why}");
         }
     }
     if args.prune {

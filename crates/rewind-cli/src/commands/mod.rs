@@ -15,6 +15,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod scan;
+pub mod serve;
 pub mod snapshots;
 pub mod stats;
 
@@ -46,8 +47,8 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Repository location: a path, sftp:[user@]host[:port]/path, or
-    /// s3:http[s]://endpoint/bucket[/prefix]
+    /// Repository location: a path, sftp:[user@]host[:port]/path,
+    /// s3:http[s]://endpoint/bucket[/prefix] or rest:https://host:port/REPO
     /// (default: $XDG_DATA_HOME/rewind/repo, created on first backup).
     #[arg(short = 'r', long = "repo", env = "REWIND_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
@@ -64,6 +65,14 @@ pub struct Global {
     /// s3.profile, sftp.command, sftp.args, sftp.connections.
     #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
     pub options: Vec<String>,
+    /// File holding the token of a rest: repository (else REWIND_SERVER_TOKEN).
+    #[arg(
+        long,
+        env = "REWIND_SERVER_TOKEN_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +121,8 @@ pub enum Command {
     Mark(scan::MarkArgs),
     /// Show or store the URL that ransomware alerts are POSTed to.
     Notify(scan::NotifyArgs),
+    /// Host repositories for clients that add backups but cannot destroy them.
+    Serve(serve::Args),
 }
 
 /// Where the default repository and its key live.
@@ -203,6 +214,11 @@ impl Global {
         for o in &self.options {
             let (k, v) = rewind_backends::parse_option(o)?;
             options.insert(k, v);
+        }
+        if let Some(f) = &self.token_file {
+            options
+                .entry("rest.token-file".into())
+                .or_insert_with(|| f.display().to_string());
         }
         Ok(rewind_backends::open(&location, &options)?)
     }

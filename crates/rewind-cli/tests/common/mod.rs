@@ -16,7 +16,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Environment variables that could leak in from the caller and change what
 /// the binary does.
-const CLEARED: [&str; 8] = [
+const CLEARED: [&str; 11] = [
     "REWIND_REPOSITORY",
     "REWIND_PASSWORD",
     "REWIND_PASSWORD_FILE",
@@ -25,6 +25,9 @@ const CLEARED: [&str; 8] = [
     "REWIND_TO_PASSWORD",
     "REWIND_TO_PASSWORD_FILE",
     "RUST_BACKTRACE",
+    "REWIND_SERVER_TOKEN",
+    "REWIND_SERVER_TOKEN_FILE",
+    "REWIND_SERVE_DATA",
 ];
 
 /// Path of the binary under test.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -193,6 +193,10 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
+        self.write_from(t, name, &mut &data[..])
+    }
+
+    fn write_from(&self, t: FileType, name: &str, src: &mut dyn Read) -> Result<WriteOutcome> {
         let p = self.path(t, name)?;
         if p.exists() {
             return Ok(WriteOutcome::AlreadyExists);
@@ -219,8 +223,7 @@ impl Backend for LocalBackend {
                 }
                 Err(e) => return Err(Error::io(format!("create {}", tmp.display()), e)),
             };
-            f.write_all(data)
-                .ctx(|| format!("write {}", tmp.display()))?;
+            std::io::copy(src, &mut f).ctx(|| format!("write {}", tmp.display()))?;
             f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
             drop(f);
             match fs::hard_link(&tmp, &p) {
@@ -235,6 +238,15 @@ impl Backend for LocalBackend {
         })();
         let _ = fs::remove_file(&tmp);
         result
+    }
+
+    fn modified(&self, t: FileType, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let p = self.path(t, name)?;
+        match fs::metadata(&p) {
+            Ok(md) => Ok(md.modified().ok()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(missing(t, name)),
+            Err(e) => Err(Error::io(format!("stat {}", p.display()), e)),
+        }
     }
 
     fn connections(&self) -> usize {

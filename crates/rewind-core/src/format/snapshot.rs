@@ -79,6 +79,13 @@ pub struct SnapshotFile {
     /// not made twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_from: Option<SnapshotId>,
+    /// When `protect`, `unprotect` or `mark` wrote this copy. Of several
+    /// files with the same identity (`original`, else the id), the one
+    /// rewritten last is the snapshot; the others are superseded copies
+    /// that storage refused to delete yet (the rewind server's minimum
+    /// delete age) or that a crash left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<jiff::Timestamp>,
     /// The ransomware scan against the parent (`crate::scan`), and a
     /// person's decision on it. Absent: not scanned (no parent, or written
     /// before scans existed).
@@ -150,6 +157,7 @@ mod tests {
                 protection: if files % 2 == 0 { None } else { Some(Protection { until: if files % 3 == 0 { None } else { Some(jiff::Timestamp::UNIX_EPOCH) } }) },
                 original: if files % 5 == 0 { None } else { Some(SnapshotId(Hash([3; 32]))) },
                 copied_from: if files % 3 == 0 { None } else { Some(SnapshotId(Hash([4; 32]))) },
+                rewritten: None,
                 scan: None,
             };
             let (id, sealed) = s.seal(&c);
@@ -176,6 +184,7 @@ mod tests {
             protection: None,
             original: None,
             copied_from: None,
+            rewritten: None,
             scan: None,
         };
         let (_, sealed) = s.seal(&a);

@@ -185,7 +185,10 @@ impl Repository {
     /// Replaces the index files `old` by new ones listing `packs`
     /// (`per_file` packs each, `supersedes` = `old`): the new files are
     /// durable before any old one is deleted, so a crash in between leaves
-    /// both (a harmless superset). Returns (written, removed).
+    /// both (a harmless superset). An old file that the storage refuses to
+    /// delete (the rewind server's minimum delete age) stays: it lists
+    /// nothing the new files lack, and prune keeps the packs it lists
+    /// (`prune::retained_packs`). Returns (written, removed).
     pub fn replace_index(
         &self,
         packs: &[crate::format::index::IndexPack],
@@ -205,8 +208,11 @@ impl Repository {
         }
         let mut removed = 0;
         for id in old {
-            self.backend.delete(FileType::Index, &id.to_hex())?;
-            removed += 1;
+            match self.backend.delete(FileType::Index, &id.to_hex()) {
+                Ok(()) => removed += 1,
+                Err(Error::Refused(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok((written, removed))
     }
@@ -475,8 +481,24 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
+        let (mut ok, _) = split_superseded(ok);
         ok.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok((ok, damaged))
+    }
+
+    /// Snapshot files superseded by a later rewrite of the same snapshot
+    /// (`protect`, `mark`), left behind because the storage kept them or a
+    /// crash came between the write and the delete. `forget` removes them.
+    pub fn superseded_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        let mut all = Vec::new();
+        for f in self.backend.list(FileType::Snapshot)? {
+            match f.name.parse().and_then(|id| self.read_snapshot(&id)) {
+                Ok(s) => all.push(s),
+                Err(Error::Missing { .. } | Error::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(split_superseded(all).1)
     }
 
     /// Reads one snapshot.
@@ -557,9 +579,16 @@ impl Repository {
             return Ok(*id);
         }
         snap.original = Some(snap.original.unwrap_or(*id));
+        snap.rewritten = Some(jiff::Timestamp::now());
         let new = self.save_snapshot(&snap)?;
         if new != *id {
-            self.backend.delete(FileType::Snapshot, &id.to_hex())?;
+            match self.backend.delete(FileType::Snapshot, &id.to_hex()) {
+                // The storage keeps it for now (the rewind server's minimum
+                // delete age): listings hide it as superseded, and a later
+                // forget removes it.
+                Ok(()) | Err(Error::Refused(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(new)
     }
@@ -649,7 +678,12 @@ impl Repository {
         self.backend
             .write(FileType::Policy, &name.to_hex(), &bytes)?;
         for f in old.into_iter().filter(|f| f.name != name.to_hex()) {
-            self.backend.delete(FileType::Policy, &f.name)?;
+            // The newest file wins: one the storage keeps for now is only
+            // an older copy.
+            match self.backend.delete(FileType::Policy, &f.name) {
+                Ok(()) | Err(Error::Refused(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -743,4 +777,33 @@ fn write_key(
     match backend.write(FileType::Key, &id.to_hex(), &bytes)? {
         WriteOutcome::Created | WriteOutcome::AlreadyExists => Ok(id),
     }
+}
+
+/// Splits snapshots into the current ones and superseded copies: of the
+/// files with one identity (`original`, else the id), the one rewritten
+/// last is current.
+fn split_superseded(
+    all: Vec<(SnapshotId, SnapshotFile)>,
+) -> (Vec<(SnapshotId, SnapshotFile)>, Vec<SnapshotId>) {
+    // Rewritten last wins; a rewrite from before `rewritten` existed still
+    // wins over its original file.
+    type Key = (Option<jiff::Timestamp>, bool, SnapshotId);
+    let mut newest: std::collections::HashMap<SnapshotId, Key> = std::collections::HashMap::new();
+    for (id, s) in &all {
+        let key = (s.rewritten, s.original.is_some(), *id);
+        let e = newest.entry(s.original.unwrap_or(*id)).or_insert(key);
+        if key > *e {
+            *e = key;
+        }
+    }
+    let mut current = Vec::new();
+    let mut superseded = Vec::new();
+    for (id, s) in all {
+        if newest[&s.original.unwrap_or(id)].2 == id {
+            current.push((id, s));
+        } else {
+            superseded.push(id);
+        }
+    }
+    (current, superseded)
 }

@@ -1,0 +1,497 @@
+//! A repository hosted by `rewind serve` (`rest:http[s]://host:port/REPO`).
+//!
+//! The protocol is DESIGN §14: one URL per file (`/REPO/TYPE/NAME`), the
+//! client's token in `Authorization: Bearer`, write-if-absent PUTs answered
+//! 201 or 409. The server enforces roles and a minimum delete age; its
+//! refusals (403) come back as [`Error::Refused`] with the server's reason,
+//! and its retention is reported as an [`ObjectLock`] so that prune keeps
+//! what the server keeps.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use reqwest::{Method, StatusCode};
+use rewind_core::backend::{Backend, FileInfo, FileType, LockMode, ObjectLock, WriteOutcome};
+use rewind_core::{Error, Result};
+
+use crate::packcache::{PackCache, SMALL_READ};
+use crate::Options;
+
+/// The environment variable that holds the client's token.
+pub const TOKEN_ENV: &str = "REWIND_SERVER_TOKEN";
+
+/// Where a served repository is: the server's base URL and the repository name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestLocation {
+    /// `http[s]://host[:port]`, without a trailing slash.
+    pub base: String,
+    /// The repository's name on the server.
+    pub repo: String,
+}
+
+/// True for a name the server accepts as a repository name.
+pub fn valid_repo_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl RestLocation {
+    /// Parses `http[s]://host[:port]/REPO` (after `rest:`).
+    pub fn parse(s: &str) -> Result<RestLocation> {
+        let bad = |why: &str| {
+            Error::InvalidInput(format!(
+                "repository rest:{s}: {why}; write rest:https://host:8420/REPO"
+            ))
+        };
+        let rest = s
+            .strip_prefix("https://")
+            .map(|r| ("https", r))
+            .or_else(|| s.strip_prefix("http://").map(|r| ("http", r)));
+        let Some((scheme, rest)) = rest else {
+            return Err(bad("the URL must start with http:// or https://"));
+        };
+        let rest = rest.trim_end_matches('/');
+        let Some((host, repo)) = rest.split_once('/') else {
+            return Err(bad("no repository name after the host"));
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        if !valid_repo_name(repo) {
+            return Err(bad(&format!(
+                "{repo:?} is not a repository name (letters, digits, '-', '_', '.'; up to 64)"
+            )));
+        }
+        Ok(RestLocation {
+            base: format!("{scheme}://{host}"),
+            repo: repo.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for RestLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rest:{}/{}", self.base, self.repo)
+    }
+}
+
+/// The URL segment of a file type (DESIGN §14).
+pub fn type_segment(t: FileType) -> &'static str {
+    match t {
+        FileType::Config => "config",
+        _ => t.dir(),
+    }
+}
+
+/// What `GET /REPO/` answers.
+#[derive(Clone, Debug, serde::Deserialize)]
+struct RepoInfo {
+    min_delete_age_days: u32,
+}
+
+/// A client of `rewind serve`.
+pub struct RestBackend {
+    location: RestLocation,
+    token: String,
+    client: reqwest::Client,
+    cache: PackCache,
+    connections: usize,
+    info: OnceLock<RepoInfo>,
+    /// Set by the first answer: a transport error before it (wrong host,
+    /// port or certificate) is not retried.
+    answered: std::sync::atomic::AtomicBool,
+    // Dropped after the client that runs on it.
+    runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for RestBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestBackend")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Attempts of a request that failed in transport or got 502/503/504.
+const ATTEMPTS: u32 = 5;
+
+fn read_token(path: &Path) -> Result<String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("read the server token file {}", path.display()), e))?;
+    Ok(t.trim().to_string())
+}
+
+impl RestBackend {
+    /// Opens a served repository. The token comes from the option
+    /// `rest.token-file`, else from `REWIND_SERVER_TOKEN`; `rest.ca` names a
+    /// PEM file of certificates to trust besides the system's.
+    pub fn open(location: &RestLocation, options: &Options) -> Result<RestBackend> {
+        let token = match options.get("rest.token-file") {
+            Some(f) => read_token(&PathBuf::from(f))?,
+            None => std::env::var(TOKEN_ENV)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        if token.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{location}: no server token; set {TOKEN_ENV} or give --token-file FILE (the operator makes one with `rewind serve token add`)"
+            )));
+        }
+        let connections = match options.get("rest.connections") {
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!("rest.connections={v}: give a number from 1 to 64"))
+                })?,
+            None => 4,
+        };
+        let ctx = |e: reqwest::Error| {
+            Error::io(
+                format!("set up the client of {location}"),
+                io::Error::other(e),
+            )
+        };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(2 * connections);
+        if let Some(ca) = options.get("rest.ca") {
+            let pem = std::fs::read(ca)
+                .map_err(|e| Error::io(format!("read the CA file {ca} (rest.ca)"), e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::InvalidInput(format!("rest.ca={ca}: not a PEM certificate file: {e}"))
+            })?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("rewind-rest")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the rest client runtime", e))?;
+        let client = {
+            let _guard = runtime.enter();
+            builder.build().map_err(ctx)?
+        };
+        Ok(RestBackend {
+            location: location.clone(),
+            token,
+            client,
+            cache: PackCache::new(2 * connections + 2),
+            connections,
+            info: OnceLock::new(),
+            answered: std::sync::atomic::AtomicBool::new(false),
+            runtime,
+        })
+    }
+
+    fn url(&self, t: FileType, name: Option<&str>) -> String {
+        let base = format!(
+            "{}/{}/{}/",
+            self.location.base,
+            self.location.repo,
+            type_segment(t)
+        );
+        match name {
+            Some(n) => base + n,
+            None => base,
+        }
+    }
+
+    /// Sends a request, retrying transport errors (once the server has
+    /// answered this process) and 502/503/504 with backoff (0.5 s, 1, 2,
+    /// 4: about 8 s in all); returns the status, the headers and the body.
+    fn send(
+        &self,
+        method: Method,
+        url: &str,
+        range: Option<(u64, u32)>,
+        body: Option<&[u8]>,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>)> {
+        let what = format!("{method} {url}");
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let mut req = self
+                .client
+                .request(method.clone(), url)
+                .bearer_auth(&self.token);
+            if let Some((offset, len)) = range {
+                let last = offset + u64::from(len) - 1;
+                req = req.header(reqwest::header::RANGE, format!("bytes={offset}-{last}"));
+            }
+            if let Some(b) = body {
+                req = req.body(b.to_vec());
+            }
+            let result = self.runtime.block_on(async {
+                let r = req.send().await?;
+                let status = r.status();
+                let headers = r.headers().clone();
+                let bytes = r.bytes().await?;
+                Ok::<_, reqwest::Error>((status, headers, bytes.to_vec()))
+            });
+            use std::sync::atomic::Ordering;
+            let transient = match &result {
+                Ok((s, _, _)) => {
+                    self.answered.store(true, Ordering::Relaxed);
+                    matches!(s.as_u16(), 502..=504)
+                }
+                Err(_) => self.answered.load(Ordering::Relaxed),
+            };
+            if !transient || attempt >= ATTEMPTS {
+                return result.map_err(|e| {
+                    let tries = if attempt > 1 {
+                        format!(" (after {attempt} attempts)")
+                    } else {
+                        String::new()
+                    };
+                    Error::io(format!("{what}{tries}"), io::Error::other(error_chain(&e)))
+                });
+            }
+            std::thread::sleep(delay);
+            delay *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// Turns a status the caller did not expect into an error.
+    fn unexpected(&self, t: FileType, name: &str, status: StatusCode, body: &[u8]) -> Error {
+        let msg = String::from_utf8_lossy(body).trim().to_string();
+        let msg = if msg.is_empty() {
+            status.to_string()
+        } else {
+            msg
+        };
+        match status.as_u16() {
+            401 => Error::Refused(format!(
+                "{}: the server did not accept the token: {msg}",
+                self.location
+            )),
+            403 => Error::Refused(format!("{}: {msg}", self.location)),
+            404 => Error::Missing {
+                what: t.what(),
+                id: name.to_string(),
+            },
+            507 => Error::io(
+                format!("write to {}", self.location),
+                io::Error::new(io::ErrorKind::StorageFull, msg),
+            ),
+            _ => Error::io(
+                format!("{} {} {name}", self.location, t.what()),
+                io::Error::other(format!("the server answered {status}: {msg}")),
+            ),
+        }
+    }
+
+    fn repo_info(&self) -> Result<&RepoInfo> {
+        if let Some(i) = self.info.get() {
+            return Ok(i);
+        }
+        let url = format!("{}/{}/", self.location.base, self.location.repo);
+        let (status, _, body) = self.send(Method::GET, &url, None, None)?;
+        if !status.is_success() {
+            return Err(self.unexpected(FileType::Config, "", status, &body));
+        }
+        let info: RepoInfo = serde_json::from_slice(&body).map_err(|e| {
+            Error::io(
+                format!("{}: read the repository's settings", self.location),
+                io::Error::other(format!("not a rewind server's answer: {e}")),
+            )
+        })?;
+        Ok(self.info.get_or_init(|| info))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    name: String,
+    size: u64,
+}
+
+impl Backend for RestBackend {
+    fn location(&self) -> String {
+        self.location.to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        let url = format!("{}/{}/", self.location.base, self.location.repo);
+        let (status, _, body) = self.send(Method::POST, &url, None, None)?;
+        match status.as_u16() {
+            200 | 201 => Ok(()),
+            409 => Err(Error::AlreadyExists(self.location())),
+            _ => Err(self.unexpected(FileType::Config, "", status, &body)),
+        }
+    }
+
+    fn list(&self, t: FileType) -> Result<Vec<FileInfo>> {
+        let (status, _, body) = self.send(Method::GET, &self.url(t, None), None, None)?;
+        if !status.is_success() {
+            return Err(self.unexpected(t, "", status, &body));
+        }
+        let listed: Vec<Listed> = serde_json::from_slice(&body).map_err(|e| {
+            Error::io(
+                format!("list {} files of {}", t.what(), self.location),
+                io::Error::other(format!("not a rewind server's listing: {e}")),
+            )
+        })?;
+        let mut out: Vec<FileInfo> = listed
+            .into_iter()
+            .map(|l| FileInfo {
+                name: l.name,
+                size: l.size,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        let (status, _, body) = self.send(Method::GET, &self.url(t, Some(name)), None, None)?;
+        if status == StatusCode::OK {
+            Ok(body)
+        } else {
+            Err(self.unexpected(t, name, status, &body))
+        }
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        if t == FileType::Pack && len <= SMALL_READ {
+            let location = self.location();
+            return self.cache.read_range(&location, name, offset, len, || {
+                self.read(FileType::Pack, name)
+            });
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let (status, _, body) = self.send(
+            Method::GET,
+            &self.url(t, Some(name)),
+            Some((offset, len)),
+            None,
+        )?;
+        match status.as_u16() {
+            206 | 200 if body.len() == len as usize => Ok(body),
+            206 | 200 | 416 => Err(Error::io(
+                format!("read {} {} {name}", self.location, t.what()),
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{len} bytes at {offset} lie beyond its end"),
+                ),
+            )),
+            _ => Err(self.unexpected(t, name, status, &body)),
+        }
+    }
+
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
+        let (status, _, body) =
+            self.send(Method::PUT, &self.url(t, Some(name)), None, Some(data))?;
+        match status.as_u16() {
+            200 | 201 => Ok(WriteOutcome::Created),
+            409 => Ok(WriteOutcome::AlreadyExists),
+            _ => Err(self.unexpected(t, name, status, &body)),
+        }
+    }
+
+    fn delete(&self, t: FileType, name: &str) -> Result<()> {
+        if t == FileType::Pack {
+            self.cache.forget(name);
+        }
+        let (status, _, body) = self.send(Method::DELETE, &self.url(t, Some(name)), None, None)?;
+        match status.as_u16() {
+            200 | 204 | 404 => Ok(()),
+            _ => Err(self.unexpected(t, name, status, &body)),
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn object_lock(&self) -> Result<Option<ObjectLock>> {
+        let days = self.repo_info()?.min_delete_age_days;
+        Ok((days > 0).then_some(ObjectLock {
+            mode: LockMode::Compliance,
+            days,
+        }))
+    }
+
+    fn retained_until(&self, t: FileType, name: &str) -> Result<Option<SystemTime>> {
+        let (status, headers, body) =
+            self.send(Method::HEAD, &self.url(t, Some(name)), None, None)?;
+        match status.as_u16() {
+            200 => {}
+            404 => return Ok(None),
+            _ => return Err(self.unexpected(t, name, status, &body)),
+        }
+        let Some(v) = headers.get("x-rewind-retained-until") else {
+            return Ok(None);
+        };
+        let ts: jiff::Timestamp =
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    Error::io(
+                        format!("{} {} {name}", self.location, t.what()),
+                        io::Error::other(format!("bad x-rewind-retained-until header {v:?}")),
+                    )
+                })?;
+        Ok(Some(SystemTime::from(ts)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        let l = RestLocation::parse("https://backup.example:8420/laptop").unwrap();
+        assert_eq!(l.base, "https://backup.example:8420");
+        assert_eq!(l.repo, "laptop");
+        assert_eq!(l.to_string(), "rest:https://backup.example:8420/laptop");
+        assert!(RestLocation::parse("http://127.0.0.1:8420/a/").is_ok());
+        for bad in [
+            "ftp://h/r",
+            "https://h",
+            "https://h/",
+            "https:///r",
+            "https://h/a/b",
+            "https://h/..",
+            "https://h/.hidden",
+            "https://h/a%2fb",
+        ] {
+            assert!(RestLocation::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

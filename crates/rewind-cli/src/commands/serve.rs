@@ -1,0 +1,363 @@
+//! `rewind serve`: host repositories for clients that may add backups but
+//! never destroy them; `rewind serve token ...` and `rewind serve repo ...`
+//! manage its tokens and per-repository settings on the server itself.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use rewind_server::state::{RepoSettings, Role, State};
+use rewind_server::{Config, Limits};
+
+use super::{usage, Global};
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct DataArg {
+    /// The server's data directory: its tokens and settings (server.json)
+    /// and, without --storage, the repositories (repos/NAME).
+    #[arg(long, env = "REWIND_SERVE_DATA", value_name = "DIR")]
+    data: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The server's data directory: its tokens and settings (server.json)
+    /// and, without --storage, the repositories (repos/NAME).
+    #[arg(long, env = "REWIND_SERVE_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8420", value_name = "ADDR:PORT")]
+    listen: SocketAddr,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address that is not loopback (behind a TLS proxy).
+    #[arg(long)]
+    insecure_listen: bool,
+    /// Keep the repositories here instead of DATA/repos: any location, e.g.
+    /// s3:https://endpoint/bucket/prefix (repository NAME at LOCATION/NAME;
+    /// backend options with -o).
+    #[arg(long, value_name = "LOCATION")]
+    storage: Option<String>,
+    /// Never delete a file younger than this many days, whoever asks
+    /// (default of every repository; `serve repo set` per repository).
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    min_delete_age: u32,
+    /// Refuse snapshot deletes that would leave less history than this.
+    #[arg(long, default_value_t = 365, value_name = "DAYS")]
+    history_days: u32,
+    /// Quota of every repository (e.g. 500G; `serve repo set` per repository).
+    #[arg(long, value_name = "SIZE")]
+    max_size: Option<String>,
+    /// Largest single file accepted.
+    #[arg(long, default_value = "64M", value_name = "SIZE")]
+    max_object_size: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Action {
+    /// Make, list and revoke access tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Per-repository settings: minimum delete age, history floor, quota.
+    Repo {
+        #[command(subcommand)]
+        action: RepoAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Make a token; prints it alone on stdout (the only time it is shown).
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        // The repository it opens is the global --repo NAME.
+        /// backup (add backups, never delete), read (restore only) or admin.
+        #[arg(long)]
+        role: String,
+        /// Its name in logs and `token revoke` (default REPO-ROLE-N).
+        #[arg(long)]
+        name: Option<String>,
+        /// When it stops working: a duration (90d, 1y) or a date (2027-06-30).
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+    },
+    /// List the tokens (never the tokens themselves).
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Revoke a token by name; takes effect at the server's next request.
+    Revoke {
+        #[command(flatten)]
+        data: DataArg,
+        /// The token's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RepoAction {
+    /// Change a repository's settings (unset ones follow the server's flags).
+    Set {
+        #[command(flatten)]
+        data: DataArg,
+        /// The repository.
+        name: String,
+        /// Never delete a file younger than this many days.
+        #[arg(long, value_name = "DAYS")]
+        min_delete_age: Option<u32>,
+        /// Refuse snapshot deletes that would leave less history than this.
+        #[arg(long, value_name = "DAYS")]
+        history_days: Option<u32>,
+        /// Quota (e.g. 500G).
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+    },
+    /// Show the per-repository settings.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+/// Parses `500G`, `64M`, `1T`, `1000` (binary units).
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let m: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(usage(format!("size {s:?}: use a number with K, M, G or T"))),
+            };
+            (&t[..i], m)
+        }
+        None => (t, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| {
+        usage(format!(
+            "size {s:?}: use a number with K, M, G or T, e.g. 500G"
+        ))
+    })?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(usage(format!("size {s:?}: must be more than 0")));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn parse_expiry(s: &str) -> Result<jiff::Timestamp> {
+    if let Ok(span) = rewind_core::retention::parse_duration(s) {
+        let now = jiff::Zoned::now();
+        return Ok(now
+            .checked_add(span)
+            .map_err(|e| usage(format!("--expires {s}: {e}")))?
+            .timestamp());
+    }
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Ok(ts);
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        return Ok(d
+            .to_zoned(jiff::tz::TimeZone::system())
+            .map_err(|e| usage(format!("--expires {s}: {e}")))?
+            .timestamp());
+    }
+    Err(usage(format!(
+        "--expires {s:?}: give a duration (90d, 6m, 1y) or a date (2027-06-30)"
+    )))
+}
+
+pub fn run(a: &Args, g: &Global) -> Result<u8> {
+    match &a.action {
+        None => serve(&a.run, g),
+        Some(Action::Token { action }) => token(action, g),
+        Some(Action::Repo { action }) => repo(action, g),
+    }
+}
+
+fn serve(a: &RunArgs, g: &Global) -> Result<u8> {
+    let Some(data) = a.data.clone() else {
+        return Err(usage(
+            "rewind serve needs --data DIR (or REWIND_SERVE_DATA): where its tokens, settings and repositories live",
+        ));
+    };
+    let mut storage_options = rewind_backends::Options::new();
+    for o in &g.options {
+        let (k, v) = rewind_backends::parse_option(o)?;
+        storage_options.insert(k, v);
+    }
+    if let Some(s) = &a.storage {
+        // Fail now, not at the first request.
+        rewind_backends::Location::parse(&format!("{}/probe", s.trim_end_matches('/')))?;
+    }
+    let config = Config {
+        data,
+        storage: a.storage.clone(),
+        storage_options,
+        listen: a.listen,
+        tls: a.tls_cert.clone().zip(a.tls_key.clone()),
+        insecure_listen: a.insecure_listen,
+        defaults: Limits {
+            min_delete_age_days: a.min_delete_age,
+            history_days: a.history_days,
+            max_size: a.max_size.as_deref().map(parse_size).transpose()?,
+        },
+        max_object_size: parse_size(&a.max_object_size)?,
+    };
+    rewind_server::run(config)?;
+    Ok(exit::OK)
+}
+
+fn token(a: &TokenAction, g: &Global) -> Result<u8> {
+    match a {
+        TokenAction::Add {
+            data,
+            role,
+            name,
+            expires,
+        } => {
+            let Some(repo_name) = g.repo.as_ref().map(|r| r.display().to_string()) else {
+                return Err(usage(
+                    "token add needs --repo NAME: the repository the token opens",
+                ));
+            };
+            let repo_name = &repo_name;
+            let role = Role::parse(role)?;
+            let expires = expires.as_deref().map(parse_expiry).transpose()?;
+            let mut st = State::load(&data.data)?;
+            let token = st.add_token(name.as_deref(), repo_name, role, expires)?;
+            st.save(&data.data)?;
+            let made = st.tokens.last().expect("just added");
+            eprintln!(
+                "token {} made: role {role} on repository {repo_name}{}",
+                made.name,
+                made.expires
+                    .map(|e| format!(", expires {e}"))
+                    .unwrap_or_default()
+            );
+            println!("{token}");
+        }
+        TokenAction::List { data } => {
+            let st = State::load(&data.data)?;
+            let now = jiff::Timestamp::now();
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&st.tokens)?);
+                return Ok(exit::OK);
+            }
+            if st.tokens.is_empty() {
+                println!(
+                    "no tokens; make one with `rewind serve token add --repo NAME --role backup`"
+                );
+            }
+            for t in &st.tokens {
+                let status = match (t.revoked, t.expires) {
+                    (Some(r), _) => format!("revoked {r}"),
+                    (None, Some(e)) if e <= now => format!("expired {e}"),
+                    (None, Some(e)) => format!("expires {e}"),
+                    (None, None) => "valid".into(),
+                };
+                println!(
+                    "{:<28} {:<20} {:<7} created {}  {status}",
+                    t.name,
+                    t.repo,
+                    t.role.to_string(),
+                    t.created.round(jiff::Unit::Second).unwrap_or(t.created)
+                );
+            }
+        }
+        TokenAction::Revoke { data, name } => {
+            let mut st = State::load(&data.data)?;
+            st.revoke(name)?;
+            st.save(&data.data)?;
+            eprintln!("token {name} revoked");
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn repo(a: &RepoAction, g: &Global) -> Result<u8> {
+    match a {
+        RepoAction::Set {
+            data,
+            name,
+            min_delete_age,
+            history_days,
+            max_size,
+        } => {
+            if !rewind_backends::rest::valid_repo_name(name) {
+                return Err(usage(format!("{name:?} is not a repository name")));
+            }
+            let mut st = State::load(&data.data)?;
+            let s = st
+                .repos
+                .entry(name.clone())
+                .or_insert_with(RepoSettings::default);
+            if let Some(d) = min_delete_age {
+                s.min_delete_age_days = Some(*d);
+            }
+            if let Some(d) = history_days {
+                s.history_days = Some(*d);
+            }
+            if let Some(m) = max_size {
+                s.max_size = Some(parse_size(m)?);
+            }
+            st.save(&data.data)?;
+            eprintln!("repository {name}: settings stored; a running server applies them at its next request");
+        }
+        RepoAction::List { data } => {
+            let st = State::load(&data.data)?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&st.repos)?);
+                return Ok(exit::OK);
+            }
+            let show = |v: Option<String>| v.unwrap_or_else(|| "(server default)".into());
+            for (name, s) in &st.repos {
+                println!(
+                    "{name}: min-delete-age {}, history {}, max-size {}",
+                    show(s.min_delete_age_days.map(|d| format!("{d} days"))),
+                    show(s.history_days.map(|d| format!("{d} days"))),
+                    show(s.max_size.map(|m| format!("{m} bytes")))
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("5Q").is_err());
+    }
+}

@@ -1,0 +1,1050 @@
+//! `rewind serve`: the real server binary on loopback, driven by the real
+//! client and by raw HTTP requests, the way an attacker holding a client's
+//! token would.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A running `rewind serve`.
+struct Server {
+    data: PathBuf,
+    addr: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(env: &Env, args: &[&str]) -> Server {
+        let data = env.path("server");
+        let mut s = Server {
+            data,
+            addr: "127.0.0.1:0".into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: None,
+            log: env.path("server.log"),
+        };
+        s.spawn(env);
+        s
+    }
+
+    fn spawn(&mut self, env: &Env) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut c = env.bare_cmd();
+        c.arg("serve")
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(&self.addr)
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = c.spawn().expect("start rewind serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("rewind serve: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", self.log()));
+        self.addr = url.split("://").nth(1).unwrap().to_string();
+        self.child = Some(child);
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("rest:http://{}/{repo}", self.addr)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the server process, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// `rewind serve ARGS --data DATA` (token and repo management).
+    fn admin(&self, env: &Env, args: &[&str]) -> Run {
+        let mut c = env.bare_cmd();
+        c.arg("serve").args(args).arg("--data").arg(&self.data);
+        run_cmd(c)
+    }
+
+    /// Makes a token and returns it.
+    fn token(&self, env: &Env, repo: &str, role: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "add", "--repo", repo, "--role", role];
+        args.extend_from_slice(extra);
+        let r = self.admin(env, &args);
+        assert_eq!(r.code, Some(0), "{r}");
+        let out = r.out();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "token add prints the token alone: {out:?}");
+        assert!(
+            lines[0].starts_with("rwt_") && lines[0].len() == 68,
+            "{out:?}"
+        );
+        lines[0].to_string()
+    }
+
+    fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.data.join("repos").join(repo)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A client of one repository on the server, with one token.
+fn client(env: &Env, server: &Server, repo: &str, token: &str) -> RemoteRepo {
+    let tf = env.path(format!("token-{}", &token[4..12]));
+    fs::write(&tf, token).unwrap();
+    RemoteRepo {
+        env: Env {
+            tmp: tempfile::tempdir().unwrap(),
+            root: env.root.clone(),
+            repo: env.repo.clone(),
+            password: env.password.clone(),
+        },
+        url: server.url(repo),
+        vars: vec![],
+        args: vec!["--token-file".into(), tf.display().to_string()],
+    }
+}
+
+/// A raw HTTP/1.1 request; returns (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req += &format!("Authorization: Bearer {t}\r\n");
+    }
+    let mut has_len = false;
+    for (k, v) in headers {
+        has_len |=
+            k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding");
+        req += &format!("{k}: {v}\r\n");
+    }
+    if !has_len {
+        req += &format!("Content-Length: {}\r\n", body.len());
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer to {method} {path}: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Every file under `dir` (but running markers) with a hash of its bytes.
+fn fingerprint(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.to_string_lossy().contains("/running/") {
+                let bytes = fs::read(&p).unwrap();
+                out.push((
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    format!("{:x}", bytes.len()) + &hex_of(&bytes),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn hex_of(b: &[u8]) -> String {
+    // A cheap content fingerprint (FNV-1a), enough to see a change.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for x in b {
+        h = (h ^ u64::from(*x)).wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+fn first_file(dir: &Path) -> String {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no file in {}", dir.display()))
+}
+
+fn first_pack(repo_dir: &Path) -> String {
+    let mut packs = packs(repo_dir);
+    packs.sort();
+    packs[0].file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn everything_works_through_the_server_and_tokens_are_managed_on_it() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let backup_token = server.token(&env, "laptop", "backup", &[]);
+    let read_token = server.token(&env, "laptop", "read", &["--name", "restorer"]);
+    let listed = server.admin(&env, &["token", "list"]);
+    assert!(
+        listed.out().contains("laptop-backup-1") && listed.out().contains("restorer"),
+        "{listed}"
+    );
+    assert!(
+        !listed.out().contains(&backup_token[4..]),
+        "token list shows a token"
+    );
+    let state = fs::read_to_string(server.data.join("server.json")).unwrap();
+    assert!(
+        !state.contains(&backup_token[4..]),
+        "the state file holds a token in clear"
+    );
+
+    let c = client(&env, &server, "laptop", &backup_token);
+    let src = env.path("src");
+    random_tree(&src, 20, 40_000);
+    write(&src.join("notes.txt"), b"a text file\n");
+    c.ok(["init"]);
+    c.ok(["backup", src.to_str().unwrap()]);
+    write(&src.join("notes.txt"), b"a text file, changed\n");
+    c.ok(["backup", src.to_str().unwrap()]);
+    assert!(c.ok(["snapshots"]).out().contains("2 snapshots"));
+    c.restore_matches(&src, "restored");
+    c.ok(["check", "--read-data"]);
+    let ids = snapshot_ids(&c);
+    let diff = c.ok(["diff", &ids[0], &ids[1]]);
+    assert!(diff.out().contains("notes.txt"), "{diff}");
+    assert!(c.ok(["find", "notes.txt"]).out().contains("notes.txt"));
+
+    // A read token restores and checks, but cannot back up.
+    let r = client(&env, &server, "laptop", &read_token);
+    r.restore_matches(&src, "restored-by-reader");
+    let refused = r.run(["backup", src.to_str().unwrap()]);
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert!(
+        refused.stderr.contains("read token cannot store"),
+        "{refused}"
+    );
+
+    // No token at all: said before anything is sent.
+    let bare = run_cmd({
+        let mut c = env.cmd();
+        c.env("REWIND_REPOSITORY", server.url("laptop"))
+            .arg("snapshots");
+        c
+    });
+    assert_eq!(bare.code, Some(2), "{bare}");
+    assert!(bare.stderr.contains("REWIND_SERVER_TOKEN"), "{bare}");
+    // REWIND_SERVER_TOKEN works as well as --token-file.
+    let by_env = run_cmd({
+        let mut c = env.cmd();
+        c.env("REWIND_REPOSITORY", server.url("laptop"))
+            .env("REWIND_SERVER_TOKEN", &read_token)
+            .arg("snapshots");
+        c
+    });
+    assert_eq!(by_env.code, Some(0), "{by_env}");
+
+    // Revoked on the server: the next request is refused, and logged.
+    server
+        .admin(&env, &["token", "revoke", "restorer"])
+        .expect_code(0);
+    let after = r.run(["snapshots"]);
+    assert_eq!(after.code, Some(1), "{after}");
+    assert!(after.stderr.contains("revoked"), "{after}");
+    assert!(server.log().contains("token=restorer"), "{}", server.log());
+    server
+        .admin(&env, &["token", "revoke", "nobody"])
+        .expect_code(2);
+    let bad_role = server.admin(
+        &env,
+        &["token", "add", "--repo", "laptop", "--role", "root"],
+    );
+    assert_eq!(bad_role.code, Some(2), "{bad_role}");
+    assert!(bad_role.out().is_empty());
+}
+
+#[test]
+fn an_attacker_with_the_backup_token_destroys_nothing() {
+    let env = Env::new();
+    let server = Server::start(&env, &["--max-object-size", "1M"]);
+    let backup = server.token(&env, "laptop", "backup", &[]);
+    let admin = server.token(&env, "laptop", "admin", &[]);
+    let read = server.token(&env, "laptop", "read", &[]);
+    let other = server.token(&env, "desktop", "admin", &[]);
+    let revoked = server.token(&env, "laptop", "backup", &["--name", "old-laptop"]);
+    server
+        .admin(&env, &["token", "revoke", "old-laptop"])
+        .expect_code(0);
+    let expired = server.token(
+        &env,
+        "laptop",
+        "backup",
+        &["--name", "gone", "--expires", "2020-01-01"],
+    );
+
+    let c = client(&env, &server, "laptop", &backup);
+    let src = env.path("src");
+    random_tree(&src, 10, 30_000);
+    c.ok(["init"]);
+    c.ok(["backup", src.to_str().unwrap()]);
+    let first = env.path("first");
+    fs::create_dir_all(&first).unwrap();
+    c.ok(["restore", "latest", "--target", first.to_str().unwrap()]);
+    write(&src.join("more"), &random_bytes(50_000));
+    c.ok(["backup", src.to_str().unwrap()]);
+
+    let dir = server.repo_dir("laptop");
+    let before = fingerprint(&dir);
+    let state_before = fs::read(server.data.join("server.json")).unwrap();
+    let snap = first_file(&dir.join("snapshots"));
+    let index = first_file(&dir.join("index"));
+    let key = first_file(&dir.join("keys"));
+    let pack = first_pack(&dir);
+    let a = server.addr.clone();
+    let b = Some(backup.as_str());
+    let p = |t: &str, n: &str| format!("/laptop/{t}/{n}");
+
+    let attempts: Vec<(&str, u16, (u16, String))> = vec![
+        (
+            "delete a snapshot",
+            403,
+            http(&a, "DELETE", &p("snapshots", &snap), b, &[], b""),
+        ),
+        (
+            "delete a pack",
+            403,
+            http(&a, "DELETE", &p("data", &pack), b, &[], b""),
+        ),
+        (
+            "delete an index file",
+            403,
+            http(&a, "DELETE", &p("index", &index), b, &[], b""),
+        ),
+        (
+            "delete the key",
+            403,
+            http(&a, "DELETE", &p("keys", &key), b, &[], b""),
+        ),
+        (
+            "delete the config",
+            403,
+            http(&a, "DELETE", "/laptop/config/config", b, &[], b""),
+        ),
+        (
+            "overwrite a snapshot",
+            409,
+            http(
+                &a,
+                "PUT",
+                &p("snapshots", &snap),
+                b,
+                &[],
+                b"encrypted by ransomware",
+            ),
+        ),
+        (
+            "overwrite a pack",
+            409,
+            http(
+                &a,
+                "PUT",
+                &p("data", &pack),
+                b,
+                &[],
+                b"encrypted by ransomware",
+            ),
+        ),
+        (
+            "overwrite the config",
+            403,
+            http(&a, "PUT", "/laptop/config/config", b, &[], b"{}"),
+        ),
+        (
+            "store garbage under a made-up name",
+            400,
+            http(&a, "PUT", &p("data", &"0".repeat(64)), b, &[], b"garbage"),
+        ),
+        (
+            "add a key of its own",
+            403,
+            http(&a, "PUT", &p("keys", &"1".repeat(64)), b, &[], b"{}"),
+        ),
+        (
+            "store a retention policy",
+            403,
+            http(
+                &a,
+                "PUT",
+                &p("policy", &"2".repeat(64)),
+                b,
+                &[],
+                b"keep nothing",
+            ),
+        ),
+        (
+            "mark every pack for deletion",
+            403,
+            http(&a, "PUT", &p("prune", &"3".repeat(64)), b, &[], b"marks"),
+        ),
+        (
+            "path traversal with ..",
+            400,
+            http(&a, "GET", "/laptop/../desktop/config/config", b, &[], b""),
+        ),
+        (
+            "path traversal to the state file",
+            400,
+            http(&a, "GET", "/laptop/keys/../../server.json", b, &[], b""),
+        ),
+        (
+            "percent-encoded traversal",
+            400,
+            http(&a, "GET", "/laptop/data/..%2f..%2fserver.json", b, &[], b""),
+        ),
+        (
+            "encoded dot-dot as repository",
+            400,
+            http(&a, "DELETE", "/%2e%2e/server.json", b, &[], b""),
+        ),
+        (
+            "a name with a NUL",
+            400,
+            http(&a, "PUT", "/laptop/snapshots/%00", b, &[], b"x"),
+        ),
+        (
+            "an announced 1 GiB body",
+            413,
+            http(
+                &a,
+                "PUT",
+                &p("data", &"4".repeat(64)),
+                b,
+                &[("Content-Length", "1073741824")],
+                b"",
+            ),
+        ),
+        ("a chunked body past the limit", 413, {
+            let chunk = vec![b'x'; 256 << 10];
+            let mut body = Vec::new();
+            for _ in 0..6 {
+                body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                body.extend_from_slice(&chunk);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+            http(
+                &a,
+                "PUT",
+                &p("data", &"5".repeat(64)),
+                b,
+                &[("Transfer-Encoding", "chunked")],
+                &body,
+            )
+        }),
+        (
+            "no token",
+            401,
+            http(&a, "GET", "/laptop/snapshots/", None, &[], b""),
+        ),
+        (
+            "a made-up token",
+            401,
+            http(
+                &a,
+                "GET",
+                "/laptop/snapshots/",
+                Some("rwt_00112233"),
+                &[],
+                b"",
+            ),
+        ),
+        (
+            "the token in the query string",
+            401,
+            http(
+                &a,
+                "GET",
+                &format!("/laptop/snapshots/?token={backup}"),
+                None,
+                &[],
+                b"",
+            ),
+        ),
+        (
+            "a revoked token",
+            401,
+            http(
+                &a,
+                "DELETE",
+                &p("snapshots", &snap),
+                Some(&revoked),
+                &[],
+                b"",
+            ),
+        ),
+        (
+            "an expired token",
+            401,
+            http(
+                &a,
+                "DELETE",
+                &p("snapshots", &snap),
+                Some(&expired),
+                &[],
+                b"",
+            ),
+        ),
+        (
+            "another repository's token",
+            403,
+            http(&a, "DELETE", &p("snapshots", &snap), Some(&other), &[], b""),
+        ),
+        (
+            "this token on another repository",
+            403,
+            http(&a, "GET", "/desktop/snapshots/", b, &[], b""),
+        ),
+        (
+            "a read token deleting",
+            403,
+            http(&a, "DELETE", &p("snapshots", &snap), Some(&read), &[], b""),
+        ),
+        (
+            "a read token writing",
+            403,
+            http(
+                &a,
+                "PUT",
+                &p("snapshots", &"6".repeat(64)),
+                Some(&read),
+                &[],
+                b"x",
+            ),
+        ),
+        (
+            "a method outside the protocol",
+            405,
+            http(&a, "PATCH", &p("snapshots", &snap), b, &[], b"x"),
+        ),
+        (
+            "even the admin token: a young snapshot",
+            403,
+            http(&a, "DELETE", &p("snapshots", &snap), Some(&admin), &[], b""),
+        ),
+        (
+            "even the admin token: a young pack",
+            403,
+            http(&a, "DELETE", &p("data", &pack), Some(&admin), &[], b""),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, want, (got, body)) in &attempts {
+        if got != want {
+            wrong.push(format!("{what}: {got} (wanted {want}): {body}"));
+        }
+        assert!(
+            !body.trim().is_empty() || *got == 409,
+            "{what}: no reason given"
+        );
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert!(attempts.len() >= 30);
+
+    // Through the client: forget and prune with the backup token fail.
+    let forget = c.run(["forget", "--keep-last", "1", "--allow-short-history"]);
+    assert_eq!(forget.code, Some(0), "{forget}");
+    assert!(
+        forget
+            .stderr
+            .contains("a backup token cannot delete snapshot"),
+        "{forget}"
+    );
+    let prune = c.run(["prune", "--now"]);
+    assert_eq!(prune.code, Some(1), "{prune}");
+    assert!(prune.stderr.contains("backup token cannot"), "{prune}");
+
+    // Nothing changed: not a byte of the repository, not the state file.
+    assert_eq!(fingerprint(&dir), before, "the repository changed");
+    assert_eq!(
+        fs::read(server.data.join("server.json")).unwrap(),
+        state_before
+    );
+    assert!(!server.data.join("desktop").exists());
+    c.ok(["check", "--read-data"]);
+    assert!(c.ok(["snapshots"]).out().contains("2 snapshots"));
+    let t = env.path("oldest");
+    c.ok([
+        "restore",
+        &snapshot_ids(&c)[0],
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    assert_trees_equal(&restored(&first, &src), &restored(&t, &src), &[]);
+    c.restore_matches(&src, "newest");
+
+    // Every refusal is logged with the token's name, the address and the reason.
+    let log = server.log();
+    assert!(log.contains("refused DELETE /laptop/snapshots/"), "{log}");
+    assert!(log.contains("token=laptop-backup-1 (role)"), "{log}");
+    assert!(log.contains("token=old-laptop (auth)"), "{log}");
+    assert!(log.contains("from 127.0.0.1:"), "{log}");
+    assert!(log.contains("(retention)"), "{log}");
+
+    // And counted.
+    let (status, metrics) = http(&a, "GET", "/metrics", None, &[], b"");
+    assert_eq!(status, 200);
+    for needle in [
+        "rewind_refusals_total{repo=\"laptop\",reason=\"role\"}",
+        "rewind_refusals_total{repo=\"laptop\",reason=\"retention\"}",
+        "rewind_refusals_total{repo=\"laptop\",reason=\"hash\"} 1",
+        "rewind_requests_total{repo=\"laptop\",method=\"PUT\",status=\"201\"}",
+        "rewind_received_bytes_total{repo=\"laptop\"}",
+        "rewind_objects{repo=\"laptop\",type=\"snapshots\"} 2",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
+    }
+}
+
+/// Snapshot ids, oldest first.
+fn snapshot_ids(c: &RemoteRepo) -> Vec<String> {
+    let out = c.ok(["--json", "snapshots"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn dataset_tool() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/make_dataset.py")
+}
+
+#[test]
+fn ransomware_drill_the_admin_restores_the_day_before() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let backup = server.token(&env, "office", "backup", &[]);
+    let admin = server.token(&env, "office", "admin", &[]);
+    let src = env.path("office");
+    let gen = Command::new("python3")
+        .arg(dataset_tool())
+        .args(["generate", src.to_str().unwrap(), "--profile", "tiny"])
+        .output()
+        .unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let pristine = env.path("pristine");
+    sh(
+        "cp",
+        &["-a".as_ref(), src.as_os_str(), pristine.as_os_str()],
+    );
+
+    let c = client(&env, &server, "office", &backup);
+    c.ok(["init"]);
+    c.ok(["backup", src.to_str().unwrap()]);
+
+    // The attack: files encrypted, then the backup that runs at night.
+    let attack = Command::new("python3")
+        .arg(dataset_tool())
+        .args(["ransomware", src.to_str().unwrap(), "--fraction", "0.5"])
+        .output()
+        .unwrap();
+    assert!(attack.status.success());
+    let night = c.run(["backup", src.to_str().unwrap()]);
+    assert_eq!(night.code, Some(4), "the scan should flag it: {night}");
+
+    // The attacker, holding the client's token, tries to wipe the repository.
+    let dir = server.repo_dir("office");
+    let kept = fingerprint(&dir);
+    let a = server.addr.clone();
+    let mut refused = 0;
+    for t in ["snapshots", "index", "keys"] {
+        for e in fs::read_dir(dir.join(t)).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let (status, _) = http(
+                &a,
+                "DELETE",
+                &format!("/office/{t}/{name}"),
+                Some(&backup),
+                &[],
+                b"",
+            );
+            assert_eq!(status, 403, "{t}/{name}");
+            refused += 1;
+        }
+    }
+    for pack in packs(&dir) {
+        let name = pack.file_name().unwrap().to_string_lossy().into_owned();
+        let (status, _) = http(
+            &a,
+            "DELETE",
+            &format!("/office/data/{name}"),
+            Some(&backup),
+            &[],
+            b"",
+        );
+        assert_eq!(status, 403);
+        refused += 1;
+    }
+    assert!(refused > 5);
+    let wipe = c.run([
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--now",
+        "--allow-short-history",
+    ]);
+    assert_ne!(wipe.code, Some(0), "{wipe}");
+    assert_eq!(
+        fingerprint(&dir),
+        kept,
+        "the attacker changed the repository"
+    );
+
+    // The admin, from a clean machine, restores the last clean state.
+    let adm = client(&env, &server, "office", &admin);
+    let snaps = adm.ok(["snapshots"]);
+    assert!(snaps.out().contains('!'), "{snaps}");
+    let t = env.path("recovered");
+    let r = adm.ok(["restore", "--last-clean", "--target", t.to_str().unwrap()]);
+    assert!(r.stderr.contains("looks like an attack"), "{r}");
+    assert_trees_equal(&pristine, &restored(&t, &src), &[]);
+    adm.ok(["check", "--read-data"]);
+}
+
+#[test]
+fn eight_clients_back_up_at_once() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        // Four repositories, two machines each.
+        let repo = format!("team{}", i / 2);
+        let token = server.token(&env, &repo, "backup", &[]);
+        let c = client(&env, &server, &repo, &token);
+        if i % 2 == 0 {
+            c.ok(["init"]);
+        }
+        let src = env.path(format!("machine{i}"));
+        random_tree(&src, 40, 50_000);
+        clients.push((c, src));
+    }
+    let started = Instant::now();
+    let children: Vec<_> = clients
+        .iter()
+        .map(|(c, src)| {
+            let mut cmd = c.cmd_at(&c.url);
+            cmd.args(["backup", "--host"])
+                .arg(src.file_name().unwrap())
+                .arg(src);
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for (i, ch) in children.into_iter().enumerate() {
+        let out = ch.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "client {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(120),
+        "8 backups of 2 MB took {took:?}"
+    );
+    for (i, (c, src)) in clients.iter().enumerate().step_by(2) {
+        let snaps = c.ok(["snapshots"]);
+        assert!(
+            snaps.out().contains("2 snapshots"),
+            "repo of client {i}: {snaps}"
+        );
+        c.ok(["check", "--read-data"]);
+        let t = c.env.path(format!("r{i}"));
+        c.ok([
+            "restore",
+            "latest",
+            "--host",
+            src.file_name().unwrap().to_str().unwrap(),
+            "--target",
+            t.to_str().unwrap(),
+        ]);
+        assert_trees_equal(src, &restored(&t, src), &[]);
+    }
+    let peak = server.peak_rss_kib();
+    eprintln!(
+        "8 concurrent backups: {took:?}; server peak RSS {} MiB",
+        peak / 1024
+    );
+    assert!(peak < 1024 * 1024, "server peak RSS {peak} KiB");
+}
+
+#[test]
+fn a_server_killed_mid_backup_loses_nothing() {
+    let env = Env::new();
+    let mut server = Server::start(&env, &[]);
+    let token = server.token(&env, "laptop", "backup", &[]);
+    let c = client(&env, &server, "laptop", &token);
+    c.ok(["init"]);
+    let src = env.path("src");
+    random_tree(&src, 12, 6_000_000);
+    let mut cmd = c.cmd_at(&c.url);
+    cmd.args(["backup", src.to_str().unwrap()]);
+    let child = cmd.spawn().unwrap();
+    // Kill the server once the first packs have landed.
+    let dir = server.repo_dir("laptop");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while packs(&dir).is_empty() {
+        assert!(Instant::now() < deadline, "no pack arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let t0 = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&server.addr),
+        "the error names the server: {stderr}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "gave up after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        snapshot_files(&dir),
+        0,
+        "a snapshot was written by a failed backup"
+    );
+
+    server.spawn(&env);
+    c.ok(["backup", src.to_str().unwrap()]);
+    c.ok(["check", "--read-data"]);
+    c.restore_matches(&src, "restored");
+}
+
+#[test]
+fn quotas_are_enforced_and_said_clearly() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let token = server.token(&env, "small", "backup", &[]);
+    server
+        .admin(&env, &["repo", "set", "small", "--max-size", "200K"])
+        .expect_code(0);
+    let c = client(&env, &server, "small", &token);
+    c.ok(["init"]);
+    let src = env.path("src");
+    random_tree(&src, 10, 100_000);
+    let r = c.run(["backup", src.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("quota"), "{r}");
+    assert!(r.stderr.contains("--max-size"), "{r}");
+    assert!(server.log().contains("(quota)"));
+    // Raised on the server: the running server applies it.
+    server
+        .admin(&env, &["repo", "set", "small", "--max-size", "50M"])
+        .expect_code(0);
+    c.ok(["backup", src.to_str().unwrap()]);
+    c.restore_matches(&src, "restored");
+    let listed = server.admin(&env, &["repo", "list"]);
+    assert!(listed.out().contains("small:"), "{listed}");
+}
+
+#[test]
+fn the_history_floor_holds_even_against_the_admin_token() {
+    let env = Env::new();
+    // No minimum age here: the history rule alone.
+    let server = Server::start(&env, &["--min-delete-age", "0"]);
+    let admin = server.token(&env, "laptop", "admin", &[]);
+    let c = client(&env, &server, "laptop", &admin);
+    c.ok(["init"]);
+    let src = env.path("src");
+    random_tree(&src, 3, 1_000);
+    for i in 0..6 {
+        write(&src.join("n"), format!("{i}").as_bytes());
+        c.ok(["backup", src.to_str().unwrap()]);
+    }
+    // As stored by the server: 400, 200, 100, 100, 40 days ago, and now.
+    let dir = server.repo_dir("laptop");
+    let ids = snapshot_ids(&c);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let day = 86_400;
+    for (id, age) in ids.iter().zip([400, 200, 100, 100, 40]) {
+        set_mtime(&dir.join("snapshots").join(id), now - age * day, 0);
+    }
+    let del = |id: &str| {
+        http(
+            &server.addr,
+            "DELETE",
+            &format!("/laptop/snapshots/{id}"),
+            Some(&admin),
+            &[],
+            b"",
+        )
+    };
+    // The oldest: without it, 200 days of history. Refused.
+    let (s, why) = del(&ids[0]);
+    assert_eq!(s, 403, "{why}");
+    assert!(why.contains("oldest"), "{why}");
+    // The only one of its month, within the year. Refused.
+    let (s, why) = del(&ids[1]);
+    assert_eq!(s, 403, "{why}");
+    assert!(why.contains("only one stored in"), "{why}");
+    // One of two of the same month: allowed; the other then stays.
+    let (s, why) = del(&ids[2]);
+    assert_eq!(s, 204, "{why}");
+    let (s, _) = del(&ids[3]);
+    assert_eq!(s, 403);
+    // A fake snapshot injected now does not buy the deletion of real ones.
+    let forged = c.run(["forget", "--keep-last", "1", "--allow-short-history"]);
+    assert_eq!(forged.code, Some(0), "{forged}");
+    assert!(forged.stderr.contains("the storage kept"), "{forged}");
+    let left = snapshot_files(&dir);
+    assert!(left >= 4, "{left} snapshots left");
+}
+
+#[test]
+fn tls_http2_and_plain_http_only_on_loopback() {
+    let env = Env::new();
+    let cert = env.path("cert.pem");
+    let key = env.path("key.pem");
+    let gen = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let server = Server::start(
+        &env,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let token = server.token(&env, "secure", "backup", &[]);
+    let mut c = client(&env, &server, "secure", &token);
+    c.url = format!("rest:https://{}/secure", server.addr);
+    // Without trusting the certificate: refused, and said.
+    let r = c.run(["init"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.to_lowercase().contains("certificate"), "{r}");
+    c.args
+        .extend(["-o".into(), format!("rest.ca={}", cert.display())]);
+    c.ok(["init"]);
+    let src = env.path("src");
+    random_tree(&src, 5, 20_000);
+    c.ok(["backup", src.to_str().unwrap()]);
+    c.restore_matches(&src, "restored");
+    // HTTP/2 is spoken (ALPN h2).
+    let curl = Command::new("curl")
+        .args([
+            "-s",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            "--cacert",
+        ])
+        .arg(&cert)
+        .arg(format!("https://{}/metrics", server.addr))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "2", "{curl:?}");
+
+    // Plain HTTP on a non-loopback address is refused without --insecure-listen.
+    let mut c2 = env.bare_cmd();
+    c2.args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(env.path("d2"));
+    let r = run_cmd(c2);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("--insecure-listen"), "{r}");
+}

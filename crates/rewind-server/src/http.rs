@@ -1,0 +1,1092 @@
+//! The HTTP side: the accept loop (TLS or plain, HTTP/1.1 and HTTP/2), the
+//! routes and the rules of DESIGN §14.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Request, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use jiff::Timestamp;
+use rewind_core::backend::{Backend, FileType, WriteOutcome};
+use rewind_core::{Error, Result};
+use tower::ServiceExt;
+
+use crate::metrics::{Metrics, Usage};
+use crate::state::{self, Role, State, Token, TokenProblem};
+use crate::{Config, Limits};
+
+/// The server: configuration, state, open repositories, counters.
+pub(crate) struct App {
+    config: Config,
+    state: Mutex<Loaded>,
+    repos: Mutex<HashMap<String, Arc<Repo>>>,
+    metrics: Metrics,
+}
+
+/// The state file as last read, and the (mtime, size) it had.
+struct Loaded {
+    stamp: Option<(SystemTime, u64)>,
+    state: Arc<State>,
+}
+
+/// One repository's storage and bookkeeping.
+struct Repo {
+    backend: Arc<dyn Backend>,
+    /// Stored bytes and files, counted by listing; `None` until needed or
+    /// after a delete (recounted at the next need).
+    usage: Mutex<Option<(u64, BTreeMap<&'static str, u64>)>>,
+    /// Snapshot deletes one at a time: each is judged against the others.
+    snapshot_deletes: tokio::sync::Mutex<()>,
+}
+
+fn state_stamp(data: &Path) -> Option<(SystemTime, u64)> {
+    let md = std::fs::metadata(state::state_path(data)).ok()?;
+    Some((md.modified().ok()?, md.len()))
+}
+
+impl App {
+    pub(crate) fn new(config: Config) -> App {
+        App {
+            state: Mutex::new(Loaded {
+                stamp: None,
+                state: Arc::new(State::default()),
+            }),
+            config,
+            repos: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The state, re-read when the file changed (a token added or revoked
+    /// on the server takes effect at the next request).
+    fn state(&self) -> Result<Arc<State>> {
+        let stamp = state_stamp(&self.config.data);
+        let mut l = self.state.lock().expect("state");
+        if l.stamp.is_none() || l.stamp != stamp {
+            l.state = Arc::new(State::load(&self.config.data)?);
+            l.stamp = stamp;
+        }
+        Ok(l.state.clone())
+    }
+
+    fn limits(&self, st: &State, repo: &str) -> Limits {
+        let d = self.config.defaults;
+        match st.repos.get(repo) {
+            Some(s) => Limits {
+                min_delete_age_days: s.min_delete_age_days.unwrap_or(d.min_delete_age_days),
+                history_days: s.history_days.unwrap_or(d.history_days),
+                max_size: s.max_size.or(d.max_size),
+            },
+            None => d,
+        }
+    }
+
+    fn repo(&self, name: &str) -> Result<Arc<Repo>> {
+        if let Some(r) = self.repos.lock().expect("repos").get(name) {
+            return Ok(r.clone());
+        }
+        let backend: Arc<dyn Backend> = match &self.config.storage {
+            None => Arc::new(rewind_core::backend::LocalBackend::new(
+                self.config.data.join("repos").join(name),
+            )),
+            Some(base) => {
+                let loc = rewind_backends::Location::parse(&format!(
+                    "{}/{name}",
+                    base.trim_end_matches('/')
+                ))?;
+                rewind_backends::open(&loc, &self.config.storage_options)?
+            }
+        };
+        let repo = Arc::new(Repo {
+            backend,
+            usage: Mutex::new(None),
+            snapshot_deletes: tokio::sync::Mutex::new(()),
+        });
+        Ok(self
+            .repos
+            .lock()
+            .expect("repos")
+            .entry(name.to_string())
+            .or_insert(repo)
+            .clone())
+    }
+}
+
+impl Repo {
+    /// Stored bytes and files by type (counted once, then kept up to date).
+    fn usage(&self) -> Result<(u64, BTreeMap<&'static str, u64>)> {
+        if let Some(u) = self.usage.lock().expect("usage").clone() {
+            return Ok(u);
+        }
+        let mut bytes = 0;
+        let mut objects = BTreeMap::new();
+        for t in FileType::ALL {
+            let files = self.backend.list(t)?;
+            bytes += files.iter().map(|f| f.size).sum::<u64>();
+            objects.insert(rewind_backends::rest::type_segment(t), files.len() as u64);
+        }
+        let u = (bytes, objects);
+        *self.usage.lock().expect("usage") = Some(u.clone());
+        Ok(u)
+    }
+
+    fn added(&self, t: FileType, size: u64) {
+        if let Some((bytes, objects)) = self.usage.lock().expect("usage").as_mut() {
+            *bytes += size;
+            *objects
+                .entry(rewind_backends::rest::type_segment(t))
+                .or_default() += 1;
+        }
+    }
+}
+
+/// Builds the TLS acceptor of a PEM certificate chain and key.
+pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<std::result::Result<_, _>>())
+        .map_err(|e| {
+            Error::InvalidInput(format!(
+                "--tls-cert {}: not a PEM certificate file: {e}",
+                cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "--tls-cert {}: no certificate in it",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        Error::InvalidInput(format!(
+            "--tls-key {}: not a PEM private key file: {e}",
+            key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| Error::InvalidInput(format!("TLS certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections until SIGINT or SIGTERM.
+pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
+    let listen = app.config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::io(format!("listen on {listen}"), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("read the listening address", e))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let router = Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(handle)
+        .with_state(app.clone());
+    println!("rewind serve: listening on {scheme}://{addr}");
+    log(&format!(
+        "listening on {scheme}://{addr}; data {}; repositories in {}",
+        app.config.data.display(),
+        app.config.storage.clone().unwrap_or_else(|| app
+            .config
+            .data
+            .join("repos")
+            .display()
+            .to_string())
+    ));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("watch SIGTERM", e))?;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    log(&format!("accept: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(Body::new);
+                    req.extensions_mut().insert(peer);
+                    router.clone().oneshot(req)
+                });
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await
+                    }
+                    Err(e) => {
+                        log(&format!("TLS handshake with {peer} failed: {e}"));
+                        return;
+                    }
+                },
+                None => {
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await
+                }
+            };
+            let _ = result;
+        });
+    }
+    log("stopping (signal)");
+    Ok(())
+}
+
+/// A line on stderr with the time.
+fn log(msg: &str) {
+    eprintln!(
+        "{} rewind serve: {msg}",
+        Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or(Timestamp::now())
+    );
+}
+
+async fn metrics(AxState(app): AxState<Arc<App>>) -> Response {
+    let app2 = app.clone();
+    let usage = tokio::task::spawn_blocking(move || {
+        let mut out = BTreeMap::new();
+        let names = app2.state().map(|s| s.repo_names()).unwrap_or_default();
+        for name in names {
+            let Ok(repo) = app2.repo(&name) else { continue };
+            if let Ok((bytes, objects)) = repo.usage() {
+                out.insert(name, Usage { objects, bytes });
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default();
+    let body = app.metrics.render(&usage);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// What a request's path names.
+#[derive(Debug)]
+enum Target {
+    /// `/REPO/`: settings (GET), create (POST).
+    Repo,
+    /// `/REPO/TYPE/`: listing.
+    List(FileType),
+    /// `/REPO/TYPE/NAME`: one file.
+    File(FileType, String),
+}
+
+fn file_type(seg: &str) -> Option<FileType> {
+    FileType::ALL
+        .into_iter()
+        .find(|t| rewind_backends::rest::type_segment(*t) == seg)
+}
+
+fn valid_name(t: FileType, name: &str) -> bool {
+    match t {
+        FileType::Config => name == "config",
+        _ => name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+    }
+}
+
+/// Parses `/REPO/`, `/REPO/TYPE/`, `/REPO/TYPE/NAME`. Nothing is decoded:
+/// a name that needs percent-encoding is not a name.
+fn parse_path(path: &str) -> std::result::Result<(String, Target), String> {
+    let rest = path.strip_prefix('/').ok_or("the path must start with /")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let repo = parts[0];
+    if !rewind_backends::rest::valid_repo_name(repo) {
+        return Err(format!("{repo:?} is not a repository name"));
+    }
+    let target = match parts[1..] {
+        [] | [""] => Target::Repo,
+        [t, ""] => Target::List(file_type(t).ok_or(format!("{t:?} is not a file type"))?),
+        [t, name] => {
+            let t = file_type(t).ok_or(format!("{t:?} is not a file type"))?;
+            if !valid_name(t, name) {
+                return Err(format!(
+                    "{name:?} is not a {} file name (64 lowercase hex characters{})",
+                    t.what(),
+                    if t == FileType::Config {
+                        ", or config"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            Target::File(t, name.to_string())
+        }
+        _ => return Err("too many path segments".into()),
+    };
+    Ok((repo.to_string(), target))
+}
+
+/// A request in progress: who asks, for logging and counting.
+struct Ctx {
+    app: Arc<App>,
+    peer: String,
+    method: Method,
+    path: String,
+    repo: String,
+    token: String,
+}
+
+impl Ctx {
+    fn answer(&self, status: StatusCode, msg: impl Into<String>) -> Response {
+        let mut msg = msg.into();
+        msg.push('\n');
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            msg,
+        )
+            .into_response()
+    }
+
+    /// A refusal: logged with the token, the address and the reason, counted.
+    fn refuse(&self, status: StatusCode, kind: &'static str, msg: impl Into<String>) -> Response {
+        let msg = msg.into();
+        self.app.metrics.refusal(&self.repo, kind);
+        log(&format!(
+            "refused {} {} from {} token={} ({kind}): {msg}",
+            self.method, self.path, self.peer, self.token
+        ));
+        self.answer(status, msg)
+    }
+
+    fn failed(&self, e: &Error) -> Response {
+        log(&format!(
+            "error {} {} from {} token={}: {e}",
+            self.method, self.path, self.peer, self.token
+        ));
+        self.answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the server failed: {e}"),
+        )
+    }
+}
+
+async fn handle(AxState(app): AxState<Arc<App>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let peer = req
+        .extensions()
+        .get::<SocketAddr>()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "?".into());
+    let path = req.uri().path().to_string();
+    let mut ctx = Ctx {
+        app: app.clone(),
+        peer,
+        method: method.clone(),
+        path: path.clone(),
+        repo: String::new(),
+        token: "-".into(),
+    };
+    let resp = route(&mut ctx, req).await;
+    let repo = if ctx.repo.is_empty() { "-" } else { &ctx.repo };
+    app.metrics
+        .request(repo, method.as_str(), resp.status().as_u16());
+    resp
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::io("server task", io::Error::other(e.to_string()))))
+}
+
+async fn route(ctx: &mut Ctx, req: Request) -> Response {
+    let (repo_name, target) = match parse_path(&ctx.path) {
+        Ok(x) => x,
+        Err(why) => return ctx.refuse(StatusCode::BAD_REQUEST, "name", why),
+    };
+    ctx.repo = repo_name.clone();
+    // Who is asking.
+    let st = match blocking({
+        let app = ctx.app.clone();
+        move || app.state()
+    })
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return ctx.failed(&e),
+    };
+    let token: Token = match bearer(req.headers()) {
+        None => {
+            return ctx.refuse(
+                StatusCode::UNAUTHORIZED,
+                "auth",
+                "no token: send Authorization: Bearer TOKEN (REWIND_SERVER_TOKEN or --token-file on the client)",
+            )
+        }
+        Some(t) => match st.authenticate(t, Timestamp::now()) {
+            Ok(t) => t.clone(),
+            Err(TokenProblem::Unknown) => {
+                return ctx.refuse(StatusCode::UNAUTHORIZED, "auth", "unknown token")
+            }
+            Err(TokenProblem::Expired(name, at)) => {
+                ctx.token = name.clone();
+                return ctx.refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "auth",
+                    format!("token {name} expired at {at}; ask the operator for a new one"),
+                );
+            }
+            Err(TokenProblem::Revoked(name, at)) => {
+                ctx.token = name.clone();
+                return ctx.refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "auth",
+                    format!("token {name} was revoked at {at}"),
+                );
+            }
+        },
+    };
+    ctx.token = token.name.clone();
+    if token.repo != repo_name {
+        return ctx.refuse(
+            StatusCode::FORBIDDEN,
+            "repo",
+            format!(
+                "token {} is for repository {}, not {repo_name}",
+                token.name, token.repo
+            ),
+        );
+    }
+    let limits = ctx.app.limits(&st, &repo_name);
+    let repo = match ctx.app.repo(&repo_name) {
+        Ok(r) => r,
+        Err(e) => return ctx.failed(&e),
+    };
+    let role = token.role;
+    match (&ctx.method, target) {
+        (&Method::GET, Target::Repo) => info(ctx, &repo, &token, limits).await,
+        (&Method::POST, Target::Repo) => {
+            if role == Role::Read {
+                return ctx.refuse(
+                    StatusCode::FORBIDDEN,
+                    "role",
+                    "a read token cannot create a repository",
+                );
+            }
+            let b = repo.backend.clone();
+            match blocking(move || b.create()).await {
+                Ok(()) => ctx.answer(StatusCode::CREATED, "created"),
+                Err(Error::AlreadyExists(_)) => ctx.answer(
+                    StatusCode::CONFLICT,
+                    format!("repository {repo_name} exists already"),
+                ),
+                Err(e) => ctx.failed(&e),
+            }
+        }
+        (&Method::GET, Target::List(t)) => {
+            let b = repo.backend.clone();
+            match blocking(move || b.list(t)).await {
+                Ok(files) => {
+                    let v: Vec<_> = files
+                        .iter()
+                        .map(|f| serde_json::json!({"name": f.name, "size": f.size}))
+                        .collect();
+                    let body = serde_json::to_vec(&v).expect("json");
+                    ctx.app.metrics.bytes_out(&repo_name, body.len() as u64);
+                    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+                Err(e) => ctx.failed(&e),
+            }
+        }
+        (&Method::GET, Target::File(t, name)) => get_file(ctx, &repo, t, name, req.headers()).await,
+        (&Method::HEAD, Target::File(t, name)) => head_file(ctx, &repo, t, name, limits).await,
+        (&Method::PUT, Target::File(t, name)) => {
+            put_file(ctx, &repo, role, t, name, limits, req).await
+        }
+        (&Method::DELETE, Target::File(t, name)) => {
+            delete_file(ctx, &repo, role, t, name, limits).await
+        }
+        (m, _) => ctx.refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method",
+            format!("{m} is not part of the protocol here (DESIGN §14)"),
+        ),
+    }
+}
+
+async fn info(ctx: &Ctx, repo: &Arc<Repo>, token: &Token, limits: Limits) -> Response {
+    let r = repo.clone();
+    let used = blocking(move || r.usage()).await.ok().map(|u| u.0);
+    let body = serde_json::json!({
+        "version": 1,
+        "repo": ctx.repo,
+        "token": token.name,
+        "role": token.role,
+        "min_delete_age_days": limits.min_delete_age_days,
+        "history_days": limits.history_days,
+        "max_size": limits.max_size,
+        "used_bytes": used,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn missing_or_failed(ctx: &Ctx, e: &Error) -> Response {
+    match e {
+        Error::Missing { what, id } => ctx.answer(StatusCode::NOT_FOUND, format!("no {what} {id}")),
+        _ => ctx.failed(e),
+    }
+}
+
+/// `Range: bytes=A-B` (one range, both ends given).
+fn parse_range(v: &HeaderValue) -> Option<(u64, u32)> {
+    let s = v.to_str().ok()?.strip_prefix("bytes=")?;
+    let (a, b) = s.split_once('-')?;
+    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    let len = u32::try_from(b.checked_sub(a)?.checked_add(1)?).ok()?;
+    Some((a, len))
+}
+
+async fn get_file(
+    ctx: &Ctx,
+    repo: &Arc<Repo>,
+    t: FileType,
+    name: String,
+    headers: &HeaderMap,
+) -> Response {
+    let range = match headers.get(header::RANGE) {
+        Some(v) => match parse_range(v) {
+            Some(r) => Some(r),
+            None => {
+                return ctx.refuse(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range",
+                    "give one range, bytes=FIRST-LAST",
+                )
+            }
+        },
+        None => None,
+    };
+    let b = repo.backend.clone();
+    let result = blocking(move || match range {
+        Some((off, len)) => b.read_range(t, &name, off, len),
+        None => b.read(t, &name),
+    })
+    .await;
+    match result {
+        Ok(data) => {
+            ctx.app.metrics.bytes_out(&ctx.repo, data.len() as u64);
+            let status = if range.is_some() {
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                data,
+            )
+                .into_response()
+        }
+        Err(Error::Io { error, .. }) if error.kind() == io::ErrorKind::UnexpectedEof => ctx.answer(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "the range lies beyond the end of the file",
+        ),
+        Err(e) => missing_or_failed(ctx, &e),
+    }
+}
+
+/// Until when a file stored at `stored` is kept, if that is in the future.
+fn retained_until(stored: Option<SystemTime>, limits: Limits) -> Option<Timestamp> {
+    if limits.min_delete_age_days == 0 {
+        return None;
+    }
+    let now = Timestamp::now();
+    let Some(stored) = stored.and_then(|s| Timestamp::try_from(s).ok()) else {
+        // The storage does not say when: keep it.
+        return Some(
+            now + jiff::SignedDuration::from_hours(24 * i64::from(limits.min_delete_age_days)),
+        );
+    };
+    let until =
+        stored + jiff::SignedDuration::from_hours(24 * i64::from(limits.min_delete_age_days));
+    (until > now).then_some(until)
+}
+
+async fn head_file(
+    ctx: &Ctx,
+    repo: &Arc<Repo>,
+    t: FileType,
+    name: String,
+    limits: Limits,
+) -> Response {
+    let b = repo.backend.clone();
+    match blocking(move || b.modified(t, &name)).await {
+        Ok(stored) => {
+            let mut r = StatusCode::OK.into_response();
+            if t != FileType::Running {
+                if let Some(until) = retained_until(stored, limits) {
+                    r.headers_mut().insert(
+                        "x-rewind-retained-until",
+                        HeaderValue::from_str(&until.to_string()).expect("ascii"),
+                    );
+                }
+            }
+            r
+        }
+        Err(e) => missing_or_failed(ctx, &e),
+    }
+}
+
+/// Why a streamed body was cut short.
+#[derive(Clone, Debug)]
+enum Cut {
+    TooLarge(u64),
+    OverQuota,
+    HashMismatch(String),
+    Client(String),
+}
+
+/// The request body as a blocking reader for the backend: counts and
+/// hashes what passes, and fails the last read if the content's hash is
+/// not its name, so that no file is ever linked under a wrong name.
+struct BodyReader {
+    rx: tokio::sync::mpsc::Receiver<std::result::Result<Bytes, String>>,
+    buf: Bytes,
+    hasher: blake3::Hasher,
+    expect: Option<String>,
+    seen: u64,
+    max_object: u64,
+    room: Option<u64>,
+    cut: Arc<Mutex<Option<Cut>>>,
+}
+
+impl BodyReader {
+    fn fail(&self, cut: Cut) -> io::Error {
+        let msg = format!("{cut:?}");
+        *self.cut.lock().expect("cut") = Some(cut);
+        io::Error::new(io::ErrorKind::InvalidData, msg)
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    self.seen += b.len() as u64;
+                    if self.seen > self.max_object {
+                        return Err(self.fail(Cut::TooLarge(self.max_object)));
+                    }
+                    if self.room.is_some_and(|r| self.seen > r) {
+                        return Err(self.fail(Cut::OverQuota));
+                    }
+                    self.hasher.update(&b);
+                    self.buf = b;
+                }
+                Some(Err(e)) => return Err(self.fail(Cut::Client(e))),
+                None => {
+                    if let Some(expect) = &self.expect {
+                        let got = self.hasher.finalize().to_hex().to_string();
+                        if &got != expect {
+                            return Err(self.fail(Cut::HashMismatch(got)));
+                        }
+                    }
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        let _ = self.buf.split_to(n);
+        Ok(n)
+    }
+}
+
+fn human(n: u64) -> String {
+    let mut v = n as f64;
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if v < 1024.0 || unit == "TiB" {
+            return if unit == "B" {
+                format!("{n} B")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}
+
+async fn put_file(
+    ctx: &Ctx,
+    repo: &Arc<Repo>,
+    role: Role,
+    t: FileType,
+    name: String,
+    limits: Limits,
+    req: Request,
+) -> Response {
+    match (role, t) {
+        (Role::Read, _) => {
+            return ctx.refuse(
+                StatusCode::FORBIDDEN,
+                "role",
+                "a read token cannot store files",
+            )
+        }
+        (Role::Backup, FileType::Policy | FileType::PruneState) => {
+            return ctx.refuse(
+                StatusCode::FORBIDDEN,
+                "role",
+                format!(
+                    "a backup token cannot store {} files (admin only)",
+                    t.what()
+                ),
+            )
+        }
+        (Role::Backup, FileType::Config | FileType::Key) => {
+            // Only while the repository is being created.
+            let b = repo.backend.clone();
+            match blocking(move || b.list(FileType::Config)).await {
+                Ok(c) if c.is_empty() => {}
+                Ok(_) => return ctx.refuse(
+                    StatusCode::FORBIDDEN,
+                    "role",
+                    format!(
+                        "a backup token cannot add {} files to an existing repository (admin only)",
+                        t.what()
+                    ),
+                ),
+                Err(e) => return ctx.failed(&e),
+            }
+        }
+        _ => {}
+    }
+    let length: Option<u64> = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let max_object = ctx.app.config.max_object_size;
+    if length.is_some_and(|l| l > max_object) {
+        return ctx.refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "size",
+            format!(
+                "{} bytes is larger than the largest file accepted ({})",
+                length.unwrap_or(0),
+                human(max_object)
+            ),
+        );
+    }
+    let room = match limits.max_size {
+        None => None,
+        Some(max) => {
+            let r = repo.clone();
+            let used = match blocking(move || r.usage()).await {
+                Ok(u) => u.0,
+                Err(e) => return ctx.failed(&e),
+            };
+            let room = max.saturating_sub(used);
+            if length.unwrap_or(1) > room {
+                return over_quota(ctx, max, used);
+            }
+            Some(room)
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let cut = Arc::new(Mutex::new(None));
+    let mut reader = BodyReader {
+        rx,
+        buf: Bytes::new(),
+        hasher: blake3::Hasher::new(),
+        expect: (t != FileType::Config).then(|| name.clone()),
+        seen: 0,
+        max_object,
+        room,
+        cut: cut.clone(),
+    };
+    let b = repo.backend.clone();
+    let n2 = name.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let r = b.write_from(t, &n2, &mut reader);
+        (r, reader.seen)
+    });
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let item = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => Ok(d),
+                Err(_) => continue, // trailers
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let stop = item.is_err();
+        if tx.send(item).await.is_err() || stop {
+            break;
+        }
+    }
+    drop(tx);
+    let (result, seen) = match job.await {
+        Ok(x) => x,
+        Err(e) => return ctx.failed(&Error::io("server task", io::Error::other(e.to_string()))),
+    };
+    let cut = cut.lock().expect("cut").clone();
+    match (result, cut) {
+        (Ok(WriteOutcome::Created), _) => {
+            repo.added(t, seen);
+            ctx.app.metrics.bytes_in(&ctx.repo, seen);
+            ctx.answer(StatusCode::CREATED, "created")
+        }
+        (Ok(WriteOutcome::AlreadyExists), _) => ctx.refuse(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("{} {name} exists; files are never overwritten", t.what()),
+        ),
+        (Err(_), Some(Cut::HashMismatch(got))) => ctx.refuse(
+            StatusCode::BAD_REQUEST,
+            "hash",
+            format!("the content's BLAKE3 hash is {got}, not its name {name}; nothing was stored"),
+        ),
+        (Err(_), Some(Cut::TooLarge(max))) => ctx.refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "size",
+            format!(
+                "the body is larger than the largest file accepted ({}); nothing was stored",
+                human(max)
+            ),
+        ),
+        (Err(_), Some(Cut::OverQuota)) => {
+            let r = repo.clone();
+            let used = blocking(move || r.usage()).await.map(|u| u.0).unwrap_or(0);
+            over_quota(ctx, limits.max_size.unwrap_or(0), used)
+        }
+        (Err(_), Some(Cut::Client(e))) => ctx.answer(
+            StatusCode::BAD_REQUEST,
+            format!("the request body broke off ({e}); nothing was stored"),
+        ),
+        (Err(e), None) if e.is_storage_full() => ctx.answer(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("the server's storage is full: {e}"),
+        ),
+        (Err(e), None) => ctx.failed(&e),
+    }
+}
+
+fn over_quota(ctx: &Ctx, max: u64, used: u64) -> Response {
+    ctx.refuse(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "quota",
+        format!(
+            "repository {} is at its quota: {} of {} used; nothing was stored. Forget and prune old snapshots, or ask the operator to raise it (rewind serve repo set {} --max-size SIZE)",
+            ctx.repo,
+            human(used),
+            human(max),
+            ctx.repo
+        ),
+    )
+}
+
+async fn delete_file(
+    ctx: &Ctx,
+    repo: &Arc<Repo>,
+    role: Role,
+    t: FileType,
+    name: String,
+    limits: Limits,
+) -> Response {
+    let allowed = match t {
+        // Liveness markers of running backups, not data.
+        FileType::Running => role != Role::Read,
+        _ => role == Role::Admin,
+    };
+    if !allowed {
+        return ctx.refuse(
+            StatusCode::FORBIDDEN,
+            "role",
+            format!(
+                "a {role} token cannot delete {} files (admin only)",
+                t.what()
+            ),
+        );
+    }
+    let _one_at_a_time = if t == FileType::Snapshot {
+        Some(repo.snapshot_deletes.lock().await)
+    } else {
+        None
+    };
+    if t != FileType::Running {
+        let b = repo.backend.clone();
+        let n = name.clone();
+        let stored = match blocking(move || b.modified(t, &n)).await {
+            Ok(s) => s,
+            Err(Error::Missing { .. }) => return ctx.answer(StatusCode::NO_CONTENT, ""),
+            Err(e) => return ctx.failed(&e),
+        };
+        if let Some(until) = retained_until(stored, limits) {
+            return ctx.refuse(
+                StatusCode::FORBIDDEN,
+                "retention",
+                format!(
+                    "{} {name} is kept until {until}: the server deletes nothing younger than {} days (--min-delete-age, set on the server)",
+                    t.what(),
+                    limits.min_delete_age_days
+                ),
+            );
+        }
+        if t == FileType::Snapshot && limits.history_days > 0 {
+            let b = repo.backend.clone();
+            let n = name.clone();
+            match blocking(move || history_refusal(b.as_ref(), &n, limits.history_days)).await {
+                Ok(None) => {}
+                Ok(Some(why)) => return ctx.refuse(StatusCode::FORBIDDEN, "history", why),
+                Err(e) => return ctx.failed(&e),
+            }
+        }
+    }
+    let b = repo.backend.clone();
+    match blocking(move || b.delete(t, &name)).await {
+        Ok(()) => {
+            *repo.usage.lock().expect("usage") = None;
+            ctx.answer(StatusCode::NO_CONTENT, "")
+        }
+        Err(e) => ctx.failed(&e),
+    }
+}
+
+/// Why deleting snapshot `name` would cut the history below `days`, judged
+/// by when the server stored each snapshot (the only time it can trust:
+/// snapshots are encrypted, and injected ones are new):
+/// - the span from the oldest snapshot to now may not fall below the floor
+///   (or below what it is, for a younger repository);
+/// - within the floor, the last snapshot stored in a calendar month (UTC)
+///   stays.
+fn history_refusal(b: &dyn Backend, name: &str, days: u32) -> Result<Option<String>> {
+    let now = Timestamp::now();
+    let mut stored = Vec::new();
+    for f in b.list(FileType::Snapshot)? {
+        match b.modified(FileType::Snapshot, &f.name) {
+            Ok(Some(t)) => stored.push((f.name, Timestamp::try_from(t).unwrap_or(now))),
+            Ok(None) => {
+                return Ok(Some(
+                    "the storage does not say when snapshots were stored, so the server keeps them"
+                        .into(),
+                ))
+            }
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let Some(&(_, this)) = stored.iter().find(|(n, _)| n == name) else {
+        return Ok(None);
+    };
+    let floor = jiff::SignedDuration::from_hours(24 * i64::from(days));
+    let span = |oldest: Option<Timestamp>| {
+        oldest.map_or(jiff::SignedDuration::ZERO, |t| now.duration_since(t))
+    };
+    let before = span(stored.iter().map(|s| s.1).min());
+    let after = span(stored.iter().filter(|(n, _)| n != name).map(|s| s.1).min());
+    if after < before.min(floor) {
+        return Ok(Some(format!(
+            "snapshot {name} is the oldest; without it the repository would hold {} days of history, and the server keeps {days} (set on the server)",
+            after.as_secs() / 86_400
+        )));
+    }
+    let month = |t: Timestamp| {
+        let d = t.to_zoned(jiff::tz::TimeZone::UTC);
+        (d.year(), d.month())
+    };
+    if now.duration_since(this) < floor
+        && !stored
+            .iter()
+            .any(|(n, t)| n != name && month(*t) == month(this))
+    {
+        let (y, m) = month(this);
+        return Ok(Some(format!(
+            "snapshot {name} is the only one stored in {y}-{m:02}; the server keeps one a month for the last {days} days (set on the server)"
+        )));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let h = "ab".repeat(32);
+        assert!(matches!(parse_path("/r/").unwrap().1, Target::Repo));
+        assert!(matches!(parse_path("/r").unwrap().1, Target::Repo));
+        assert!(matches!(
+            parse_path("/r/data/").unwrap().1,
+            Target::List(FileType::Pack)
+        ));
+        assert!(matches!(
+            parse_path(&format!("/r/snapshots/{h}")).unwrap().1,
+            Target::File(FileType::Snapshot, _)
+        ));
+        assert!(matches!(
+            parse_path("/r/config/config").unwrap().1,
+            Target::File(FileType::Config, _)
+        ));
+        for bad in [
+            "/../etc/passwd".to_string(),
+            "/r/../../etc/passwd".into(),
+            "/r/data/..".into(),
+            format!("/r/data/{}", "AB".repeat(32)),
+            format!("/r/data/{h}/x"),
+            "/r/data/%2e%2e".into(),
+            "/r%2f../data/".into(),
+            "/r/keys/config".into(),
+            "/r/config/../config".into(),
+            "/.r/".into(),
+            "//".into(),
+        ] {
+            assert!(parse_path(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_range(&HeaderValue::from_static("bytes=6-10")),
+            Some((6, 5))
+        );
+        assert_eq!(parse_range(&HeaderValue::from_static("bytes=10-6")), None);
+        assert_eq!(parse_range(&HeaderValue::from_static("bytes=6-")), None);
+        assert_eq!(
+            parse_range(&HeaderValue::from_static("bytes=0-99999999999")),
+            None
+        );
+    }
+}

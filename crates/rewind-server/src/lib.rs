@@ -1,0 +1,103 @@
+//! # rewind-server
+//!
+//! `rewind serve`: hosts repositories over HTTP/1.1 and HTTP/2 (rustls for
+//! TLS) so that clients can add backups but never destroy them. Every
+//! request carries a token of one repository with a role (`read`, `backup`,
+//! `admin`, [`state`]); the server checks names against content hashes,
+//! never overwrites, refuses deletes of files younger than the repository's
+//! minimum delete age and snapshot deletes that would cut its history below
+//! the floor, and enforces quotas. The protocol is DESIGN §14.
+//!
+//! The storage of the repositories is any [`Backend`]: directories under
+//! `DATA/repos/` by default, or any location (`s3:…`) given as `--storage`,
+//! so that several servers can stand in front of one object store.
+
+mod http;
+pub mod metrics;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rewind_core::{Error, Result};
+
+/// Limits of a repository: the server's defaults, overridden per repository
+/// by `rewind serve repo set`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Files younger than this many days are never deleted (0: no rule).
+    pub min_delete_age_days: u32,
+    /// Snapshot deletes may not cut the history below this many days (0: no rule).
+    pub history_days: u32,
+    /// Quota in bytes.
+    pub max_size: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            min_delete_age_days: 30,
+            history_days: 365,
+            max_size: None,
+        }
+    }
+}
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The data directory: `server.json` (tokens, settings) and, without
+    /// `storage`, the repositories under `repos/`.
+    pub data: PathBuf,
+    /// Where the repositories live instead (`s3:…/bucket/prefix`, a path):
+    /// repository NAME is at `STORAGE/NAME`.
+    pub storage: Option<String>,
+    /// Backend options of the storage.
+    pub storage_options: rewind_backends::Options,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// TLS certificate chain and private key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Allow plain HTTP on an address that is not loopback.
+    pub insecure_listen: bool,
+    /// Default limits of every repository.
+    pub defaults: Limits,
+    /// Largest file accepted, in bytes.
+    pub max_object_size: u64,
+}
+
+/// Largest file accepted by default: a pack is 16 MiB plus at most one
+/// blob of up to 16 MiB, compressed or not.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 64 << 20;
+
+/// Runs the server until SIGINT or SIGTERM. Prints
+/// `rewind serve: listening on URL` on stdout once it accepts connections.
+pub fn run(config: Config) -> Result<()> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(http::tls_acceptor(cert, key)?),
+        None => {
+            if !config.listen.ip().is_loopback() && !config.insecure_listen {
+                return Err(Error::InvalidInput(format!(
+                    "refusing to serve plain HTTP on {}: tokens and backups would cross the network unencrypted; give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --insecure-listen behind a TLS proxy",
+                    config.listen
+                )));
+            }
+            None
+        }
+    };
+    std::fs::create_dir_all(&config.data).map_err(|e| {
+        Error::io(
+            format!("create the data directory {}", config.data.display()),
+            e,
+        )
+    })?;
+    // The state file must parse before we accept anyone.
+    state::State::load(&config.data)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("rewind-serve")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start the server runtime", e))?;
+    runtime.block_on(http::serve(Arc::new(http::App::new(config)), tls))
+}

@@ -1,0 +1,327 @@
+//! The server's own state: access tokens and per-repository settings, in
+//! one JSON file `DATA/server.json` (mode 0600), changed only by the
+//! operator's `rewind serve token ...` and `rewind serve repo set ...` on the
+//! server itself and re-read by a running server when it changes.
+//!
+//! Tokens are stored as their BLAKE3 hash only. A token is 32 random bytes
+//! (`rwt_` + 64 hex), so a plain hash is enough: there is nothing to guess.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use rewind_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// What a token may do in its repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything; write nothing.
+    Read,
+    /// Read everything; add new files (never overwrite, never delete but
+    /// its own running markers).
+    Backup,
+    /// Everything, within the server's retention rules.
+    Admin,
+}
+
+impl Role {
+    /// Parses `read`, `backup` or `admin`.
+    pub fn parse(s: &str) -> Result<Role> {
+        match s {
+            "read" => Ok(Role::Read),
+            "backup" => Ok(Role::Backup),
+            "admin" => Ok(Role::Admin),
+            _ => Err(Error::InvalidInput(format!(
+                "role {s:?}: give backup, read or admin"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Backup => "backup",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// One access token (its hash).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Token {
+    /// Its name, for logs and `token revoke`.
+    pub name: String,
+    /// The repository it opens.
+    pub repo: String,
+    /// What it may do there.
+    pub role: Role,
+    /// BLAKE3 of the token, hex.
+    pub hash: String,
+    /// When it was made.
+    pub created: Timestamp,
+    /// When it stops working, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Timestamp>,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Timestamp>,
+}
+
+/// Per-repository settings; unset fields take the server's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoSettings {
+    /// Files younger than this many days are never deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_delete_age_days: Option<u32>,
+    /// Snapshot deletes may not cut the stored history below this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_days: Option<u32>,
+    /// The repository's quota in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+}
+
+/// The whole state file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Format version (1).
+    pub version: u32,
+    /// Every token ever made (revoked ones stay, marked).
+    #[serde(default)]
+    pub tokens: Vec<Token>,
+    /// Settings by repository name.
+    #[serde(default)]
+    pub repos: BTreeMap<String, RepoSettings>,
+}
+
+/// Why a presented token does not open anything.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// No token with that hash exists.
+    Unknown,
+    /// The token expired at this time.
+    Expired(String, Timestamp),
+    /// The token was revoked at this time.
+    Revoked(String, Timestamp),
+}
+
+/// The state file inside a data directory.
+pub fn state_path(data: &Path) -> PathBuf {
+    data.join("server.json")
+}
+
+/// Hash of a token, as stored.
+pub fn token_hash(token: &str) -> blake3::Hash {
+    blake3::hash(token.trim().as_bytes())
+}
+
+impl State {
+    /// Reads the state of a data directory (empty if there is none yet).
+    pub fn load(data: &Path) -> Result<State> {
+        let p = state_path(data);
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State {
+                    version: 1,
+                    ..Default::default()
+                })
+            }
+            Err(e) => return Err(Error::io(format!("read {}", p.display()), e)),
+        };
+        let s: State = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::InvalidInput(format!(
+                "{} is not a rewind server state file: {e}",
+                p.display()
+            ))
+        })?;
+        if s.version != 1 {
+            return Err(Error::UnsupportedVersion {
+                found: s.version,
+                supported: 1,
+            });
+        }
+        Ok(s)
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename), mode 0600.
+    pub fn save(&self, data: &Path) -> Result<()> {
+        fs::create_dir_all(data).map_err(|e| Error::io(format!("create {}", data.display()), e))?;
+        let p = state_path(data);
+        let tmp = data.join(format!(".server.json.tmp-{}", std::process::id()));
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &p)?;
+            fs::File::open(data)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(format!("write {}", p.display()), e)
+        })
+    }
+
+    /// Makes a new token; returns it (the only time it is ever seen).
+    pub fn add_token(
+        &mut self,
+        name: Option<&str>,
+        repo: &str,
+        role: Role,
+        expires: Option<Timestamp>,
+    ) -> Result<String> {
+        if !rewind_backends::rest::valid_repo_name(repo) {
+            return Err(Error::InvalidInput(format!(
+                "repository name {repo:?}: use letters, digits, '-', '_' and '.' (up to 64, not starting with '.')"
+            )));
+        }
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => {
+                let mut i = 1;
+                loop {
+                    let n = format!("{repo}-{role}-{i}");
+                    if !self.tokens.iter().any(|t| t.name == n) {
+                        break n;
+                    }
+                    i += 1;
+                }
+            }
+        };
+        if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::InvalidInput(format!(
+                "token name {name:?}: give a name without spaces"
+            )));
+        }
+        if self.tokens.iter().any(|t| t.name == name) {
+            return Err(Error::InvalidInput(format!(
+                "a token named {name:?} exists already; choose another --name"
+            )));
+        }
+        let mut raw = [0u8; 32];
+        getrandom::getrandom(&mut raw).expect("the operating system's random source failed");
+        let token = format!("rwt_{}", hex::encode(raw));
+        self.tokens.push(Token {
+            name,
+            repo: repo.to_string(),
+            role,
+            hash: token_hash(&token).to_hex().to_string(),
+            created: Timestamp::now(),
+            expires,
+            revoked: None,
+        });
+        Ok(token)
+    }
+
+    /// Revokes a token by name.
+    pub fn revoke(&mut self, name: &str) -> Result<()> {
+        match self.tokens.iter_mut().find(|t| t.name == name) {
+            Some(t) if t.revoked.is_some() => Err(Error::InvalidInput(format!(
+                "token {name:?} was revoked already"
+            ))),
+            Some(t) => {
+                t.revoked = Some(Timestamp::now());
+                Ok(())
+            }
+            None => Err(Error::InvalidInput(format!(
+                "no token named {name:?}; `rewind serve token list` shows them"
+            ))),
+        }
+    }
+
+    /// The token a client presented, if it is valid now. Every stored
+    /// hash is compared, each in constant time (`blake3::Hash`'s equality).
+    pub fn authenticate(&self, presented: &str, now: Timestamp) -> Result<&Token, TokenProblem> {
+        let h = token_hash(presented);
+        let mut found = None;
+        for t in &self.tokens {
+            let Ok(stored) = blake3::Hash::from_hex(&t.hash) else {
+                continue;
+            };
+            if stored == h {
+                found = Some(t);
+            }
+        }
+        let t = found.ok_or(TokenProblem::Unknown)?;
+        if let Some(r) = t.revoked {
+            return Err(TokenProblem::Revoked(t.name.clone(), r));
+        }
+        if let Some(e) = t.expires.filter(|e| *e <= now) {
+            return Err(TokenProblem::Expired(t.name.clone(), e));
+        }
+        Ok(t)
+    }
+
+    /// Every repository named by a token or a setting.
+    pub fn repo_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .tokens
+            .iter()
+            .map(|t| t.repo.clone())
+            .chain(self.repos.keys().cloned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stored_as_hashes_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::load(dir.path()).unwrap();
+        let tok = s.add_token(None, "laptop", Role::Backup, None).unwrap();
+        assert!(tok.starts_with("rwt_") && tok.len() == 68);
+        let later = Timestamp::now() + jiff::SignedDuration::from_secs(60);
+        let old = s
+            .add_token(Some("old"), "laptop", Role::Admin, Some(Timestamp::now()))
+            .unwrap();
+        s.save(dir.path()).unwrap();
+        let text = fs::read_to_string(state_path(dir.path())).unwrap();
+        assert!(!text.contains(&tok[4..]), "the token itself is stored");
+        let s = State::load(dir.path()).unwrap();
+        assert_eq!(s.authenticate(&tok, later).unwrap().name, "laptop-backup-1");
+        assert_eq!(s.authenticate(&tok, later).unwrap().role, Role::Backup);
+        assert_eq!(
+            s.authenticate("rwt_0000", later).unwrap_err(),
+            TokenProblem::Unknown
+        );
+        assert!(matches!(
+            s.authenticate(&old, later),
+            Err(TokenProblem::Expired(..))
+        ));
+        let mut s = s;
+        s.revoke("laptop-backup-1").unwrap();
+        assert!(s.revoke("laptop-backup-1").is_err());
+        assert!(s.revoke("nobody").is_err());
+        assert!(matches!(
+            s.authenticate(&tok, later),
+            Err(TokenProblem::Revoked(..))
+        ));
+        assert!(s.add_token(Some("old"), "x", Role::Read, None).is_err());
+        assert!(s.add_token(None, "../etc", Role::Read, None).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(state_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
