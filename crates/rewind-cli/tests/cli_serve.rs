@@ -18,19 +18,28 @@ struct Server {
     data: PathBuf,
     addr: String,
     args: Vec<String>,
+    vars: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Server {
     fn start(env: &Env, args: &[&str]) -> Server {
-        let data = env.path("server");
+        Server::launch(env, args, &[], "server.log")
+    }
+
+    /// A server with extra environment (storage credentials) and its own log.
+    fn launch(env: &Env, args: &[&str], vars: &[(&str, &str)], log: &str) -> Server {
         let mut s = Server {
-            data,
+            data: env.path("server"),
             addr: "127.0.0.1:0".into(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
-            log: env.path("server.log"),
+            log: env.path(log),
         };
         s.spawn(env);
         s
@@ -49,6 +58,7 @@ impl Server {
             .arg("--listen")
             .arg(&self.addr)
             .args(&self.args)
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log);
         let mut child = c.spawn().expect("start rewind serve");
@@ -1047,4 +1057,153 @@ fn tls_http2_and_plain_http_only_on_loopback() {
     let r = run_cmd(c2);
     assert_eq!(r.code, Some(2), "{r}");
     assert!(r.stderr.contains("--insecure-listen"), "{r}");
+}
+
+#[test]
+fn two_servers_in_front_of_one_object_store() {
+    let env = Env::new();
+    let s3 = rewind_backends::testsupport::SeaweedFs::start(&["served"]);
+    let storage = s3.url("served", "repos");
+    let vars = s3.env();
+    let one = Server::launch(&env, &["--storage", &storage], &vars, "one.log");
+    // The second shares the first one's data directory (its tokens) and store.
+    let two = Server::launch(&env, &["--storage", &storage], &vars, "two.log");
+    let backup = one.token(&env, "fleet", "backup", &[]);
+    let admin = one.token(&env, "fleet", "admin", &[]);
+    let via_one = client(&env, &one, "fleet", &backup);
+    let via_two = client(&env, &two, "fleet", &backup);
+    via_one.ok(["init"]);
+    let a = env.path("a");
+    let b = env.path("b");
+    random_tree(&a, 8, 30_000);
+    random_tree(&b, 8, 30_000);
+    via_one.ok(["backup", "--host", "a", a.to_str().unwrap()]);
+    via_two.ok(["backup", "--host", "b", b.to_str().unwrap()]);
+    // Each server sees what the other stored.
+    assert!(via_one.ok(["snapshots"]).out().contains("2 snapshots"));
+    let t = env.path("a-via-two");
+    via_two.ok([
+        "restore",
+        "latest",
+        "--host",
+        "a",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    assert_trees_equal(&a, &restored(&t, &a), &[]);
+    via_two.ok(["check", "--read-data"]);
+    // The rules hold on S3 storage too: the store's times say "young".
+    let snap = snapshot_ids(&via_one)[0].clone();
+    for (token, want) in [(&backup, 403), (&admin, 403)] {
+        let (status, why) = http(
+            &two.addr,
+            "DELETE",
+            &format!("/fleet/snapshots/{snap}"),
+            Some(token),
+            &[],
+            b"",
+        );
+        assert_eq!(status, want, "{why}");
+    }
+    assert!(two.log().contains("(retention)"), "{}", two.log());
+    assert!(via_one.ok(["snapshots"]).out().contains("2 snapshots"));
+}
+
+#[test]
+fn prune_and_mark_through_the_server() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let admin = server.token(&env, "laptop", "admin", &[]);
+    let c = client(&env, &server, "laptop", &admin);
+    c.ok(["init"]);
+    let src = env.path("src");
+    random_tree(&src, 10, 50_000);
+    c.ok(["backup", src.to_str().unwrap()]);
+    let mut entries: Vec<PathBuf> = fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries.iter().take(entries.len() / 2) {
+        if p.is_dir() {
+            fs::remove_dir_all(p).unwrap();
+        } else {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    write(&src.join("new"), &random_bytes(80_000));
+    c.ok(["backup", src.to_str().unwrap()]);
+    let dir = server.repo_dir("laptop");
+    let before = fingerprint(&dir);
+
+    // Everything is younger than the server's minimum delete age: forget
+    // and prune run, say what the server kept, and remove nothing.
+    let r = c.run([
+        "forget",
+        "--keep-last",
+        "1",
+        "--allow-short-history",
+        "--prune",
+        "--now",
+    ]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stderr.contains("the storage kept 1 snapshots"), "{r}");
+    let after: Vec<_> = fingerprint(&dir)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("prune/"))
+        .collect();
+    let before: Vec<_> = before
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("prune/"))
+        .collect();
+    assert!(
+        before.iter().all(|f| after.contains(f)),
+        "a file was deleted"
+    );
+    c.ok(["check", "--read-data"]);
+    assert!(c.ok(["snapshots"]).out().contains("2 snapshots"));
+
+    // mark and protect rewrite a snapshot; the server keeps the old file,
+    // and listings show the snapshot once, as rewritten.
+    let ids = snapshot_ids(&c);
+    c.ok(["protect", &ids[0]]);
+    let listed = c.ok(["--json", "snapshots"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(list.len(), 2, "{listed}");
+    assert!(list.iter().any(|s| s["protected"] == true), "{listed}");
+    assert_eq!(
+        snapshot_files(&dir),
+        3,
+        "the old file is kept by the server"
+    );
+    c.ok(["check", "--read-data"]);
+
+    // On a server without the minimum age (and without the history floor),
+    // the same commands delete for real.
+    drop(server);
+    let server = Server::start(&env, &["--min-delete-age", "0", "--history-days", "0"]);
+    let c = client(&env, &server, "laptop", &admin);
+    c.ok(["unprotect", &snapshot_ids(&c)[0]]);
+    let pack_bytes = |d: &Path| -> u64 {
+        packs(d)
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let bytes_before = pack_bytes(&dir);
+    let r = c.ok([
+        "forget",
+        "--keep-last",
+        "1",
+        "--allow-short-history",
+        "--prune",
+        "--now",
+        "--max-unused",
+        "0%",
+    ]);
+    assert!(!r.stderr.contains("the storage kept"), "{r}");
+    assert_eq!(snapshot_files(&dir), 1, "{r}");
+    assert!(pack_bytes(&dir) < bytes_before, "prune freed nothing: {r}");
+    c.ok(["check", "--read-data"]);
+    c.restore_matches(&src, "restored");
 }

@@ -778,14 +778,16 @@ async fn put_file(
             let b = repo.backend.clone();
             match blocking(move || b.list(FileType::Config)).await {
                 Ok(c) if c.is_empty() => {}
-                Ok(_) => return ctx.refuse(
-                    StatusCode::FORBIDDEN,
-                    "role",
-                    format!(
+                Ok(_) => {
+                    return ctx.refuse(
+                        StatusCode::FORBIDDEN,
+                        "role",
+                        format!(
                         "a backup token cannot add {} files to an existing repository (admin only)",
                         t.what()
                     ),
-                ),
+                    )
+                }
                 Err(e) => return ctx.failed(&e),
             }
         }

@@ -153,6 +153,11 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let mut removed = 0usize;
     // Snapshots the storage keeps (the rewind server's retention rules).
     let mut kept_by_storage: Vec<String> = Vec::new();
+    let superseded = if args.dry_run {
+        Vec::new()
+    } else {
+        repo.superseded_snapshots()?
+    };
     if global.json {
         println!("{}", serde_json::to_string_pretty(&plans)?);
     }
@@ -180,7 +185,15 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         }
         if !args.dry_run {
             for d in p.decisions.iter().filter(|d| !d.keep) {
-                match repo.backend().delete(FileType::Snapshot, &d.id.to_hex()) {
+                // Older copies first (protect, mark): left alone, one would
+                // come back as the snapshot.
+                let identity = by_id[&d.id].original.unwrap_or(d.id);
+                let copies = superseded.iter().filter(|(_, i)| *i == identity);
+                let gone = copies
+                    .map(|(copy, _)| repo.backend().delete(FileType::Snapshot, &copy.to_hex()))
+                    .collect::<Result<Vec<()>, _>>()
+                    .and_then(|_| repo.backend().delete(FileType::Snapshot, &d.id.to_hex()));
+                match gone {
                     Ok(()) => removed += 1,
                     Err(rewind_core::Error::Refused(why)) => kept_by_storage.push(why),
                     Err(e) => return Err(e.into()),
@@ -202,13 +215,12 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             );
         }
     }
-    if !args.dry_run {
-        // Copies left by protect or mark where the storage kept the old file.
-        for id in repo.superseded_snapshots()? {
-            match repo.backend().delete(FileType::Snapshot, &id.to_hex()) {
-                Ok(()) | Err(rewind_core::Error::Refused(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+    // Copies of kept snapshots left by protect or mark where the storage
+    // kept the old file: garbage, removed when the storage lets them go.
+    for (copy, _) in &superseded {
+        match repo.backend().delete(FileType::Snapshot, &copy.to_hex()) {
+            Ok(()) | Err(rewind_core::Error::Refused(_)) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     if !kept_by_storage.is_empty() {

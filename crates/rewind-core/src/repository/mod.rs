@@ -488,8 +488,11 @@ impl Repository {
 
     /// Snapshot files superseded by a later rewrite of the same snapshot
     /// (`protect`, `mark`), left behind because the storage kept them or a
-    /// crash came between the write and the delete. `forget` removes them.
-    pub fn superseded_snapshots(&self) -> Result<Vec<SnapshotId>> {
+    /// crash came between the write and the delete, with the identity
+    /// (`original`, else id) of the snapshot they are copies of. `forget`
+    /// removes them before the snapshot itself, which would otherwise
+    /// come back as its older copy.
+    pub fn superseded_snapshots(&self) -> Result<Vec<(SnapshotId, SnapshotId)>> {
         let mut all = Vec::new();
         for f in self.backend.list(FileType::Snapshot)? {
             match f.name.parse().and_then(|id| self.read_snapshot(&id)) {
@@ -784,7 +787,10 @@ fn write_key(
 /// last is current.
 fn split_superseded(
     all: Vec<(SnapshotId, SnapshotFile)>,
-) -> (Vec<(SnapshotId, SnapshotFile)>, Vec<SnapshotId>) {
+) -> (
+    Vec<(SnapshotId, SnapshotFile)>,
+    Vec<(SnapshotId, SnapshotId)>,
+) {
     // Rewritten last wins; a rewrite from before `rewritten` existed still
     // wins over its original file.
     type Key = (Option<jiff::Timestamp>, bool, SnapshotId);
@@ -799,10 +805,11 @@ fn split_superseded(
     let mut current = Vec::new();
     let mut superseded = Vec::new();
     for (id, s) in all {
-        if newest[&s.original.unwrap_or(id)].2 == id {
+        let identity = s.original.unwrap_or(id);
+        if newest[&identity].2 == id {
             current.push((id, s));
         } else {
-            superseded.push(id);
+            superseded.push((id, identity));
         }
     }
     (current, superseded)
