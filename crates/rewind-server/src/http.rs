@@ -232,8 +232,13 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
                     req.extensions_mut().insert(peer);
                     router.clone().oneshot(req)
                 });
-            let builder =
+            let mut builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // A client that opens a connection and sends nothing is let go.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(tcp).await {
                     Ok(stream) => {

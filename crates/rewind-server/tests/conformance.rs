@@ -11,7 +11,11 @@ use rewind_server::{Config, Limits};
 
 fn serve(data: &std::path::Path, defaults: Limits) -> String {
     // A free port: bind, read it, release it for the server.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = Config {
         data: data.to_path_buf(),
         storage: None,
@@ -25,7 +29,10 @@ fn serve(data: &std::path::Path, defaults: Limits) -> String {
     std::thread::spawn(move || rewind_server::run(config).unwrap());
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "server did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     format!("http://127.0.0.1:{port}")
@@ -69,7 +76,10 @@ fn the_servers_retention_is_an_object_lock_to_the_client() {
     let data = b"a pack";
     let name = blake3::hash(data).to_hex().to_string();
     b.write(FileType::Pack, &name, data).unwrap();
-    let until = b.retained_until(FileType::Pack, &name).unwrap().expect("retained");
+    let until = b
+        .retained_until(FileType::Pack, &name)
+        .unwrap()
+        .expect("retained");
     let days = until
         .duration_since(std::time::SystemTime::now())
         .unwrap()

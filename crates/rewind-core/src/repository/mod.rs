@@ -782,15 +782,15 @@ fn write_key(
     }
 }
 
+/// Snapshots with their files.
+type SnapshotList0 = Vec<(SnapshotId, SnapshotFile)>;
+
 /// Splits snapshots into the current ones and superseded copies: of the
 /// files with one identity (`original`, else the id), the one rewritten
 /// last is current.
 fn split_superseded(
     all: Vec<(SnapshotId, SnapshotFile)>,
-) -> (
-    Vec<(SnapshotId, SnapshotFile)>,
-    Vec<(SnapshotId, SnapshotId)>,
-) {
+) -> (SnapshotList0, Vec<(SnapshotId, SnapshotId)>) {
     // Rewritten last wins; a rewrite from before `rewritten` existed still
     // wins over its original file.
     type Key = (Option<jiff::Timestamp>, bool, SnapshotId);
