@@ -337,6 +337,7 @@ fn an_attacker_with_the_backup_token_destroys_nothing() {
     let admin = server.token(&env, "laptop", "admin", &[]);
     let read = server.token(&env, "laptop", "read", &[]);
     let other = server.token(&env, "desktop", "admin", &[]);
+    let fresh = server.token(&env, "fresh", "backup", &[]);
     let revoked = server.token(&env, "laptop", "backup", &["--name", "old-laptop"]);
     server
         .admin(&env, &["token", "revoke", "old-laptop"])
@@ -361,7 +362,7 @@ fn an_attacker_with_the_backup_token_destroys_nothing() {
 
     let dir = server.repo_dir("laptop");
     let before = fingerprint(&dir);
-    let state_before = fs::read(server.data.join("server.json")).unwrap();
+    let state_before = fs::read_to_string(server.data.join("server.json")).unwrap();
     let snap = first_file(&dir.join("snapshots"));
     let index = first_file(&dir.join("index"));
     let key = first_file(&dir.join("keys"));
@@ -603,6 +604,40 @@ fn an_attacker_with_the_backup_token_destroys_nothing() {
             http(&a, "DELETE", &p("data", &pack), Some(&admin), &[], b""),
         ),
     ];
+    let mut attempts = attempts;
+    attempts.push((
+        "even the admin token: the key",
+        403,
+        http(&a, "DELETE", &p("keys", &key), Some(&admin), &[], b""),
+    ));
+    attempts.push((
+        "even the admin token: the config",
+        403,
+        http(
+            &a,
+            "DELETE",
+            "/laptop/config/config",
+            Some(&admin),
+            &[],
+            b"",
+        ),
+    ));
+    // A body cut off before its announced end stores nothing, not even a
+    // config (the one file not named by its hash).
+    let cut = {
+        let mut s = TcpStream::connect(&a).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let head = format!("PUT /fresh/config/config HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {fresh}\r\nContent-Length: 100\r\n\r\n{{\"version\":");
+        s.write_all(head.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp
+    };
+    assert!(
+        !server.repo_dir("fresh").join("config").exists(),
+        "a cut-off body was stored: {cut}"
+    );
     let mut wrong = Vec::new();
     for (what, want, (got, body)) in &attempts {
         if got != want {
@@ -614,7 +649,7 @@ fn an_attacker_with_the_backup_token_destroys_nothing() {
         );
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
-    assert!(attempts.len() >= 30);
+    assert!(attempts.len() >= 33);
 
     // Through the client: forget and prune with the backup token fail.
     let forget = c.run(["forget", "--keep-last", "1", "--allow-short-history"]);
@@ -631,10 +666,7 @@ fn an_attacker_with_the_backup_token_destroys_nothing() {
 
     // Nothing changed: not a byte of the repository, not the state file.
     assert_eq!(fingerprint(&dir), before, "the repository changed");
-    assert_eq!(
-        fs::read(server.data.join("server.json")).unwrap(),
-        state_before
-    );
+    assert!(fs::read_to_string(server.data.join("server.json")).unwrap() == state_before);
     assert!(!server.data.join("desktop").exists());
     c.ok(["check", "--read-data"]);
     assert!(c.ok(["snapshots"]).out().contains("2 snapshots"));

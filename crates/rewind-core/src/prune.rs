@@ -722,9 +722,32 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             .collect();
         listed.extend(recovered);
         listed.sort_by_key(|p| p.id);
-        let (written, removed) = repo.replace_index(&listed, &old_index, PACKS_PER_PRUNE_INDEX)?;
+        let (written, removed, kept) =
+            repo.replace_index(&listed, &old_index, PACKS_PER_PRUNE_INDEX)?;
         report.index_written += written;
         report.index_removed += removed;
+        // The storage kept an old index file after all (its clock, not
+        // ours, decides): the packs it lists stay, or it would list
+        // deleted packs. They stay marked for a later prune.
+        if !kept.is_empty() {
+            let mut listed_by_kept: HashSet<PackId> = HashSet::new();
+            for id in &kept {
+                match repo.read_index_file(id) {
+                    Ok(f) => listed_by_kept.extend(f.packs.iter().map(|p| p.id)),
+                    Err(Error::Missing { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            delete.retain(|id| {
+                if listed_by_kept.contains(id) {
+                    report.deleted.remove(stored[id]);
+                    report.retained.add(stored[id]);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
     }
 
     // 10. Delete.

@@ -90,7 +90,8 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexStats
         return Ok(stats);
     }
     // The old files go only once the new index is durable.
-    let (written, removed) = repo.replace_index(&good, &old, crate::repository::PACKS_PER_INDEX)?;
+    let (written, removed, _kept) =
+        repo.replace_index(&good, &old, crate::repository::PACKS_PER_INDEX)?;
     stats.written = written as usize;
     stats.removed = removed as usize;
     Ok(stats)

@@ -182,6 +182,12 @@ pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsA
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE: Duration = Duration::from_secs(15);
+
 /// Accepts connections until SIGINT or SIGTERM.
 pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
     let listen = app.config.listen;
@@ -207,6 +213,7 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
             .display()
             .to_string())
     ));
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("watch SIGTERM", e))?;
     loop {
@@ -223,9 +230,16 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
             _ = term.recv() => break,
         };
         let _ = tcp.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            log(&format!(
+                "refused a connection from {peer}: {MAX_CONNECTIONS} are open"
+            ));
+            continue;
+        };
         let router = router.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let mut req = req.map(Body::new);
@@ -239,17 +253,24 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30));
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20));
             let result = match tls {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => {
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(stream)) => {
                         builder
                             .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                             .await
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         log(&format!("TLS handshake with {peer} failed: {e}"));
                         return;
                     }
+                    Err(_) => return,
                 },
                 None => {
                     builder
@@ -374,7 +395,12 @@ impl Ctx {
     /// A refusal: logged with the token, the address and the reason, counted.
     fn refuse(&self, status: StatusCode, kind: &'static str, msg: impl Into<String>) -> Response {
         let msg = msg.into();
-        self.app.metrics.refusal(&self.repo, kind);
+        let label = if self.repo.is_empty() {
+            "-"
+        } else {
+            &self.repo
+        };
+        self.app.metrics.refusal(label, kind);
         log(&format!(
             "refused {} {} from {} token={} ({kind}): {msg}",
             self.method, self.path, self.peer, self.token
@@ -434,8 +460,8 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
         Ok(x) => x,
         Err(why) => return ctx.refuse(StatusCode::BAD_REQUEST, "name", why),
     };
-    ctx.repo = repo_name.clone();
-    // Who is asking.
+    // Who is asking. (Metrics name the repository only once a token of it
+    // is checked: made-up names must not grow them.)
     let st = match blocking({
         let app = ctx.app.clone();
         move || app.state()
@@ -478,6 +504,7 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
     };
     ctx.token = token.name.clone();
     if token.repo != repo_name {
+        ctx.repo = token.repo.clone();
         return ctx.refuse(
             StatusCode::FORBIDDEN,
             "repo",
@@ -487,6 +514,7 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
             ),
         );
     }
+    ctx.repo = repo_name.clone();
     let limits = ctx.app.limits(&st, &repo_name);
     let repo = match ctx.app.repo(&repo_name) {
         Ok(r) => r,
@@ -600,6 +628,13 @@ async fn get_file(
         },
         None => None,
     };
+    if range.is_some_and(|(_, len)| u64::from(len) > ctx.app.config.max_object_size) {
+        return ctx.refuse(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range",
+            "the range is longer than the largest file stored here",
+        );
+    }
     let b = repo.backend.clone();
     let result = blocking(move || match range {
         Some((off, len)) => b.read_range(t, &name, off, len),
@@ -635,14 +670,12 @@ fn retained_until(stored: Option<SystemTime>, limits: Limits) -> Option<Timestam
         return None;
     }
     let now = Timestamp::now();
+    let age = jiff::SignedDuration::from_hours(24 * i64::from(limits.min_delete_age_days));
     let Some(stored) = stored.and_then(|s| Timestamp::try_from(s).ok()) else {
         // The storage does not say when: keep it.
-        return Some(
-            now + jiff::SignedDuration::from_hours(24 * i64::from(limits.min_delete_age_days)),
-        );
+        return Some(now.checked_add(age).unwrap_or(Timestamp::MAX));
     };
-    let until =
-        stored + jiff::SignedDuration::from_hours(24 * i64::from(limits.min_delete_age_days));
+    let until = stored.checked_add(age).unwrap_or(Timestamp::MAX);
     (until > now).then_some(until)
 }
 
@@ -671,6 +704,9 @@ async fn head_file(
     }
 }
 
+/// How long an upload may send nothing before it is dropped.
+const BODY_IDLE: Duration = Duration::from_secs(120);
+
 /// Why a streamed body was cut short.
 #[derive(Clone, Debug)]
 enum Cut {
@@ -683,8 +719,19 @@ enum Cut {
 /// The request body as a blocking reader for the backend: counts and
 /// hashes what passes, and fails the last read if the content's hash is
 /// not its name, so that no file is ever linked under a wrong name.
+/// What the connection side hands the writer.
+enum Piece {
+    Data(Bytes),
+    /// The body ended as it should.
+    End,
+    /// The body broke off (client error, timeout).
+    Abort(String),
+}
+
 struct BodyReader {
-    rx: tokio::sync::mpsc::Receiver<std::result::Result<Bytes, String>>,
+    rx: tokio::sync::mpsc::Receiver<Piece>,
+    /// Content-Length, if the client gave one.
+    length: Option<u64>,
     buf: Bytes,
     hasher: blake3::Hasher,
     expect: Option<String>,
@@ -706,7 +753,7 @@ impl Read for BodyReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.buf.is_empty() {
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => {
+                Some(Piece::Data(b)) => {
                     self.seen += b.len() as u64;
                     if self.seen > self.max_object {
                         return Err(self.fail(Cut::TooLarge(self.max_object)));
@@ -717,8 +764,18 @@ impl Read for BodyReader {
                     self.hasher.update(&b);
                     self.buf = b;
                 }
-                Some(Err(e)) => return Err(self.fail(Cut::Client(e))),
-                None => {
+                Some(Piece::Abort(e)) => return Err(self.fail(Cut::Client(e))),
+                // The request went away without its end: never a file.
+                None => return Err(self.fail(Cut::Client("the request was cut off".into()))),
+                Some(Piece::End) => {
+                    if self.length.is_some_and(|l| l != self.seen) {
+                        let msg = format!(
+                            "{} bytes arrived of {}",
+                            self.seen,
+                            self.length.unwrap_or(0)
+                        );
+                        return Err(self.fail(Cut::Client(msg)));
+                    }
                     if let Some(expect) = &self.expect {
                         let got = self.hasher.finalize().to_hex().to_string();
                         if &got != expect {
@@ -815,7 +872,12 @@ async fn put_file(
             ),
         );
     }
-    let room = match limits.max_size {
+    // The quota binds backups; admin writes (prune's index, state and
+    // repacked packs: the way back under it) and liveness markers pass.
+    let quota = limits
+        .max_size
+        .filter(|_| role != Role::Admin && t != FileType::Running);
+    let room = match quota {
         None => None,
         Some(max) => {
             let r = repo.clone();
@@ -834,6 +896,7 @@ async fn put_file(
     let cut = Arc::new(Mutex::new(None));
     let mut reader = BodyReader {
         rx,
+        length,
         buf: Bytes::new(),
         hasher: blake3::Hasher::new(),
         expect: (t != FileType::Config).then(|| name.clone()),
@@ -844,21 +907,32 @@ async fn put_file(
     };
     let b = repo.backend.clone();
     let n2 = name.clone();
+    let only_at_init = role == Role::Backup && matches!(t, FileType::Config | FileType::Key);
     let job = tokio::task::spawn_blocking(move || {
+        // Again right before the write: `init` may have finished meanwhile.
+        if only_at_init {
+            match b.list(FileType::Config) {
+                Ok(c) if c.is_empty() => {}
+                Ok(_) => return (Err(Error::Refused("the repository exists now".into())), 0),
+                Err(e) => return (Err(e), 0),
+            }
+        }
         let r = b.write_from(t, &n2, &mut reader);
         (r, reader.seen)
     });
     let mut body = req.into_body();
-    while let Some(frame) = body.frame().await {
-        let item = match frame {
-            Ok(f) => match f.into_data() {
-                Ok(d) => Ok(d),
+    loop {
+        let piece = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
+            Ok(Some(Ok(f))) => match f.into_data() {
+                Ok(d) => Piece::Data(d),
                 Err(_) => continue, // trailers
             },
-            Err(e) => Err(e.to_string()),
+            Ok(Some(Err(e))) => Piece::Abort(e.to_string()),
+            Ok(None) => Piece::End,
+            Err(_) => Piece::Abort(format!("no data for {} s", BODY_IDLE.as_secs())),
         };
-        let stop = item.is_err();
-        if tx.send(item).await.is_err() || stop {
+        let last = !matches!(piece, Piece::Data(_));
+        if tx.send(piece).await.is_err() || last {
             break;
         }
     }
@@ -901,6 +975,14 @@ async fn put_file(
             StatusCode::BAD_REQUEST,
             format!("the request body broke off ({e}); nothing was stored"),
         ),
+        (Err(Error::Refused(why)), None) => ctx.refuse(
+            StatusCode::FORBIDDEN,
+            "role",
+            format!(
+                "a backup token cannot add {} files to an existing repository: {why}",
+                t.what()
+            ),
+        ),
         (Err(e), None) if e.is_storage_full() => ctx.answer(
             StatusCode::INSUFFICIENT_STORAGE,
             format!("the server's storage is full: {e}"),
@@ -931,6 +1013,18 @@ async fn delete_file(
     name: String,
     limits: Limits,
 ) -> Response {
+    if matches!(t, FileType::Config | FileType::Key) {
+        // Without them nothing can be read: no token may remove them. A
+        // compromised password's key file is removed on the server itself.
+        return ctx.refuse(
+            StatusCode::FORBIDDEN,
+            "role",
+            format!(
+                "the server never deletes {} files through its API; remove keys/{name} on the server itself",
+                t.what()
+            ),
+        );
+    }
     let allowed = match t {
         // Liveness markers of running backups, not data.
         FileType::Running => role != Role::Read,

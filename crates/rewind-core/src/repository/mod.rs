@@ -188,13 +188,14 @@ impl Repository {
     /// both (a harmless superset). An old file that the storage refuses to
     /// delete (the rewind server's minimum delete age) stays: it lists
     /// nothing the new files lack, and prune keeps the packs it lists
-    /// (`prune::retained_packs`). Returns (written, removed).
+    /// (`prune::retained_packs`; prune also leaves every pack a kept file
+    /// lists). Returns (written, removed, kept).
     pub fn replace_index(
         &self,
         packs: &[crate::format::index::IndexPack],
         old: &[IndexId],
         per_file: usize,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<(u64, u64, Vec<IndexId>)> {
         let mut written = 0;
         for chunk in packs.chunks(per_file.max(1)) {
             let file = IndexFile {
@@ -207,14 +208,15 @@ impl Repository {
             written += 1;
         }
         let mut removed = 0;
+        let mut kept = Vec::new();
         for id in old {
             match self.backend.delete(FileType::Index, &id.to_hex()) {
                 Ok(()) => removed += 1,
-                Err(Error::Refused(_)) => {}
+                Err(Error::Refused(_)) => kept.push(*id),
                 Err(e) => return Err(e),
             }
         }
-        Ok((written, removed))
+        Ok((written, removed, kept))
     }
 
     /// Forgets the loaded index, so that the next use reads the index files
@@ -785,32 +787,110 @@ fn write_key(
 /// Snapshots with their files.
 type SnapshotList0 = Vec<(SnapshotId, SnapshotFile)>;
 
-/// Splits snapshots into the current ones and superseded copies: of the
-/// files with one identity (`original`, else the id), the one rewritten
-/// last is current.
+/// Splits snapshots into the current ones and superseded copies. Only a
+/// rewrite (`rewritten` set: protect, unprotect, mark) supersedes, and only
+/// older files of its identity (`original`, else the id) with the same tree
+/// and time: the copies it replaced. Anything else (a `repair snapshots`
+/// copy, a crash pair from before `rewritten` existed) stays listed.
 fn split_superseded(
     all: Vec<(SnapshotId, SnapshotFile)>,
 ) -> (SnapshotList0, Vec<(SnapshotId, SnapshotId)>) {
-    // Rewritten last wins; a rewrite from before `rewritten` existed still
-    // wins over its original file.
-    type Key = (Option<jiff::Timestamp>, bool, SnapshotId);
-    let mut newest: std::collections::HashMap<SnapshotId, Key> = std::collections::HashMap::new();
+    let mut newest: std::collections::HashMap<SnapshotId, (jiff::Timestamp, SnapshotId)> =
+        std::collections::HashMap::new();
     for (id, s) in &all {
-        let key = (s.rewritten, s.original.is_some(), *id);
-        let e = newest.entry(s.original.unwrap_or(*id)).or_insert(key);
-        if key > *e {
-            *e = key;
+        if let Some(t) = s.rewritten {
+            let e = newest.entry(s.original.unwrap_or(*id)).or_insert((t, *id));
+            if (t, *id) > *e {
+                *e = (t, *id);
+            }
         }
     }
-    let mut current = Vec::new();
-    let mut superseded = Vec::new();
-    for (id, s) in all {
-        let identity = s.original.unwrap_or(id);
-        if newest[&identity].2 == id {
-            current.push((id, s));
-        } else {
-            superseded.push((id, identity));
-        }
+    let by_id: std::collections::HashMap<SnapshotId, &SnapshotFile> =
+        all.iter().map(|(id, s)| (*id, s)).collect();
+    let replaced: Vec<(SnapshotId, SnapshotId)> = all
+        .iter()
+        .filter_map(|(id, s)| {
+            let identity = s.original.unwrap_or(*id);
+            let (t, winner) = *newest.get(&identity)?;
+            let w = by_id[&winner];
+            let older = s.rewritten.is_none_or(|r| (r, *id) < (t, winner));
+            (winner != *id && older && w.tree == s.tree && w.time == s.time)
+                .then_some((*id, identity))
+        })
+        .collect();
+    let gone: std::collections::HashSet<SnapshotId> = replaced.iter().map(|(id, _)| *id).collect();
+    let current = all
+        .into_iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .collect();
+    (current, replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::snapshot::{BackupSummary, VERSION};
+
+    fn snap(
+        n: u8,
+        tree: u8,
+        original: Option<u8>,
+        rewritten: Option<&str>,
+    ) -> (SnapshotId, SnapshotFile) {
+        (
+            SnapshotId(Hash([n; 32])),
+            SnapshotFile {
+                version: VERSION,
+                time: "2026-11-01T10:00:00Z".parse().unwrap(),
+                tree: BlobId(Hash([tree; 32])),
+                paths: vec!["/data".into()],
+                hostname: "h".into(),
+                username: "u".into(),
+                tags: vec![],
+                parent: None,
+                program: "t".into(),
+                summary: BackupSummary::default(),
+                protection: None,
+                original: original.map(|o| SnapshotId(Hash([o; 32]))),
+                copied_from: None,
+                rewritten: rewritten.map(|t| t.parse().unwrap()),
+                scan: None,
+            },
+        )
     }
-    (current, superseded)
+
+    fn ids(v: &[(SnapshotId, SnapshotFile)]) -> Vec<u8> {
+        let mut out: Vec<u8> = v.iter().map(|(id, _)| id.0 .0[0]).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn only_rewrites_supersede_the_copies_they_replaced() {
+        // 1: the original; 2: protected (rewrite of 1); 3: marked later.
+        let (cur, gone) = split_superseded(vec![
+            snap(1, 9, None, None),
+            snap(2, 9, Some(1), Some("2026-11-02T00:00:00Z")),
+            snap(3, 9, Some(1), Some("2026-11-03T00:00:00Z")),
+        ]);
+        assert_eq!(ids(&cur), vec![3]);
+        let mut g: Vec<u8> = gone.iter().map(|(id, _)| id.0 .0[0]).collect();
+        g.sort();
+        assert_eq!(g, vec![1, 2]);
+        assert!(gone.iter().all(|(_, identity)| identity.0 .0[0] == 1));
+        // A repair copy (another tree, no `rewritten`) supersedes nothing,
+        // and a rewrite does not hide a copy with another tree.
+        let (cur, gone) = split_superseded(vec![snap(1, 9, None, None), snap(4, 8, Some(1), None)]);
+        assert_eq!(ids(&cur), vec![1, 4]);
+        assert!(gone.is_empty());
+        let (cur, _) = split_superseded(vec![
+            snap(1, 9, None, None),
+            snap(4, 8, Some(1), None),
+            snap(5, 9, Some(1), Some("2026-11-02T00:00:00Z")),
+        ]);
+        assert_eq!(ids(&cur), vec![4, 5]);
+        // A crash pair from before `rewritten` existed: both stay listed.
+        let (cur, _) = split_superseded(vec![snap(1, 9, None, None), snap(6, 9, Some(1), None)]);
+        assert_eq!(ids(&cur), vec![1, 6]);
+    }
 }
