@@ -479,26 +479,20 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
                 "no token: send Authorization: Bearer TOKEN (REWIND_SERVER_TOKEN or --token-file on the client)",
             )
         }
-        Some(t) => match st.authenticate(t, Timestamp::now()) {
+                Some(t) => match st.authenticate(t, Timestamp::now()) {
             Ok(t) => t.clone(),
-            Err(TokenProblem::Unknown) => {
-                return ctx.refuse(StatusCode::UNAUTHORIZED, "auth", "unknown token")
-            }
-            Err(TokenProblem::Expired(name, at)) => {
-                ctx.token = name.clone();
-                return ctx.refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "auth",
-                    format!("token {name} expired at {at}; ask the operator for a new one"),
-                );
-            }
-            Err(TokenProblem::Revoked(name, at)) => {
-                ctx.token = name.clone();
-                return ctx.refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "auth",
-                    format!("token {name} was revoked at {at}"),
-                );
+            Err(problem) => {
+                let why = match &problem {
+                    TokenProblem::Unknown => "unknown token".to_string(),
+                    TokenProblem::Expired(name, at) => {
+                        format!("token {name} expired at {at}; ask the operator for a new one")
+                    }
+                    TokenProblem::Revoked(name, at) => format!("token {name} was revoked at {at}"),
+                };
+                if let TokenProblem::Expired(name, _) | TokenProblem::Revoked(name, _) = problem {
+                    ctx.token = name;
+                }
+                return ctx.refuse(StatusCode::UNAUTHORIZED, "auth", why);
             }
         },
     };
