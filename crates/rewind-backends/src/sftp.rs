@@ -592,6 +592,24 @@ impl Backend for SftpBackend {
         })
     }
 
+    fn modified(&self, t: FileType, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let path = self.path(t, name)?;
+        let r = self.run("stat", &path, |sftp| {
+            let path = path.clone();
+            async move {
+                match sftp.fs().metadata(&path).await {
+                    Ok(m) => Ok(Some(m.modified().map(|t| t.as_system_time()))),
+                    Err(e) if no_such_file(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        })?;
+        r.ok_or_else(|| Error::Missing {
+            what: t.what(),
+            id: name.to_string(),
+        })
+    }
+
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
         if t == FileType::Pack && len <= SMALL_READ {
             let location = self.location();

@@ -1000,12 +1000,49 @@ fn the_history_floor_holds_even_against_the_admin_token() {
     assert_eq!(s, 204, "{why}");
     let (s, _) = del(&ids[3]);
     assert_eq!(s, 403);
-    // A fake snapshot injected now does not buy the deletion of real ones.
-    let forged = c.run(["forget", "--keep-last", "1", "--allow-short-history"]);
-    assert_eq!(forged.code, Some(0), "{forged}");
-    assert!(forged.stderr.contains("the storage kept"), "{forged}");
+    // forget says what the server kept, and goes on.
+    let forget = c.run(["forget", "--keep-last", "1", "--allow-short-history"]);
+    assert_eq!(forget.code, Some(0), "{forget}");
+    assert!(forget.stderr.contains("the storage kept"), "{forget}");
     let left = snapshot_files(&dir);
     assert!(left >= 4, "{left} snapshots left");
+    // Fake snapshots injected now (named by their hash, which the server
+    // tells in its refusal of a wrong name) do not buy the deletion of
+    // real ones: they are new.
+    for i in 0..5 {
+        let fake = format!("fake snapshot {i}");
+        let (s, why) = http(
+            &server.addr,
+            "PUT",
+            &format!("/laptop/snapshots/{}", "0".repeat(64)),
+            Some(&admin),
+            &[],
+            fake.as_bytes(),
+        );
+        assert_eq!(s, 400, "{why}");
+        let hash = why
+            .split("hash is ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string();
+        let (s, why) = http(
+            &server.addr,
+            "PUT",
+            &format!("/laptop/snapshots/{hash}"),
+            Some(&admin),
+            &[],
+            fake.as_bytes(),
+        );
+        assert_eq!(s, 201, "{why}");
+    }
+    for id in [&ids[0], &ids[1], &ids[3]] {
+        let (s, why) = del(id);
+        assert_eq!(s, 403, "{why}");
+    }
+    assert!(dir.join("snapshots").join(&ids[0]).exists());
 }
 
 #[test]

@@ -260,6 +260,17 @@ pub mod conformance {
             WriteOutcome::AlreadyExists
         );
         assert_eq!(b.read(FileType::Pack, &name).unwrap(), b"hello world");
+        // Storage that knows when a file was stored says it was just now.
+        if let Some(t) = b.modified(FileType::Pack, &name).unwrap() {
+            let age = std::time::SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default();
+            assert!(age.as_secs() < 600, "stored {age:?} ago");
+        }
+        assert!(!matches!(
+            b.modified(FileType::Pack, &"cd".repeat(32)),
+            Ok(Some(_))
+        ));
         assert_eq!(b.read_range(FileType::Pack, &name, 6, 5).unwrap(), b"world");
         assert!(
             b.read_range(FileType::Pack, &name, 6, 50).is_err(),
