@@ -251,12 +251,20 @@ impl RestBackend {
             };
             if !transient || attempt >= ATTEMPTS {
                 return result.map_err(|e| {
+                    let hint = if e.is_connect() && !self.answered.load(Ordering::Relaxed) {
+                        " (is `rewind serve` running there, and reachable?)"
+                    } else {
+                        ""
+                    };
                     let tries = if attempt > 1 {
                         format!(" (after {attempt} attempts)")
                     } else {
                         String::new()
                     };
-                    Error::io(format!("{what}{tries}"), io::Error::other(error_chain(&e)))
+                    Error::io(
+                        format!("{what}{tries}"),
+                        io::Error::other(error_chain(&e) + hint),
+                    )
                 });
             }
             std::thread::sleep(delay);

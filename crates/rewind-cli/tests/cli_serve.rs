@@ -919,7 +919,29 @@ fn a_server_killed_mid_backup_loses_nothing() {
         "a snapshot was written by a failed backup"
     );
 
+    // What a killed upload leaves, from long ago: the restarted server
+    // sweeps it (a fresh one it leaves alone: it may be an upload).
+    let old_tmp = dir
+        .join("data/00")
+        .join(format!(".{}.tmp-0123456789abcdef", "0".repeat(64)));
+    let new_tmp = dir
+        .join("data/00")
+        .join(format!(".{}.tmp-fedcba9876543210", "0".repeat(64)));
+    write(&old_tmp, b"partial");
+    write(&new_tmp, b"partial");
+    let two_hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 7200;
+    set_mtime(&old_tmp, two_hours_ago, 0);
     server.spawn(&env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old_tmp.exists() {
+        assert!(Instant::now() < deadline, "the stale temporary stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(new_tmp.exists());
     c.ok(["backup", src.to_str().unwrap()]);
     c.ok(["check", "--read-data"]);
     c.restore_matches(&src, "restored");

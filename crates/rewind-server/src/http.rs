@@ -214,6 +214,7 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
             .to_string())
     ));
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::spawn(sweep_temporaries(app.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("watch SIGTERM", e))?;
     loop {
@@ -283,6 +284,37 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
     }
     log("stopping (signal)");
     Ok(())
+}
+
+/// Removes, at start and then hourly, the temporary files of uploads that a
+/// killed server or a broken connection left (older than an hour: no live
+/// upload is that slow, uploads idle for 120 s are dropped).
+async fn sweep_temporaries(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let app = app.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            let names = app.state().map(|s| s.repo_names()).unwrap_or_default();
+            let mut removed = 0;
+            for name in names {
+                if let Ok(repo) = app.repo(&name) {
+                    removed += repo
+                        .backend
+                        .remove_stale_temporaries(Duration::from_secs(3600))
+                        .unwrap_or(0);
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or(0);
+        if swept > 0 {
+            log(&format!(
+                "removed {swept} temporary files of interrupted uploads"
+            ));
+        }
+    }
 }
 
 /// A line on stderr with the time.
