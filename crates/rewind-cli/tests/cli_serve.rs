@@ -622,6 +622,38 @@ fn an_attacker_with_the_backup_token_destroys_nothing() {
             b"",
         ),
     ));
+    // Another client's running marker (a backup in progress) stays.
+    let marker = b"a running marker";
+    let (_, why) = http(
+        &a,
+        "PUT",
+        &p("running", &"0".repeat(64)),
+        Some(&admin),
+        &[],
+        marker,
+    );
+    let marker_name = why
+        .split("hash is ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let (s, why) = http(
+        &a,
+        "PUT",
+        &p("running", &marker_name),
+        Some(&admin),
+        &[],
+        marker,
+    );
+    assert_eq!(s, 201, "{why}");
+    attempts.push((
+        "delete another client's running marker",
+        403,
+        http(&a, "DELETE", &p("running", &marker_name), b, &[], b""),
+    ));
     // A body cut off before its announced end stores nothing, not even a
     // config (the one file not named by its hash).
     let cut = {
@@ -694,7 +726,7 @@ fn an_attacker_with_the_backup_token_destroys_nothing() {
     for needle in [
         "rewind_refusals_total{repo=\"laptop\",reason=\"role\"}",
         "rewind_refusals_total{repo=\"laptop\",reason=\"retention\"}",
-        "rewind_refusals_total{repo=\"laptop\",reason=\"hash\"} 1",
+        "rewind_refusals_total{repo=\"laptop\",reason=\"hash\"} 2",
         "rewind_requests_total{repo=\"laptop\",method=\"PUT\",status=\"201\"}",
         "rewind_received_bytes_total{repo=\"laptop\"}",
         "rewind_objects{repo=\"laptop\",type=\"snapshots\"} 2",

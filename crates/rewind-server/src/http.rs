@@ -46,6 +46,8 @@ struct Repo {
     usage: Mutex<Option<(u64, BTreeMap<&'static str, u64>)>>,
     /// Snapshot deletes one at a time: each is judged against the others.
     snapshot_deletes: tokio::sync::Mutex<()>,
+    /// Which token stored each running marker (this process's memory).
+    markers: Mutex<HashMap<String, String>>,
 }
 
 fn state_stamp(data: &Path) -> Option<(SystemTime, u64)> {
@@ -110,6 +112,7 @@ impl App {
             backend,
             usage: Mutex::new(None),
             snapshot_deletes: tokio::sync::Mutex::new(()),
+            markers: Mutex::new(HashMap::new()),
         });
         Ok(self
             .repos
@@ -730,6 +733,9 @@ async fn head_file(
     }
 }
 
+/// A running marker not rewritten for this long is stale (DESIGN §3.10).
+const MARKER_STALE: Duration = Duration::from_secs(30 * 60);
+
 /// How long an upload may send nothing before it is dropped.
 const BODY_IDLE: Duration = Duration::from_secs(120);
 
@@ -970,6 +976,12 @@ async fn put_file(
     let cut = cut.lock().expect("cut").clone();
     match (result, cut) {
         (Ok(WriteOutcome::Created), _) => {
+            if t == FileType::Running {
+                repo.markers
+                    .lock()
+                    .expect("markers")
+                    .insert(name.clone(), ctx.token.clone());
+            }
             repo.added(t, seen);
             ctx.app.metrics.bytes_in(&ctx.repo, seen);
             ctx.answer(StatusCode::CREATED, "created")
@@ -1066,6 +1078,31 @@ async fn delete_file(
             ),
         );
     }
+    if t == FileType::Running && role == Role::Backup {
+        // A backup token removes its own markers, or stale ones (a marker
+        // of a live backup is refreshed every 5 minutes): another client's
+        // live marker is what keeps a prune off that client's new data.
+        let owner = repo.markers.lock().expect("markers").get(&name).cloned();
+        if owner.as_deref() != Some(ctx.token.as_str()) {
+            let b = repo.backend.clone();
+            let n = name.clone();
+            let stored = match blocking(move || b.modified(t, &n)).await {
+                Ok(s) => s,
+                Err(Error::Missing { .. }) => return ctx.answer(StatusCode::NO_CONTENT, ""),
+                Err(e) => return ctx.failed(&e),
+            };
+            let live = stored
+                .and_then(|s| s.elapsed().ok())
+                .is_none_or(|age| age < MARKER_STALE);
+            if live {
+                return ctx.refuse(
+                    StatusCode::FORBIDDEN,
+                    "role",
+                    format!("running marker {name} belongs to another client's backup in progress"),
+                );
+            }
+        }
+    }
     let _one_at_a_time = if t == FileType::Snapshot {
         Some(repo.snapshot_deletes.lock().await)
     } else {
@@ -1101,8 +1138,12 @@ async fn delete_file(
         }
     }
     let b = repo.backend.clone();
-    match blocking(move || b.delete(t, &name)).await {
+    let n = name.clone();
+    match blocking(move || b.delete(t, &n)).await {
         Ok(()) => {
+            if t == FileType::Running {
+                repo.markers.lock().expect("markers").remove(&name);
+            }
             *repo.usage.lock().expect("usage") = None;
             ctx.answer(StatusCode::NO_CONTENT, "")
         }
