@@ -49,7 +49,8 @@ pub struct Cli {
 pub struct Global {
     /// Repository location: a path, sftp:[user@]host[:port]/path,
     /// s3:http[s]://endpoint/bucket[/prefix] or rest:https://host:port/REPO
-    /// (default: $XDG_DATA_HOME/rewind/repo, created on first backup).
+    /// (default: $XDG_DATA_HOME/rewind/repo, created on first backup); for
+    /// `serve token add`, the repository's name on the server.
     #[arg(short = 'r', long = "repo", env = "REWIND_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
     /// File holding the repository password.
@@ -62,7 +63,8 @@ pub struct Global {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// A backend option KEY=VALUE (repeatable): s3.region, s3.connections,
-    /// s3.profile, sftp.command, sftp.args, sftp.connections.
+    /// s3.profile, sftp.command, sftp.args, sftp.connections, rest.ca,
+    /// rest.token-file, rest.connections.
     #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
     pub options: Vec<String>,
     /// File holding the token of a rest: repository (else REWIND_SERVER_TOKEN).
