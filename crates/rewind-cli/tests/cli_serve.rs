@@ -28,10 +28,11 @@ impl Server {
         Server::launch(env, args, &[], "server.log")
     }
 
-    /// A server with extra environment (storage credentials) and its own log.
+    /// A server with extra environment (storage credentials), its own log
+    /// and its own data directory (named after the log).
     fn launch(env: &Env, args: &[&str], vars: &[(&str, &str)], log: &str) -> Server {
         let mut s = Server {
-            data: env.path("server"),
+            data: env.path(log.trim_end_matches(".log")),
             addr: "127.0.0.1:0".into(),
             args: args.iter().map(|a| a.to_string()).collect(),
             vars: vars
@@ -100,10 +101,15 @@ impl Server {
             .unwrap()
     }
 
-    /// `rewind serve ARGS --data DATA` (token and repo management).
+    /// `rewind serve ARGS --data DATA` (token and repo management), with
+    /// the server's --storage if it has one.
     fn admin(&self, env: &Env, args: &[&str]) -> Run {
         let mut c = env.bare_cmd();
         c.arg("serve").args(args).arg("--data").arg(&self.data);
+        if let Some(i) = self.args.iter().position(|a| a == "--storage") {
+            c.arg("--storage").arg(&self.args[i + 1]);
+        }
+        c.envs(self.vars.iter().map(|(k, v)| (k, v)));
         run_cmd(c)
     }
 
@@ -1189,7 +1195,8 @@ fn two_servers_in_front_of_one_object_store() {
     let storage = s3.url("served", "repos");
     let vars = s3.env();
     let one = Server::launch(&env, &["--storage", &storage], &vars, "one.log");
-    // The second shares the first one's data directory (its tokens) and store.
+    // The second has a data directory of its own: tokens and settings are
+    // in the store, shared.
     let two = Server::launch(&env, &["--storage", &storage], &vars, "two.log");
     let backup = one.token(&env, "fleet", "backup", &[]);
     let admin = one.token(&env, "fleet", "admin", &[]);
@@ -1230,6 +1237,28 @@ fn two_servers_in_front_of_one_object_store() {
     }
     assert!(two.log().contains("(retention)"), "{}", two.log());
     assert!(via_one.ok(["snapshots"]).out().contains("2 snapshots"));
+    assert!(!one.data.join("server.json").exists() && !two.data.join("server.json").exists());
+    // A token revoked in the store is refused by both servers within seconds.
+    one.admin(&env, &["token", "revoke", "fleet-backup-1"])
+        .expect_code(0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for server in [&one, &two] {
+        loop {
+            let (status, _) = http(
+                &server.addr,
+                "GET",
+                "/fleet/snapshots/",
+                Some(&backup),
+                &[],
+                b"",
+            );
+            if status == 401 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "revoked token still accepted");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
 
 #[test]

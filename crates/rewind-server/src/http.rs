@@ -27,14 +27,16 @@ use crate::{Config, Limits};
 /// The server: configuration, state, open repositories, counters.
 pub(crate) struct App {
     config: Config,
+    store: state::StateStore,
     state: Mutex<Loaded>,
     repos: Mutex<HashMap<String, Arc<Repo>>>,
     metrics: Metrics,
 }
 
-/// The state file as last read, and the (mtime, size) it had.
+/// The state as last read, the stamp it had and when the stamp was taken.
 struct Loaded {
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<String>,
+    checked: Option<std::time::Instant>,
     state: Arc<State>,
 }
 
@@ -50,16 +52,13 @@ struct Repo {
     markers: Mutex<HashMap<String, String>>,
 }
 
-fn state_stamp(data: &Path) -> Option<(SystemTime, u64)> {
-    let md = std::fs::metadata(state::state_path(data)).ok()?;
-    Some((md.modified().ok()?, md.len()))
-}
-
 impl App {
-    pub(crate) fn new(config: Config) -> App {
+    pub(crate) fn new(config: Config, store: state::StateStore) -> App {
         App {
+            store,
             state: Mutex::new(Loaded {
                 stamp: None,
+                checked: None,
                 state: Arc::new(State::default()),
             }),
             config,
@@ -68,15 +67,30 @@ impl App {
         }
     }
 
-    /// The state, re-read when the file changed (a token added or revoked
-    /// on the server takes effect at the next request).
+    /// The state, re-read when it changed: a token added or revoked takes
+    /// effect at the next request (a state kept in the store is looked at
+    /// every 5 seconds at most).
     fn state(&self) -> Result<Arc<State>> {
-        let stamp = state_stamp(&self.config.data);
+        self.state_within(Duration::from_secs(5))
+    }
+
+    /// The state, looked at again in the store if the last look is older
+    /// than `every` (a state file is looked at every time).
+    fn state_within(&self, every: Duration) -> Result<Arc<State>> {
         let mut l = self.state.lock().expect("state");
-        if l.stamp.is_none() || l.stamp != stamp {
-            l.state = Arc::new(State::load(&self.config.data)?);
+        let every = match self.store {
+            state::StateStore::File(_) => Duration::ZERO,
+            state::StateStore::Store(_) => every,
+        };
+        if l.checked.is_some_and(|c| c.elapsed() < every) {
+            return Ok(l.state.clone());
+        }
+        let stamp = self.store.stamp();
+        if l.checked.is_none() || l.stamp != stamp {
+            l.state = Arc::new(self.store.load()?);
             l.stamp = stamp;
         }
+        l.checked = Some(std::time::Instant::now());
         Ok(l.state.clone())
     }
 
@@ -98,7 +112,7 @@ impl App {
         }
         let backend: Arc<dyn Backend> = match &self.config.storage {
             None => Arc::new(rewind_core::backend::LocalBackend::new(
-                self.config.data.join("repos").join(name),
+                self.config.repos_dir().join(name),
             )),
             Some(base) => {
                 let loc = rewind_backends::Location::parse(&format!(
@@ -207,14 +221,12 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
         .with_state(app.clone());
     println!("rewind serve: listening on {scheme}://{addr}");
     log(&format!(
-        "listening on {scheme}://{addr}; data {}; repositories in {}",
-        app.config.data.display(),
-        app.config.storage.clone().unwrap_or_else(|| app
-            .config
-            .data
-            .join("repos")
-            .display()
-            .to_string())
+        "listening on {scheme}://{addr}; tokens and settings in {}; repositories in {}",
+        app.store.describe(),
+        app.config
+            .storage
+            .clone()
+            .unwrap_or_else(|| app.config.repos_dir().display().to_string())
     ));
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(sweep_temporaries(app.clone()));
@@ -514,8 +526,20 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
                 "no token: send Authorization: Bearer TOKEN (REWIND_SERVER_TOKEN or --token-file on the client)",
             )
         }
-                Some(t) => match st.authenticate(t, Timestamp::now()) {
-            Ok(t) => t.clone(),
+                                Some(t) => match st.authenticate(t, Timestamp::now()).cloned().or_else(|p| {
+            // A token made seconds ago: look at a shared state again (at
+            // most five times a second, whatever made-up tokens arrive).
+            if p != TokenProblem::Unknown {
+                return Err(p);
+            }
+            let app = ctx.app.clone();
+            let fresh = tokio::task::block_in_place(|| app.state_within(Duration::from_millis(200)));
+            match fresh {
+                Ok(f) => f.authenticate(t, Timestamp::now()).cloned(),
+                Err(_) => Err(p),
+            }
+                }) {
+            Ok(t) => t,
             Err(problem) => {
                 let why = match &problem {
                     TokenProblem::Unknown => "unknown token".to_string(),

@@ -47,11 +47,12 @@ impl Default for Limits {
 /// How to run the server.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The data directory: `server.json` (tokens, settings) and, without
-    /// `storage`, the repositories under `repos/`.
-    pub data: PathBuf,
+    /// The data directory: `server.json` (tokens, settings) and the
+    /// repositories under `repos/`; unused with `storage`.
+    pub data: Option<PathBuf>,
     /// Where the repositories live instead (`s3:…/bucket/prefix`, a path):
-    /// repository NAME is at `STORAGE/NAME`.
+    /// repository NAME is at `STORAGE/NAME`, tokens and settings at
+    /// `STORAGE/.server`.
     pub storage: Option<String>,
     /// Backend options of the storage.
     pub storage_options: rewind_backends::Options,
@@ -65,6 +66,13 @@ pub struct Config {
     pub defaults: Limits,
     /// Largest file accepted, in bytes.
     pub max_object_size: u64,
+}
+
+impl Config {
+    /// Where local repositories live (`DATA/repos`).
+    pub fn repos_dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_default().join("repos")
+    }
 }
 
 /// Largest file accepted by default: a pack is 16 MiB plus at most one
@@ -86,18 +94,27 @@ pub fn run(config: Config) -> Result<()> {
             None
         }
     };
-    std::fs::create_dir_all(&config.data).map_err(|e| {
-        Error::io(
-            format!("create the data directory {}", config.data.display()),
-            e,
-        )
-    })?;
-    // The state file must parse before we accept anyone.
-    state::State::load(&config.data)?;
+    let store = state::StateStore::open(
+        config.data.as_deref(),
+        config.storage.as_deref(),
+        &config.storage_options,
+    )?;
+    if let (None, Some(data)) = (&config.storage, &config.data) {
+        std::fs::create_dir_all(data)
+            .map_err(|e| Error::io(format!("create the data directory {}", data.display()), e))?;
+    }
+    // The state must parse before we accept anyone.
+    store.load()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("rewind-serve")
         .enable_all()
         .build()
         .map_err(|e| Error::io("start the server runtime", e))?;
-    runtime.block_on(http::serve(Arc::new(http::App::new(config)), tls))
+    let app = Arc::new(http::App::new(config, store));
+    let result = runtime.block_on(http::serve(app.clone(), tls));
+    // Backends with runtimes of their own (S3) must not be dropped inside
+    // this one: the last reference goes here, outside it.
+    drop(runtime);
+    drop(app);
+    result
 }

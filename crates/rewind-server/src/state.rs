@@ -1,7 +1,10 @@
 //! The server's own state: access tokens and per-repository settings, in
-//! one JSON file `DATA/server.json` (mode 0600), changed only by the
-//! operator's `rewind serve token ...` and `rewind serve repo set ...` on the
-//! server itself and re-read by a running server when it changes.
+//! one JSON document changed only by the operator's `rewind serve token ...`
+//! and `rewind serve repo set ...` and re-read by a running server when it
+//! changes. It lives in `DATA/server.json` (mode 0600), or, for servers
+//! with `--storage`, in the store itself (`STORAGE/.server/policy/<hash>`,
+//! [`StateStore`]), so that servers in front of one store share it and keep
+//! nothing of their own.
 //!
 //! Tokens are stored as their BLAKE3 hash only. A token is 32 random bytes
 //! (`rwt_` + 64 hex), so a plain hash is enough: there is nothing to guess.
@@ -11,6 +14,9 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rewind_core::backend::{Backend, FileType};
 
 use jiff::Timestamp;
 use rewind_core::{Error, Result};
@@ -276,6 +282,122 @@ impl State {
         v.sort();
         v.dedup();
         v
+    }
+}
+
+/// Where the state lives.
+#[derive(Clone)]
+pub enum StateStore {
+    /// `DATA/server.json`.
+    File(PathBuf),
+    /// In a store, as versions named by their hash under the `policy`
+    /// directory of `STORAGE/.server`; the newest wins, older ones are
+    /// deleted after a new one is written.
+    Store(Arc<dyn Backend>),
+}
+
+/// One stored version of the state.
+#[derive(Serialize, Deserialize)]
+struct Version {
+    time: Timestamp,
+    state: State,
+}
+
+impl StateStore {
+    /// The store of a server: in `--storage` if given, else in `data`.
+    pub fn open(
+        data: Option<&Path>,
+        storage: Option<&str>,
+        options: &rewind_backends::Options,
+    ) -> Result<StateStore> {
+        match (storage, data) {
+            (Some(base), _) => {
+                let loc = rewind_backends::Location::parse(&format!(
+                    "{}/.server",
+                    base.trim_end_matches('/')
+                ))?;
+                Ok(StateStore::Store(rewind_backends::open(&loc, options)?))
+            }
+            (None, Some(d)) => Ok(StateStore::File(d.to_path_buf())),
+            (None, None) => Err(Error::InvalidInput(
+                "give --data DIR (tokens in DIR/server.json) or --storage LOCATION (tokens in the store)".into(),
+            )),
+        }
+    }
+
+    /// Where, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            StateStore::File(d) => state_path(d).display().to_string(),
+            StateStore::Store(b) => b.location(),
+        }
+    }
+
+    /// Something that changes when the state does (cheap: a stat, or a
+    /// listing of a few small files).
+    pub fn stamp(&self) -> Option<String> {
+        match self {
+            StateStore::File(d) => {
+                let md = fs::metadata(state_path(d)).ok()?;
+                Some(format!("{:?} {}", md.modified().ok()?, md.len()))
+            }
+            StateStore::Store(b) => {
+                let names: Vec<String> = b
+                    .list(FileType::Policy)
+                    .ok()?
+                    .into_iter()
+                    .map(|f| f.name)
+                    .collect();
+                Some(names.join(","))
+            }
+        }
+    }
+
+    /// The current state (empty if none was ever saved).
+    pub fn load(&self) -> Result<State> {
+        match self {
+            StateStore::File(d) => State::load(d),
+            StateStore::Store(b) => {
+                let mut newest: Option<Version> = None;
+                for f in b.list(FileType::Policy)? {
+                    let bytes = match b.read(FileType::Policy, &f.name) {
+                        Ok(x) => x,
+                        Err(Error::Missing { .. }) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let v: Version = serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::corrupt("server state", &f.name, e))?;
+                    if newest.as_ref().is_none_or(|n| v.time > n.time) {
+                        newest = Some(v);
+                    }
+                }
+                Ok(newest.map(|v| v.state).unwrap_or(State {
+                    version: 1,
+                    ..Default::default()
+                }))
+            }
+        }
+    }
+
+    /// Saves a new state.
+    pub fn save(&self, state: &State) -> Result<()> {
+        match self {
+            StateStore::File(d) => state.save(d),
+            StateStore::Store(b) => {
+                let old = b.list(FileType::Policy)?;
+                let v = Version {
+                    time: Timestamp::now(),
+                    state: state.clone(),
+                };
+                let bytes = serde_json::to_vec_pretty(&v).expect("state serializes");
+                let name = blake3::hash(&bytes).to_hex().to_string();
+                b.write(FileType::Policy, &name, &bytes)?;
+                for f in old.iter().filter(|f| f.name != name) {
+                    let _ = b.delete(FileType::Policy, &f.name);
+                }
+                Ok(())
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ fn serve(data: &std::path::Path, defaults: Limits) -> String {
         .unwrap()
         .port();
     let config = Config {
-        data: data.to_path_buf(),
+        data: Some(data.to_path_buf()),
         storage: None,
         storage_options: Default::default(),
         listen: format!("127.0.0.1:{port}").parse().unwrap(),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
-use rewind_server::state::{RepoSettings, Role, State};
+use rewind_server::state::{RepoSettings, Role, StateStore};
 use rewind_server::{Config, Limits};
 
 use super::{usage, Global};
@@ -27,7 +27,32 @@ struct DataArg {
     /// The server's data directory: its tokens and settings (server.json)
     /// and, without --storage, the repositories (repos/NAME).
     #[arg(long, env = "REWIND_SERVE_DATA", value_name = "DIR")]
-    data: PathBuf,
+    data: Option<PathBuf>,
+    /// The server's --storage: tokens and settings are kept there
+    /// (LOCATION/.server) instead of in DATA.
+    #[arg(long, env = "REWIND_SERVE_STORAGE", value_name = "LOCATION")]
+    storage: Option<String>,
+}
+
+impl DataArg {
+    /// Where the server keeps its tokens and settings.
+    fn store(&self, g: &Global) -> Result<StateStore> {
+        let options = storage_options(g)?;
+        Ok(StateStore::open(
+            self.data.as_deref(),
+            self.storage.as_deref(),
+            &options,
+        )?)
+    }
+}
+
+fn storage_options(g: &Global) -> Result<rewind_backends::Options> {
+    let mut options = rewind_backends::Options::new();
+    for o in &g.options {
+        let (k, v) = rewind_backends::parse_option(o)?;
+        options.insert(k, v);
+    }
+    Ok(options)
 }
 
 #[derive(clap::Args, Debug)]
@@ -49,9 +74,10 @@ struct RunArgs {
     #[arg(long)]
     insecure_listen: bool,
     /// Keep the repositories here instead of DATA/repos: any location, e.g.
-    /// s3:https://endpoint/bucket/prefix (repository NAME at LOCATION/NAME;
-    /// backend options with -o).
-    #[arg(long, value_name = "LOCATION")]
+    /// s3:https://endpoint/bucket/prefix (repository NAME at LOCATION/NAME,
+    /// tokens and settings at LOCATION/.server; backend options with -o).
+    /// Servers in front of one store then share everything.
+    #[arg(long, env = "REWIND_SERVE_STORAGE", value_name = "LOCATION")]
     storage: Option<String>,
     /// Never delete a file younger than this many days, whoever asks
     /// (default of every repository; `serve repo set` per repository).
@@ -198,22 +224,18 @@ pub fn run(a: &Args, g: &Global) -> Result<u8> {
 }
 
 fn serve(a: &RunArgs, g: &Global) -> Result<u8> {
-    let Some(data) = a.data.clone() else {
+    if a.data.is_none() && a.storage.is_none() {
         return Err(usage(
-            "rewind serve needs --data DIR (or REWIND_SERVE_DATA): where its tokens, settings and repositories live",
+            "rewind serve needs --data DIR (or REWIND_SERVE_DATA): where its tokens, settings and repositories live; or --storage LOCATION to keep everything in a store",
         ));
-    };
-    let mut storage_options = rewind_backends::Options::new();
-    for o in &g.options {
-        let (k, v) = rewind_backends::parse_option(o)?;
-        storage_options.insert(k, v);
     }
+    let storage_options = storage_options(g)?;
     if let Some(s) = &a.storage {
         // Fail now, not at the first request.
         rewind_backends::Location::parse(&format!("{}/probe", s.trim_end_matches('/')))?;
     }
     let config = Config {
-        data,
+        data: a.data.clone(),
         storage: a.storage.clone(),
         storage_options,
         listen: a.listen,
@@ -246,9 +268,9 @@ fn token(a: &TokenAction, g: &Global) -> Result<u8> {
             let repo_name = &repo_name;
             let role = Role::parse(role)?;
             let expires = expires.as_deref().map(parse_expiry).transpose()?;
-            let mut st = State::load(&data.data)?;
+            let mut st = data.store(g)?.load()?;
             let token = st.add_token(name.as_deref(), repo_name, role, expires)?;
-            st.save(&data.data)?;
+            data.store(g)?.save(&st)?;
             let made = st.tokens.last().expect("just added");
             eprintln!(
                 "token {} made: role {role} on repository {repo_name}{}",
@@ -260,7 +282,7 @@ fn token(a: &TokenAction, g: &Global) -> Result<u8> {
             println!("{token}");
         }
         TokenAction::List { data } => {
-            let st = State::load(&data.data)?;
+            let st = data.store(g)?.load()?;
             let now = jiff::Timestamp::now();
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&st.tokens)?);
@@ -288,9 +310,9 @@ fn token(a: &TokenAction, g: &Global) -> Result<u8> {
             }
         }
         TokenAction::Revoke { data, name } => {
-            let mut st = State::load(&data.data)?;
+            let mut st = data.store(g)?.load()?;
             st.revoke(name)?;
-            st.save(&data.data)?;
+            data.store(g)?.save(&st)?;
             eprintln!("token {name} revoked");
         }
     }
@@ -309,7 +331,7 @@ fn repo(a: &RepoAction, g: &Global) -> Result<u8> {
             if !rewind_backends::rest::valid_repo_name(name) {
                 return Err(usage(format!("{name:?} is not a repository name")));
             }
-            let mut st = State::load(&data.data)?;
+            let mut st = data.store(g)?.load()?;
             let s = st
                 .repos
                 .entry(name.clone())
@@ -323,11 +345,11 @@ fn repo(a: &RepoAction, g: &Global) -> Result<u8> {
             if let Some(m) = max_size {
                 s.max_size = Some(parse_size(m)?);
             }
-            st.save(&data.data)?;
+            data.store(g)?.save(&st)?;
             eprintln!("repository {name}: settings stored; a running server applies them at its next request");
         }
         RepoAction::List { data } => {
-            let st = State::load(&data.data)?;
+            let st = data.store(g)?.load()?;
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&st.repos)?);
                 return Ok(exit::OK);
