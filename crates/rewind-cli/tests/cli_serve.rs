@@ -1359,3 +1359,49 @@ fn prune_and_mark_through_the_server() {
     c.ok(["check", "--read-data"]);
     c.restore_matches(&src, "restored");
 }
+
+#[test]
+fn a_local_repository_copies_each_backup_to_the_server() {
+    let env = Env::with_repo();
+    let server = Server::start(&env, &[]);
+    let backup = server.token(&env, "offsite", "backup", &[]);
+    let read = server.token(&env, "offsite", "read", &[]);
+    let offsite = client(&env, &server, "offsite", &backup);
+    offsite.ok(["init"]);
+    let token_file = offsite.args[1].clone();
+    let src = env.path("src");
+    random_tree(&src, 8, 40_000);
+    // The local backup, then its copy through the server, in one command.
+    let r = run_cmd({
+        let mut c = env.cmd();
+        c.env("REWIND_TO_PASSWORD", &env.password).args([
+            "backup",
+            "--copy-to",
+            &server.url("offsite"),
+            "--copy-to-option",
+            &format!("rest.token-file={token_file}"),
+            src.to_str().unwrap(),
+        ]);
+        c
+    });
+    assert_eq!(r.code, Some(0), "{r}");
+    write(&src.join("later"), b"the next day");
+    let r = run_cmd({
+        let mut c = env.cmd();
+        c.env("REWIND_TO_PASSWORD", &env.password).args([
+            "backup",
+            "--copy-to",
+            &server.url("offsite"),
+            "--copy-to-option",
+            &format!("rest.token-file={token_file}"),
+            src.to_str().unwrap(),
+        ]);
+        c
+    });
+    assert_eq!(r.code, Some(0), "{r}");
+    // The offsite copy restores with a read token alone.
+    let reader = client(&env, &server, "offsite", &read);
+    assert!(reader.ok(["snapshots"]).out().contains("2 snapshots"));
+    reader.restore_matches(&src, "from-offsite");
+    reader.ok(["check", "--read-data"]);
+}
