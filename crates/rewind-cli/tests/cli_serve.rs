@@ -1372,7 +1372,7 @@ fn a_local_repository_copies_each_backup_to_the_server() {
     let src = env.path("src");
     random_tree(&src, 8, 40_000);
     // The local backup, then its copy through the server, in one command.
-    let r = run_cmd({
+    let backup_and_copy = || {
         let mut c = env.cmd();
         c.env("REWIND_TO_PASSWORD", &env.password).args([
             "backup",
@@ -1382,23 +1382,12 @@ fn a_local_repository_copies_each_backup_to_the_server() {
             &format!("rest.token-file={token_file}"),
             src.to_str().unwrap(),
         ]);
-        c
-    });
-    assert_eq!(r.code, Some(0), "{r}");
+        let r = run_cmd(c);
+        assert_eq!(r.code, Some(0), "{r}");
+    };
+    backup_and_copy();
     write(&src.join("later"), b"the next day");
-    let r = run_cmd({
-        let mut c = env.cmd();
-        c.env("REWIND_TO_PASSWORD", &env.password).args([
-            "backup",
-            "--copy-to",
-            &server.url("offsite"),
-            "--copy-to-option",
-            &format!("rest.token-file={token_file}"),
-            src.to_str().unwrap(),
-        ]);
-        c
-    });
-    assert_eq!(r.code, Some(0), "{r}");
+    backup_and_copy();
     // The offsite copy restores with a read token alone.
     let reader = client(&env, &server, "offsite", &read);
     assert!(reader.ok(["snapshots"]).out().contains("2 snapshots"));
