@@ -38,6 +38,8 @@ struct Loaded {
     stamp: Option<String>,
     checked: Option<std::time::Instant>,
     state: Arc<State>,
+    /// A request is looking at the store now (others use the cached state).
+    refreshing: bool,
 }
 
 /// One repository's storage and bookkeeping.
@@ -60,6 +62,7 @@ impl App {
                 stamp: None,
                 checked: None,
                 state: Arc::new(State::default()),
+                refreshing: false,
             }),
             config,
             repos: Mutex::new(HashMap::new()),
@@ -76,19 +79,37 @@ impl App {
 
     /// The state, looked at again in the store if the last look is older
     /// than `every` (a state file is looked at every time).
+    /// The store is read without the lock held, by one request at a time;
+    /// if it fails, the last state read stays in use.
     fn state_within(&self, every: Duration) -> Result<Arc<State>> {
-        let mut l = self.state.lock().expect("state");
         let every = match self.store {
             state::StateStore::File(_) => Duration::ZERO,
             state::StateStore::Store(_) => every,
         };
-        if l.checked.is_some_and(|c| c.elapsed() < every) {
-            return Ok(l.state.clone());
-        }
+        let (old_stamp, first) = {
+            let mut l = self.state.lock().expect("state");
+            let first = l.checked.is_none();
+            if !first && (l.refreshing || l.checked.is_some_and(|c| c.elapsed() < every)) {
+                return Ok(l.state.clone());
+            }
+            l.refreshing = true;
+            (l.stamp.clone(), first)
+        };
         let stamp = self.store.stamp();
-        if l.checked.is_none() || l.stamp != stamp {
-            l.state = Arc::new(self.store.load()?);
-            l.stamp = stamp;
+        let loaded = (first || stamp != old_stamp).then(|| self.store.load());
+        let mut l = self.state.lock().expect("state");
+        l.refreshing = false;
+        match loaded {
+            Some(Ok(s)) => {
+                l.state = Arc::new(s);
+                l.stamp = stamp;
+            }
+            Some(Err(e)) if first => return Err(e),
+            Some(Err(e)) => log(&format!(
+                "reading tokens and settings from {} failed ({e}); the last ones read stay in use",
+                self.store.describe()
+            )),
+            None => {}
         }
         l.checked = Some(std::time::Instant::now());
         Ok(l.state.clone())
@@ -518,42 +539,41 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
         Ok(s) => s,
         Err(e) => return ctx.failed(&e),
     };
-    let token: Token = match bearer(req.headers()) {
-        None => {
-            return ctx.refuse(
-                StatusCode::UNAUTHORIZED,
-                "auth",
-                "no token: send Authorization: Bearer TOKEN (REWIND_SERVER_TOKEN or --token-file on the client)",
-            )
+    let Some(presented) = bearer(req.headers()).map(str::to_string) else {
+        return ctx.refuse(
+            StatusCode::UNAUTHORIZED,
+            "auth",
+            "no token: send Authorization: Bearer TOKEN (REWIND_SERVER_TOKEN or --token-file on the client)",
+        );
+    };
+    let mut st = st;
+    let mut auth = st.authenticate(&presented, Timestamp::now()).cloned();
+    if auth.as_ref().err() == Some(&TokenProblem::Unknown)
+        && matches!(ctx.app.store, state::StateStore::Store(_))
+    {
+        // A token made seconds ago: look at the shared state again (at
+        // most five times a second, whatever made-up tokens arrive).
+        let app = ctx.app.clone();
+        if let Ok(fresh) = blocking(move || app.state_within(Duration::from_millis(200))).await {
+            auth = fresh.authenticate(&presented, Timestamp::now()).cloned();
+            st = fresh;
         }
-                                Some(t) => match st.authenticate(t, Timestamp::now()).cloned().or_else(|p| {
-            // A token made seconds ago: look at a shared state again (at
-            // most five times a second, whatever made-up tokens arrive).
-            if p != TokenProblem::Unknown {
-                return Err(p);
-            }
-            let app = ctx.app.clone();
-            let fresh = tokio::task::block_in_place(|| app.state_within(Duration::from_millis(200)));
-            match fresh {
-                Ok(f) => f.authenticate(t, Timestamp::now()).cloned(),
-                Err(_) => Err(p),
-            }
-                }) {
-            Ok(t) => t,
-            Err(problem) => {
-                let why = match &problem {
-                    TokenProblem::Unknown => "unknown token".to_string(),
-                    TokenProblem::Expired(name, at) => {
-                        format!("token {name} expired at {at}; ask the operator for a new one")
-                    }
-                    TokenProblem::Revoked(name, at) => format!("token {name} was revoked at {at}"),
-                };
-                if let TokenProblem::Expired(name, _) | TokenProblem::Revoked(name, _) = problem {
-                    ctx.token = name;
+    }
+    let token: Token = match auth {
+        Ok(t) => t,
+        Err(problem) => {
+            let why = match &problem {
+                TokenProblem::Unknown => "unknown token".to_string(),
+                TokenProblem::Expired(name, at) => {
+                    format!("token {name} expired at {at}; ask the operator for a new one")
                 }
-                return ctx.refuse(StatusCode::UNAUTHORIZED, "auth", why);
+                TokenProblem::Revoked(name, at) => format!("token {name} was revoked at {at}"),
+            };
+            if let TokenProblem::Expired(name, _) | TokenProblem::Revoked(name, _) = problem {
+                ctx.token = name;
             }
-        },
+            return ctx.refuse(StatusCode::UNAUTHORIZED, "auth", why);
+        }
     };
     ctx.token = token.name.clone();
     if token.repo != repo_name {
@@ -569,7 +589,14 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
     }
     ctx.repo = repo_name.clone();
     let limits = ctx.app.limits(&st, &repo_name);
-    let repo = match ctx.app.repo(&repo_name) {
+    // Opening a storage may build a client runtime: not on this thread.
+    let repo = match blocking({
+        let app = ctx.app.clone();
+        let name = repo_name.clone();
+        move || app.repo(&name)
+    })
+    .await
+    {
         Ok(r) => r,
         Err(e) => return ctx.failed(&e),
     };

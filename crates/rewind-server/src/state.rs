@@ -311,6 +311,10 @@ impl StateStore {
         options: &rewind_backends::Options,
     ) -> Result<StateStore> {
         match (storage, data) {
+            (Some(_), Some(d)) if state_path(d).exists() => Err(Error::InvalidInput(format!(
+                "{} holds tokens, but with --storage the server reads them from the store: move them there (`rewind serve token add --storage ...` for each) and remove that file, or serve without --storage",
+                state_path(d).display()
+            ))),
             (Some(base), _) => {
                 let loc = rewind_backends::Location::parse(&format!(
                     "{}/.server",
@@ -358,23 +362,30 @@ impl StateStore {
         match self {
             StateStore::File(d) => State::load(d),
             StateStore::Store(b) => {
-                let mut newest: Option<Version> = None;
-                for f in b.list(FileType::Policy)? {
-                    let bytes = match b.read(FileType::Policy, &f.name) {
-                        Ok(x) => x,
-                        Err(Error::Missing { .. }) => continue,
-                        Err(e) => return Err(e),
-                    };
-                    let v: Version = serde_json::from_slice(&bytes)
-                        .map_err(|e| Error::corrupt("server state", &f.name, e))?;
-                    if newest.as_ref().is_none_or(|n| v.time > n.time) {
-                        newest = Some(v);
+                // A listed version can be replaced before it is read: list
+                // again rather than take "nothing" for an empty state.
+                for _ in 0..5 {
+                    let files = b.list(FileType::Policy)?;
+                    if files.is_empty() {
+                        return Ok(State {
+                            version: 1,
+                            ..Default::default()
+                        });
+                    }
+                    if let Some(v) = newest_version(b.as_ref(), &files)? {
+                        if v.state.version != 1 {
+                            return Err(Error::UnsupportedVersion {
+                                found: v.state.version,
+                                supported: 1,
+                            });
+                        }
+                        return Ok(v.state);
                     }
                 }
-                Ok(newest.map(|v| v.state).unwrap_or(State {
-                    version: 1,
-                    ..Default::default()
-                }))
+                Err(Error::io(
+                    format!("read the server state in {}", b.location()),
+                    std::io::Error::other("its files kept changing while being read"),
+                ))
             }
         }
     }
@@ -385,8 +396,15 @@ impl StateStore {
             StateStore::File(d) => state.save(d),
             StateStore::Store(b) => {
                 let old = b.list(FileType::Policy)?;
+                // Newer than the newest, whatever this machine's clock says.
+                let after = newest_version(b.as_ref(), &old)?.map(|v| v.time);
+                let now = Timestamp::now();
+                let time = match after {
+                    Some(t) if t >= now => t + jiff::SignedDuration::from_nanos(1),
+                    _ => now,
+                };
                 let v = Version {
-                    time: Timestamp::now(),
+                    time,
                     state: state.clone(),
                 };
                 let bytes = serde_json::to_vec_pretty(&v).expect("state serializes");
@@ -399,6 +417,28 @@ impl StateStore {
             }
         }
     }
+}
+
+/// The newest readable version among `files` (`None` if none could be
+/// read: replaced meanwhile).
+fn newest_version(
+    b: &dyn Backend,
+    files: &[rewind_core::backend::FileInfo],
+) -> Result<Option<Version>> {
+    let mut newest: Option<Version> = None;
+    for f in files {
+        let bytes = match b.read(FileType::Policy, &f.name) {
+            Ok(x) => x,
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let v: Version = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt("server state", &f.name, e))?;
+        if newest.as_ref().is_none_or(|n| v.time > n.time) {
+            newest = Some(v);
+        }
+    }
+    Ok(newest)
 }
 
 #[cfg(test)]
@@ -445,5 +485,42 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_state_in_a_store_is_shared_and_the_newest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("store").display().to_string();
+        let opts = rewind_backends::Options::new();
+        let a = StateStore::open(None, Some(&storage), &opts).unwrap();
+        let b = StateStore::open(None, Some(&storage), &opts).unwrap();
+        assert!(a.load().unwrap().tokens.is_empty());
+        let mut st = a.load().unwrap();
+        let tok = st.add_token(None, "r", Role::Backup, None).unwrap();
+        a.save(&st).unwrap();
+        let stamp = b.stamp();
+        assert!(b
+            .load()
+            .unwrap()
+            .authenticate(&tok, Timestamp::now())
+            .is_ok());
+        let mut st = b.load().unwrap();
+        st.revoke("r-backup-1").unwrap();
+        b.save(&st).unwrap();
+        assert_ne!(a.stamp(), stamp, "a change must change the stamp");
+        assert!(matches!(
+            a.load().unwrap().authenticate(&tok, Timestamp::now()),
+            Err(TokenProblem::Revoked(..))
+        ));
+        // One version is kept.
+        let StateStore::Store(backend) = &a else {
+            panic!()
+        };
+        assert_eq!(backend.list(FileType::Policy).unwrap().len(), 1);
+        // Tokens left in a data directory are not silently ignored.
+        let data = dir.path().join("data");
+        State::default().save(&data).unwrap();
+        assert!(StateStore::open(Some(&data), Some(&storage), &opts).is_err());
+        assert!(StateStore::open(None, None, &opts).is_err());
     }
 }
