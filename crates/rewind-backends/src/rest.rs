@@ -220,6 +220,8 @@ impl RestBackend {
         body: Option<&[u8]>,
     ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>)> {
         let what = format!("{method} {url}");
+        // One copy for the client, shared by every attempt.
+        let body = body.map(bytes::Bytes::copy_from_slice);
         let mut delay = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
@@ -231,8 +233,8 @@ impl RestBackend {
                 let last = offset + u64::from(len) - 1;
                 req = req.header(reqwest::header::RANGE, format!("bytes={offset}-{last}"));
             }
-            if let Some(b) = body {
-                req = req.body(b.to_vec());
+            if let Some(b) = &body {
+                req = req.body(b.clone());
             }
             let result = self.runtime.block_on(async {
                 let r = req.send().await?;

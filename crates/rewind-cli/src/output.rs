@@ -3,20 +3,7 @@
 use std::io::IsTerminal;
 
 /// `1.5 GiB` style sizes.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
+pub use rewind_core::stats::human_bytes as bytes;
 
 /// A timestamp in the local time zone, to the second.
 pub fn local_time(t: jiff::Timestamp) -> String {

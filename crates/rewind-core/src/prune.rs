@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use jiff::{SignedDuration, Timestamp};
 use rayon::prelude::*;
 
-use crate::backend::FileType;
+use crate::backend::{delete_unless_kept, FileType};
 use crate::error::{Error, Result};
 use crate::format::index::IndexPack;
 use crate::format::pack::{BlobKind, PackedBlob};
@@ -758,10 +758,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // 11. Older state files, and markers of processes long dead.
     for f in state_files.iter().filter(|f| f.name != state_name.to_hex()) {
         // The newest state wins; one the storage keeps for now is harmless.
-        match repo.backend().delete(FileType::PruneState, &f.name) {
-            Ok(()) | Err(Error::Refused(_)) => {}
-            Err(e) => return Err(e),
-        }
+        delete_unless_kept(repo.backend().as_ref(), FileType::PruneState, &f.name)?;
     }
     for (name, m) in repo.running_markers()? {
         if now.duration_since(m.refreshed) >= opts.grace.max(STALE_AFTER * 2) {

@@ -31,6 +31,22 @@ pub struct Stats {
     pub compression_ratio: f64,
 }
 
+/// A size for people: `1.50 GiB` (binary units), `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
 /// Computes the statistics from the index and the snapshots.
 pub fn stats(repo: &Repository) -> Result<Stats> {
     let index = repo.index()?;

@@ -876,21 +876,6 @@ impl Read for BodyReader {
     }
 }
 
-fn human(n: u64) -> String {
-    let mut v = n as f64;
-    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
-        if v < 1024.0 || unit == "TiB" {
-            return if unit == "B" {
-                format!("{n} B")
-            } else {
-                format!("{v:.1} {unit}")
-            };
-        }
-        v /= 1024.0;
-    }
-    unreachable!()
-}
-
 async fn put_file(
     ctx: &Ctx,
     repo: &Arc<Repo>,
@@ -951,7 +936,7 @@ async fn put_file(
             format!(
                 "{} bytes is larger than the largest file accepted ({})",
                 length.unwrap_or(0),
-                human(max_object)
+                rewind_core::stats::human_bytes(max_object)
             ),
         );
     }
@@ -1052,7 +1037,7 @@ async fn put_file(
             "size",
             format!(
                 "the body is larger than the largest file accepted ({}); nothing was stored",
-                human(max)
+                rewind_core::stats::human_bytes(max)
             ),
         ),
         (Err(_), Some(Cut::OverQuota)) => {
@@ -1087,8 +1072,8 @@ fn over_quota(ctx: &Ctx, max: u64, used: u64) -> Response {
         format!(
             "repository {} is at its quota: {} of {} used; nothing was stored. Forget and prune old snapshots, or ask the operator to raise it (rewind serve repo set {} --max-size SIZE)",
             ctx.repo,
-            human(used),
-            human(max),
+            rewind_core::stats::human_bytes(used),
+            rewind_core::stats::human_bytes(max),
             ctx.repo
         ),
     )

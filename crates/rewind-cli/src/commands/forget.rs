@@ -4,7 +4,7 @@
 //! referenced stays until `rewind prune` (or `forget --prune`) reclaims it.
 
 use anyhow::Result;
-use rewind_core::backend::FileType;
+use rewind_core::backend::{delete_unless_kept, FileType};
 use rewind_core::retention::{self, GroupBy, Policy};
 
 use super::Global;
@@ -189,14 +189,24 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                 // come back as the snapshot.
                 let identity = by_id[&d.id].original.unwrap_or(d.id);
                 let copies = superseded.iter().filter(|(_, i)| *i == identity);
-                let gone = copies
-                    .map(|(copy, _)| repo.backend().delete(FileType::Snapshot, &copy.to_hex()))
-                    .collect::<Result<Vec<()>, _>>()
-                    .and_then(|_| repo.backend().delete(FileType::Snapshot, &d.id.to_hex()));
-                match gone {
-                    Ok(()) => removed += 1,
-                    Err(rewind_core::Error::Refused(why)) => kept_by_storage.push(why),
-                    Err(e) => return Err(e.into()),
+                let mut kept = None;
+                for (copy, _) in copies {
+                    kept = kept.or(delete_unless_kept(
+                        repo.backend().as_ref(),
+                        FileType::Snapshot,
+                        &copy.to_hex(),
+                    )?);
+                }
+                if kept.is_none() {
+                    kept = delete_unless_kept(
+                        repo.backend().as_ref(),
+                        FileType::Snapshot,
+                        &d.id.to_hex(),
+                    )?;
+                }
+                match kept {
+                    None => removed += 1,
+                    Some(why) => kept_by_storage.push(why),
                 }
             }
         }
@@ -218,10 +228,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     // Copies of kept snapshots left by protect or mark where the storage
     // kept the old file: garbage, removed when the storage lets them go.
     for (copy, _) in &superseded {
-        match repo.backend().delete(FileType::Snapshot, &copy.to_hex()) {
-            Ok(()) | Err(rewind_core::Error::Refused(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_unless_kept(repo.backend().as_ref(), FileType::Snapshot, &copy.to_hex())?;
     }
     if !kept_by_storage.is_empty() {
         eprintln!(

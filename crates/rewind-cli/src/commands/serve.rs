@@ -164,33 +164,14 @@ enum RepoAction {
     },
 }
 
-/// Parses `500G`, `64M`, `1T`, `1000` (binary units).
+/// Parses `500G`, `64MiB`, `1T` (binary units; `check`'s syntax), more than 0.
 fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let unit = t[i..].to_ascii_uppercase();
-            let m: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
-                "" => 1,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                "T" => 1 << 40,
-                _ => return Err(usage(format!("size {s:?}: use a number with K, M, G or T"))),
-            };
-            (&t[..i], m)
-        }
-        None => (t, 1),
-    };
-    let n: f64 = num.trim().parse().map_err(|_| {
-        usage(format!(
-            "size {s:?}: use a number with K, M, G or T, e.g. 500G"
-        ))
-    })?;
-    if !(n.is_finite() && n > 0.0) {
-        return Err(usage(format!("size {s:?}: must be more than 0")));
+    match rewind_core::check::parse_size(s) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(usage(format!(
+            "size {s:?}: give a number with K, M, G or T (KiB, MiB, ...), more than 0, e.g. 500G"
+        ))),
     }
-    Ok((n * mult as f64) as u64)
 }
 
 fn parse_expiry(s: &str) -> Result<jiff::Timestamp> {
@@ -376,7 +357,8 @@ mod tests {
     fn sizes() {
         assert_eq!(parse_size("64M").unwrap(), 64 << 20);
         assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
-        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("1000B").unwrap(), 1000);
+        assert!(parse_size("1000").is_err(), "a unit is required");
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
         assert!(parse_size("x").is_err());
         assert!(parse_size("0").is_err());

@@ -231,6 +231,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Deletes a file unless the storage keeps it (the rewind server refuses
+/// deletes of files younger than its minimum age): `Ok(None)` when it is
+/// gone, `Ok(Some(reason))` when the storage kept it. Other errors stay
+/// errors.
+pub fn delete_unless_kept(b: &dyn Backend, t: FileType, name: &str) -> Result<Option<String>> {
+    match b.delete(t, name) {
+        Ok(()) => Ok(None),
+        Err(crate::Error::Refused(why)) => Ok(Some(why)),
+        Err(e) => Err(e),
+    }
+}
+
 #[doc(hidden)]
 pub mod conformance {
     //! The suite every backend must pass: exact listings, ranged reads,

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, FileType, WriteOutcome};
+use crate::backend::{delete_unless_kept, Backend, FileType, WriteOutcome};
 use crate::crypto::{Crypto, Domain, KdfParams, KeyFile};
 use crate::error::{Error, Result};
 use crate::format::config::Config;
@@ -43,6 +43,9 @@ pub struct Repository {
     /// When this handle was made: before it read anything that prune may
     /// change (a running marker's start, docs/DESIGN.md §8c).
     opened: jiff::Timestamp,
+    /// The superseded snapshot copies the last listing set aside (copy,
+    /// identity), so that forget need not read every snapshot again.
+    superseded: std::sync::Mutex<Option<Vec<(SnapshotId, SnapshotId)>>>,
 }
 
 /// Readable index files, and damaged ones as (name, error).
@@ -90,6 +93,7 @@ impl Repository {
             key_id,
             index: OnceLock::new(),
             opened,
+            superseded: std::sync::Mutex::new(None),
         })
     }
 
@@ -147,6 +151,7 @@ impl Repository {
                     key_id,
                     index: OnceLock::new(),
                     opened,
+                    superseded: std::sync::Mutex::new(None),
                 });
             }
         }
@@ -210,10 +215,9 @@ impl Repository {
         let mut removed = 0;
         let mut kept = Vec::new();
         for id in old {
-            match self.backend.delete(FileType::Index, &id.to_hex()) {
-                Ok(()) => removed += 1,
-                Err(Error::Refused(_)) => kept.push(*id),
-                Err(e) => return Err(e),
+            match delete_unless_kept(&*self.backend, FileType::Index, &id.to_hex())? {
+                None => removed += 1,
+                Some(_) => kept.push(*id),
             }
         }
         Ok((written, removed, kept))
@@ -483,7 +487,8 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        let (mut ok, _) = split_superseded(ok);
+        let (mut ok, superseded) = split_superseded(ok);
+        *self.superseded.lock().expect("superseded") = Some(superseded);
         ok.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok((ok, damaged))
     }
@@ -491,10 +496,14 @@ impl Repository {
     /// Snapshot files superseded by a later rewrite of the same snapshot
     /// (`protect`, `mark`), left behind because the storage kept them or a
     /// crash came between the write and the delete, with the identity
-    /// (`original`, else id) of the snapshot they are copies of. `forget`
+    /// (`original`, else id) of the snapshot they are copies of, as the
+    /// last listing of this handle found them (else read now). `forget`
     /// removes them before the snapshot itself, which would otherwise
     /// come back as its older copy.
     pub fn superseded_snapshots(&self) -> Result<Vec<(SnapshotId, SnapshotId)>> {
+        if let Some(known) = self.superseded.lock().expect("superseded").clone() {
+            return Ok(known);
+        }
         let mut all = Vec::new();
         for f in self.backend.list(FileType::Snapshot)? {
             match f.name.parse().and_then(|id| self.read_snapshot(&id)) {
@@ -587,13 +596,10 @@ impl Repository {
         snap.rewritten = Some(jiff::Timestamp::now());
         let new = self.save_snapshot(&snap)?;
         if new != *id {
-            match self.backend.delete(FileType::Snapshot, &id.to_hex()) {
-                // The storage keeps it for now (the rewind server's minimum
-                // delete age): listings hide it as superseded, and a later
-                // forget removes it.
-                Ok(()) | Err(Error::Refused(_)) => {}
-                Err(e) => return Err(e),
-            }
+            // Kept by the storage for now (the rewind server's minimum
+            // delete age): listings hide it as superseded, and a later
+            // forget removes it.
+            delete_unless_kept(&*self.backend, FileType::Snapshot, &id.to_hex())?;
         }
         Ok(new)
     }
@@ -685,10 +691,7 @@ impl Repository {
         for f in old.into_iter().filter(|f| f.name != name.to_hex()) {
             // The newest file wins: one the storage keeps for now is only
             // an older copy.
-            match self.backend.delete(FileType::Policy, &f.name) {
-                Ok(()) | Err(Error::Refused(_)) => {}
-                Err(e) => return Err(e),
-            }
+            delete_unless_kept(&*self.backend, FileType::Policy, &f.name)?;
         }
         Ok(())
     }
