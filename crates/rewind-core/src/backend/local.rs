@@ -143,9 +143,13 @@ impl Backend for LocalBackend {
                 } else if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
                     continue; // temporary files and strangers
                 }
-                let md = e
-                    .metadata()
-                    .ctx(|| format!("stat {}", e.path().display()))?;
+                let md = match e.metadata() {
+                    Ok(md) => md,
+                    // Deleted between the directory read and the stat (a
+                    // running marker whose backup just ended): gone.
+                    Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                    Err(err) => return Err(Error::io(format!("stat {}", e.path().display()), err)),
+                };
                 if md.is_file() {
                     out.push(FileInfo {
                         name,
