@@ -186,6 +186,11 @@ pub struct CheckReport {
     pub blobs: usize,
     /// Cursor for the next rotating `--read-data-subset` run.
     pub next_cursor: u64,
+    /// The index is damaged or incomplete: rebuilding it from the packs'
+    /// headers may bring blobs back.
+    pub repair_index: bool,    /// Packs found missing or damaged: what they still hold can be saved
+    /// (`repair::repair_packs`).
+    pub damaged_packs: Vec<crate::id::PackId>,
 }
 
 impl CheckReport {
@@ -201,6 +206,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     // Snapshots first, then the index: a backup that finishes meanwhile adds
     // its index before its snapshot, so every snapshot seen here has its
     // blobs in the index loaded next.
+    check_side_files(repo, &mut r)?;
     let (snapshots, damaged) = repo.snapshots_checked()?;
     for (name, e) in damaged {
         r.errors
@@ -210,7 +216,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let index = match repo.index() {
         Ok(i) => i,
         Err(e) => {
-            r.errors.push(format!("cannot load the index: {e} (run `rewind repair index` when available, or restore from another copy)"));
+            r.errors.push(format!("cannot load the index: {e}"));
+            r.repair_index = true;
             return Ok(r);
         }
     };
@@ -219,6 +226,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         r.errors.push(format!(
             "index file {name} cannot be read ({e}); the blobs it lists are reported missing below"
         ));
+        r.repair_index = true;
     }
     if index.duplicates() > 0 {
         r.notes.push(format!(
@@ -246,18 +254,28 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                     by_pack[pos].len()
                 ));
                 bad_blobs.extend(by_pack[pos].iter().map(|(id, _)| *id));
+                r.damaged_packs.push(pack);
             }
             Some(&actual) if actual != size => {
                 r.errors.push(format!(
                     "pack {name} is {actual} bytes, the index says {size}: truncated or replaced"
                 ));
                 bad_blobs.extend(by_pack[pos].iter().map(|(id, _)| *id));
+                r.damaged_packs.push(pack);
             }
             Some(_) => {}
         }
     }
-    for name in listed.keys() {
-        if !indexed.contains(name) {
+    let unindexed = listed.keys().filter(|n| !indexed.contains(*n)).count();
+    if unindexed > 0 && !index.damaged().is_empty() {
+        // Not harmless: they may hold what the damaged index files listed.
+        r.errors.push(format!(
+            "{unindexed} packs are in no readable index file; with damaged index files they \
+             may hold blobs that snapshots need: rebuild the index from the packs"
+        ));
+        r.repair_index = true;
+    } else {
+        for name in listed.keys().filter(|n| !indexed.contains(*n)) {
             r.notes.push(format!(
                 "pack {name} is not in any index (left by an interrupted backup; harmless)"
             ));
@@ -282,7 +300,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             .map(|(i, (p, _))| (i, p))
             .collect();
         r.packs_read = packs.len();
-        let results: Vec<(Vec<String>, Vec<BlobId>)> = packs
+        let results: Vec<(crate::id::PackId, Vec<String>, Vec<BlobId>)> = packs
             .par_iter()
             .map(|(pos, pack)| {
                 let name = pack.to_hex();
@@ -292,6 +310,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                     Ok(b) => b,
                     Err(e) => {
                         return (
+                            *pack,
                             vec![format!("pack {name}: {e}")],
                             by_pack[*pos].iter().map(|(id, _)| *id).collect(),
                         )
@@ -331,10 +350,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                         bad.len()
                     ));
                 }
-                (errs, bad)
+                (*pack, errs, bad)
             })
             .collect();
-        for (errs, bad) in results {
+        for (pack, errs, bad) in results {
+            if !errs.is_empty() {
+                r.damaged_packs.push(pack);
+            }
             r.errors.extend(errs);
             bad_blobs.extend(bad);
         }
@@ -356,6 +378,58 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         );
     }
     Ok(r)
+}
+
+/// Key files, settings, prune states and running markers: each damaged
+/// file is named. None of them stops a backup or prune (the newest readable
+/// settings and state are in force, other keys still open), but each is
+/// damage that the storage let happen.
+fn check_side_files(repo: &Repository, r: &mut CheckReport) -> Result<()> {
+    for k in repo.backend().list(FileType::Key)? {
+        let bytes = match repo.backend().read(FileType::Key, &k.name) {
+            Ok(b) => b,
+            Err(crate::Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let why = if Hash::of(&bytes).to_hex() != k.name {
+            Some("its content does not match its name".to_string())
+        } else {
+            serde_json::from_slice::<crate::crypto::KeyFile>(&bytes)
+                .err()
+                .map(|e| format!("not a key file ({e})"))
+        };
+        if let Some(why) = why {
+            r.errors.push(format!(
+                "key file {} is damaged: {why}; the password it held no longer opens the \
+                 repository (other keys still do)",
+                k.name
+            ));
+        }
+    }
+    for (name, e) in repo.settings_files()?.damaged {
+        r.errors.push(format!(
+            "settings file {name} cannot be read ({e}); the newest readable settings are in \
+             force, and storing new settings replaces it"
+        ));
+    }
+    let prune = repo.side_files(FileType::PruneState, |name, bytes| {
+        crate::format::prune::PruneState::open(repo.crypto(), name, bytes).map(|s| (s.time, ()))
+    })?;
+    for (name, e) in prune.damaged {
+        r.errors.push(format!(
+            "prune state {name} cannot be read ({e}); the packs it marked are marked again by \
+             the next prune, which then replaces it"
+        ));
+    }
+    for (f, e) in repo.running_markers_checked()?.1 {
+        r.errors.push(format!(
+            "running marker {} cannot be read ({e}); prune treats it as a running backup until \
+             it is {} minutes old, and deletes it later",
+            f.name,
+            crate::repository::STALE_AFTER.as_secs() / 60
+        ));
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -99,6 +99,12 @@ pub struct MasterKey {
     pub id_key: [u8; 32],
     /// Chunker parameters.
     pub chunker: ChunkerParams,
+    /// Plain BLAKE3 (hex) of the repository's `config` file, which is
+    /// stored in clear: binding it here makes any change to it detected
+    /// when the repository is opened. Absent in keys of repositories made
+    /// before the binding (docs/DESIGN.md §3.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -221,8 +227,15 @@ impl Crypto {
             encryption,
             id_key,
             chunker: ChunkerParams::new_random(),
+            config: None,
         })
         .expect("fresh chunker parameters are valid")
+    }
+
+    /// Binds the master key to the bytes of the repository's config (done
+    /// once, by `init`, before any key file is written).
+    pub fn bind_config(&mut self, config_bytes: &[u8]) {
+        self.key.config = Some(crate::id::Hash::of(config_bytes).to_hex());
     }
 
     /// The master key (to wrap it in a key file).

@@ -24,9 +24,15 @@ pub enum Error {
     /// A repository already exists where `init` was asked to create one.
     #[error("a repository already exists at {0}")]
     AlreadyExists(String),
-    /// No key file of the repository opens with the given password.
-    #[error("wrong password: no key of the repository opens with it")]
-    WrongPassword,
+    /// No key file of the repository opens with the given password. Key
+    /// files that could not be tried (damaged) are named: if one of them
+    /// was this password's, the password is right and the file needs
+    /// restoring.
+    #[error("wrong password: no key of the repository opens with it{}", damaged_keys_note(.damaged))]
+    WrongPassword {
+        /// Key files that could not be tried, as "keys/NAME: why".
+        damaged: Vec<String>,
+    },
     /// The repository was written by a newer rewind.
     #[error("repository format version {found} is newer than this rewind understands (up to {supported}); install a newer rewind")]
     UnsupportedVersion {
@@ -65,6 +71,10 @@ pub enum Error {
     /// The operation was refused to protect data.
     #[error("{0}")]
     Refused(String),
+    /// The operation was cancelled (see [`crate::cancel`]) and stopped at a
+    /// safe point.
+    #[error("interrupted: stopped at a safe point; the repository is consistent")]
+    Interrupted,
     /// A command whose output was being backed up failed.
     #[error("command {command} failed ({status}); no snapshot was saved")]
     CommandFailed {
@@ -83,6 +93,19 @@ pub enum Error {
         /// The OS error.
         error: io::Error,
     },
+}
+
+fn damaged_keys_note(damaged: &[String]) -> String {
+    if damaged.is_empty() {
+        return String::new();
+    }
+    format!(
+        " (and {} key file{} could not be tried: {}; if one of them was this password's, \
+         restore it from a copy or use another password)",
+        damaged.len(),
+        if damaged.len() == 1 { "" } else { "s" },
+        damaged.join("; ")
+    )
 }
 
 impl Error {

@@ -981,7 +981,7 @@ async fn put_file(
         if only_at_init {
             match b.list(FileType::Config) {
                 Ok(c) if c.is_empty() => {}
-                Ok(_) => return (Err(Error::Refused("the repository exists now".into())), 0),
+                Ok(_) => return (Err(Error::Refused("the repository has a config now, and a backup token adds config and key files only while a repository is created".into())), 0),
                 Err(e) => return (Err(e), 0),
             }
         }
@@ -1052,10 +1052,8 @@ async fn put_file(
         (Err(Error::Refused(why)), None) => ctx.refuse(
             StatusCode::FORBIDDEN,
             "role",
-            format!(
-                "a backup token cannot add {} files to an existing repository: {why}",
-                t.what()
-            ),
+            // Whoever asked: the refusal's own reason says why.
+            format!("{} {name} was not stored: {why}", t.what()),
         ),
         (Err(e), None) if e.is_storage_full() => ctx.answer(
             StatusCode::INSUFFICIENT_STORAGE,

@@ -17,14 +17,34 @@ pub struct Args {
     pub read_data_subset: Option<String>,
 }
 
-fn cursor_file(repo_id: &str) -> std::path::PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-        });
-    cache.join("rewind").join(format!("check-cursor-{repo_id}"))
+/// Where the rotating subset's cursor is kept; None without a cache
+/// directory. The repository id is checked hex (`Config::parse`), so it
+/// cannot name another path.
+fn cursor_file(repo_id: &str) -> Option<std::path::PathBuf> {
+    super::cache_dir().map(|c| c.join(format!("check-cursor-{repo_id}")))
+}
+
+/// Keeps the cursor for the next run; a failure only means that the next
+/// run starts the rotation over, so it is a warning.
+fn save_cursor(path: Option<&std::path::Path>, cursor: u64) {
+    let Some(path) = path else {
+        eprintln!(
+            "warning: neither XDG_CACHE_HOME nor HOME names a directory, so the check cursor \
+             is not kept: the next --read-data-subset run starts from the first pack again"
+        );
+        return;
+    };
+    let saved = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, cursor.to_string()));
+    if let Err(e) = saved {
+        eprintln!(
+            "warning: cannot keep the check cursor in {}: {e}; the next --read-data-subset \
+             run starts from the first pack again",
+            path.display()
+        );
+    }
 }
 
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
@@ -35,8 +55,9 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         .transpose()?;
     let repo = global.open()?;
     let cursor_path = cursor_file(&repo.config().id);
-    let cursor = std::fs::read_to_string(&cursor_path)
-        .ok()
+    let cursor = cursor_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
     let report = check::check(
@@ -48,11 +69,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         },
     )?;
     if subset.is_some() {
-        // Best effort: a lost cursor only means starting over.
-        if let Some(dir) = cursor_path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::write(&cursor_path, report.next_cursor.to_string());
+        save_cursor(cursor_path.as_deref(), report.next_cursor);
     }
     if global.json {
         println!(
@@ -61,6 +78,8 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                 "ok": report.is_ok(), "errors": report.errors, "notes": report.notes,
                 "affected": report.affected.iter().map(|a| serde_json::json!({"snapshot": a.snapshot.to_hex(), "path": a.path.to_string_lossy()})).collect::<Vec<_>>(),
                 "snapshots": report.snapshots, "packs": report.packs, "packs_read": report.packs_read, "blobs": report.blobs,
+                "repair_index": report.repair_index,
+                "damaged_packs": report.damaged_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
             })
         );
     } else {
@@ -69,6 +88,19 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         }
         for e in &report.errors {
             eprintln!("error: {e}");
+        }
+        if report.repair_index {
+            eprintln!(
+                "The index is damaged or incomplete: run `rewind repair index` to rebuild it \
+                 from the packs, then `rewind check` again."
+            );
+        }
+        if !report.damaged_packs.is_empty() {
+            eprintln!(
+                "{} packs are missing or damaged: run `rewind repair packs` to save every blob \
+                 they still hold, then `rewind repair snapshots` so the rest restores.",
+                report.damaged_packs.len()
+            );
         }
         if !report.affected.is_empty() {
             eprintln!("affected files:");

@@ -45,6 +45,15 @@ impl Config {
                 reason: format!("config names format {:?}, not rewind", c.format),
             });
         }
+        // The id names local files (caches, check's cursor): never let a
+        // hostile config name a path.
+        if c.id.len() != 32 || !c.id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(Error::corrupt(
+                "config",
+                location,
+                format!("its id {:?} is not 32 lowercase hex characters", c.id),
+            ));
+        }
         if c.version > FORMAT_VERSION || c.version == 0 {
             return Err(Error::UnsupportedVersion {
                 found: c.version,
@@ -52,6 +61,22 @@ impl Config {
             });
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_that_could_name_a_path_is_refused() {
+        for id in ["../../../../tmp/evil", "0123456789abcdef0123456789ABCDEF", "", "0123456789abcdef0123456789abcdef0"] {
+            let c = format!(r#"{{"format":"rewind","version":1,"id":"{id}","created":"x"}}"#);
+            assert!(matches!(Config::parse(c.as_bytes(), "here"), Err(Error::Corrupt { .. })), "{id}");
+        }
+        let ok = Config::new();
+        let bytes = serde_json::to_vec(&ok).unwrap();
+        assert_eq!(Config::parse(&bytes, "here").unwrap(), ok);
     }
 }
 

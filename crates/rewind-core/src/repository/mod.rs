@@ -5,7 +5,7 @@ mod running;
 mod writer;
 
 pub use index::{Index, IndexEntry};
-pub use running::{Running, REFRESH_EVERY, STALE_AFTER};
+pub use running::{Running, RunningMarkers, REFRESH_EVERY, STALE_AFTER};
 pub use writer::{BlobWriter, WriterStats, PACKS_PER_INDEX};
 
 use std::sync::{Arc, OnceLock};
@@ -54,6 +54,18 @@ pub type IndexFiles = (Vec<(IndexId, IndexFile)>, Vec<(String, String)>);
 /// Readable snapshots (oldest first) and unreadable snapshot files (name, error).
 pub type SnapshotList = (Vec<(SnapshotId, SnapshotFile)>, Vec<(String, Error)>);
 
+/// Files of a kind where the newest readable one is in force (settings,
+/// prune states), as read by [`Repository::side_files`].
+#[derive(Debug)]
+pub struct SideFiles<T> {
+    /// The newest readable file's contents.
+    pub newest: Option<T>,
+    /// Every file listed.
+    pub files: Vec<crate::backend::FileInfo>,
+    /// Files that could not be opened: (name, why).
+    pub damaged: Vec<(String, Error)>,
+}
+
 /// A key as listed by [`Repository::keys`].
 #[derive(Clone, Debug)]
 pub struct KeyInfo {
@@ -73,18 +85,17 @@ impl Repository {
         kdf: KdfParams,
         owner: &KeyOwner,
     ) -> Result<Self> {
-        match backend.read(FileType::Config, "config") {
-            Ok(_) => return Err(Error::AlreadyExists(backend.location())),
-            Err(Error::Missing { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        // Never among other files, nor over another program's repository.
+        crate::backend::check_vacant(&*backend)?;
         backend.create()?;
         let opened = jiff::Timestamp::now();
-        let crypto = Crypto::generate();
-        // Keys first, config last: a repository without config is not yet one.
-        let key_id = write_key(&*backend, &crypto, password, kdf, owner)?;
+        let mut crypto = Crypto::generate();
         let config = Config::new();
         let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        // The config is stored in clear: the master key holds its hash.
+        crypto.bind_config(&bytes);
+        // Keys first, config last: a repository without config is not yet one.
+        let key_id = write_key(&*backend, &crypto, password, kdf, owner)?;
         backend.write(FileType::Config, "config", &bytes)?;
         Ok(Repository {
             backend,
@@ -103,9 +114,14 @@ impl Repository {
     /// # Errors
     /// [`Error::NoRepository`], [`Error::UnsupportedVersion`].
     pub fn probe(backend: &dyn Backend) -> Result<Config> {
+        Self::read_config(backend).map(|(c, _)| c)
+    }
+
+    /// The config, checked, and its stored bytes.
+    fn read_config(backend: &dyn Backend) -> Result<(Config, Vec<u8>)> {
         let location = backend.location();
         match backend.read(FileType::Config, "config") {
-            Ok(b) => Config::parse(&b, &location),
+            Ok(b) => Config::parse(&b, &location).map(|c| (c, b)),
             Err(Error::Missing { .. }) => Err(Error::NoRepository {
                 location,
                 reason: "it has no config file (run `rewind init` to create one)".into(),
@@ -128,7 +144,7 @@ impl Repository {
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
         let opened = jiff::Timestamp::now();
         let location = backend.location();
-        let config = Self::probe(&*backend)?;
+        let (config, config_bytes) = Self::read_config(&*backend)?;
         let keys = backend.list(FileType::Key)?;
         if keys.is_empty() {
             return Err(Error::NoRepository {
@@ -136,26 +152,52 @@ impl Repository {
                 reason: "it has no key files".into(),
             });
         }
-        for k in keys {
-            let bytes = backend.read(FileType::Key, &k.name)?;
-            let kf: KeyFile = match serde_json::from_slice(&bytes) {
-                Ok(kf) => kf,
-                Err(_) => continue, // a damaged key file must not lock out the others
+        // A damaged key file must not lock out the others, and must not
+        // pass for a wrong password either: it is named.
+        let mut damaged = Vec::new();
+        for k in &keys {
+            let bytes = match backend.read(FileType::Key, &k.name) {
+                Ok(b) => b,
+                Err(Error::Missing { .. }) => continue, // removed meanwhile
+                Err(e) => return Err(e),
             };
-            if let Ok(Some(crypto)) = kf.unwrap_key(password, &k.name) {
-                let key_id = KeyId(k.name.parse()?);
-                return Ok(Repository {
-                    backend,
-                    crypto,
-                    config,
-                    key_id,
-                    index: OnceLock::new(),
-                    opened,
-                    superseded: std::sync::Mutex::new(None),
-                });
-            }
+            let tried = if Hash::of(&bytes).to_hex() != k.name {
+                Err("its content does not match its name".to_string())
+            } else {
+                serde_json::from_slice::<KeyFile>(&bytes)
+                    .map_err(|e| format!("not a key file ({e})"))
+                    .and_then(|kf| kf.unwrap_key(password, &k.name).map_err(|e| e.to_string()))
+            };
+            let crypto = match tried {
+                Ok(Some(crypto)) => crypto,
+                Ok(None) => continue,
+                Err(why) => {
+                    damaged.push(format!("keys/{}: {why}", k.name));
+                    continue;
+                }
+            };
+            check_config_binding(&crypto, &config_bytes, &location)?;
+            return Ok(Repository {
+                backend,
+                crypto,
+                config,
+                key_id: KeyId(k.name.parse()?),
+                index: OnceLock::new(),
+                opened,
+                superseded: std::sync::Mutex::new(None),
+            });
         }
-        Err(Error::WrongPassword)
+        if !damaged.is_empty() && damaged.len() == keys.len() {
+            return Err(Error::corrupt(
+                "key",
+                "files",
+                format!(
+                    "no key file of the repository can be read: {}; restore them from a copy",
+                    damaged.join("; ")
+                ),
+            ));
+        }
+        Err(Error::WrongPassword { damaged })
     }
 
     /// The backend.
@@ -264,17 +306,35 @@ impl Repository {
     }
 
     /// The newest readable prune state (None if no prune ran) and every
-    /// prune state file. Damaged files are skipped: losing a state only
-    /// delays deletions, because prune marks the packs again.
+    /// prune state file. Damaged files are skipped here (see
+    /// [`Repository::side_files`] for them): losing a state only delays
+    /// deletions, because prune marks the packs again.
     pub fn prune_state(&self) -> Result<(Option<PruneState>, Vec<crate::backend::FileInfo>)> {
-        // A prune replaces its state file while we read: list again, so
-        // that the marks are never silently lost to that race.
+        let r = self.side_files(FileType::PruneState, |name, bytes| {
+            PruneState::open(&self.crypto, name, bytes).map(|s| (s.time, s))
+        })?;
+        Ok((r.newest, r.files))
+    }
+
+    /// Reads the files of a kind of which the newest readable one is in
+    /// force (settings, prune states): `open` checks and decodes one file
+    /// and gives its time. Damaged files never hide the others and never
+    /// stop a reader (the caller decides whether to report them); a new
+    /// file can always be written over them. A file that vanishes between
+    /// the listing and its read was replaced meanwhile: list again, so the
+    /// newest is never missed.
+    pub fn side_files<T>(
+        &self,
+        t: FileType,
+        open: impl Fn(&str, &[u8]) -> Result<(jiff::Timestamp, T)>,
+    ) -> Result<SideFiles<T>> {
         for _ in 0..5 {
-            let files = self.backend.list(FileType::PruneState)?;
-            let mut newest: Option<PruneState> = None;
+            let files = self.backend.list(t)?;
+            let mut newest: Option<(jiff::Timestamp, T)> = None;
+            let mut damaged = Vec::new();
             let mut raced = false;
             for f in &files {
-                let bytes = match self.backend.read(FileType::PruneState, &f.name) {
+                let bytes = match self.backend.read(t, &f.name) {
                     Ok(b) => b,
                     Err(Error::Missing { .. }) => {
                         raced = true;
@@ -282,19 +342,27 @@ impl Repository {
                     }
                     Err(e) => return Err(e),
                 };
-                if let Ok(s) = PruneState::open(&self.crypto, &f.name, &bytes) {
-                    if newest.as_ref().is_none_or(|n| s.time > n.time) {
-                        newest = Some(s);
+                match open(&f.name, &bytes) {
+                    Ok((time, v)) => {
+                        if newest.as_ref().is_none_or(|(n, _)| time > *n) {
+                            newest = Some((time, v));
+                        }
                     }
+                    Err(e) => damaged.push((f.name.clone(), e)),
                 }
             }
             if !raced {
-                return Ok((newest, files));
+                return Ok(SideFiles {
+                    newest: newest.map(|(_, v)| v),
+                    files,
+                    damaged,
+                });
             }
         }
-        Err(Error::Refused(
-            "the prune state keeps changing while it is read; try again".into(),
-        ))
+        Err(Error::Refused(format!(
+            "the {} files keep changing while they are read; try again",
+            t.what()
+        )))
     }
 
     /// Reads one index file (its name checked against its content).
@@ -604,30 +672,26 @@ impl Repository {
         Ok(new)
     }
 
-    /// The newest settings file, if any. Of several (a crash while storing
-    /// new settings), the newest wins.
+    /// The newest readable settings file, if any. Of several (a crash while
+    /// storing new settings), the newest wins; damaged ones are passed over
+    /// (so a damaged file never stops a backup, and new settings can always
+    /// be stored over it) and named by [`Repository::settings_files`].
     pub fn settings(&self) -> Result<Option<PolicyFile>> {
-        let mut newest: Option<PolicyFile> = None;
-        for f in self.backend.list(FileType::Policy)? {
-            let bytes = match self.backend.read(FileType::Policy, &f.name) {
-                Ok(b) => b,
-                // Replaced meanwhile by a concurrent change of the settings.
-                Err(Error::Missing { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            if Hash::of(&bytes).to_hex() != f.name {
+        Ok(self.settings_files()?.newest)
+    }
+
+    /// Every settings file: the newest readable one and the damaged ones.
+    pub fn settings_files(&self) -> Result<SideFiles<PolicyFile>> {
+        self.side_files(FileType::Policy, |name, bytes| {
+            if Hash::of(bytes).to_hex() != name {
                 return Err(Error::corrupt(
                     "policy",
-                    &f.name,
+                    name,
                     "content does not match its name",
                 ));
             }
-            let p = PolicyFile::open(&self.crypto, &f.name, &bytes)?;
-            if newest.as_ref().is_none_or(|n| p.time > n.time) {
-                newest = Some(p);
-            }
-        }
-        Ok(newest)
+            PolicyFile::open(&self.crypto, name, bytes).map(|p| (p.time, p))
+        })
     }
 
     /// The stored retention policy, or [`Policy::recommended`] when none
@@ -675,8 +739,9 @@ impl Repository {
     /// Writes a new settings file with `change` applied to the current
     /// ones, then removes the others.
     fn change_settings(&self, change: impl FnOnce(&mut PolicyFile)) -> Result<()> {
-        let old = self.backend.list(FileType::Policy)?;
-        let mut file = self.settings()?.unwrap_or_else(|| PolicyFile {
+        let current = self.settings_files()?;
+        let old = current.files;
+        let mut file = current.newest.unwrap_or_else(|| PolicyFile {
             version: crate::format::policy::VERSION,
             time: jiff::Timestamp::now(),
             policy: crate::retention::Policy::recommended(),
@@ -769,6 +834,20 @@ impl Repository {
         self.key_id = new;
         self.backend.delete(FileType::Key, &old.to_hex())?;
         Ok(new)
+    }
+}
+
+/// The master key holds the hash of the config it was made with (keys made
+/// before that binding hold none): a config changed since is refused.
+fn check_config_binding(crypto: &Crypto, config_bytes: &[u8], location: &str) -> Result<()> {
+    match &crypto.master_key().config {
+        Some(h) if *h != Hash::of(config_bytes).to_hex() => Err(Error::corrupt(
+            "config",
+            format!("of {location}"),
+            "it differs from the one the repository was created with (its hash is bound to \
+             the keys); restore the original config file from a copy",
+        )),
+        _ => Ok(()),
     }
 }
 

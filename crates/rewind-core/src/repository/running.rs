@@ -136,12 +136,21 @@ impl Repository {
     }
 
     /// Every readable running marker with its file name; unreadable ones
-    /// are skipped (they cannot be told from garbage).
+    /// are left out (see [`Repository::running_markers_checked`]).
     pub fn running_markers(&self) -> Result<Vec<(String, RunningMarker)>> {
+        Ok(self.running_markers_checked()?.0)
+    }
+
+    /// Every readable running marker with its file name, and the files
+    /// that are not readable markers with why. A damaged marker cannot be
+    /// told from garbage, but it may be a live backup's: prune treats it
+    /// as one until its storage time is [`STALE_AFTER`] old.
+    pub fn running_markers_checked(&self) -> Result<RunningMarkers> {
         // A marker that vanishes between list and read was ended or
         // replaced by its refresh: list again, so a refreshed one is seen.
         for _ in 0..5 {
             let mut out = Vec::new();
+            let mut damaged = Vec::new();
             let mut raced = false;
             for f in self.backend().list(FileType::Running)? {
                 let bytes = match self.backend().read(FileType::Running, &f.name) {
@@ -152,12 +161,13 @@ impl Repository {
                     }
                     Err(e) => return Err(e),
                 };
-                if let Ok(m) = RunningMarker::open(self.crypto(), &f.name, &bytes) {
-                    out.push((f.name, m));
+                match RunningMarker::open(self.crypto(), &f.name, &bytes) {
+                    Ok(m) => out.push((f.name, m)),
+                    Err(e) => damaged.push((f, e)),
                 }
             }
             if !raced {
-                return Ok(out);
+                return Ok((out, damaged));
             }
         }
         Err(Error::Refused(
@@ -165,3 +175,9 @@ impl Repository {
         ))
     }
 }
+
+/// Readable running markers (file name, marker) and damaged marker files.
+pub type RunningMarkers = (
+    Vec<(String, RunningMarker)>,
+    Vec<(crate::backend::FileInfo, Error)>,
+);
