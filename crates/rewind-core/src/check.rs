@@ -53,28 +53,7 @@ pub enum Subset {
     Bytes(u64),
 }
 
-/// Parses a size such as `5GiB`, `500M` or `1024B` (binary units).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let units = [
-        ("TiB", 1u64 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-        ("T", 1 << 40),
-        ("G", 1 << 30),
-        ("M", 1 << 20),
-        ("K", 1 << 10),
-        ("B", 1),
-    ];
-    let s = s.trim();
-    for (u, mult) in units {
-        if let Some(num) = s.strip_suffix(u) {
-            let v: f64 = num.trim().parse().ok()?;
-            return (v >= 0.0 && v.is_finite()).then_some((v * mult as f64) as u64);
-        }
-    }
-    None
-}
+pub use crate::stats::parse_size;
 
 impl std::str::FromStr for Subset {
     type Err = crate::Error;
@@ -188,7 +167,8 @@ pub struct CheckReport {
     pub next_cursor: u64,
     /// The index is damaged or incomplete: rebuilding it from the packs'
     /// headers may bring blobs back.
-    pub repair_index: bool,    /// Packs found missing or damaged: what they still hold can be saved
+    pub repair_index: bool,
+    /// Packs found missing or damaged: what they still hold can be saved
     /// (`repair::repair_packs`).
     pub damaged_packs: Vec<crate::id::PackId>,
 }

@@ -34,33 +34,6 @@ pub struct RepairIndexStats {
     pub removed: usize,
 }
 
-pub(crate) fn read_header(repo: &Repository, name: &str, size: u64) -> Result<IndexPack> {
-    let id: PackId = name.parse()?;
-    if size < 4 {
-        return Err(crate::Error::corrupt("pack", name, "too short"));
-    }
-    let trailer = repo
-        .backend()
-        .read_range(FileType::Pack, name, size - 4, 4)?;
-    let hlen = PackHeader::header_len(trailer[..4].try_into().expect("4 bytes"));
-    if u64::from(hlen) + 4 > size {
-        return Err(crate::Error::corrupt(
-            "pack",
-            name,
-            "header length exceeds pack",
-        ));
-    }
-    let sealed =
-        repo.backend()
-            .read_range(FileType::Pack, name, size - 4 - u64::from(hlen), hlen)?;
-    let header = PackHeader::parse_header(repo.crypto(), &id, size, &sealed)?;
-    Ok(IndexPack {
-        id,
-        size,
-        blobs: header.blobs,
-    })
-}
-
 /// Rebuilds the index from the pack headers (`dry_run`: only count).
 pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexStats> {
     let old: Vec<IndexId> = repo
@@ -72,7 +45,7 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexStats
     let packs = repo.backend().list(FileType::Pack)?;
     let results: Vec<(String, Result<IndexPack>)> = packs
         .par_iter()
-        .map(|f| (f.name.clone(), read_header(repo, &f.name, f.size)))
+        .map(|f| (f.name.clone(), repo.read_pack_header(&f.name, f.size)))
         .collect();
     let mut stats = RepairIndexStats::default();
     let mut good = Vec::new();
@@ -267,7 +240,11 @@ fn expected_blobs(
 /// `only`: the packs to look at (all indexed packs when empty). A pack is
 /// damaged when it is missing, does not match its name, or one of its
 /// blobs fails authentication. With `dry_run`, nothing is written.
-pub fn repair_packs(repo: &Repository, only: &[PackId], dry_run: bool) -> Result<RepairPacksReport> {
+pub fn repair_packs(
+    repo: &Repository,
+    only: &[PackId],
+    dry_run: bool,
+) -> Result<RepairPacksReport> {
     let (files, _) = repo.index_files()?;
     let listed: std::collections::HashMap<String, u64> = repo
         .backend()
@@ -384,8 +361,8 @@ pub fn repair_packs(repo: &Repository, only: &[PackId], dry_run: bool) -> Result
     report.damaged = damaged;
     for d in &mut report.damaged {
         if listed.contains_key(&d.pack.to_hex()) {
-            d.kept = delete_unless_kept(&**repo.backend(), FileType::Pack, &d.pack.to_hex())?
-                .is_some();
+            d.kept =
+                delete_unless_kept(&**repo.backend(), FileType::Pack, &d.pack.to_hex())?.is_some();
         }
     }
     Ok(report)

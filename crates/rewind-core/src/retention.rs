@@ -24,74 +24,7 @@ use crate::error::{Error, Result};
 use crate::format::snapshot::SnapshotFile;
 use crate::id::SnapshotId;
 
-/// A retention policy. Counts of 0 and `None` durations are off.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Policy {
-    /// Keep the N newest.
-    pub keep_last: u32,
-    /// Keep the newest of each of the last N hours.
-    pub keep_hourly: u32,
-    /// ... days.
-    pub keep_daily: u32,
-    /// ... ISO weeks.
-    pub keep_weekly: u32,
-    /// ... months.
-    pub keep_monthly: u32,
-    /// ... years.
-    pub keep_yearly: u32,
-    /// Keep everything newer than the newest snapshot minus this.
-    pub keep_within: Option<String>,
-    /// Keep the newest of each hour within this duration.
-    pub keep_within_hourly: Option<String>,
-    /// ... day.
-    pub keep_within_daily: Option<String>,
-    /// ... ISO week.
-    pub keep_within_weekly: Option<String>,
-    /// ... month.
-    pub keep_within_monthly: Option<String>,
-    /// ... year.
-    pub keep_within_yearly: Option<String>,
-    /// Keep snapshots with any of these tags.
-    pub keep_tags: Vec<String>,
-}
-
-impl Policy {
-    /// The policy of a fresh repository: hourly for 2 days, daily for 30
-    /// days, weekly for 3 months, monthly for 2 years, yearly for 10 years.
-    pub fn recommended() -> Self {
-        Policy {
-            keep_within_hourly: Some("2d".into()),
-            keep_within_daily: Some("30d".into()),
-            keep_within_weekly: Some("3m".into()),
-            keep_within_monthly: Some("2y".into()),
-            keep_within_yearly: Some("10y".into()),
-            ..Default::default()
-        }
-    }
-
-    /// Checks every duration.
-    pub fn validate(&self) -> Result<()> {
-        for d in [
-            &self.keep_within,
-            &self.keep_within_hourly,
-            &self.keep_within_daily,
-            &self.keep_within_weekly,
-            &self.keep_within_monthly,
-            &self.keep_within_yearly,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            parse_duration(d)?;
-        }
-        Ok(())
-    }
-
-    /// True when no rule is set (such a policy would remove everything).
-    pub fn is_empty(&self) -> bool {
-        *self == Policy::default()
-    }
-}
+pub use crate::format::policy::{parse_duration, Policy};
 
 /// What happens to one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -102,40 +35,6 @@ pub struct Decision {
     pub keep: bool,
     /// The rules that keep it (empty when removed).
     pub reasons: Vec<String>,
-}
-
-/// Parses `1y6m`, `90d`, `2w3d12h` into a span.
-pub fn parse_duration(s: &str) -> Result<jiff::Span> {
-    let bad = || {
-        Error::InvalidInput(format!(
-            "{s:?} is not a duration; use e.g. 1y6m, 90d, 2w3d, 12h"
-        ))
-    };
-    let mut span = jiff::Span::new();
-    let mut num = String::new();
-    let mut any = false;
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: i64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        span = match c {
-            'y' => span.try_years(n),
-            'm' => span.try_months(n),
-            'w' => span.try_weeks(n),
-            'd' => span.try_days(n),
-            'h' => span.try_hours(n),
-            _ => return Err(bad()),
-        }
-        .map_err(|_| bad())?;
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return Err(bad());
-    }
-    Ok(span)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -267,7 +166,7 @@ pub fn apply(
         .map(|(_, s)| {
             s.scan
                 .as_ref()
-                .is_some_and(|r| r.effective() == crate::scan::Verdict::Suspicious)
+                .is_some_and(|r| r.effective() == crate::format::scan::Verdict::Suspicious)
         })
         .collect();
     let ids: Vec<SnapshotId> = snaps.iter().map(|(id, _)| *id).collect();

@@ -6,6 +6,29 @@ use crate::error::Result;
 use crate::format::pack::BlobKind;
 use crate::repository::Repository;
 
+/// Parses a size such as `5GiB`, `500M` or `1024B` (binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let units = [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+        ("B", 1),
+    ];
+    let s = s.trim();
+    for (u, mult) in units {
+        if let Some(num) = s.strip_suffix(u) {
+            let v: f64 = num.trim().parse().ok()?;
+            return (v >= 0.0 && v.is_finite()).then_some((v * mult as f64) as u64);
+        }
+    }
+    None
+}
+
 /// Figures of a repository.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Stats {

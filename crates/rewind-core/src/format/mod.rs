@@ -6,6 +6,7 @@ pub mod index;
 pub mod pack;
 pub mod policy;
 pub mod prune;
+pub mod scan;
 pub mod snapshot;
 pub mod tree;
 

@@ -86,11 +86,11 @@ pub struct SnapshotFile {
     /// delete age) or that a crash left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewritten: Option<jiff::Timestamp>,
-    /// The ransomware scan against the parent (`crate::scan`), and a
+    /// The ransomware scan against the parent (`crate::format::scan`), and a
     /// person's decision on it. Absent: not scanned (no parent, or written
     /// before scans existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scan: Option<crate::scan::ScanResult>,
+    pub scan: Option<crate::format::scan::ScanResult>,
 }
 
 /// Protection of a snapshot against retention.

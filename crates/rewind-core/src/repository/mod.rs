@@ -16,12 +16,13 @@ use crate::backend::{delete_unless_kept, Backend, FileType, WriteOutcome};
 use crate::crypto::{Crypto, Domain, KdfParams, KeyFile};
 use crate::error::{Error, Result};
 use crate::format::config::Config;
-use crate::format::index::IndexFile;
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::pack::PackHeader;
 use crate::format::policy::{CopyTarget, PolicyFile};
 use crate::format::prune::PruneState;
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::Tree;
-use crate::id::{BlobId, Hash, IndexId, KeyId, SnapshotId};
+use crate::id::{BlobId, Hash, IndexId, KeyId, PackId, SnapshotId};
 
 /// Who is adding a key (recorded in the key file, informational).
 #[derive(Clone, Debug, Default)]
@@ -365,6 +366,32 @@ impl Repository {
         )))
     }
 
+    /// Reads a pack's header with two ranged reads (its last 4 bytes, then
+    /// the sealed header) and checks that it authenticates and that its
+    /// blobs fill the pack: the pack's own index entry.
+    pub fn read_pack_header(&self, name: &str, size: u64) -> Result<IndexPack> {
+        let id: PackId = name.parse()?;
+        if size < 4 {
+            return Err(Error::corrupt("pack", name, "too short"));
+        }
+        let trailer = self
+            .backend()
+            .read_range(FileType::Pack, name, size - 4, 4)?;
+        let hlen = PackHeader::header_len(trailer[..4].try_into().expect("4 bytes"));
+        if u64::from(hlen) + 4 > size {
+            return Err(Error::corrupt("pack", name, "header length exceeds pack"));
+        }
+        let sealed =
+            self.backend()
+                .read_range(FileType::Pack, name, size - 4 - u64::from(hlen), hlen)?;
+        let header = PackHeader::parse_header(self.crypto(), &id, size, &sealed)?;
+        Ok(IndexPack {
+            id,
+            size,
+            blobs: header.blobs,
+        })
+    }
+
     /// Reads one index file (its name checked against its content).
     pub fn read_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let name = id.to_hex();
@@ -624,24 +651,26 @@ impl Repository {
     pub fn set_verdict(
         &self,
         id: &SnapshotId,
-        verdict: crate::scan::Verdict,
+        verdict: crate::format::scan::Verdict,
         by: &str,
     ) -> Result<SnapshotId> {
-        let overrule = crate::scan::Overrule {
+        let overrule = crate::format::scan::Overrule {
             verdict,
             by: by.to_string(),
             time: jiff::Timestamp::now(),
         };
         self.rewrite_snapshot(id, |snap| {
-            let scan = snap.scan.get_or_insert_with(|| crate::scan::ScanResult {
-                version: crate::scan::VERSION,
-                verdict,
-                score: 0.0,
-                reasons: vec!["not scanned; verdict given by a person".into()],
-                top_paths: Vec::new(),
-                counts: Default::default(),
-                overruled: None,
-            });
+            let scan = snap
+                .scan
+                .get_or_insert_with(|| crate::format::scan::ScanResult {
+                    version: crate::format::scan::VERSION,
+                    verdict,
+                    score: 0.0,
+                    reasons: vec!["not scanned; verdict given by a person".into()],
+                    top_paths: Vec::new(),
+                    counts: Default::default(),
+                    overruled: None,
+                });
             scan.overruled = Some(overrule);
         })
     }
@@ -696,10 +725,10 @@ impl Repository {
 
     /// The stored retention policy, or [`Policy::recommended`] when none
     /// was set; and whether one was set.
-    pub fn policy(&self) -> Result<(crate::retention::Policy, bool)> {
+    pub fn policy(&self) -> Result<(crate::format::policy::Policy, bool)> {
         Ok(match self.settings()? {
             Some(p) => (p.policy, true),
-            None => (crate::retention::Policy::recommended(), false),
+            None => (crate::format::policy::Policy::recommended(), false),
         })
     }
 
@@ -714,7 +743,7 @@ impl Repository {
     }
 
     /// Stores a retention policy (keeping the other settings).
-    pub fn set_policy(&self, policy: &crate::retention::Policy) -> Result<()> {
+    pub fn set_policy(&self, policy: &crate::format::policy::Policy) -> Result<()> {
         policy.validate()?;
         if policy.is_empty() {
             return Err(Error::InvalidInput(
@@ -744,7 +773,7 @@ impl Repository {
         let mut file = current.newest.unwrap_or_else(|| PolicyFile {
             version: crate::format::policy::VERSION,
             time: jiff::Timestamp::now(),
-            policy: crate::retention::Policy::recommended(),
+            policy: crate::format::policy::Policy::recommended(),
             copy_to: None,
             notify_url: None,
         });
