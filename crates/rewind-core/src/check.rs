@@ -392,9 +392,7 @@ fn check_side_files(repo: &Repository, r: &mut CheckReport) -> Result<()> {
              force, and storing new settings replaces it"
         ));
     }
-    let prune = repo.side_files(FileType::PruneState, |name, bytes| {
-        crate::format::prune::PruneState::open(repo.crypto(), name, bytes).map(|s| (s.time, ()))
-    })?;
+    let prune = repo.side_files(|s: &crate::format::prune::PruneState| s.time)?;
     for (name, e) in prune.damaged {
         r.errors.push(format!(
             "prune state {name} cannot be read ({e}); the packs it marked are marked again by \

@@ -101,6 +101,9 @@ macro_rules! typed_id {
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { write!(f, "{}({})", stringify!($name), self.0.short()) }
         }
+        impl From<Hash> for $name {
+            fn from(h: Hash) -> Self { $name(h) }
+        }
         impl FromStr for $name {
             type Err = Error;
             fn from_str(s: &str) -> Result<Self, Error> { Ok($name(s.parse()?)) }

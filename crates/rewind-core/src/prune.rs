@@ -24,6 +24,7 @@ use jiff::{SignedDuration, Timestamp};
 use rayon::prelude::*;
 
 use crate::backend::{delete_unless_kept, FileType};
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::format::index::IndexPack;
 use crate::format::pack::{BlobKind, PackedBlob};
@@ -64,7 +65,7 @@ impl std::str::FromStr for MaxUnused {
             }
             return Ok(MaxUnused::Fraction(v / 100.0));
         }
-        crate::check::parse_size(t)
+        crate::stats::parse_size(t)
             .map(MaxUnused::Bytes)
             .ok_or_else(bad)
     }
@@ -85,6 +86,10 @@ pub struct PruneOptions {
     pub hostname: String,
     /// The current time (tests move it forward); None for the clock.
     pub now: Option<Timestamp>,
+    /// Set it to stop at the next safe point, before the repository is
+    /// changed (or between repacked packs): prune then returns
+    /// [`Error::Interrupted`].
+    pub cancel: Cancel,
 }
 
 impl Default for PruneOptions {
@@ -96,6 +101,7 @@ impl Default for PruneOptions {
             dry_run: false,
             hostname: crate::archiver::local_hostname(),
             now: None,
+            cancel: Cancel::default(),
         }
     }
 }
@@ -167,6 +173,9 @@ pub struct PruneReport {
     pub index_removed: u64,
     /// Running backups seen (host, pid, start).
     pub running_backups: Vec<(String, u32, Timestamp)>,
+    /// Damaged running markers young enough to be a running backup's:
+    /// treated as one whose start is unknown (deletions wait).
+    pub damaged_markers: Vec<String>,
     /// Packs due for deletion that the store still retains (S3 Object
     /// Lock): they stay marked, and a prune after their retention deletes
     /// them.
@@ -194,10 +203,12 @@ struct PackInfo {
 fn used_blobs(
     repo: &Repository,
     roots: impl Iterator<Item = BlobId>,
+    cancel: &Cancel,
 ) -> Result<HashSet<BlobId, IdBuildHasher>> {
     let mut used: HashSet<BlobId, IdBuildHasher> = HashSet::default();
     let mut frontier: Vec<BlobId> = roots.filter(|t| used.insert(*t)).collect();
     while !frontier.is_empty() {
+        cancel.check()?;
         let children: Vec<Vec<(BlobId, bool)>> = frontier
             .par_iter()
             .map(|id| {
@@ -246,22 +257,79 @@ fn is_dead_here(m: &crate::format::prune::RunningMarker, opts: &PruneOptions) ->
     )
 }
 
-/// Live backup markers (not stale, not of a dead process on this host).
-fn live_backups(
-    repo: &Repository,
-    opts: &PruneOptions,
-    now: Timestamp,
-) -> Result<Vec<crate::format::prune::RunningMarker>> {
-    Ok(repo
-        .running_markers()?
-        .into_iter()
-        .map(|(_, m)| m)
-        .filter(|m| {
-            m.kind == RunningKind::Backup
-                && now.duration_since(m.refreshed) < STALE_AFTER
-                && !is_dead_here(m, opts)
+/// The other operations that run, as prune sees them.
+#[derive(Default)]
+struct Others {
+    /// Live backup markers (not stale, not of a dead process on this host).
+    backups: Vec<crate::format::prune::RunningMarker>,
+    /// Live markers of other prunes.
+    prunes: Vec<crate::format::prune::RunningMarker>,
+    /// Damaged marker files younger than [`STALE_AFTER`] by the storage's
+    /// clock: each may be a live backup's, with an unknown start.
+    damaged: Vec<String>,
+}
+
+impl Others {
+    fn read(repo: &Repository, opts: &PruneOptions, now: Timestamp) -> Result<Others> {
+        let (markers, damaged) = repo.running_markers_checked()?;
+        let mut others = Others::default();
+        for (_, m) in markers {
+            let ours = m.kind == RunningKind::Prune
+                && m.pid == std::process::id()
+                && m.hostname == opts.hostname;
+            if ours || now.duration_since(m.refreshed) >= STALE_AFTER || is_dead_here(&m, opts) {
+                continue;
+            }
+            match m.kind {
+                RunningKind::Prune => others.prunes.push(m),
+                RunningKind::Backup => others.backups.push(m),
+            }
+        }
+        for (f, _) in damaged {
+            // Fail safe: a marker that cannot be read counts as a running
+            // backup until the storage says it is old (a storage that
+            // cannot tell gives no reason to wait).
+            if let Some(age) = damaged_marker_age(repo, &f.name, now)? {
+                if age < STALE_AFTER {
+                    others.damaged.push(f.name);
+                }
+            }
+        }
+        Ok(others)
+    }
+
+    /// Why deleting at once is not safe now, if it is not.
+    fn refuse_now(&self) -> Option<String> {
+        if let Some(m) = self.backups.first() {
+            return Some(format!(
+                "a backup runs on {} (pid {}) since {}; deleting at once could remove data \
+                 it relies on. Prune without --now, or wait until it ends",
+                m.hostname, m.pid, m.start
+            ));
+        }
+        self.damaged.first().map(|name| {
+            format!(
+                "running marker {name} cannot be read (damaged), so it may be a running \
+                 backup's; deleting at once could remove data that backup relies on. Prune \
+                 without --now, or wait until the marker is {} minutes old",
+                STALE_AFTER.as_secs() / 60
+            )
         })
-        .collect())
+    }
+}
+
+/// How old a damaged running marker is by the storage's clock (None where
+/// the storage does not say or the file is gone).
+fn damaged_marker_age(
+    repo: &Repository,
+    name: &str,
+    now: Timestamp,
+) -> Result<Option<SignedDuration>> {
+    match repo.backend().modified(FileType::Running, name) {
+        Ok(Some(t)) => Ok(Timestamp::try_from(t).ok().map(|t| now.duration_since(t))),
+        Ok(None) | Err(Error::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// What happens to a marked pack that no snapshot needs.
@@ -283,46 +351,35 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // 1. Who else runs. Read after `now`: a backup that starts later reads
     //    the marks of every pack that can be deleted now.
-    let mut running = Vec::new();
-    for (_, m) in repo.running_markers()? {
-        let ours = m.kind == RunningKind::Prune
-            && m.pid == std::process::id()
-            && m.hostname == opts.hostname;
-        if ours || now.duration_since(m.refreshed) >= STALE_AFTER || is_dead_here(&m, opts) {
-            continue;
-        }
-        match m.kind {
-            RunningKind::Prune if !opts.dry_run => {
-                return Err(Error::Refused(format!(
-                    "another prune runs on {} (pid {}) since {}; run one prune at a time",
-                    m.hostname, m.pid, m.start
-                )))
-            }
-            RunningKind::Prune => {}
-            RunningKind::Backup => running.push(m),
-        }
+    let others = Others::read(repo, opts, now)?;
+    if let (Some(m), false) = (others.prunes.first(), opts.dry_run) {
+        return Err(Error::Refused(format!(
+            "another prune runs on {} (pid {}) since {}; run one prune at a time",
+            m.hostname, m.pid, m.start
+        )));
     }
-    report.running_backups = running
+    report.running_backups = others
+        .backups
         .iter()
         .map(|m| (m.hostname.clone(), m.pid, m.start))
         .collect();
+    report.damaged_markers = others.damaged.clone();
     if opts.delete_now && !opts.dry_run {
-        if let Some(m) = running.first() {
-            return Err(Error::Refused(format!(
-                "a backup runs on {} (pid {}) since {}; deleting at once could remove data \
-                 it relies on. Prune without --now, or wait until it ends",
-                m.hostname, m.pid, m.start
-            )));
+        if let Some(why) = others.refuse_now() {
+            return Err(Error::Refused(why));
         }
     }
+    let running = others.backups;
+    let unknown_start = !others.damaged.is_empty();
     let fate = |since: Timestamp| {
         if opts.delete_now {
             Fate::Delete // no backup runs: checked above
         } else if now.duration_since(since) < opts.grace {
             Fate::Wait
-        } else if running
-            .iter()
-            .any(|m| m.start <= since.saturating_add(CLOCK_SKEW).expect("in range"))
+        } else if unknown_start
+            || running
+                .iter()
+                .any(|m| m.start <= since.saturating_add(CLOCK_SKEW).expect("in range"))
         {
             Fate::Postpone
         } else {
@@ -363,7 +420,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         report.packs_before.add(*size);
     }
     report.snapshots = snapshots.len() as u64;
-    let used = used_blobs(repo, snapshots.iter().map(|(_, s)| s.tree))?;
+    let used = used_blobs(repo, snapshots.iter().map(|(_, s)| s.tree), &opts.cancel)?;
     report.used_blobs = used.len() as u64;
 
     let old_index: Vec<IndexId> = index_files.iter().map(|(id, _)| *id).collect();
@@ -464,9 +521,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     unindexed.sort();
     let headers: Vec<Option<Result<IndexPack>>> = unindexed
         .par_iter()
-        .map(|(id, size)| {
-            (!missing.is_empty()).then(|| crate::repair::read_header(repo, &id.to_hex(), *size))
-        })
+        .map(|(id, size)| (!missing.is_empty()).then(|| repo.read_pack_header(&id.to_hex(), *size)))
         .collect();
     let mut recovered: Vec<IndexPack> = Vec::new();
     for ((id, size), header) in unindexed.into_iter().zip(headers) {
@@ -639,8 +694,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         return Ok(report);
     }
 
+    // Nothing was changed so far: the last point to stop without a trace.
+    opts.cancel.check()?;
+
     // 7. Copy the used blobs of the packs to repack (the writer indexes the
-    //    new packs before it returns).
+    //    new packs before it returns). Stopped between two blobs, what was
+    //    copied is indexed (a duplicate until the next prune) and the old
+    //    packs stay as they are.
     if !repack.is_empty() {
         let ((), stats) = repo.rewrite_blobs(|w| {
             repack.par_iter().try_for_each(|id| {
@@ -650,6 +710,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                     blobs.iter().map(|b| (b.id, b.kind)).collect();
                 let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
                 repo.read_blobs(&ids, |id, data| {
+                    opts.cancel.check()?;
                     w.add_blob(kinds[id], &data)?;
                     Ok(())
                 })
@@ -657,6 +718,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         })?;
         report.repack_new_packs = stats.packs;
         report.index_written += stats.index_files.len() as u64;
+        opts.cancel.check()?;
     }
 
     // 8. The new state, complete, before any pack leaves the index. New
@@ -677,15 +739,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         time: since,
         marks: all_marks,
     };
-    let (state_name, bytes) = new_state.seal(repo.crypto());
-    repo.backend()
-        .write(FileType::PruneState, &state_name.to_hex(), &bytes)?;
+    let state_name = repo.write_file(&new_state)?;
 
     // --now: a backup that started during this run read the old state, so
     // it may reuse (or have just uploaded) what this run marked. Look again.
     if !now_delete.is_empty() {
-        let late = live_backups(repo, opts, Timestamp::now())?;
-        if late.is_empty() {
+        let late = Others::read(repo, opts, Timestamp::now())?;
+        if late.refuse_now().is_none() {
             for id in &now_delete {
                 report.deleted.add(stored[id]);
                 if packs.contains_key(id) {
@@ -697,7 +757,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             report.marked_unused = Packs::default();
             report.marked_unindexed = Packs::default();
         } else {
+            report.damaged_markers = late.damaged;
             report.running_backups = late
+                .backups
                 .iter()
                 .map(|m| (m.hostname.clone(), m.pid, m.start))
                 .collect();
@@ -763,6 +825,20 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     for (name, m) in repo.running_markers()? {
         if now.duration_since(m.refreshed) >= opts.grace.max(STALE_AFTER * 2) {
             repo.backend().delete(FileType::Running, &name)?;
+        } else if is_dead_here(&m, opts) {
+            // Its process on this host is gone (killed before it could
+            // remove its marker): nothing relies on the marker, which every
+            // prune here ignores already. Without this, each killed backup
+            // would leave one for a day (the grace period).
+            delete_unless_kept(repo.backend().as_ref(), FileType::Running, &name)?;
+        }
+    }
+    // Damaged markers as old as a stale one that prune deletes.
+    for (f, _) in repo.running_markers_checked()?.1 {
+        if damaged_marker_age(repo, &f.name, now)?
+            .is_some_and(|age| age >= opts.grace.max(STALE_AFTER * 2))
+        {
+            delete_unless_kept(repo.backend().as_ref(), FileType::Running, &f.name)?;
         }
     }
     // Temporaries of writes killed long ago (never those of a running

@@ -10,69 +10,7 @@ pub use local::LocalBackend;
 
 use crate::error::Result;
 
-/// The kinds of files in a repository.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FileType {
-    /// The repository config (one file, name "config").
-    Config,
-    /// Key files: the master key wrapped by a password.
-    Key,
-    /// Snapshot files.
-    Snapshot,
-    /// Index files.
-    Index,
-    /// Pack files.
-    Pack,
-    /// The stored retention policy (sealed; the newest file wins).
-    Policy,
-    /// Prune's state: packs out of the index, waiting for deletion.
-    PruneState,
-    /// Markers of running backups and prunes (not locks: nothing waits on them).
-    Running,
-}
-
-impl FileType {
-    /// Every type, in the order `init` creates them.
-    pub const ALL: [FileType; 8] = [
-        FileType::Config,
-        FileType::Key,
-        FileType::Snapshot,
-        FileType::Index,
-        FileType::Pack,
-        FileType::Policy,
-        FileType::PruneState,
-        FileType::Running,
-    ];
-
-    /// Its directory in the repository layout (DESIGN §2), `""` for the
-    /// config at the root. Every backend uses this layout.
-    pub fn dir(self) -> &'static str {
-        match self {
-            FileType::Config => "",
-            FileType::Key => "keys",
-            FileType::Snapshot => "snapshots",
-            FileType::Index => "index",
-            FileType::Pack => "data",
-            FileType::Policy => "policy",
-            FileType::PruneState => "prune",
-            FileType::Running => "running",
-        }
-    }
-
-    /// Human name, for messages.
-    pub fn what(self) -> &'static str {
-        match self {
-            FileType::Config => "config",
-            FileType::Key => "key",
-            FileType::Snapshot => "snapshot",
-            FileType::Index => "index",
-            FileType::Pack => "pack",
-            FileType::Policy => "policy",
-            FileType::PruneState => "prune state",
-            FileType::Running => "running marker",
-        }
-    }
-}
+pub use crate::format::FileType;
 
 /// A listed file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,6 +167,68 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn remove_expired_versions(&self) -> Result<u64> {
         Ok(0)
     }
+
+    /// Names at the location that are not part of a repository's layout
+    /// (at most a few), so that `init` never creates a repository among
+    /// other files. Storage that only sees the layout's files (object
+    /// stores, the rewind server) has none to name: [`check_vacant`] lists
+    /// the layout's files there.
+    fn foreign_entries(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Refuses a location where a repository must not be created: one that
+/// holds a repository (rewind's: [`crate::Error::AlreadyExists`]; anything
+/// else's, such as restic's, whose config is not rewind's), other files, or
+/// a repository's files without its config. An empty or absent location,
+/// or the layout of an init that stopped before writing its first key, is
+/// vacant. Reads only.
+pub fn check_vacant(b: &dyn Backend) -> Result<()> {
+    use crate::error::Error;
+    let location = b.location();
+    let refuse = |what: String| {
+        Err(Error::Refused(format!(
+            "{location} {what}; a repository is only created where nothing is (an empty or new \
+             directory or prefix), so nothing there is changed"
+        )))
+    };
+    match b.read(FileType::Config, "config") {
+        Ok(bytes) => {
+            return match crate::format::config::Config::parse(&bytes, &location) {
+                Err(Error::NoRepository { reason, .. }) => refuse(format!(
+                    "is not a rewind repository: {reason} (another program's repository?)"
+                )),
+                _ => Err(Error::AlreadyExists(location)),
+            }
+        }
+        Err(Error::Missing { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let foreign = b.foreign_entries()?;
+    if !foreign.is_empty() {
+        return refuse(format!(
+            "is not empty and is not a rewind repository: it holds {}",
+            foreign.join(", ")
+        ));
+    }
+    for t in [
+        FileType::Key,
+        FileType::Snapshot,
+        FileType::Index,
+        FileType::Pack,
+    ] {
+        let n = b.list(t)?.len();
+        if n > 0 {
+            return refuse(format!(
+                "holds {n} {} file{} but no config: a damaged repository, another program's, or \
+                 an init that stopped halfway",
+                t.what(),
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Deletes a file unless the storage keeps it (the rewind server refuses

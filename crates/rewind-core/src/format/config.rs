@@ -70,9 +70,20 @@ mod tests {
 
     #[test]
     fn an_id_that_could_name_a_path_is_refused() {
-        for id in ["../../../../tmp/evil", "0123456789abcdef0123456789ABCDEF", "", "0123456789abcdef0123456789abcdef0"] {
+        for id in [
+            "../../../../tmp/evil",
+            "0123456789abcdef0123456789ABCDEF",
+            "",
+            "0123456789abcdef0123456789abcdef0",
+        ] {
             let c = format!(r#"{{"format":"rewind","version":1,"id":"{id}","created":"x"}}"#);
-            assert!(matches!(Config::parse(c.as_bytes(), "here"), Err(Error::Corrupt { .. })), "{id}");
+            assert!(
+                matches!(
+                    Config::parse(c.as_bytes(), "here"),
+                    Err(Error::Corrupt { .. })
+                ),
+                "{id}"
+            );
         }
         let ok = Config::new();
         let bytes = serde_json::to_vec(&ok).unwrap();

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::pack::PackedBlob;
-use crate::crypto::{Crypto, Domain};
+use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::id::{IndexId, PackId};
 
@@ -34,26 +34,19 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
 }
 
-impl IndexFile {
-    /// Sealed bytes and name.
-    pub fn seal(&self, crypto: &Crypto) -> (IndexId, Vec<u8>) {
-        let plain = postcard::to_stdvec(self).expect("index serializes");
-        let sealed = super::seal_object(crypto, Domain::Index, &plain);
-        (IndexId(crate::id::Hash::of(&sealed)), sealed)
+impl super::RepoFile for IndexFile {
+    const TYPE: super::FileType = super::FileType::Index;
+    const DOMAIN: Domain<'static> = Domain::Index;
+    type Id = IndexId;
+
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("index serializes")
     }
 
-    /// Opens and decodes an index file.
-    pub fn open(crypto: &Crypto, name: &str, sealed: &[u8]) -> Result<Self> {
-        let plain = super::open_object(crypto, Domain::Index, "index", name, sealed)?;
+    fn decode(name: &str, plain: &[u8]) -> Result<Self> {
         let f: IndexFile =
-            postcard::from_bytes(&plain).map_err(|e| Error::corrupt("index", name, e))?;
-        if f.version != VERSION {
-            return Err(Error::corrupt(
-                "index",
-                name,
-                format!("unknown index version {}", f.version),
-            ));
-        }
+            postcard::from_bytes(plain).map_err(|e| Error::corrupt("index", name, e))?;
+        super::check_version("index", name, f.version, VERSION)?;
         Ok(f)
     }
 }
@@ -61,6 +54,8 @@ impl IndexFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Crypto;
+    use crate::format::RepoFile;
     use crate::format::pack::BlobKind;
     use crate::id::{BlobId, Hash};
     use proptest::prelude::*;
@@ -83,8 +78,11 @@ mod tests {
             };
             let (id, sealed) = file.seal(&c);
             prop_assert_eq!(id.0, crate::id::Hash::of(&sealed));
-            prop_assert_eq!(IndexFile::open(&c, "x", &sealed).unwrap(), file);
-            prop_assert!(IndexFile::open(&c, "x", &sealed[..sealed.len() - 1]).is_err());
+            prop_assert_eq!(IndexFile::open(&c, &id.to_hex(), &sealed).unwrap(), file);
+            let short = &sealed[..sealed.len() - 1];
+            prop_assert!(IndexFile::open(&c, &id.to_hex(), short).is_err());
+            // Renamed to match, it still fails authentication.
+            prop_assert!(IndexFile::open(&c, &crate::id::Hash::of(short).to_hex(), short).is_err());
         }
 
         #[test]

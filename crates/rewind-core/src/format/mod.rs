@@ -12,6 +12,128 @@ pub mod tree;
 
 use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
+use crate::id::Hash;
+
+/// The kinds of files in a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// The repository config (one file, name "config").
+    Config,
+    /// Key files: the master key wrapped by a password.
+    Key,
+    /// Snapshot files.
+    Snapshot,
+    /// Index files.
+    Index,
+    /// Pack files.
+    Pack,
+    /// The stored retention policy (sealed; the newest file wins).
+    Policy,
+    /// Prune's state: packs out of the index, waiting for deletion.
+    PruneState,
+    /// Markers of running backups and prunes (not locks: nothing waits on them).
+    Running,
+}
+
+impl FileType {
+    /// Every type, in the order `init` creates them.
+    pub const ALL: [FileType; 8] = [
+        FileType::Config,
+        FileType::Key,
+        FileType::Snapshot,
+        FileType::Index,
+        FileType::Pack,
+        FileType::Policy,
+        FileType::PruneState,
+        FileType::Running,
+    ];
+
+    /// Its directory in the repository layout (DESIGN §2), `""` for the
+    /// config at the root. Every backend uses this layout.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileType::Config => "",
+            FileType::Key => "keys",
+            FileType::Snapshot => "snapshots",
+            FileType::Index => "index",
+            FileType::Pack => "data",
+            FileType::Policy => "policy",
+            FileType::PruneState => "prune",
+            FileType::Running => "running",
+        }
+    }
+
+    /// Human name, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            FileType::Config => "config",
+            FileType::Key => "key",
+            FileType::Snapshot => "snapshot",
+            FileType::Index => "index",
+            FileType::Pack => "pack",
+            FileType::Policy => "policy",
+            FileType::PruneState => "prune state",
+            FileType::Running => "running marker",
+        }
+    }
+}
+
+/// A whole repository file sealed under the master key (snapshots, index
+/// files, settings, prune states, running markers): its directory, its
+/// encryption domain, its name and the checks every reader makes, in one
+/// place. A file is named by the BLAKE3 of its sealed bytes (§2).
+pub trait RepoFile: Sized {
+    /// Where it lives.
+    const TYPE: FileType;
+    /// What it is sealed as (bound into the AEAD's associated data).
+    const DOMAIN: Domain<'static>;
+    /// The typed name of such a file.
+    type Id: From<Hash>;
+
+    /// The plaintext encoding.
+    fn encode(&self) -> Vec<u8>;
+
+    /// Decodes the plaintext of the file `name` and checks its version.
+    fn decode(name: &str, plain: &[u8]) -> Result<Self>;
+
+    /// Sealed bytes and the name they must be stored under.
+    fn seal(&self, crypto: &Crypto) -> (Self::Id, Vec<u8>) {
+        let sealed = seal_object(crypto, Self::DOMAIN, &self.encode());
+        (Self::Id::from(Hash::of(&sealed)), sealed)
+    }
+
+    /// Checks that `sealed` is what `name` says, opens and decodes it.
+    fn open(crypto: &Crypto, name: &str, sealed: &[u8]) -> Result<Self> {
+        let what = Self::TYPE.what();
+        if Hash::of(sealed).to_hex() != name {
+            return Err(Error::corrupt(what, name, "content does not match its name"));
+        }
+        let plain = open_object(crypto, Self::DOMAIN, what, name, sealed)?;
+        Self::decode(name, &plain)
+    }
+}
+
+/// Decodes JSON plaintext of a [`RepoFile`] and checks its version.
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    name: &str,
+    plain: &[u8],
+    version: impl Fn(&T) -> u32,
+    supported: u32,
+) -> Result<T> {
+    let v: T = serde_json::from_slice(plain).map_err(|e| Error::corrupt(what, name, e))?;
+    check_version(what, name, version(&v), supported)?;
+    Ok(v)
+}
+
+/// A version other than the one this build reads is corruption (§13).
+pub(crate) fn check_version(what: &'static str, name: &str, found: u32, supported: u32) -> Result<()> {
+    if found == supported {
+        Ok(())
+    } else {
+        Err(Error::corrupt(what, name, format!("unknown {what} version {found}")))
+    }
+}
 
 /// Largest object (index, snapshot, tree, pack header) we agree to decode.
 pub const MAX_OBJECT_SIZE: usize = 1 << 30;

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Crypto, Domain};
+use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::id::Hash;
 
@@ -149,33 +149,25 @@ pub struct CopyTarget {
     pub password_file: Option<String>,
 }
 
-impl PolicyFile {
-    /// Sealed bytes and name.
-    pub fn seal(&self, crypto: &Crypto) -> (Hash, Vec<u8>) {
-        let plain = serde_json::to_vec(self).expect("policy serializes");
-        let sealed = super::seal_object(crypto, Domain::Policy, &plain);
-        (Hash::of(&sealed), sealed)
+impl super::RepoFile for PolicyFile {
+    const TYPE: super::FileType = super::FileType::Policy;
+    const DOMAIN: Domain<'static> = Domain::Policy;
+    type Id = Hash;
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("policy serializes")
     }
 
-    /// Opens and decodes a policy file.
-    pub fn open(crypto: &Crypto, name: &str, sealed: &[u8]) -> Result<Self> {
-        let plain = super::open_object(crypto, Domain::Policy, "policy", name, sealed)?;
-        let p: PolicyFile =
-            serde_json::from_slice(&plain).map_err(|e| Error::corrupt("policy", name, e))?;
-        if p.version != VERSION {
-            return Err(Error::corrupt(
-                "policy",
-                name,
-                format!("unknown policy version {}", p.version),
-            ));
-        }
-        Ok(p)
+    fn decode(name: &str, plain: &[u8]) -> Result<Self> {
+        super::decode_json("policy", name, plain, |p: &Self| p.version, VERSION)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Crypto;
+    use crate::format::RepoFile;
 
     #[test]
     fn policy_file_round_trip_and_tamper() {
@@ -193,10 +185,12 @@ mod tests {
         };
         let (name, mut sealed) = f.seal(&c);
         assert_eq!(name, Hash::of(&sealed));
-        assert_eq!(PolicyFile::open(&c, "p", &sealed).unwrap(), f);
+        assert_eq!(PolicyFile::open(&c, &name.to_hex(), &sealed).unwrap(), f);
+        // A name that is not the content's hash is refused.
+        assert!(PolicyFile::open(&c, &"0".repeat(64), &sealed).is_err());
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(PolicyFile::open(&c, "p", &sealed).is_err());
+        assert!(PolicyFile::open(&c, &Hash::of(&sealed).to_hex(), &sealed).is_err());
     }
 
     #[test]

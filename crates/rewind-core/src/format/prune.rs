@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Crypto, Domain};
-use crate::error::{Error, Result};
+use crate::crypto::Domain;
+use crate::error::Result;
 use crate::id::{Hash, PackId};
 
 /// Prune state and running marker format version.
@@ -60,47 +60,39 @@ pub struct RunningMarker {
     pub refreshed: jiff::Timestamp,
 }
 
-macro_rules! sealed_json {
-    ($ty:ty, $domain:expr, $what:literal) => {
-        impl $ty {
-            /// Sealed bytes and name.
-            pub fn seal(&self, crypto: &Crypto) -> (Hash, Vec<u8>) {
-                let plain = serde_json::to_vec(self).expect("serializes");
-                let sealed = super::seal_object(crypto, $domain, &plain);
-                (Hash::of(&sealed), sealed)
-            }
+impl super::RepoFile for PruneState {
+    const TYPE: super::FileType = super::FileType::PruneState;
+    const DOMAIN: Domain<'static> = Domain::PruneState;
+    type Id = Hash;
 
-            /// Checks the name, opens and decodes.
-            pub fn open(crypto: &Crypto, name: &str, sealed: &[u8]) -> Result<Self> {
-                if Hash::of(sealed).to_hex() != name {
-                    return Err(Error::corrupt(
-                        $what,
-                        name,
-                        "content does not match its name",
-                    ));
-                }
-                let plain = super::open_object(crypto, $domain, $what, name, sealed)?;
-                let v: Self =
-                    serde_json::from_slice(&plain).map_err(|e| Error::corrupt($what, name, e))?;
-                if v.version != VERSION {
-                    return Err(Error::corrupt(
-                        $what,
-                        name,
-                        format!("unknown version {}", v.version),
-                    ));
-                }
-                Ok(v)
-            }
-        }
-    };
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("prune state serializes")
+    }
+
+    fn decode(name: &str, plain: &[u8]) -> Result<Self> {
+        super::decode_json("prune state", name, plain, |s: &Self| s.version, VERSION)
+    }
 }
 
-sealed_json!(PruneState, Domain::PruneState, "prune state");
-sealed_json!(RunningMarker, Domain::Running, "running marker");
+impl super::RepoFile for RunningMarker {
+    const TYPE: super::FileType = super::FileType::Running;
+    const DOMAIN: Domain<'static> = Domain::Running;
+    type Id = Hash;
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("running marker serializes")
+    }
+
+    fn decode(name: &str, plain: &[u8]) -> Result<Self> {
+        super::decode_json("running marker", name, plain, |m: &Self| m.version, VERSION)
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Crypto;
+    use crate::format::RepoFile;
 
     #[test]
     fn round_trip_and_tamper() {

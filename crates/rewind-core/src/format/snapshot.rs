@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Crypto, Domain};
-use crate::error::{Error, Result};
+use crate::crypto::Domain;
+use crate::error::Result;
 use crate::id::{BlobId, SnapshotId};
 
 /// Snapshot format version.
@@ -109,33 +109,25 @@ impl SnapshotFile {
     }
 }
 
-impl SnapshotFile {
-    /// Sealed bytes and name.
-    pub fn seal(&self, crypto: &Crypto) -> (SnapshotId, Vec<u8>) {
-        let plain = serde_json::to_vec(self).expect("snapshot serializes");
-        let sealed = super::seal_object(crypto, Domain::Snapshot, &plain);
-        (SnapshotId(crate::id::Hash::of(&sealed)), sealed)
+impl super::RepoFile for SnapshotFile {
+    const TYPE: super::FileType = super::FileType::Snapshot;
+    const DOMAIN: Domain<'static> = Domain::Snapshot;
+    type Id = SnapshotId;
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("snapshot serializes")
     }
 
-    /// Opens and decodes a snapshot file.
-    pub fn open(crypto: &Crypto, name: &str, sealed: &[u8]) -> Result<Self> {
-        let plain = super::open_object(crypto, Domain::Snapshot, "snapshot", name, sealed)?;
-        let s: SnapshotFile =
-            serde_json::from_slice(&plain).map_err(|e| Error::corrupt("snapshot", name, e))?;
-        if s.version != VERSION {
-            return Err(Error::corrupt(
-                "snapshot",
-                name,
-                format!("unknown snapshot version {}", s.version),
-            ));
-        }
-        Ok(s)
+    fn decode(name: &str, plain: &[u8]) -> Result<Self> {
+        super::decode_json("snapshot", name, plain, |s: &Self| s.version, VERSION)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Crypto;
+    use crate::format::RepoFile;
     use crate::id::Hash;
     use proptest::prelude::*;
 
@@ -162,7 +154,7 @@ mod tests {
             };
             let (id, sealed) = s.seal(&c);
             prop_assert_eq!(id.0, Hash::of(&sealed));
-            prop_assert_eq!(SnapshotFile::open(&c, "x", &sealed).unwrap(), s);
+            prop_assert_eq!(SnapshotFile::open(&c, &id.to_hex(), &sealed).unwrap(), s);
         }
     }
 
@@ -187,8 +179,10 @@ mod tests {
             rewritten: None,
             scan: None,
         };
-        let (_, sealed) = s.seal(&a);
-        assert!(SnapshotFile::open(&b, "x", &sealed).is_err());
-        assert!(crate::format::index::IndexFile::open(&a, "x", &sealed).is_err());
+        let (id, sealed) = s.seal(&a);
+        let name = id.to_hex();
+        assert!(SnapshotFile::open(&a, &name, &sealed).is_ok());
+        assert!(SnapshotFile::open(&b, &name, &sealed).is_err());
+        assert!(crate::format::index::IndexFile::open(&a, &name, &sealed).is_err());
     }
 }

@@ -16,6 +16,7 @@ use crate::backend::{delete_unless_kept, Backend, FileType, WriteOutcome};
 use crate::crypto::{Crypto, Domain, KdfParams, KeyFile};
 use crate::error::{Error, Result};
 use crate::format::config::Config;
+use crate::format::RepoFile;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::PackHeader;
 use crate::format::policy::{CopyTarget, PolicyFile};
@@ -251,8 +252,7 @@ impl Repository {
                 supersedes: old.to_vec(),
                 packs: chunk.to_vec(),
             };
-            let (id, bytes) = file.seal(&self.crypto);
-            self.backend.write(FileType::Index, &id.to_hex(), &bytes)?;
+            self.write_file(&file)?;
             written += 1;
         }
         let mut removed = 0;
@@ -311,24 +311,21 @@ impl Repository {
     /// [`Repository::side_files`] for them): losing a state only delays
     /// deletions, because prune marks the packs again.
     pub fn prune_state(&self) -> Result<(Option<PruneState>, Vec<crate::backend::FileInfo>)> {
-        let r = self.side_files(FileType::PruneState, |name, bytes| {
-            PruneState::open(&self.crypto, name, bytes).map(|s| (s.time, s))
-        })?;
+        let r = self.side_files(|s: &PruneState| s.time)?;
         Ok((r.newest, r.files))
     }
 
     /// Reads the files of a kind of which the newest readable one is in
-    /// force (settings, prune states): `open` checks and decodes one file
-    /// and gives its time. Damaged files never hide the others and never
+    /// force (settings, prune states); `time` tells a file's time. Damaged files never hide the others and never
     /// stop a reader (the caller decides whether to report them); a new
     /// file can always be written over them. A file that vanishes between
     /// the listing and its read was replaced meanwhile: list again, so the
     /// newest is never missed.
-    pub fn side_files<T>(
+    pub fn side_files<T: RepoFile>(
         &self,
-        t: FileType,
-        open: impl Fn(&str, &[u8]) -> Result<(jiff::Timestamp, T)>,
+        time: impl Fn(&T) -> jiff::Timestamp,
     ) -> Result<SideFiles<T>> {
+        let t = T::TYPE;
         for _ in 0..5 {
             let files = self.backend.list(t)?;
             let mut newest: Option<(jiff::Timestamp, T)> = None;
@@ -343,10 +340,11 @@ impl Repository {
                     }
                     Err(e) => return Err(e),
                 };
-                match open(&f.name, &bytes) {
-                    Ok((time, v)) => {
-                        if newest.as_ref().is_none_or(|(n, _)| time > *n) {
-                            newest = Some((time, v));
+                match T::open(&self.crypto, &f.name, &bytes) {
+                    Ok(v) => {
+                        let at = time(&v);
+                        if newest.as_ref().is_none_or(|(n, _)| at > *n) {
+                            newest = Some((at, v));
                         }
                     }
                     Err(e) => damaged.push((f.name.clone(), e)),
@@ -394,16 +392,22 @@ impl Repository {
 
     /// Reads one index file (its name checked against its content).
     pub fn read_index_file(&self, id: &IndexId) -> Result<IndexFile> {
-        let name = id.to_hex();
-        let bytes = self.backend.read(FileType::Index, &name)?;
-        if Hash::of(&bytes) != id.0 {
-            return Err(Error::corrupt(
-                "index",
-                &name,
-                "content does not match its name",
-            ));
-        }
-        IndexFile::open(&self.crypto, &name, &bytes)
+        self.read_file(&id.to_hex())
+    }
+
+    /// Reads, checks and opens one repository file of type `T`.
+    pub fn read_file<T: RepoFile>(&self, name: &str) -> Result<T> {
+        let bytes = self.backend.read(T::TYPE, name)?;
+        T::open(&self.crypto, name, &bytes)
+    }
+
+    /// Seals and stores a repository file (write-if-absent under the hash
+    /// of its bytes); returns its name.
+    pub fn write_file<T: RepoFile>(&self, file: &T) -> Result<T::Id> {
+        let (id, bytes) = file.seal(&self.crypto);
+        let name = Hash::of(&bytes).to_hex();
+        self.backend.write(T::TYPE, &name, &bytes)?;
+        Ok(id)
     }
 
     fn read_index_files(&self) -> Result<IndexFiles> {
@@ -411,18 +415,10 @@ impl Repository {
         let parsed: Vec<(String, Result<(IndexId, IndexFile)>)> = files
             .par_iter()
             .map(|f| {
-                let r = (|| {
-                    let bytes = self.backend.read(FileType::Index, &f.name)?;
-                    let id: IndexId = f.name.parse()?;
-                    if Hash::of(&bytes) != id.0 {
-                        return Err(Error::corrupt(
-                            "index",
-                            &f.name,
-                            "content does not match its name",
-                        ));
-                    }
-                    Ok((id, IndexFile::open(&self.crypto, &f.name, &bytes)?))
-                })();
+                let r = f
+                    .name
+                    .parse()
+                    .and_then(|id: IndexId| Ok((id, self.read_file(&f.name)?)));
                 (f.name.clone(), r)
             })
             .collect();
@@ -612,24 +608,13 @@ impl Repository {
 
     /// Reads one snapshot.
     pub fn read_snapshot(&self, id: &SnapshotId) -> Result<(SnapshotId, SnapshotFile)> {
-        let bytes = self.backend.read(FileType::Snapshot, &id.to_hex())?;
-        if Hash::of(&bytes) != id.0 {
-            return Err(Error::corrupt(
-                "snapshot",
-                id,
-                "content does not match its name",
-            ));
-        }
-        Ok((*id, SnapshotFile::open(&self.crypto, &id.to_hex(), &bytes)?))
+        Ok((*id, self.read_file(&id.to_hex())?))
     }
 
     /// Stores a snapshot. Call only after its index is durable
     /// (docs/DESIGN.md, "Write ordering").
     pub fn save_snapshot(&self, s: &SnapshotFile) -> Result<SnapshotId> {
-        let (id, bytes) = s.seal(&self.crypto);
-        self.backend
-            .write(FileType::Snapshot, &id.to_hex(), &bytes)?;
-        Ok(id)
+        self.write_file(s)
     }
 
     /// Rewrites a snapshot with another protection (or none). The new
@@ -711,16 +696,7 @@ impl Repository {
 
     /// Every settings file: the newest readable one and the damaged ones.
     pub fn settings_files(&self) -> Result<SideFiles<PolicyFile>> {
-        self.side_files(FileType::Policy, |name, bytes| {
-            if Hash::of(bytes).to_hex() != name {
-                return Err(Error::corrupt(
-                    "policy",
-                    name,
-                    "content does not match its name",
-                ));
-            }
-            PolicyFile::open(&self.crypto, name, bytes).map(|p| (p.time, p))
-        })
+        self.side_files(|p: &PolicyFile| p.time)
     }
 
     /// The stored retention policy, or [`Policy::recommended`] when none
@@ -779,9 +755,7 @@ impl Repository {
         });
         change(&mut file);
         file.time = jiff::Timestamp::now();
-        let (name, bytes) = file.seal(&self.crypto);
-        self.backend
-            .write(FileType::Policy, &name.to_hex(), &bytes)?;
+        let name = self.write_file(&file)?;
         for f in old.into_iter().filter(|f| f.name != name.to_hex()) {
             // The newest file wins: one the storage keeps for now is only
             // an older copy.

@@ -45,6 +45,7 @@ impl std::fmt::Debug for Running {
 }
 
 fn write_marker(backend: &dyn Backend, crypto: &Crypto, m: &RunningMarker) -> Result<String> {
+    use crate::format::RepoFile;
     let (name, bytes) = m.seal(crypto);
     backend.write(FileType::Running, &name.to_hex(), &bytes)?;
     Ok(name.to_hex())
@@ -161,7 +162,7 @@ impl Repository {
                     }
                     Err(e) => return Err(e),
                 };
-                match RunningMarker::open(self.crypto(), &f.name, &bytes) {
+                match <RunningMarker as crate::format::RepoFile>::open(self.crypto(), &f.name, &bytes) {
                     Ok(m) => out.push((f.name, m)),
                     Err(e) => damaged.push((f, e)),
                 }

@@ -211,9 +211,7 @@ fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Res
         supersedes: Vec::new(),
         packs,
     };
-    let (id, bytes) = file.seal(repo.crypto());
-    repo.backend()
-        .write(FileType::Index, &id.to_hex(), &bytes)?;
+    let id = repo.write_file(&file)?;
     shared.index_files.lock().expect("index files").push(id);
     Ok(())
 }
