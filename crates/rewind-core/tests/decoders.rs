@@ -27,7 +27,7 @@ use rewind_core::format::policy::{CopyTarget, PolicyFile};
 use rewind_core::format::prune::{Mark, PruneState, RunningKind, RunningMarker};
 use rewind_core::format::snapshot::{BackupSummary, Protection, SnapshotFile};
 use rewind_core::format::tree::{self, Hole, Node, NodeKind, Time, Tree, Xattr};
-use rewind_core::format::{self as fmt, compress};
+use rewind_core::format::{self as fmt, compress, RepoFile};
 use rewind_core::id::{BlobId, Hash, IndexId, PackId, SnapshotId};
 use rewind_core::repository::{KeyOwner, Repository};
 use rewind_core::retention::Policy;
