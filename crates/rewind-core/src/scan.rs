@@ -305,29 +305,17 @@ fn examine(repo: &Repository, sizes: &Sizes, old: &FileAt, new: &FileAt) -> Mark
     m
 }
 
-/// Compares snapshot tree `new` with its parent's tree `old`.
-/// `files_before` is the number of files in the parent.
-pub fn scan(
-    repo: &Repository,
-    sizes: &Sizes,
-    old: &BlobId,
-    new: &BlobId,
-    files_before: u64,
-) -> Result<ScanResult> {
-    let changes = changed_files(repo, sizes, old, new)?;
-    let Changes {
-        removed,
-        added,
-        modified,
-    } = changes;
-    let mut counts = ScanCounts {
-        files_before,
-        ..Default::default()
-    };
+/// Moves: added files whose content equals a removed file's.
+struct Moves<'a> {
+    /// Indexes into `added` of files that are moves.
+    added: HashSet<usize>,
+    /// The moved contents.
+    contents: HashSet<&'a [BlobId]>,
+}
 
-    // Moves: the same content under another path.
+fn find_moves<'a>(removed: &'a [FileAt], added: &'a [FileAt]) -> Moves<'a> {
     let mut by_content: HashMap<&[BlobId], usize> = HashMap::new();
-    for f in &removed {
+    for f in removed {
         if !content(&f.node).is_empty() {
             *by_content.entry(content(&f.node)).or_default() += 1;
         }
@@ -341,24 +329,30 @@ pub fn scan(
             }
         }
     }
-    let moved_contents: HashSet<&[BlobId]> = added
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| moved_in.contains(i))
-        .map(|(_, f)| content(&f.node))
-        .collect();
-    counts.moved = moved_in.len() as u64;
+    let contents = moved_in.iter().map(|i| content(&added[*i].node)).collect();
+    Moves {
+        added: moved_in,
+        contents,
+    }
+}
 
-    // Renamed with a new extension: `x.docx` removed, `x.docx.locked` added.
+/// Files renamed with a new extension: `x.docx` removed, `x.docx.locked`
+/// added. Returns (removed, added) index pairs and the count per new
+/// extension.
+fn find_renames(
+    removed: &[FileAt],
+    added: &[FileAt],
+    moves: &Moves<'_>,
+) -> (Vec<(usize, usize)>, BTreeMap<String, u64>) {
     let removed_at: HashMap<&Path, usize> = removed
         .iter()
         .enumerate()
         .map(|(i, f)| (f.path.as_path(), i))
         .collect();
-    let mut pairs: Vec<(usize, usize)> = Vec::new(); // (removed, added)
+    let mut pairs = Vec::new();
     let mut new_ext: BTreeMap<String, u64> = BTreeMap::new();
     for (i, f) in added.iter().enumerate() {
-        if moved_in.contains(&i) {
+        if moves.added.contains(&i) {
             continue;
         }
         let stem = f.path.with_extension("");
@@ -369,23 +363,26 @@ pub fn scan(
                 .or_default() += 1;
         }
     }
-    let paired_removed: HashSet<usize> = pairs.iter().map(|p| p.0).collect();
-    counts.renamed_new_extension = pairs.len() as u64;
-    counts.modified = modified.len() as u64;
-    counts.added = (added.len() - moved_in.len()) as u64;
-    counts.removed = removed
-        .iter()
-        .filter(|f| !moved_contents.contains(content(&f.node)))
-        .count() as u64;
+    (pairs, new_ext)
+}
 
-    // Replaced under new names: in a folder, files that compressed well
-    // disappeared and as many files of random-looking content appeared
-    // (ransomware that renames to random names). Matched per folder.
+/// Replaced under new names: in a folder, files that compressed well
+/// disappeared and as many files of random-looking content appeared
+/// (ransomware that renames to random names). Matched per folder; returns
+/// the count and the new paths (sorted).
+fn find_replaced(
+    repo: &Repository,
+    sizes: &Sizes,
+    changes: &Changes,
+    moves: &Moves<'_>,
+    pairs: &[(usize, usize)],
+) -> (u64, Vec<String>) {
+    let paired_removed: HashSet<usize> = pairs.iter().map(|p| p.0).collect();
     let paired_added: HashSet<usize> = pairs.iter().map(|p| p.1).collect();
     let mut gone: HashMap<&Path, u64> = HashMap::new();
-    for (i, f) in removed.iter().enumerate() {
+    for (i, f) in changes.removed.iter().enumerate() {
         let c = content(&f.node);
-        if paired_removed.contains(&i) || moved_contents.contains(c) {
+        if paired_removed.contains(&i) || moves.contents.contains(c) {
             continue;
         }
         if ratio(sizes, c).is_some_and(|r| r < COMPRESSIBLE) {
@@ -394,47 +391,50 @@ pub fn scan(
                 .or_default() += 1;
         }
     }
-    let mut replaced = 0u64;
-    let mut replaced_paths: Vec<String> = Vec::new();
-    if !gone.is_empty() {
-        let mut noise_in: HashMap<&Path, Vec<&FileAt>> = HashMap::new();
-        for (i, f) in added.iter().enumerate() {
-            if moved_in.contains(&i) || paired_added.contains(&i) {
-                continue;
-            }
-            let dir = f.path.parent().unwrap_or(Path::new("/"));
-            if !gone.contains_key(dir)
-                || !ratio(sizes, content(&f.node)).is_some_and(|r| r >= NOISE)
-            {
-                continue;
-            }
-            // A healthy file of its own format (a photo, an archive) is not noise.
-            let own = extension(&f.path).and_then(|e| expectation(&e));
-            if let Some(expect) = own {
-                if head(repo, sizes, &f.node).is_some_and(|h| healthy(&expect, &h)) {
-                    continue;
-                }
-            }
-            noise_in.entry(dir).or_default().push(f);
-        }
-        for (dir, files) in noise_in {
-            let n = gone[dir].min(files.len() as u64);
-            replaced += n;
-            replaced_paths.extend(
-                files
-                    .iter()
-                    .take(n as usize)
-                    .map(|f| f.path.display().to_string()),
-            );
-        }
-        replaced_paths.sort();
+    if gone.is_empty() {
+        return (0, Vec::new());
     }
-    counts.replaced = replaced;
+    let mut noise_in: HashMap<&Path, Vec<&FileAt>> = HashMap::new();
+    for (i, f) in changes.added.iter().enumerate() {
+        if moves.added.contains(&i) || paired_added.contains(&i) {
+            continue;
+        }
+        let dir = f.path.parent().unwrap_or(Path::new("/"));
+        if !gone.contains_key(dir) || !ratio(sizes, content(&f.node)).is_some_and(|r| r >= NOISE)
+        {
+            continue;
+        }
+        // A healthy file of its own format (a photo, an archive) is not noise.
+        let own = extension(&f.path).and_then(|e| expectation(&e));
+        if let Some(expect) = own {
+            if head(repo, sizes, &f.node).is_some_and(|h| healthy(&expect, &h)) {
+                continue;
+            }
+        }
+        noise_in.entry(dir).or_default().push(f);
+    }
+    let mut replaced = 0u64;
+    let mut paths: Vec<String> = Vec::new();
+    for (dir, files) in noise_in {
+        let n = gone[dir].min(files.len() as u64);
+        replaced += n;
+        paths.extend(
+            files
+                .iter()
+                .take(n as usize)
+                .map(|f| f.path.display().to_string()),
+        );
+    }
+    paths.sort();
+    (replaced, paths)
+}
 
-    // Ransom notes: one new small file, same name and content, in many folders.
+/// Ransom notes: one new small file, same name and content, in at least
+/// three folders, with a note-like name. (name, folders), most first.
+fn find_notes(added: &[FileAt], moves: &Moves<'_>) -> Vec<(String, u64)> {
     let mut notes: HashMap<(&[u8], &[BlobId]), HashSet<&Path>> = HashMap::new();
     for (i, f) in added.iter().enumerate() {
-        if moved_in.contains(&i) || f.node.size > 256 << 10 {
+        if moves.added.contains(&i) || f.node.size > 256 << 10 {
             continue;
         }
         notes
@@ -442,7 +442,7 @@ pub fn scan(
             .or_default()
             .insert(f.path.parent().unwrap_or(Path::new("/")));
     }
-    let mut note_names: Vec<(String, u64)> = notes
+    let mut names: Vec<(String, u64)> = notes
         .iter()
         .map(|((name, _), dirs)| {
             (
@@ -452,12 +452,39 @@ pub fn scan(
         })
         .filter(|(name, dirs)| *dirs >= 3 && note_like(name))
         .collect();
-    note_names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    counts.note_folders = note_names.iter().map(|n| n.1).sum();
+    names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    names
+}
 
-    // Examine modified files and renamed pairs (a deterministic sample).
-    let mut candidates: Vec<(&FileAt, &FileAt)> = modified.iter().map(|(a, b)| (a, b)).collect();
-    candidates.extend(pairs.iter().map(|(r, a)| (&removed[*r], &added[*a])));
+/// What examining the changed files found.
+struct Examined {
+    /// Changed files (modified and renamed pairs), before sampling.
+    total: usize,
+    /// Suspect files, extrapolated from the sample.
+    suspects: u64,
+    /// Some suspect paths.
+    top: Vec<String>,
+    /// Extensions of files that lost their signature.
+    signature_exts: BTreeMap<String, u64>,
+}
+
+/// Examines modified files and renamed pairs (a deterministic sample of at
+/// most [`MAX_EXAMINED`]); fills the counts it finds.
+fn examine_changed(
+    repo: &Repository,
+    sizes: &Sizes,
+    changes: &Changes,
+    pairs: &[(usize, usize)],
+    counts: &mut ScanCounts,
+) -> Examined {
+    use rayon::prelude::*;
+    let mut candidates: Vec<(&FileAt, &FileAt)> =
+        changes.modified.iter().map(|(a, b)| (a, b)).collect();
+    candidates.extend(
+        pairs
+            .iter()
+            .map(|(r, a)| (&changes.removed[*r], &changes.added[*a])),
+    );
     for (o, n) in &candidates {
         if o.node.mtime == n.node.mtime && o.path == n.path {
             counts.mtime_kept += 1;
@@ -470,57 +497,84 @@ pub fn scan(
         });
         candidates.truncate(MAX_EXAMINED);
     }
-    use rayon::prelude::*;
     let marks: Vec<Marks> = candidates
         .par_iter()
         .map(|(o, n)| examine(repo, sizes, o, n))
         .collect();
-    let mut suspects = 0u64;
-    let mut top: Vec<String> = Vec::new();
-    let mut signature_exts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut found = Examined {
+        total,
+        suspects: 0,
+        top: Vec::new(),
+        signature_exts: BTreeMap::new(),
+    };
     for ((o, n), m) in candidates.iter().zip(&marks) {
         counts.turned_to_noise += u64::from(m.noise);
         counts.lost_signature += u64::from(m.signature);
         counts.text_turned_binary += u64::from(m.text);
         if m.signature {
-            *signature_exts
+            *found
+                .signature_exts
                 .entry(extension(&o.path).unwrap_or_default())
                 .or_default() += 1;
         }
         if m.noise || m.signature || m.text {
-            suspects += 1;
-            if top.len() < 10 {
-                top.push(n.path.display().to_string());
+            found.suspects += 1;
+            if found.top.len() < 10 {
+                found.top.push(n.path.display().to_string());
             }
         }
     }
     counts.examined = candidates.len() as u64;
     // Extrapolate a sample to all candidates.
     if total > candidates.len() && !candidates.is_empty() {
-        suspects = (suspects as f64 * total as f64 / candidates.len() as f64).round() as u64;
+        found.suspects =
+            (found.suspects as f64 * total as f64 / candidates.len() as f64).round() as u64;
     }
-    let examined_suspects = suspects;
-    suspects += replaced;
-    for p in replaced_paths {
-        if top.len() >= 10 {
-            break;
-        }
-        top.push(p);
-    }
-    counts.suspects = suspects;
+    found
+}
+
+/// Compares snapshot tree `new` with its parent's tree `old`.
+/// `files_before` is the number of files in the parent.
+pub fn scan(
+    repo: &Repository,
+    sizes: &Sizes,
+    old: &BlobId,
+    new: &BlobId,
+    files_before: u64,
+) -> Result<ScanResult> {
+    let changes = changed_files(repo, sizes, old, new)?;
+    let mut counts = ScanCounts {
+        files_before,
+        ..Default::default()
+    };
+    let moves = find_moves(&changes.removed, &changes.added);
+    let (pairs, new_ext) = find_renames(&changes.removed, &changes.added, &moves);
+    counts.moved = moves.added.len() as u64;
+    counts.renamed_new_extension = pairs.len() as u64;
+    counts.modified = changes.modified.len() as u64;
+    counts.added = (changes.added.len() - moves.added.len()) as u64;
+    counts.removed = changes
+        .removed
+        .iter()
+        .filter(|f| !moves.contents.contains(content(&f.node)))
+        .count() as u64;
+    let (replaced, replaced_paths) = find_replaced(repo, sizes, &changes, &moves, &pairs);
+    counts.replaced = replaced;
+    let notes = find_notes(&changes.added, &moves);
+    counts.note_folders = notes.iter().map(|n| n.1).sum();
+    let mut found = examine_changed(repo, sizes, &changes, &pairs, &mut counts);
+    let examined_suspects = found.suspects;
+    counts.suspects = found.suspects + replaced;
+    let room = 10usize.saturating_sub(found.top.len());
+    found.top.extend(replaced_paths.into_iter().take(room));
 
     // The verdict. Ordinary work turns few healthy files into noise; an
     // attack turns many (a share of the files, or a large number).
-    let base = files_before.max(1) as f64;
-    let share = suspects as f64 / base;
-    let (top_ext, top_ext_n) = new_ext
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(e, n)| (e.clone(), *n))
-        .unwrap_or_default();
+    let suspects = counts.suspects;
+    let share = suspects as f64 / files_before.max(1) as f64;
     let mass_noise = suspects >= 5 && (share >= 0.02 || suspects >= 200);
     // One folder wiped: most of what changed was damaged.
-    let changed = (total as u64 + replaced).max(1);
+    let changed = (found.total as u64 + replaced).max(1);
     let concentrated = suspects >= 10 && examined_suspects + replaced >= changed / 2;
     let notes_and_damage = counts.note_folders >= 3 && suspects >= 1;
     let verdict = if mass_noise || concentrated || notes_and_damage {
@@ -528,9 +582,27 @@ pub fn scan(
     } else {
         Verdict::Clean
     };
+    let reasons = reasons(&counts, verdict, &found, &new_ext, &notes);
+    Ok(ScanResult {
+        version: VERSION,
+        verdict,
+        score: share.min(1.0),
+        reasons,
+        top_paths: found.top,
+        counts,
+        overruled: None,
+    })
+}
 
+/// The verdict's reasons in words, strongest first.
+fn reasons(
+    counts: &ScanCounts,
+    verdict: Verdict,
+    found: &Examined,
+    new_ext: &BTreeMap<String, u64>,
+    notes: &[(String, u64)],
+) -> Vec<String> {
     let mut reasons = Vec::new();
-    let pct = |n: u64| 100.0 * n as f64 / base;
     if counts.turned_to_noise > 0 {
         reasons.push(format!(
             "{} changed file(s) that compressed well now look random (encrypted?)",
@@ -538,7 +610,11 @@ pub fn scan(
         ));
     }
     if counts.lost_signature > 0 {
-        let exts: Vec<String> = signature_exts.keys().map(|e| format!(".{e}")).collect();
+        let exts: Vec<String> = found
+            .signature_exts
+            .keys()
+            .map(|e| format!(".{e}"))
+            .collect();
         reasons.push(format!(
             "{} file(s) no longer start with their format's signature ({})",
             counts.lost_signature,
@@ -551,17 +627,18 @@ pub fn scan(
             counts.text_turned_binary
         ));
     }
-    if top_ext_n > 0 {
+    if let Some((top_ext, top_ext_n)) = new_ext.iter().max_by_key(|(_, n)| **n) {
         reasons.push(format!(
             "{top_ext_n} file(s) were replaced by a copy named with the new extension .{top_ext}"
         ));
     }
-    if replaced > 0 {
+    if counts.replaced > 0 {
         reasons.push(format!(
-            "{replaced} file(s) were replaced by random-looking files under other names"
+            "{} file(s) were replaced by random-looking files under other names",
+            counts.replaced
         ));
     }
-    if let Some((name, dirs)) = note_names.first() {
+    if let Some((name, dirs)) = notes.first() {
         reasons.push(format!(
             "a note-like file {name:?} appeared in {dirs} folders"
         ));
@@ -572,30 +649,25 @@ pub fn scan(
             counts.mtime_kept
         ));
     }
-    if total > candidates.len() {
+    if found.total as u64 > counts.examined {
         reasons.push(format!(
-            "{} of {total} changed files examined; counts extrapolated",
-            candidates.len()
+            "{} of {} changed files examined; counts extrapolated",
+            counts.examined, found.total
         ));
     }
     if verdict == Verdict::Suspicious {
+        let base = counts.files_before.max(1) as f64;
         reasons.insert(
             0,
             format!(
-                "{suspects} of {files_before} files ({:.1}%) look encrypted or replaced",
-                pct(suspects)
+                "{} of {} files ({:.1}%) look encrypted or replaced",
+                counts.suspects,
+                counts.files_before,
+                100.0 * counts.suspects as f64 / base
             ),
         );
     }
-    Ok(ScanResult {
-        version: VERSION,
-        verdict,
-        score: share.min(1.0),
-        reasons,
-        top_paths: top,
-        counts,
-        overruled: None,
-    })
+    reasons
 }
 
 /// In one group of snapshots (same host and paths; any order): the newest
