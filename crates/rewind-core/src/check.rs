@@ -183,10 +183,10 @@ impl CheckReport {
 /// Checks the repository.
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let mut r = CheckReport::default();
+    check_side_files(repo, &mut r)?;
     // Snapshots first, then the index: a backup that finishes meanwhile adds
     // its index before its snapshot, so every snapshot seen here has its
     // blobs in the index loaded next.
-    check_side_files(repo, &mut r)?;
     let (snapshots, damaged) = repo.snapshots_checked()?;
     for (name, e) in damaged {
         r.errors
@@ -201,6 +201,41 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             return Ok(r);
         }
     };
+    let by_pack = index.blobs_by_pack();
+    let mut bad_blobs: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+    let listed = check_index_and_packs(repo, &index, &by_pack, &mut bad_blobs, &mut r)?;
+    if opts.read_data || opts.subset.is_some() {
+        bad_blobs.extend(read_packs(repo, &index, &by_pack, &listed, opts, &mut r));
+    }
+    // Walk every snapshot; each tree once (the outcome of a tree is the
+    // same wherever it appears, only the paths differ).
+    let mut tree_state: HashMap<BlobId, bool> = HashMap::new();
+    for (sid, s) in &snapshots {
+        walk_check(
+            repo,
+            &index,
+            sid,
+            &s.tree,
+            Path::new("/"),
+            &bad_blobs,
+            &mut tree_state,
+            &mut r,
+        );
+    }
+    Ok(r)
+}
+
+/// Index files and the listing of packs: every indexed pack is there with
+/// its size; what is not indexed is harmless unless the index is damaged.
+/// Returns the listed packs (name, size); missing or resized packs go to
+/// `damaged_packs`, their blobs to `bad`.
+fn check_index_and_packs(
+    repo: &Repository,
+    index: &crate::repository::Index,
+    by_pack: &[Vec<(BlobId, crate::repository::IndexEntry)>],
+    bad: &mut HashSet<BlobId, IdBuildHasher>,
+    r: &mut CheckReport,
+) -> Result<HashMap<String, u64>> {
     r.blobs = index.len();
     for (name, e) in index.damaged() {
         r.errors.push(format!(
@@ -221,29 +256,24 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         .map(|f| (f.name, f.size))
         .collect();
     r.packs = listed.len();
-    let mut bad_blobs: HashSet<BlobId, IdBuildHasher> = HashSet::default();
     let mut indexed = HashSet::new();
-    let by_pack = index.blobs_by_pack();
     for (pos, (pack, size)) in index.packs().enumerate() {
         let name = pack.to_hex();
-        indexed.insert(name.clone());
-        match listed.get(&name) {
-            None => {
-                r.errors.push(format!(
-                    "pack {name} is missing ({} blobs lost)",
-                    by_pack[pos].len()
-                ));
-                bad_blobs.extend(by_pack[pos].iter().map(|(id, _)| *id));
-                r.damaged_packs.push(pack);
-            }
-            Some(&actual) if actual != size => {
-                r.errors.push(format!(
-                    "pack {name} is {actual} bytes, the index says {size}: truncated or replaced"
-                ));
-                bad_blobs.extend(by_pack[pos].iter().map(|(id, _)| *id));
-                r.damaged_packs.push(pack);
-            }
-            Some(_) => {}
+        let problem = match listed.get(&name) {
+            None => Some(format!(
+                "pack {name} is missing ({} blobs lost)",
+                by_pack[pos].len()
+            )),
+            Some(&actual) if actual != size => Some(format!(
+                "pack {name} is {actual} bytes, the index says {size}: truncated or replaced"
+            )),
+            Some(_) => None,
+        };
+        indexed.insert(name);
+        if let Some(p) = problem {
+            r.errors.push(p);
+            r.damaged_packs.push(pack);
+            bad.extend(by_pack[pos].iter().map(|(id, _)| *id));
         }
     }
     let unindexed = listed.keys().filter(|n| !indexed.contains(*n)).count();
@@ -261,103 +291,109 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             ));
         }
     }
+    Ok(listed)
+}
 
-    if opts.read_data || opts.subset.is_some() {
-        let present: Vec<(crate::id::PackId, u64)> = index
-            .packs()
-            .filter(|(p, _)| listed.contains_key(&p.to_hex()))
-            .collect();
-        let wanted: Option<HashSet<crate::id::PackId>> = opts.subset.map(|sub| {
-            let (chosen, next) = select_packs(&present, sub, opts.cursor);
-            r.next_cursor = next;
-            chosen.into_iter().collect()
-        });
-        let packs: Vec<(usize, crate::id::PackId)> = index
-            .packs()
-            .enumerate()
-            .filter(|(_, (p, _))| listed.contains_key(&p.to_hex()))
-            .filter(|(_, (p, _))| wanted.as_ref().is_none_or(|w| w.contains(p)))
-            .map(|(i, (p, _))| (i, p))
-            .collect();
-        r.packs_read = packs.len();
-        let results: Vec<(crate::id::PackId, Vec<String>, Vec<BlobId>)> = packs
-            .par_iter()
-            .map(|(pos, pack)| {
-                let name = pack.to_hex();
-                let mut errs = Vec::new();
-                let mut bad = Vec::new();
-                let bytes = match repo.backend().read(FileType::Pack, &name) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        return (
-                            *pack,
-                            vec![format!("pack {name}: {e}")],
-                            by_pack[*pos].iter().map(|(id, _)| *id).collect(),
-                        )
-                    }
-                };
-                if Hash::of(&bytes) != pack.0 {
-                    errs.push(format!(
-                        "pack {name} does not match its name (bit rot or tampering)"
-                    ));
-                }
-                match PackHeader::parse(repo.crypto(), pack, &bytes) {
-                    Ok(h) => {
-                        let in_header: HashSet<BlobId> = h.blobs.iter().map(|b| b.id).collect();
-                        for (id, _) in &by_pack[*pos] {
-                            if !in_header.contains(id) {
-                                errs.push(format!(
-                                    "pack {name}: blob {id} is indexed but not in the pack header"
-                                ));
-                            }
-                        }
-                    }
-                    Err(e) => errs.push(e.to_string()),
-                }
-                for (id, e) in &by_pack[*pos] {
-                    let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
-                    let ok = end <= bytes.len()
-                        && repo
-                            .open_blob(id, e.raw_length, &bytes[start..end], &name)
-                            .is_ok();
-                    if !ok {
-                        bad.push(*id);
-                    }
-                }
-                if !bad.is_empty() {
-                    errs.push(format!(
-                        "pack {name}: {} blobs fail authentication",
-                        bad.len()
-                    ));
-                }
-                (*pack, errs, bad)
-            })
-            .collect();
-        for (pack, errs, bad) in results {
-            if !errs.is_empty() {
-                r.damaged_packs.push(pack);
-            }
-            r.errors.extend(errs);
-            bad_blobs.extend(bad);
+/// `--read-data`: reads the chosen packs whole and authenticates every
+/// indexed blob. Returns the blobs that failed; damaged packs go to
+/// `damaged_packs`.
+fn read_packs(
+    repo: &Repository,
+    index: &crate::repository::Index,
+    by_pack: &[Vec<(BlobId, crate::repository::IndexEntry)>],
+    listed: &HashMap<String, u64>,
+    opts: &CheckOptions,
+    r: &mut CheckReport,
+) -> Vec<BlobId> {
+    let present: Vec<(crate::id::PackId, u64)> = index
+        .packs()
+        .filter(|(p, _)| listed.contains_key(&p.to_hex()))
+        .collect();
+    let wanted: Option<HashSet<crate::id::PackId>> = opts.subset.map(|sub| {
+        let (chosen, next) = select_packs(&present, sub, opts.cursor);
+        r.next_cursor = next;
+        chosen.into_iter().collect()
+    });
+    let packs: Vec<(usize, crate::id::PackId)> = index
+        .packs()
+        .enumerate()
+        .filter(|(_, (p, _))| listed.contains_key(&p.to_hex()))
+        .filter(|(_, (p, _))| wanted.as_ref().is_none_or(|w| w.contains(p)))
+        .map(|(i, (p, _))| (i, p))
+        .collect();
+    r.packs_read = packs.len();
+    let results: Vec<(crate::id::PackId, Vec<String>, Vec<BlobId>)> = packs
+        .par_iter()
+        .map(|(pos, pack)| {
+            let (errs, bad) = read_pack(repo, pack, &by_pack[*pos]);
+            (*pack, errs, bad)
+        })
+        .collect();
+    let mut bad_blobs = Vec::new();
+    for (pack, errs, bad) in results {
+        if !errs.is_empty() {
+            r.damaged_packs.push(pack);
         }
+        r.errors.extend(errs);
+        bad_blobs.extend(bad);
     }
+    bad_blobs
+}
 
-    // Walk every snapshot; each tree once (the outcome of a tree is the
-    // same wherever it appears, only the paths differ).
-    let mut tree_state: HashMap<BlobId, bool> = HashMap::new();
-    for (sid, s) in &snapshots {
-        walk_check(
-            repo,
-            &index,
-            sid,
-            &s.tree,
-            Path::new("/"),
-            &bad_blobs,
-            &mut tree_state,
-            &mut r,
-        );
+/// Reads one pack whole: its name, its header against the index, and
+/// every indexed blob. Returns the errors and the blobs that failed.
+fn read_pack(
+    repo: &Repository,
+    pack: &crate::id::PackId,
+    blobs: &[(BlobId, crate::repository::IndexEntry)],
+) -> (Vec<String>, Vec<BlobId>) {
+    let name = pack.to_hex();
+    let bytes = match repo.backend().read(FileType::Pack, &name) {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                vec![format!("pack {name}: {e}")],
+                blobs.iter().map(|(id, _)| *id).collect(),
+            )
+        }
+    };
+    let mut errs = Vec::new();
+    if Hash::of(&bytes) != pack.0 {
+        errs.push(format!(
+            "pack {name} does not match its name (bit rot or tampering)"
+        ));
     }
-    Ok(r)
+    match PackHeader::parse(repo.crypto(), pack, &bytes) {
+        Ok(h) => {
+            let in_header: HashSet<BlobId> = h.blobs.iter().map(|b| b.id).collect();
+            for (id, _) in blobs {
+                if !in_header.contains(id) {
+                    errs.push(format!(
+                        "pack {name}: blob {id} is indexed but not in the pack header"
+                    ));
+                }
+            }
+        }
+        Err(e) => errs.push(e.to_string()),
+    }
+    let bad: Vec<BlobId> = blobs
+        .iter()
+        .filter(|(id, e)| {
+            let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
+            end > bytes.len()
+                || repo
+                    .open_blob(id, e.raw_length, &bytes[start..end], &name)
+                    .is_err()
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    if !bad.is_empty() {
+        errs.push(format!(
+            "pack {name}: {} blobs fail authentication",
+            bad.len()
+        ));
+    }
+    (errs, bad)
 }
 
 /// Key files, settings, prune states and running markers: each damaged
