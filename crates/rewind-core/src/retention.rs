@@ -80,6 +80,74 @@ struct BucketRule {
     last: Option<(i32, i32, i32, i32)>,
 }
 
+/// The bucket rules of a policy: the counted ones (hourly .. yearly) and
+/// the within-ones, whose start `since` computes from a duration.
+fn bucket_rules(
+    policy: &Policy,
+    since: impl Fn(&Option<String>) -> Result<Option<jiff::Timestamp>>,
+) -> Result<Vec<BucketRule>> {
+    let counted = [
+        ("hourly", Unit::Hour, policy.keep_hourly),
+        ("daily", Unit::Day, policy.keep_daily),
+        ("weekly", Unit::Week, policy.keep_weekly),
+        ("monthly", Unit::Month, policy.keep_monthly),
+        ("yearly", Unit::Year, policy.keep_yearly),
+    ];
+    let mut rules: Vec<BucketRule> = counted
+        .into_iter()
+        .map(|(name, unit, n)| BucketRule {
+            name,
+            unit,
+            left: Some(n),
+            since: None,
+            last: None,
+        })
+        .collect();
+    for (name, unit, d) in [
+        ("within-hourly", Unit::Hour, &policy.keep_within_hourly),
+        ("within-daily", Unit::Day, &policy.keep_within_daily),
+        ("within-weekly", Unit::Week, &policy.keep_within_weekly),
+        ("within-monthly", Unit::Month, &policy.keep_within_monthly),
+        ("within-yearly", Unit::Year, &policy.keep_within_yearly),
+    ] {
+        if let Some(t) = since(d)? {
+            rules.push(BucketRule {
+                name,
+                unit,
+                left: None,
+                since: Some(t),
+                last: None,
+            });
+        }
+    }
+    Ok(rules)
+}
+
+/// A suspicious snapshot (evidence) and the newest clean snapshot before
+/// it stay until a person marks it clean: they are what `restore
+/// --last-clean` needs. `out`, `suspicious` and `ids` are newest first.
+fn keep_evidence(out: &mut [Decision], suspicious: &[bool], ids: &[SnapshotId]) {
+    let mut clean: Option<usize> = None;
+    for i in (0..out.len()).rev() {
+        if suspicious[i] {
+            let why = "suspicious: unresolved (rewind mark clean ID)".to_string();
+            if !out[i].reasons.contains(&why) {
+                out[i].reasons.push(why);
+            }
+            out[i].keep = true;
+            if let Some(c) = clean {
+                let why = format!("clean point before suspicious {}", ids[i].short());
+                if !out[c].reasons.contains(&why) {
+                    out[c].reasons.push(why);
+                }
+                out[c].keep = true;
+            }
+        } else {
+            clean = Some(i);
+        }
+    }
+}
+
 /// Applies `policy` to one group of snapshots (any order). Returns one
 /// decision per snapshot, newest first.
 pub fn apply(
@@ -107,60 +175,7 @@ pub fn apply(
         }
     };
     let within = since(&policy.keep_within)?;
-    let mut rules = vec![
-        BucketRule {
-            name: "hourly",
-            unit: Unit::Hour,
-            left: Some(policy.keep_hourly),
-            since: None,
-            last: None,
-        },
-        BucketRule {
-            name: "daily",
-            unit: Unit::Day,
-            left: Some(policy.keep_daily),
-            since: None,
-            last: None,
-        },
-        BucketRule {
-            name: "weekly",
-            unit: Unit::Week,
-            left: Some(policy.keep_weekly),
-            since: None,
-            last: None,
-        },
-        BucketRule {
-            name: "monthly",
-            unit: Unit::Month,
-            left: Some(policy.keep_monthly),
-            since: None,
-            last: None,
-        },
-        BucketRule {
-            name: "yearly",
-            unit: Unit::Year,
-            left: Some(policy.keep_yearly),
-            since: None,
-            last: None,
-        },
-    ];
-    for (name, unit, d) in [
-        ("within-hourly", Unit::Hour, &policy.keep_within_hourly),
-        ("within-daily", Unit::Day, &policy.keep_within_daily),
-        ("within-weekly", Unit::Week, &policy.keep_within_weekly),
-        ("within-monthly", Unit::Month, &policy.keep_within_monthly),
-        ("within-yearly", Unit::Year, &policy.keep_within_yearly),
-    ] {
-        if let Some(t) = since(d)? {
-            rules.push(BucketRule {
-                name,
-                unit,
-                left: None,
-                since: Some(t),
-                last: None,
-            });
-        }
-    }
+    let mut rules = bucket_rules(policy, since)?;
     let suspicious: Vec<bool> = snaps
         .iter()
         .map(|(_, s)| {
@@ -215,28 +230,7 @@ pub fn apply(
             reasons,
         });
     }
-    // A suspicious snapshot (evidence) and the newest clean snapshot before
-    // it stay until a person marks it clean: they are what `restore
-    // --last-clean` needs (oldest to newest; `out` is newest first).
-    let mut clean: Option<usize> = None;
-    for i in (0..out.len()).rev() {
-        if suspicious[i] {
-            let why = "suspicious: unresolved (rewind mark clean ID)".to_string();
-            if !out[i].reasons.contains(&why) {
-                out[i].reasons.push(why);
-            }
-            out[i].keep = true;
-            if let Some(c) = clean {
-                let why = format!("clean point before suspicious {}", ids[i].short());
-                if !out[c].reasons.contains(&why) {
-                    out[c].reasons.push(why);
-                }
-                out[c].keep = true;
-            }
-        } else {
-            clean = Some(i);
-        }
-    }
+    keep_evidence(&mut out, &suspicious, &ids);
     Ok(out)
 }
 
