@@ -5,8 +5,11 @@
 //! core never sees paths or URLs.
 
 mod local;
+pub mod retry;
+mod verified;
 
 pub use local::LocalBackend;
+pub use verified::Verified;
 
 use crate::error::Result;
 
@@ -80,8 +83,9 @@ impl std::fmt::Display for LockMode {
 ///   overwrites an existing file.
 /// - `list` returns every complete file of a type (no temporary files).
 /// - `read` and `read_range` of an absent file return
-///   [`crate::Error::Missing`]; a short range read is an error, never a
-///   silently truncated buffer.
+///   [`crate::Error::Missing`]; a range beyond the end is an error. Callers
+///   get backends wrapped in [`Verified`], the one place that turns a
+///   range of the wrong length into an error: no silently short buffer.
 /// - All methods may be called from many threads at once.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Where the repository is, for messages.
