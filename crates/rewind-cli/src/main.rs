@@ -2,6 +2,7 @@
 //! rewind-core, prints. Exit codes are documented in README.md.
 
 mod commands;
+mod interrupt;
 mod output;
 
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ pub mod exit {
     pub const NO_REPOSITORY: u8 = 10;
     /// Wrong password.
     pub const WRONG_PASSWORD: u8 = 12;
+    /// Interrupted by SIGINT or SIGTERM (the shell's code for SIGINT).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 fn main() -> ExitCode {
@@ -81,8 +84,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(err) = cause.downcast_ref::<rewind_core::Error>() {
             return match err {
                 rewind_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,
-                rewind_core::Error::WrongPassword => exit::WRONG_PASSWORD,
+                rewind_core::Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
                 rewind_core::Error::InvalidInput(_) => exit::USAGE,
+                rewind_core::Error::Interrupted => exit::INTERRUPTED,
                 _ => exit::FATAL,
             };
         }

@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::chunker::chunk_stream;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
@@ -129,11 +130,22 @@ pub struct Progress {
     pub scanned: AtomicU64,
     /// Set when the scan is over and totals are final.
     pub scan_done: AtomicBool,
+    /// Set it to stop the backup at its next safe point: it then returns
+    /// [`Error::Interrupted`] and writes no snapshot.
+    pub cancel: Cancel,
     warnings: Mutex<Vec<Warning>>,
     seen_warnings: AtomicU64,
 }
 
 impl Progress {
+    /// Counters at zero, and a backup that stops once `cancel` is set.
+    pub fn with_cancel(cancel: Cancel) -> Self {
+        Progress {
+            cancel,
+            ..Progress::default()
+        }
+    }
+
     fn warn(&self, path: &Path, message: impl Into<String>) {
         self.warnings.lock().expect("warnings").push(Warning {
             path: path.to_path_buf(),
@@ -347,6 +359,9 @@ impl Scanner<'_> {
                     self.errors.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
+        if self.progress.cancel.is_cancelled() {
+            return BTreeMap::new(); // the backup stops after the scan
+        }
             }
         }
         names
@@ -467,6 +482,7 @@ fn read_file(
                         length: off - pos,
                     });
                 }
+        progress.cancel.check()?;
                 file.seek(SeekFrom::Start(off))
                     .map_err(|e| Error::io("seek", e))?;
                 let n = chunk_stream(&params, (&mut file).take(len), &mut add)?;
@@ -802,6 +818,7 @@ pub fn backup(
         version: VERSION,
         time: opts.time.unwrap_or_else(jiff::Timestamp::now),
         tree: root_id,
+    progress.cancel.check()?;
         paths: path_strings,
         hostname: opts.hostname.clone(),
         username: opts.username.clone(),
@@ -828,6 +845,7 @@ pub fn backup(
         scan_error,
     })
 }
+                    progress.cancel.check()?;
 
 /// Announces a backup to prune (docs/DESIGN.md §8c); nothing for a dry run.
 fn announce(repo: &Repository, opts: &BackupOptions) -> Result<Option<Running>> {
@@ -984,5 +1002,9 @@ fn tree_name_ok(name: &str) -> Result<()> {
         Error::InvalidInput(format!(
             "--stdin-filename {name:?} is not a valid file name: {why}"
         ))
+                progress.cancel.check()?;
     })
 }
+        // Interrupted while the stream was read: a command that was stopped
+        // with us (Ctrl-C reaches it too) has not failed on its own.
+        progress.cancel.check()?;

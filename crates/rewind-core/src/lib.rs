@@ -25,6 +25,7 @@
 pub mod archiver;
 pub mod backend;
 pub mod browse;
+pub mod cancel;
 pub mod check;
 pub mod chunker;
 pub mod copy;

@@ -194,7 +194,9 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         ParentChoice::Auto
     };
 
-    let progress = Progress::default();
+    // Ctrl-C or SIGTERM from here on stops the backup at a safe point
+    // (no snapshot, no running marker left); not during the password prompt.
+    let progress = Progress::with_cancel(crate::interrupt::install());
     let outcome = if streaming {
         run_stream(&repo, &opts, args, global, &progress)?
     } else {

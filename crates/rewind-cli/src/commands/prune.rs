@@ -107,6 +107,11 @@ pub fn run_with(
              (or is suspended for longer) than that"
         );
     }
+    // Ctrl-C or SIGTERM stops prune at a safe point (exit 130).
+    let opts = &PruneOptions {
+        cancel: crate::interrupt::install(),
+        ..opts.clone()
+    };
     let r = prune::prune(repo, opts)?;
     for (name, e) in &r.unreadable {
         eprintln!("warning: pack {name} is outside the index and its header cannot be read ({e}); it is left in place");

@@ -1,0 +1,142 @@
+//! End-to-end tests of what the user hands the CLI and of how it ends:
+//! empty or unknown snapshot names, missing sources and files, `init` onto
+//! a place that is not empty, a restore target that is a file, things in
+//! the way of a restore, Ctrl-C and SIGTERM, and a stdout closed early.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// Every path below `dir` (files and directories), relative, sorted.
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().to_path_buf());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+// ------------------------------------------------------------- signals
+
+/// Waits until the repository has a running marker (or the child ended).
+fn wait_for_marker(env: &Env, child: &mut Child) {
+    let start = Instant::now();
+    while repo_files(&env.repo, "running").is_empty() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the backup ended ({st}) before its running marker was seen");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no running marker"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Names of leftover temporaries anywhere in the repository.
+fn temporaries(repo: &Path) -> Vec<PathBuf> {
+    listing(repo)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect()
+}
+
+#[track_caller]
+fn assert_clean_after_interrupt(env: &Env, r: &Run) {
+    r.expect_code(130);
+    assert!(r.stderr.contains("interrupted"), "{r}");
+    assert!(!r.stderr.contains("panicked"), "{r}");
+    assert!(
+        repo_files(&env.repo, "running").is_empty(),
+        "running marker left: {r}"
+    );
+    assert_eq!(snapshot_files(&env.repo), 0, "a snapshot was written: {r}");
+    assert_eq!(temporaries(&env.repo), Vec::<PathBuf>::new());
+    env.ok(["check", "--read-data"]);
+}
+
+fn finish(child: Child, what: &str) -> Run {
+    let o = child.wait_with_output().unwrap();
+    Run {
+        code: o.status.code(),
+        stdout: o.stdout,
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        what: what.into(),
+    }
+}
+
+fn interrupt_a_tree_backup(signal: Signal) {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    // Enough to take seconds: the signal lands while files are read.
+    random_tree(&src, 400, 256 << 10);
+    let mut c = env.cmd();
+    c.arg("backup").arg(&src);
+    let mut child = c.spawn().unwrap();
+    wait_for_marker(&env, &mut child);
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+    let r = finish(child, "rewind backup (interrupted)");
+    assert_clean_after_interrupt(&env, &r);
+    // The next backup works, and uses what the interrupted one uploaded.
+    env.backup([&src]);
+    let t = env.path("t");
+    env.ok(["restore", "latest", "--target", s(&t)]);
+    assert_trees_equal(&src, &restored(&t, &src), &[]);
+}
+
+#[test]
+fn sigterm_stops_a_backup_cleanly() {
+    interrupt_a_tree_backup(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_stops_a_backup_cleanly() {
+    interrupt_a_tree_backup(Signal::SIGINT);
+}
+
+#[test]
+fn sigint_stops_a_stream_backup_cleanly() {
+    let env = Env::with_repo();
+    let mut c = env.cmd();
+    c.args(["backup", "--stdin", "--stdin-filename", "dump.sql"])
+        .stdin(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let chunk = random_bytes(1 << 20);
+    stdin.write_all(&chunk).unwrap();
+    wait_for_marker(&env, &mut child);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    // The stream goes on: the backup stops at its next chunk, not at the end.
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(60), "still running");
+        if stdin.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    drop(stdin);
+    let r = finish(child, "rewind backup --stdin (interrupted)");
+    assert_clean_after_interrupt(&env, &r);
+}
