@@ -140,3 +140,31 @@ fn sigint_stops_a_stream_backup_cleanly() {
     let r = finish(child, "rewind backup --stdin (interrupted)");
     assert_clean_after_interrupt(&env, &r);
 }
+
+#[test]
+fn plain_prune_removes_the_markers_of_killed_backups() {
+    let env = Env::with_repo();
+    for _ in 0..3 {
+        let before = repo_files(&env.repo, "running").len();
+        let mut c = env.cmd();
+        c.args(["backup", "--stdin"]).stdin(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&random_bytes(100_000)).unwrap();
+        let start = Instant::now();
+        while repo_files(&env.repo, "running").len() == before {
+            assert!(start.elapsed() < Duration::from_secs(60), "no marker");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL: no chance to clean up
+        child.wait().unwrap();
+    }
+    assert_eq!(repo_files(&env.repo, "running").len(), 3);
+    env.ok(["prune"]);
+    assert_eq!(
+        repo_files(&env.repo, "running"),
+        Vec::<PathBuf>::new(),
+        "prune left the markers of dead backups"
+    );
+    env.ok(["check"]);
+}
