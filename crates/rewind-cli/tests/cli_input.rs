@@ -38,6 +38,79 @@ fn listing(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+// ---------------------------------------------------------------- init
+
+#[test]
+fn init_refuses_a_directory_of_other_files() {
+    let env = Env::new();
+    let dir = env.path("documents");
+    write(&dir.join("thesis.odt"), b"years of work");
+    write(&dir.join("photos/cat.jpg"), b"meow");
+    let before = listing(&dir);
+    let mut c = env.cmd();
+    c.env("REWIND_REPOSITORY", &dir).arg("init");
+    let r = run_cmd(c);
+    r.expect_code(1);
+    assert!(r.stderr.contains(s(&dir)), "{r}");
+    assert!(r.stderr.contains("not empty"), "{r}");
+    assert!(r.stderr.contains("thesis.odt"), "{r}");
+    assert!(!r.stderr.contains("already exists"), "{r}");
+    assert_eq!(listing(&dir), before, "init changed a foreign directory");
+}
+
+/// A directory laid out like a restic repository.
+fn restic_like(dir: &Path) {
+    let hex = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+    write(&dir.join("config"), &random_bytes(155));
+    write(&dir.join("keys").join(hex('1')), br#"{"kdf":"scrypt"}"#);
+    write(&dir.join("snapshots").join(hex('2')), &random_bytes(300));
+    write(&dir.join("index").join(hex('3')), &random_bytes(300));
+    write(&dir.join("data/44").join(hex('4')), &random_bytes(3000));
+    fs::create_dir_all(dir.join("locks")).unwrap();
+}
+
+#[test]
+fn init_refuses_a_restic_repository() {
+    let env = Env::new();
+    let dir = env.path("restic-repo");
+    restic_like(&dir);
+    let before = listing(&dir);
+    let mut c = env.cmd();
+    c.env("REWIND_REPOSITORY", &dir).arg("init");
+    let r = run_cmd(c);
+    r.expect_code(1);
+    assert!(r.stderr.contains(s(&dir)), "{r}");
+    assert!(r.stderr.contains("not a rewind"), "{r}");
+    assert!(!r.stderr.contains("already exists"), "{r}");
+    assert_eq!(listing(&dir), before, "init changed a foreign repository");
+    // Without its config, its other files still say that it is not empty.
+    fs::remove_file(dir.join("config")).unwrap();
+    fs::remove_dir(dir.join("locks")).unwrap();
+    let before = listing(&dir);
+    let mut c = env.cmd();
+    c.env("REWIND_REPOSITORY", &dir).arg("init");
+    let r = run_cmd(c);
+    r.expect_code(1);
+    assert!(r.stderr.contains(s(&dir)), "{r}");
+    assert!(r.stderr.contains("no config"), "{r}");
+    assert_eq!(listing(&dir), before);
+}
+
+#[test]
+fn init_into_an_empty_existing_directory_works() {
+    let env = Env::new();
+    fs::create_dir_all(&env.repo).unwrap();
+    env.ok(["init"]);
+    assert!(env.repo.join("config").is_file());
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha\n");
+    env.backup([&src]);
+    // A second init still says that a repository is there.
+    let r = env.run(["init"]);
+    r.expect_code(1);
+    assert!(r.stderr.contains("already exists"), "{r}");
+}
+
 // ------------------------------------------------------------- signals
 
 /// Waits until the repository has a running marker (or the child ended).

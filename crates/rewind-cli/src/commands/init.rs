@@ -44,6 +44,9 @@ pub fn owner() -> KeyOwner {
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let backend = global.backend()?;
     let location = backend.location();
+    // Before the password prompt (Repository::init checks again).
+    rewind_core::backend::check_vacant(&*backend)
+        .with_context(|| format!("cannot create a repository at {location}"))?;
     let lock = args.object_lock_days.map(|days| ObjectLock {
         days,
         mode: match args.object_lock_mode {

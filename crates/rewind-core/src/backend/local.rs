@@ -297,6 +297,42 @@ impl Backend for LocalBackend {
             // only garbage for the next prune.
             Ok(()) if t != FileType::Pack => {
                 sync_dir(p.parent().expect("object paths have a parent"))
+    fn foreign_entries(&self) -> Result<Vec<String>> {
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("list {}", self.root.display()), e)),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.ctx(|| format!("list {}", self.root.display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = FileType::ALL.iter().any(|t| t.dir() == name)
+                || name == "config"
+                || name.starts_with('.') && name.contains(".tmp-");
+            // What file systems keep at the top of a volume: a repository
+            // at the root of a new disk is fine.
+            let volume = matches!(
+                name.as_str(),
+                "lost+found"
+                    | ".Trashes"
+                    | ".Spotlight-V100"
+                    | ".fseventsd"
+                    | "System Volume Information"
+            ) || name.starts_with(".Trash-");
+            if !ours && !volume {
+                out.push(name);
+            }
+        }
+        out.sort();
+        if out.len() > 5 {
+            let more = out.len() - 4;
+            out.truncate(4);
+            out.push(format!("{more} more"));
+        }
+        Ok(out)
+    }
+
             }
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
