@@ -85,7 +85,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return match err {
                 rewind_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,
                 rewind_core::Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
-                rewind_core::Error::InvalidInput(_) => exit::USAGE,
+                // A name that matches nothing is wrong usage, like a path
+                // that is not in the snapshot (InvalidInput).
+                rewind_core::Error::InvalidInput(_)
+                | rewind_core::Error::SnapshotNotFound(_)
+                | rewind_core::Error::AmbiguousSnapshot(_) => exit::USAGE,
                 rewind_core::Error::Interrupted => exit::INTERRUPTED,
                 _ => exit::FATAL,
             };

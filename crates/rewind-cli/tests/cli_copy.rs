@@ -123,9 +123,9 @@ fn copy_refuses_what_makes_no_sense() {
     // Into itself.
     let r = copy(&env, &env.repo.clone(), &[]);
     assert_eq!(r.code, Some(2), "{r}");
-    // A snapshot that does not exist.
+    // A snapshot that does not exist: a name that matches nothing.
     let r = copy(&env, &offsite, &["deadbeef"]);
-    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(r.code, Some(2), "{r}");
     assert_eq!(snapshot_files(&offsite), 0);
 }
 

@@ -38,6 +38,76 @@ fn listing(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+// ------------------------------------------------------------ snapshots
+
+#[test]
+fn an_empty_snapshot_argument_is_a_usage_error() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha\n");
+    env.backup([&src]);
+    let target = env.path("t");
+    let t = s(&target);
+    let inside = format!(":{}", s(&src));
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["restore", "", "--target", t],
+        vec!["restore", " ", "--target", t],
+        vec!["restore", &inside, "--target", t],
+        vec!["ls", ""],
+        vec!["dump", "", "/"],
+        vec!["diff", "", "latest"],
+        vec!["diff", "latest", ""],
+        vec!["scan", ""],
+        vec!["mark", "clean", ""],
+        vec!["protect", ""],
+        vec!["unprotect", ""],
+        vec!["backup", "--parent", "", s(&src)],
+    ];
+    for args in cases {
+        let r = env.run(&args);
+        r.expect_code(2);
+        assert!(
+            r.stderr.contains("snapshot argument is empty"),
+            "{args:?}: {r}"
+        );
+        assert!(r.out().is_empty(), "{args:?}: {r}");
+    }
+    assert!(!target.exists(), "a refused restore created its target");
+    assert_eq!(
+        env.snapshots().len(),
+        1,
+        "a refused backup saved a snapshot"
+    );
+    assert!(env.snapshots()[0]["protected"] == false);
+}
+
+#[test]
+fn an_unknown_snapshot_and_a_missing_path_are_both_usage_errors() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha\n");
+    env.backup([&src]);
+    let target = env.path("t");
+    let r = env.run(["restore", "deadbeef", "--target", s(&target)]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("no snapshot matches deadbeef"), "{r}");
+    let spec = format!("latest:{}", s(&src.join("nope")));
+    let r = env.run(["restore", &spec, "--target", s(&target)]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("not in the snapshot"), "{r}");
+    assert!(!target.exists());
+    for args in [
+        vec!["ls", "deadbeef"],
+        vec!["dump", "deadbeef", "/"],
+        vec!["ls", "@2001-01-01"],
+        vec!["ls", "latest", "--host", "no-such-host"],
+    ] {
+        let r = env.run(&args);
+        r.expect_code(2);
+        assert!(r.stderr.contains("no snapshot matches"), "{args:?}: {r}");
+    }
+}
+
 // ---------------------------------------------------------------- init
 
 #[test]

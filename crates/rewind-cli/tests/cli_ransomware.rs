@@ -301,7 +301,7 @@ fn scanning_can_be_skipped_and_bad_alert_urls_are_refused() {
         "--target",
         "/tmp/x",
     ]);
-    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(r.code, Some(2), "{r}");
     assert_eq!(r.stderr.matches("no snapshot matches").count(), 1, "{r}");
     // --last-clean with a snapshot is a usage error.
     let r = env.run(["restore", "latest", "--last-clean", "--target", "/tmp/x"]);

@@ -68,6 +68,13 @@ pub fn select<'a>(
     tz: &jiff::tz::TimeZone,
 ) -> Result<&'a (SnapshotId, SnapshotFile)> {
     let spec = spec.trim();
+    if spec.is_empty() {
+        // Never a silent `latest`: an empty argument is usually a shell
+        // variable that was not set.
+        return Err(Error::InvalidInput(
+            "the snapshot argument is empty; give a snapshot id, `latest` or @TIME".into(),
+        ));
+    }
     let (time, label) = if let Some(t) = spec.strip_prefix('@') {
         if as_of.is_some() {
             return Err(Error::InvalidInput(
@@ -75,7 +82,7 @@ pub fn select<'a>(
             ));
         }
         (Some(parse_time(t, tz)?), spec.to_string())
-    } else if spec == "latest" || spec.is_empty() {
+    } else if spec == "latest" {
         (
             as_of,
             match as_of {
@@ -233,6 +240,12 @@ mod tests {
             Err(Error::SnapshotNotFound(_))
         ));
         assert!(select(&l, "yesterday", None, &f, &utc).is_err());
+        for empty in ["", " ", "\t"] {
+            assert!(
+                matches!(select(&l, empty, None, &f, &utc), Err(Error::InvalidInput(m)) if m.contains("empty")),
+                "{empty:?}"
+            );
+        }
         assert!(select(&l, "@not a date", None, &f, &utc).is_err());
         assert!(select(&l, "3333", Some(jiff::Timestamp::now()), &f, &utc).is_err());
     }
