@@ -340,6 +340,9 @@ impl Scanner<'_> {
         parent: Option<&Tree>,
         root_dev: u64,
     ) -> BTreeMap<Vec<u8>, Entry> {
+        if self.progress.cancel.is_cancelled() {
+            return BTreeMap::new(); // the backup stops after the scan
+        }
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
@@ -359,9 +362,6 @@ impl Scanner<'_> {
                     self.errors.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
-        if self.progress.cancel.is_cancelled() {
-            return BTreeMap::new(); // the backup stops after the scan
-        }
             }
         }
         names
@@ -463,6 +463,7 @@ fn read_file(
     let mut holes = Vec::new();
     let mut read = 0u64;
     let mut add = |chunk: &[u8]| -> Result<()> {
+        progress.cancel.check()?;
         let (id, _) = writer.add_blob(BlobKind::Data, chunk)?;
         content.push(id);
         progress
@@ -482,7 +483,6 @@ fn read_file(
                         length: off - pos,
                     });
                 }
-        progress.cancel.check()?;
                 file.seek(SeekFrom::Start(off))
                     .map_err(|e| Error::io("seek", e))?;
                 let n = chunk_stream(&params, (&mut file).take(len), &mut add)?;
@@ -741,6 +741,7 @@ pub fn backup(
         }
     }
     progress.scan_done.store(true, Ordering::SeqCst);
+    progress.cancel.check()?;
 
     drop(scan_pool);
     let mut summary = BackupSummary {
@@ -768,6 +769,7 @@ pub fn backup(
                     if job.reused {
                         return Ok(0);
                     }
+                    progress.cancel.check()?;
                     let n = read_file(writer, repo, job, progress)?;
                     progress.done_files.fetch_add(1, Ordering::Relaxed);
                     Ok(n)
@@ -818,7 +820,6 @@ pub fn backup(
         version: VERSION,
         time: opts.time.unwrap_or_else(jiff::Timestamp::now),
         tree: root_id,
-    progress.cancel.check()?;
         paths: path_strings,
         hostname: opts.hostname.clone(),
         username: opts.username.clone(),
@@ -845,7 +846,6 @@ pub fn backup(
         scan_error,
     })
 }
-                    progress.cancel.check()?;
 
 /// Announces a backup to prune (docs/DESIGN.md §8c); nothing for a dry run.
 fn announce(repo: &Repository, opts: &BackupOptions) -> Result<Option<Running>> {
@@ -921,6 +921,7 @@ pub fn backup_stream(
             &repo.crypto().chunker(),
             &mut reader,
             |chunk: &[u8]| -> Result<()> {
+                progress.cancel.check()?;
                 let (id, _) = writer.add_blob(BlobKind::Data, chunk)?;
                 content.push(id);
                 progress
@@ -933,6 +934,9 @@ pub fn backup_stream(
             Error::Io { error: source, .. } => Error::io(format!("read {name}"), source),
             e => e,
         })?;
+        // Interrupted while the stream was read: a command that was stopped
+        // with us (Ctrl-C reaches it too) has not failed on its own.
+        progress.cancel.check()?;
         finish()?;
         let node = Node {
             name: name.as_bytes().to_vec(),
@@ -1002,9 +1006,5 @@ fn tree_name_ok(name: &str) -> Result<()> {
         Error::InvalidInput(format!(
             "--stdin-filename {name:?} is not a valid file name: {why}"
         ))
-                progress.cancel.check()?;
     })
 }
-        // Interrupted while the stream was read: a command that was stopped
-        // with us (Ctrl-C reaches it too) has not failed on its own.
-        progress.cancel.check()?;
