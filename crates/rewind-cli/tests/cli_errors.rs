@@ -567,9 +567,9 @@ fn io_error_messages_are_not_repeated() {
     let env = Env::with_repo();
     let r = env.run([OsStr::new("backup"), env.path("does-not-exist").as_os_str()]);
     assert_ne!(r.code, Some(0), "{r}");
-    assert_eq!(
-        r.stderr.matches("No such file or directory").count(),
-        1,
+    assert!(r.stderr.contains("does not exist"), "{r}");
+    assert!(
+        r.stderr.matches("No such file or directory").count() <= 1,
         "{r}"
     );
     let file = env.path("plain-file");

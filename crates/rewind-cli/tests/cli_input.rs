@@ -108,6 +108,76 @@ fn an_unknown_snapshot_and_a_missing_path_are_both_usage_errors() {
     }
 }
 
+// -------------------------------------------------------------- backup
+
+#[test]
+fn one_missing_source_among_several_backs_up_the_rest_and_exits_3() {
+    let env = Env::with_repo();
+    let here = env.path("here");
+    let also = env.path("also.txt");
+    write(&here.join("a.txt"), b"alpha\n");
+    write(&also, b"also\n");
+    let gone = env.path("gone");
+    let gone_deep = env.path("no/such/dir/file");
+    let mut c = env.cmd();
+    c.arg("--json")
+        .arg("backup")
+        .args([&here, &gone, &also, &gone_deep]);
+    let r = run_cmd(c);
+    r.expect_code(3);
+    assert!(r.stderr.contains(s(&gone)), "{r}");
+    assert!(r.stderr.contains(s(&gone_deep)), "{r}");
+    assert!(r.stderr.contains("does not exist"), "{r}");
+    let summary = r.summary();
+    assert_eq!(summary["errors"], 2, "{r}");
+    assert_eq!(summary["files_new"], 2, "{r}");
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1);
+    let paths: Vec<&str> = snaps[0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(paths, [s(&also), s(&here)]);
+    let t = env.path("t");
+    env.ok(["restore", "latest", "--target", s(&t)]);
+    assert_trees_equal(&here, &restored(&t, &here), &[]);
+    assert_eq!(fs::read(restored(&t, &also)).unwrap(), b"also\n");
+    assert!(!restored(&t, &gone).exists());
+    assert!(repo_files(&env.repo, "running").is_empty());
+}
+
+#[test]
+fn a_backup_whose_every_source_is_missing_is_refused() {
+    let env = Env::with_repo();
+    let (a, b) = (env.path("gone"), env.path("also/gone"));
+    let r = env.run([OsStr::new("backup"), a.as_os_str(), b.as_os_str()]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("nothing to back up"), "{r}");
+    assert!(r.stderr.contains(s(&a)) && r.stderr.contains(s(&b)), "{r}");
+    assert_eq!(snapshot_files(&env.repo), 0);
+    assert!(repo_files(&env.repo, "running").is_empty());
+}
+
+#[test]
+fn a_missing_exclude_file_is_a_usage_error_naming_it() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha\n");
+    let missing = env.path("excludes.txt");
+    let r = env.run([
+        OsStr::new("backup"),
+        OsStr::new("--exclude-file"),
+        missing.as_os_str(),
+        src.as_os_str(),
+    ]);
+    r.expect_code(2);
+    assert!(r.stderr.contains(s(&missing)), "{r}");
+    assert!(r.stderr.contains("exclude file"), "{r}");
+    assert_eq!(snapshot_files(&env.repo), 0);
+}
+
 // ---------------------------------------------------------------- init
 
 #[test]

@@ -603,12 +603,54 @@ pub fn backup(
             "nothing to back up: give at least one path".into(),
         ));
     }
+    // A source that cannot be reached (a typo, a drive not mounted) is
+    // named like a file that cannot be read, and the others are backed up;
+    // only when none is left is it an error.
     let mut abs: Vec<PathBuf> = Vec::new();
+    let mut unreachable: Vec<(&Path, Error)> = Vec::new();
     for p in &opts.paths {
-        let a = absolute(p)?;
-        a.symlink_metadata()
-            .map_err(|e| Error::io(format!("cannot back up {}", p.display()), e))?;
-        abs.push(a);
+        let found = absolute(p).and_then(|a| {
+            a.symlink_metadata()
+                .map(|_| a)
+                .map_err(|e| Error::io(format!("cannot back up {}", p.display()), e))
+        });
+        match found {
+            Ok(a) => abs.push(a),
+            Err(e) => unreachable.push((p, e)),
+        }
+    }
+    let not_found = |e: &Error| matches!(e, Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound);
+    if abs.is_empty() {
+        if unreachable.iter().all(|(_, e)| not_found(e)) {
+            let names: Vec<String> = unreachable
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect();
+            return Err(Error::InvalidInput(format!(
+                "nothing to back up: {} {}",
+                names.join(", "),
+                if names.len() == 1 {
+                    "does not exist"
+                } else {
+                    "do not exist"
+                }
+            )));
+        }
+        let (_, e) = unreachable
+            .into_iter()
+            .find(|(_, e)| !not_found(e))
+            .expect("one that is not missing");
+        return Err(e);
+    }
+    for (p, e) in &unreachable {
+        let message = match e {
+            Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
+                "does not exist; not backed up".to_string()
+            }
+            Error::Io { error, .. } => format!("cannot back up: {error}"),
+            e => e.to_string(),
+        };
+        progress.warn(p, message);
     }
     abs.sort();
     abs.dedup();

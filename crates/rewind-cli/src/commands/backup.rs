@@ -100,6 +100,18 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if args.dry_run && global.repo.is_none() && !super::defaults().repo.join("config").exists() {
         return Err(super::usage("--dry-run compares with a repository, and the default one does not exist yet: run `rewind backup` without --dry-run first"));
     }
+    // Exclude files before the repository: a wrong name is said at once.
+    let mut excludes = args.excludes.clone();
+    for f in &args.exclude_files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| super::usage(format!("cannot read exclude file {}: {e}", f.display())))?;
+        excludes.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
     if super::init::ensure_default_repository(global)? && !global.quiet && !global.json {
         eprintln!();
     }
@@ -159,17 +171,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect();
-    opts.excludes = args.excludes.clone();
-    for f in &args.exclude_files {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read exclude file {}", f.display()))?;
-        opts.excludes.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
+    opts.excludes = excludes;
     opts.exclude_if_present = args.exclude_if_present.clone();
     opts.exclude_caches = args.exclude_caches;
     opts.one_file_system = args.one_file_system;
