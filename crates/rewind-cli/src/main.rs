@@ -1,9 +1,10 @@
 //! `rewind`: the command-line interface. Parses arguments, calls
 //! rewind-core, prints. Exit codes are documented in README.md.
 
+#[macro_use]
+mod output;
 mod commands;
 mod interrupt;
-mod output;
 
 use std::process::ExitCode;
 
@@ -34,7 +35,30 @@ pub mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
+    output::quiet_on_closed_stdout();
+    let result = std::panic::catch_unwind(|| run(&cli)).unwrap_or_else(|panic| {
+        // A `println!` left somewhere hit a closed stdout (see
+        // output::quiet_on_closed_stdout); anything else panics on.
+        if output::stdout_closed_in_panic() {
+            Ok(exit::OK)
+        } else {
+            std::panic::resume_unwind(panic)
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if output::is_stdout_closed(&e) {
+                return ExitCode::from(exit::OK);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<u8> {
+    match &cli.command {
         Command::Init(a) => commands::init::run(a, &cli.global),
         Command::Backup(a) => commands::backup::run(a, &cli.global),
         Command::Snapshots(a) => commands::snapshots::run(a, &cli.global),
@@ -58,24 +82,7 @@ fn main() -> ExitCode {
         Command::Protect(a) => commands::protect::protect(a, &cli.global),
         Command::Unprotect(a) => commands::protect::unprotect(a, &cli.global),
         Command::Serve(a) => commands::serve::run(a, &cli.global),
-    };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            if is_broken_pipe(&e) {
-                return ExitCode::from(exit::OK);
-            }
-            eprintln!("error: {e:#}");
-            ExitCode::from(exit_code(&e))
-        }
     }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 /// Maps an error to its exit code.

@@ -381,3 +381,58 @@ fn plain_prune_removes_the_markers_of_killed_backups() {
     );
     env.ok(["check"]);
 }
+
+// -------------------------------------------------------------- output
+
+/// Runs `rewind ARGS` with a stdout that is closed before anything is
+/// written to it.
+fn with_closed_stdout(env: &Env, args: &[&str]) -> Run {
+    let mut c = env.cmd();
+    c.args(args);
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take());
+    finish(child, &format!("rewind {} >&-", args.join(" ")))
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write_random(&src.join("big.bin"), 1 << 20);
+    random_tree(&src.join("many"), 300, 10);
+    env.backup([&src]);
+    write(&src.join("new.txt"), b"new\n");
+    let big = src.join("big.bin");
+    let many = src.join("many");
+    let t = env.path("t");
+    for args in [
+        vec!["dump", "latest", s(&big)],
+        vec!["dump", "latest", s(&src)],
+        vec!["ls", "latest", "-R"],
+        vec!["ls", "-l", "latest", s(&many)],
+        vec!["--json", "ls", "latest"],
+        vec!["snapshots"],
+        vec!["--json", "snapshots"],
+        vec!["find", "f0*"],
+        vec!["backup", s(&src)],
+        vec!["--json", "backup", s(&src)],
+        vec!["diff", "latest", "latest"],
+        vec!["stats"],
+        vec!["policy", "show"],
+        vec!["key", "list"],
+        vec!["restore", "latest", "--target", s(&t)],
+        vec!["forget", "--keep-last", "100", "--allow-short-history"],
+        vec!["prune", "--dry-run"],
+    ] {
+        let r = with_closed_stdout(&env, &args);
+        assert_eq!(r.code, Some(0), "{r}");
+        assert!(
+            !r.stderr.contains("Broken pipe")
+                && !r.stderr.contains("panicked")
+                && !r.stderr.contains("error"),
+            "{r}"
+        );
+    }
+    assert_eq!(env.snapshots().len(), 3, "the backups were saved");
+    assert_trees_equal(&src, &restored(&t, &src), &[]);
+}

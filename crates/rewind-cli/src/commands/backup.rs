@@ -206,7 +206,8 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             archiver::backup(&repo, &opts, &progress)
         })?
     };
-    print_summary(&outcome, global, args.dry_run);
+    // A closed stdout ends what is printed, not the copy or the alert below.
+    crate::output::unless_closed(print_summary(&outcome, global, args.dry_run))?;
     if let (Some(dst), Some(id)) = (&copy_to, outcome.snapshot_id) {
         // The index this handle loaded predates the backup's blobs.
         repo.refresh_index();
@@ -218,28 +219,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                     dst.backend().location()
                 )
             })?;
-        if global.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "message_type": "copied",
-                    "destination": dst.backend().location(),
-                    "snapshot_id": report.copied.first().and_then(|(_, d)| d.map(|d| d.to_hex())),
-                    "bytes_added_stored": report.bytes_added_stored,
-                })
-            );
-        } else if !global.quiet {
-            for (_, d) in &report.copied {
-                if let Some(d) = d {
-                    println!(
-                        "copied to {} as snapshot {} ({} sent)",
-                        dst.backend().location(),
-                        d.short(),
-                        bytes(report.bytes_added_stored)
-                    );
-                }
-            }
-        }
+        crate::output::unless_closed(print_copied(&report, dst, global))?;
     }
     if let Some(e) = &outcome.scan_error {
         eprintln!("warning: the ransomware scan could not run ({e}); the snapshot is saved without a verdict (rewind scan ID tries again)");
@@ -343,10 +323,40 @@ fn run_stream(
     Ok(r?)
 }
 
-fn print_summary(o: &BackupOutcome, global: &Global, dry_run: bool) {
+fn print_copied(
+    report: &rewind_core::copy::CopyReport,
+    dst: &rewind_core::repository::Repository,
+    global: &Global,
+) -> Result<()> {
+    if global.json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "message_type": "copied",
+                "destination": dst.backend().location(),
+                "snapshot_id": report.copied.first().and_then(|(_, d)| d.map(|d| d.to_hex())),
+                "bytes_added_stored": report.bytes_added_stored,
+            })
+        );
+    } else if !global.quiet {
+        for (_, d) in &report.copied {
+            if let Some(d) = d {
+                outln!(
+                    "copied to {} as snapshot {} ({} sent)",
+                    dst.backend().location(),
+                    d.short(),
+                    bytes(report.bytes_added_stored)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(o: &BackupOutcome, global: &Global, dry_run: bool) -> Result<()> {
     let s = o.summary();
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "message_type": "summary",
@@ -361,31 +371,34 @@ fn print_summary(o: &BackupOutcome, global: &Global, dry_run: bool) {
                 "warnings": o.warnings.iter().map(|w| serde_json::json!({"path": w.path.to_string_lossy(), "message": w.message})).collect::<Vec<_>>(),
             })
         );
-        return;
+        return Ok(());
     }
     if !global.quiet {
-        println!(
+        outln!(
             "Files:       {} new, {} changed, {} unchanged",
-            s.files_new, s.files_changed, s.files_unchanged
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged
         );
-        println!("Dirs:        {}", s.dirs);
-        println!(
+        outln!("Dirs:        {}", s.dirs);
+        outln!(
             "Read:        {} (of {} in the snapshot)",
             bytes(s.bytes_read),
             bytes(s.total_bytes)
         );
-        println!(
+        outln!(
             "Added:       {} stored ({} before compression)",
             bytes(s.bytes_added_stored),
             bytes(s.bytes_added_raw)
         );
-        println!("Duration:    {:.2} s", s.duration_secs);
+        outln!("Duration:    {:.2} s", s.duration_secs);
         match o.snapshot_id {
-            Some(id) => println!("snapshot {} saved", id.short()),
-            None => println!("dry run: nothing was saved"),
+            Some(id) => outln!("snapshot {} saved", id.short()),
+            None => outln!("dry run: nothing was saved"),
         }
     }
     if !o.warnings.is_empty() {
         eprintln!("warning: {} files or directories could not be read (listed above); the snapshot holds everything else", o.warnings.len());
     }
+    Ok(())
 }

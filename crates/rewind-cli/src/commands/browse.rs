@@ -66,7 +66,7 @@ pub fn ls(args: &LsArgs, global: &Global) -> Result<u8> {
     let (_, snap) = args.select.resolve(&repo, &args.snapshot)?;
     let path = args.path.clone().unwrap_or_else(|| PathBuf::from("/"));
     let entries = browse::ls(&repo, &snap.tree, &path, args.recursive)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     for (p, n) in &entries {
         print_node(&mut out, p, n, args.long, global.json)?;
     }
@@ -85,7 +85,7 @@ pub fn find(args: &FindArgs, global: &Global) -> Result<u8> {
     let repo = global.open()?;
     let snaps = args.select.matching(&repo)?;
     let hits = browse::find(&repo, &snaps, &args.pattern)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     for h in &hits {
         if global.json {
             writeln!(
@@ -126,7 +126,7 @@ pub fn diff(args: &DiffArgs, global: &Global) -> Result<u8> {
     let (_, a) = args.select.resolve(&repo, &args.first)?;
     let (_, b) = args.select.resolve(&repo, &args.second)?;
     let changes = browse::diff(&repo, &a.tree, &b.tree)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     let (mut add, mut rem, mut modi, mut meta) = (0, 0, 0, 0);
     for (p, c) in &changes {
         let sym = match c {
@@ -179,7 +179,7 @@ pub struct DumpArgs {
 pub fn dump(args: &DumpArgs, global: &Global) -> Result<u8> {
     let repo = global.open()?;
     let (_, snap) = args.select.resolve(&repo, &args.snapshot)?;
-    let out = std::io::stdout().lock();
+    let out = crate::output::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
     match rewind_core::restorer::find_node(&repo, &snap.tree, &args.path)? {
         None => {

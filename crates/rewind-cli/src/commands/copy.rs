@@ -127,7 +127,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     };
     let report = rewind_core::copy::copy(&src, &dst, &wanted, args.dry_run)?;
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "message_type": "summary",
@@ -142,11 +142,11 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     } else if !global.quiet {
         for (s, d) in &report.copied {
             match d {
-                Some(d) => println!("copied snapshot {} -> {}", s.short(), d.short()),
-                None => println!("would copy snapshot {}", s.short()),
+                Some(d) => outln!("copied snapshot {} -> {}", s.short(), d.short()),
+                None => outln!("would copy snapshot {}", s.short()),
             }
         }
-        println!(
+        outln!(
             "{} {} snapshot(s), {} already in {}; added {} ({} stored)",
             if args.dry_run { "would copy" } else { "copied" },
             report.copied.len(),

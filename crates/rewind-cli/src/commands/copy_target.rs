@@ -41,20 +41,20 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         Action::Show => {
             let t = repo.copy_target()?;
             if global.json {
-                println!("{}", serde_json::json!({ "copy_target": t }));
+                outln!("{}", serde_json::json!({ "copy_target": t }));
             } else {
                 match t {
-                    None => println!(
+                    None => outln!(
                         "no copy target: backups are not copied (rewind copy-target set LOCATION)"
                     ),
                     Some(t) => {
-                        println!("copy target: {}", t.location);
+                        outln!("copy target: {}", t.location);
                         for (k, v) in &t.options {
-                            println!("  option {k}={v}");
+                            outln!("  option {k}={v}");
                         }
                         match &t.password_file {
-                            Some(f) => println!("  password file: {f}"),
-                            None => println!("  password: REWIND_TO_PASSWORD, or asked"),
+                            Some(f) => outln!("  password file: {f}"),
+                            None => outln!("  password: REWIND_TO_PASSWORD, or asked"),
                         }
                     }
                 }
@@ -94,7 +94,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             };
             repo.set_copy_target(Some(target))?;
             if !global.quiet {
-                println!(
+                outln!(
                     "stored copy target {}: each `rewind backup` copies its snapshot there (skip with --no-copy)",
                     dst.backend().location()
                 );
@@ -103,7 +103,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         Action::Unset => {
             repo.set_copy_target(None)?;
             if !global.quiet {
-                println!("no copy target: backups are no longer copied");
+                outln!("no copy target: backups are no longer copied");
             }
         }
     }

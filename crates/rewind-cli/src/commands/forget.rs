@@ -119,7 +119,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let policy = if given.is_empty() {
         let (stored, is_set) = repo.policy()?;
         if !global.quiet && !global.json {
-            println!(
+            outln!(
                 "applying the repository's {} policy ({})",
                 if is_set { "stored" } else { "default" },
                 super::policy::describe_rules(&stored)
@@ -159,11 +159,11 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         repo.superseded_snapshots()?
     };
     if global.json {
-        println!("{}", serde_json::to_string_pretty(&plans)?);
+        outln!("{}", serde_json::to_string_pretty(&plans)?);
     }
     for p in &plans {
         if !global.json && !global.quiet {
-            println!(
+            outln!(
                 "group {}: keep {} of {} snapshots",
                 describe(&p.key),
                 p.decisions.iter().filter(|d| d.keep).count(),
@@ -172,14 +172,14 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             for d in &p.decisions {
                 let s = by_id[&d.id];
                 if d.keep {
-                    println!(
+                    outln!(
                         "  keep    {}  {}  {}",
                         d.id.short(),
                         local_time(s.time),
                         d.reasons.join(", ")
                     );
                 } else {
-                    println!("  remove  {}  {}", d.id.short(), local_time(s.time));
+                    outln!("  remove  {}  {}", d.id.short(), local_time(s.time));
                 }
             }
         }
@@ -213,9 +213,9 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     }
     if !global.json && !global.quiet {
         if args.dry_run {
-            println!("dry run: nothing was removed");
+            outln!("dry run: nothing was removed");
         } else {
-            println!(
+            outln!(
                 "removed {removed} snapshots{}",
                 if args.prune {
                     ""

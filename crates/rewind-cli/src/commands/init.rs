@@ -72,23 +72,24 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let repo = Repository::init(backend, &password, KdfParams::DEFAULT, &owner())
         .with_context(|| format!("cannot create a repository at {location}"))?;
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"message_type": "initialized", "id": repo.config().id, "repository": location, "object_lock": lock})
         );
     } else if !global.quiet {
-        println!(
+        outln!(
             "created rewind repository {} at {location}",
             repo.config().id,
         );
         if let Some(l) = lock {
-            println!(
+            outln!(
                 "Object Lock: every file is kept for {} days after it is written ({} mode); \
                  forget hides snapshots at once, prune deletes their data only after that.",
-                l.days, l.mode
+                l.days,
+                l.mode
             );
         }
-        println!("Keep the password safe: without it, nothing in this repository can be restored.");
+        outln!("Keep the password safe: without it, nothing in this repository can be restored.");
     }
     Ok(crate::exit::OK)
 }

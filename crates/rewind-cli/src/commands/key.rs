@@ -59,11 +59,11 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             let keys = repo.keys()?;
             if global.json {
                 let v: Vec<_> = keys.iter().map(|k| serde_json::json!({"id": k.id.to_hex(), "current": k.current, "created": k.file.created, "hostname": k.file.hostname, "username": k.file.username})).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("   {:<10}  {:<16}  {:<16}  Created", "ID", "User", "Host");
+                outln!("   {:<10}  {:<16}  {:<16}  Created", "ID", "User", "Host");
                 for k in keys {
-                    println!(
+                    outln!(
                         "{}  {:<10}  {:<16}  {:<16}  {}",
                         if k.current { "*" } else { " " },
                         k.id.short(),
@@ -76,11 +76,11 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         }
         Action::Add(np) => {
             let id = repo.add_key(&np.get()?, KdfParams::DEFAULT, &owner)?;
-            println!("added key {}", id.short());
+            outln!("added key {}", id.short());
         }
         Action::Remove { id } => {
             let removed = repo.remove_key(id)?;
-            println!("removed key {}", removed.short());
+            outln!("removed key {}", removed.short());
         }
         Action::Passwd(np) => {
             let new = np.get()?;
@@ -96,14 +96,14 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                 super::init::write_key_file(&tmp, &new)?;
                 let id = repo.change_password(&new, KdfParams::DEFAULT, &owner)?;
                 std::fs::rename(&tmp, &key_file).with_context(|| format!("the password changed but {} could not be updated; the new password is in {}", key_file.display(), tmp.display()))?;
-                println!(
+                outln!(
                     "password changed (new key {}); {} holds the new one",
                     id.short(),
                     key_file.display()
                 );
             } else {
                 let id = repo.change_password(&new, KdfParams::DEFAULT, &owner)?;
-                println!("password changed (new key {})", id.short());
+                outln!("password changed (new key {})", id.short());
             }
         }
     }

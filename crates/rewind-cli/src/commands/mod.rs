@@ -19,7 +19,7 @@ pub mod serve;
 pub mod snapshots;
 pub mod stats;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -380,7 +380,8 @@ pub fn with_progress<T>(
                     b.tick();
                 }
                 if json && tick.is_multiple_of(10) && !finished {
-                    println!("{}", serde_json::json!({"message_type": "status", "files_done": df, "files_total": tf, "bytes_done": db, "bytes_total": tb, "scan_done": progress.scan_done.load(Ordering::Relaxed)}));
+                    // Never stops the work: a closed stdout is said by the summary.
+                    let _ = writeln!(crate::output::stdout(), "{}", serde_json::json!({"message_type": "status", "files_done": df, "files_total": tf, "bytes_done": db, "bytes_total": tb, "scan_done": progress.scan_done.load(Ordering::Relaxed)}));
                 }
                 if finished {
                     if let Some(b) = bar {

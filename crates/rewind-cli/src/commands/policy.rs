@@ -61,12 +61,12 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             let repo = global.open()?;
             let (policy, is_set) = repo.policy()?;
             if global.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"stored": is_set, "policy": policy})
                 );
             } else {
-                println!(
+                outln!(
                     "{} {}",
                     if is_set {
                         "stored policy:"
@@ -88,7 +88,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             let repo = global.open()?;
             repo.set_policy(&policy)?;
             if !global.quiet {
-                println!("stored policy: {}", describe_rules(&policy));
+                outln!("stored policy: {}", describe_rules(&policy));
             }
         }
     }

@@ -40,13 +40,13 @@ pub fn protect(args: &ProtectArgs, global: &Global) -> Result<u8> {
     let new = repo.set_protection(&id, Some(Protection { until }))?;
     if !global.quiet {
         match until {
-            Some(u) => println!(
+            Some(u) => outln!(
                 "snapshot {} is protected until {} (its id is now {})",
                 id.short(),
                 crate::output::local_time(u),
                 new.short()
             ),
-            None => println!(
+            None => outln!(
                 "snapshot {} is protected for good (its id is now {})",
                 id.short(),
                 new.short()
@@ -61,7 +61,7 @@ pub fn unprotect(args: &UnprotectArgs, global: &Global) -> Result<u8> {
     let (id, _) = args.select.resolve(&repo, &args.snapshot)?;
     let new = repo.set_protection(&id, None)?;
     if !global.quiet {
-        println!(
+        outln!(
             "snapshot {} is no longer protected (its id is now {})",
             id.short(),
             new.short()

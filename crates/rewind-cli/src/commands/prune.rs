@@ -117,12 +117,12 @@ pub fn run_with(
         eprintln!("warning: pack {name} is outside the index and its header cannot be read ({e}); it is left in place");
     }
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"message_type": "summary", "dry_run": opts.dry_run, "report": r})
         );
     } else if !global.quiet {
-        print_report(&r, opts);
+        print_report(&r, opts)?;
     }
     Ok(if r.unreadable.is_empty() {
         crate::exit::OK
@@ -140,7 +140,7 @@ fn packs(p: &Packs) -> String {
     )
 }
 
-fn print_report(r: &PruneReport, opts: &PruneOptions) {
+fn print_report(r: &PruneReport, opts: &PruneOptions) -> Result<()> {
     let would = |done: &'static str, planned: &'static str| {
         if opts.dry_run {
             planned
@@ -148,19 +148,19 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
             done
         }
     };
-    println!(
+    outln!(
         "{} snapshots use {} blobs; the repository has {}",
         r.snapshots,
         r.used_blobs,
         packs(&r.packs_before)
     );
-    println!(
+    outln!(
         "keep:      {}, of which {} unused (limit --max-unused)",
         packs(&r.kept),
         bytes(r.unused_bytes_kept)
     );
     if r.repacked.count > 0 {
-        println!(
+        outln!(
             "{} {}: {} of used data copied{}",
             would("repacked: ", "repack:   "),
             packs(&r.repacked),
@@ -173,7 +173,7 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
         );
     }
     if r.marked_unused.count + r.marked_unindexed.count > 0 {
-        println!(
+        outln!(
             "{} {} unused{}",
             would("marked:   ", "mark:     "),
             packs(&r.marked_unused),
@@ -185,19 +185,19 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
         );
     }
     if r.unmarked.count > 0 {
-        println!(
+        outln!(
             "in use again: {} (a snapshot refers to them; mark dropped)",
             packs(&r.unmarked)
         );
     }
     if r.recovered.count > 0 {
-        println!(
+        outln!(
             "{} {} that snapshots need back into the index",
             would("put back: ", "put back: "),
             packs(&r.recovered)
         );
     }
-    println!(
+    outln!(
         "{} {}",
         would("deleted:  ", "delete:   "),
         packs(&r.deleted)
@@ -208,7 +208,7 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
             .iter()
             .map(|(h, pid, start)| format!("{h} pid {pid} since {}", local_time(*start)))
             .collect();
-        println!(
+        outln!(
             "postponed: {} while backups run ({})",
             packs(&r.postponed),
             who.join("; ")
@@ -219,7 +219,7 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
             &r.retained_until[0],
             &r.retained_until[r.retained_until.len() - 1],
         );
-        println!(
+        outln!(
             "retained:  {} under Object Lock, not deleted: the store keeps them until {}{}; \
              a prune after that deletes them",
             packs(&r.retained),
@@ -231,10 +231,10 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
             }
         );
         for (pack, until) in r.retained_until.iter().take(5) {
-            println!("           pack {pack} until {}", local_time(*until));
+            outln!("           pack {pack} until {}", local_time(*until));
         }
         if r.retained_until.len() > 5 {
-            println!(
+            outln!(
                 "           and {} more (--json lists all)",
                 r.retained_until.len() - 5
             );
@@ -247,7 +247,7 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
             r.marked_unused.count + r.marked_unindexed.count + r.repacked.count
         };
     if let Some(t) = r.next_deletion.filter(|_| waiting > 0) {
-        println!(
+        outln!(
             "waiting:   {} marked pack(s) can be deleted by a prune from {} on (grace {:#})",
             waiting,
             local_time(t),
@@ -255,20 +255,21 @@ fn print_report(r: &PruneReport, opts: &PruneOptions) {
         );
     }
     if r.versions_removed > 0 {
-        println!(
+        outln!(
             "removed {} old version(s) of deleted files whose Object Lock retention ended",
             r.versions_removed
         );
     }
     if r.temporaries_removed > 0 {
-        println!(
+        outln!(
             "removed {} temporary file(s) left by interrupted writes",
             r.temporaries_removed
         );
     }
     if opts.dry_run {
-        println!("dry run: nothing was changed");
+        outln!("dry run: nothing was changed");
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         eprintln!("error: {}: {}", e.path.display(), e.message);
     }
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "dry_run": args.dry_run, "files_restored": stats.files_restored, "files_skipped": stats.files_skipped, "dirs": stats.dirs, "others": stats.others, "bytes_written": stats.bytes_written, "deleted": stats.deleted, "verified": stats.verified, "errors": stats.errors.len()})
         );
@@ -208,7 +208,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         } else {
             "restored"
         };
-        println!(
+        outln!(
             "{verb} {} files ({}), {} dirs, {} other entries; {} files already up to date",
             stats.files_restored,
             bytes(stats.bytes_written),
@@ -217,10 +217,10 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             stats.files_skipped
         );
         if args.delete {
-            println!("deleted {} entries not in the snapshot", stats.deleted);
+            outln!("deleted {} entries not in the snapshot", stats.deleted);
         }
         if args.verify {
-            println!("verified {} files", stats.verified);
+            outln!("verified {} files", stats.verified);
         }
     }
     if stats.errors.is_empty() {

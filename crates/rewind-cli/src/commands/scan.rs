@@ -89,12 +89,12 @@ pub fn scan(args: &ScanArgs, global: &Global) -> Result<u8> {
     let (id, s) = args.select.resolve(&repo, &args.snapshot)?;
     let Some((pid, parent)) = previous(&repo, &id, &s)? else {
         if global.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"snapshot_id": id.to_hex(), "scan": null, "message": "no earlier snapshot of the same host and paths"})
             );
         } else {
-            println!(
+            outln!(
                 "snapshot {} is the first of its host and paths: nothing to compare it with",
                 id.short()
             );
@@ -106,12 +106,12 @@ pub fn scan(args: &ScanArgs, global: &Global) -> Result<u8> {
     let sizes = scan::Sizes::new(&repo, &[])?;
     let r = scan::scan(&repo, &sizes, &parent.tree, &s.tree, files_before)?;
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"snapshot_id": id.to_hex(), "parent_id": pid.to_hex(), "scan": r, "stored": s.scan})
         );
     } else {
-        println!(
+        outln!(
             "snapshot {} of {} against {} of {}: {}",
             id.short(),
             local_time(s.time),
@@ -120,19 +120,23 @@ pub fn scan(args: &ScanArgs, global: &Global) -> Result<u8> {
             r.verdict
         );
         let c = &r.counts;
-        println!(
+        outln!(
             "  {} modified, {} added, {} removed, {} moved; {} examined",
-            c.modified, c.added, c.removed, c.moved, c.examined
+            c.modified,
+            c.added,
+            c.removed,
+            c.moved,
+            c.examined
         );
         if r.verdict == Verdict::Suspicious {
             warn(&id, &r);
         } else {
             for reason in &r.reasons {
-                println!("  - {reason}");
+                outln!("  - {reason}");
             }
         }
         if let Some(o) = s.scan.as_ref().and_then(|x| x.overruled.as_ref()) {
-            println!(
+            outln!(
                 "  marked {} by {} on {}",
                 o.verdict,
                 o.by,
@@ -165,12 +169,12 @@ pub fn mark(args: &MarkArgs, global: &Global) -> Result<u8> {
     );
     let new = repo.set_verdict(&id, verdict, &by)?;
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"snapshot_id": new.to_hex(), "previous_id": id.to_hex(), "verdict": verdict})
         );
     } else if !global.quiet {
-        println!(
+        outln!(
             "snapshot {} marked {verdict} (now {})",
             id.short(),
             new.short()
@@ -203,8 +207,8 @@ pub fn notify(args: &NotifyArgs, global: &Global) -> Result<u8> {
     let repo = global.open()?;
     match &args.action {
         NotifyAction::Show => match repo.notify_url()? {
-            Some(u) => println!("alerts go to {u}"),
-            None => println!("no alert URL stored (rewind notify set URL, or backup --notify-url)"),
+            Some(u) => outln!("alerts go to {u}"),
+            None => outln!("no alert URL stored (rewind notify set URL, or backup --notify-url)"),
         },
         NotifyAction::Set { url } => {
             let test = serde_json::json!({
@@ -215,13 +219,13 @@ pub fn notify(args: &NotifyArgs, global: &Global) -> Result<u8> {
             rewind_backends::notify::post_json(url, &test)?;
             repo.set_notify_url(Some(url.clone()))?;
             if !global.quiet {
-                println!("a test alert was delivered; alerts now go to {url}");
+                outln!("a test alert was delivered; alerts now go to {url}");
             }
         }
         NotifyAction::Unset => {
             repo.set_notify_url(None)?;
             if !global.quiet {
-                println!("no alert URL stored");
+                outln!("no alert URL stored");
             }
         }
     }

@@ -260,17 +260,17 @@ fn token(a: &TokenAction, g: &Global) -> Result<u8> {
                     .map(|e| format!(", expires {e}"))
                     .unwrap_or_default()
             );
-            println!("{token}");
+            outln!("{token}");
         }
         TokenAction::List { data } => {
             let st = data.store(g)?.load()?;
             let now = jiff::Timestamp::now();
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&st.tokens)?);
+                outln!("{}", serde_json::to_string_pretty(&st.tokens)?);
                 return Ok(exit::OK);
             }
             if st.tokens.is_empty() {
-                println!(
+                outln!(
                     "no tokens; make one with `rewind serve token add --repo NAME --role backup`"
                 );
             }
@@ -281,7 +281,7 @@ fn token(a: &TokenAction, g: &Global) -> Result<u8> {
                     (None, Some(e)) => format!("expires {e}"),
                     (None, None) => "valid".into(),
                 };
-                println!(
+                outln!(
                     "{:<28} {:<20} {:<7} created {}  {status}",
                     t.name,
                     t.repo,
@@ -332,12 +332,12 @@ fn repo(a: &RepoAction, g: &Global) -> Result<u8> {
         RepoAction::List { data } => {
             let st = data.store(g)?.load()?;
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&st.repos)?);
+                outln!("{}", serde_json::to_string_pretty(&st.repos)?);
                 return Ok(exit::OK);
             }
             let show = |v: Option<String>| v.unwrap_or_else(|| "(server default)".into());
             for (name, s) in &st.repos {
-                println!(
+                outln!(
                     "{name}: min-delete-age {}, history {}, max-size {}",
                     show(s.min_delete_age_days.map(|d| format!("{d} days"))),
                     show(s.history_days.map(|d| format!("{d} days"))),

@@ -28,16 +28,21 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(crate::exit::OK);
     }
-    println!(
+    outln!(
         "{:<9}  {:<19}  {:<16}  {:<16}  {:>10}  {:>10}  Paths",
-        "ID", "Time", "Host", "Tags", "Size", "Added"
+        "ID",
+        "Time",
+        "Host",
+        "Tags",
+        "Size",
+        "Added"
     );
     let now = jiff::Timestamp::now();
     for (id, s) in &snaps {
-        println!(
+        outln!(
             "{:<9}  {:<19}  {:<16}  {:<16}  {:>10}  {:>10}  {}",
             format!(
                 "{}{}{}",
@@ -60,7 +65,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             s.paths.join(" ")
         );
     }
-    println!(
+    outln!(
         "{} snapshots (* = protected from retention, ! = looks like a ransomware attack: rewind scan ID)",
         snaps.len()
     );
