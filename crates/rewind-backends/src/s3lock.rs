@@ -11,6 +11,7 @@ use md5::Digest as _;
 use reqsign_aws_v4::{Credential, DefaultCredentialProvider, RequestSigner};
 use reqsign_core::{Context, OsEnv, ProvideCredentialChain, Signer};
 use reqsign_file_read_tokio::TokioFileRead;
+use rewind_core::backend::retry::{Failure, Retry};
 use rewind_core::backend::{LockMode, ObjectLock};
 
 /// A bucket's Object Lock state.
@@ -30,6 +31,20 @@ pub(crate) struct Raw {
     http: reqwest::Client,
     endpoint: String,
     bucket: String,
+}
+
+/// How a request that failed in transport or got a 5xx answer is retried:
+/// four attempts, 0.2 s, 0.8 and 3.2 apart.
+const RETRY: Retry = Retry::new(4, Duration::from_millis(200), 4);
+
+/// An attempt that brought no answer to return.
+enum Unanswered {
+    /// The request could not be made (not retried).
+    Request(String),
+    /// No answer.
+    Transport(reqwest::Error),
+    /// A 5xx answer.
+    ServerError(Response),
 }
 
 /// A response: status, headers, body.
@@ -73,7 +88,7 @@ impl Raw {
 
     /// Sends a signed request for `path` under the bucket (`""` for the
     /// bucket itself) with `query`, retrying transport errors and 5xx
-    /// answers three times.
+    /// answers with [`RETRY`].
     async fn send(
         &self,
         method: http::Method,
@@ -91,52 +106,76 @@ impl Raw {
             url.push('?');
             url.push_str(query);
         }
-        let mut delay = Duration::from_millis(200);
-        for attempt in 1..=4 {
-            let mut req = http::Request::builder()
-                .method(method.clone())
-                .uri(&url)
-                .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD");
-            for (k, v) in headers {
-                req = req.header(*k, v);
+        let (url, method) = (&url, &method);
+        let result = RETRY
+            .run_async(
+                |_| async move {
+                    let req = self.signed(method, url, headers, body).await;
+                    let req = req.map_err(|e| Failure::Permanent(Unanswered::Request(e)))?;
+                    let r = match self.http.execute(req).await {
+                        Ok(r) => r,
+                        Err(e) => return Err(Failure::Transient(Unanswered::Transport(e))),
+                    };
+                    let r = Response {
+                        status: r.status().as_u16(),
+                        headers: r.headers().clone(),
+                        body: r.text().await.unwrap_or_default(),
+                    };
+                    if (500..600).contains(&r.status) {
+                        Err(Failure::Transient(Unanswered::ServerError(r)))
+                    } else {
+                        Ok(r)
+                    }
+                },
+                tokio::time::sleep,
+            )
+            .await;
+        let failed = match result {
+            Ok(r) => return Ok(r),
+            Err(f) => f,
+        };
+        match failed.error {
+            // The caller reports the server's last answer.
+            Unanswered::ServerError(r) => Ok(r),
+            Unanswered::Transport(e) => {
+                Err(format!("{url}: {e} (tried {} times)", failed.attempts))
             }
-            if !body.is_empty() {
-                let md5 = md5::Md5::digest(body);
-                req = req.header(
-                    "content-md5",
-                    base64::engine::general_purpose::STANDARD.encode(md5),
-                );
-            }
-            let (mut parts, ()) = req
-                .body(())
-                .map_err(|e| format!("bad request {url}: {e}"))?
-                .into_parts();
-            self.signer
-                .sign(&mut parts, None)
-                .await
-                .map_err(|e| format!("cannot sign the request (S3 credentials?): {e}"))?;
-            let req = http::Request::from_parts(parts, body.to_vec());
-            let req = reqwest::Request::try_from(req).map_err(|e| e.to_string())?;
-            let outcome = self.http.execute(req).await;
-            match outcome {
-                Ok(r) if r.status().is_server_error() && attempt < 4 => {}
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let headers = r.headers().clone();
-                    let body = r.text().await.unwrap_or_default();
-                    return Ok(Response {
-                        status,
-                        headers,
-                        body,
-                    });
-                }
-                Err(_) if attempt < 4 => {}
-                Err(e) => return Err(format!("{url}: {e} (tried 4 times)")),
-            }
-            tokio::time::sleep(delay).await;
-            delay *= 4;
+            Unanswered::Request(e) => Err(e),
         }
-        unreachable!("the last attempt returns")
+    }
+
+    /// The request, signed.
+    async fn signed(
+        &self,
+        method: &http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<reqwest::Request, String> {
+        let mut req = http::Request::builder()
+            .method(method.clone())
+            .uri(url)
+            .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD");
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if !body.is_empty() {
+            let md5 = md5::Md5::digest(body);
+            req = req.header(
+                "content-md5",
+                base64::engine::general_purpose::STANDARD.encode(md5),
+            );
+        }
+        let (mut parts, ()) = req
+            .body(())
+            .map_err(|e| format!("bad request {url}: {e}"))?
+            .into_parts();
+        self.signer
+            .sign(&mut parts, None)
+            .await
+            .map_err(|e| format!("cannot sign the request (S3 credentials?): {e}"))?;
+        let req = http::Request::from_parts(parts, body.to_vec());
+        reqwest::Request::try_from(req).map_err(|e| e.to_string())
     }
 
     /// The bucket's Object Lock configuration.

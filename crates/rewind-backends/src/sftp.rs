@@ -10,22 +10,24 @@
 //! (the `fsync@openssh.com` extension) and hard-linked to its name
 //! (`hardlink@openssh.com`), which fails if the name exists: write-if-absent,
 //! never an overwrite (W4), and a crash leaves either no file or the whole
-//! file. A lost connection is reopened and the request retried, up to four
-//! attempts over about 10 s; SFTP errors (no such file, permission denied)
-//! and a first connection that fails (wrong host, key or host key) are not
-//! retried.
+//! file. A lost connection is reopened and the request retried by the core's
+//! retry policy, up to four attempts over about 10 s; SFTP errors (no such
+//! file, permission denied) and the process's first connection, if it
+//! fails (wrong host, key or host key), are not retried.
 
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::{pin, Pin};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_core::Stream;
 use openssh_sftp_client::error::{Error as SftpError, SftpErrorKind};
 use openssh_sftp_client::{Sftp, SftpOptions};
+use rewind_core::backend::retry::{Failure, Retry};
 use rewind_core::backend::{Backend, FileInfo, FileType, WriteOutcome};
 use rewind_core::{Error, Result};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -155,6 +157,9 @@ pub struct SftpBackend {
     command: Vec<String>,
     connections: usize,
     session: Mutex<Option<Arc<Session>>>,
+    /// Set by the first session: a connection that fails before it (wrong
+    /// host, user, key or host key) is not retried.
+    connected: AtomicBool,
     cache: PackCache,
     runtime: tokio::runtime::Runtime,
 }
@@ -167,8 +172,17 @@ impl std::fmt::Debug for SftpBackend {
     }
 }
 
-/// How often a request is tried when the connection breaks.
-const ATTEMPTS: u32 = 4;
+/// How a request is retried when the connection breaks: four attempts,
+/// 0.5 s, 2 and 8 apart (about 10 s in all, less the jitter).
+const RETRY: Retry = Retry::new(4, Duration::from_millis(500), 4);
+
+/// Why an attempt failed.
+enum Broken {
+    /// No session: ssh or the SFTP handshake failed.
+    Connect(Error),
+    /// The request failed on this session.
+    Request(SftpError, Arc<Session>),
+}
 
 fn is_name(t: FileType, name: &str) -> bool {
     if t == FileType::Config {
@@ -252,6 +266,7 @@ impl SftpBackend {
             command,
             connections,
             session: Mutex::new(None),
+            connected: AtomicBool::new(false),
             cache: PackCache::new(2 * connections + 2),
             runtime,
         })
@@ -350,6 +365,7 @@ impl SftpBackend {
             return Ok(s.clone());
         }
         let s = Arc::new(self.runtime.block_on(self.connect())?);
+        self.connected.store(true, Ordering::Relaxed);
         *guard = Some(s.clone());
         Ok(s)
     }
@@ -362,45 +378,37 @@ impl SftpBackend {
         }
     }
 
-    /// Runs `op` on the session, reconnecting and retrying when the
-    /// connection breaks. `what` and `path` name the operation in errors.
+    /// Runs `op` on the session, reconnecting and retrying with [`RETRY`]
+    /// when the connection breaks. `what` and `path` name the operation in
+    /// errors.
     fn run<T, F, Fut>(&self, what: &str, path: &Path, op: F) -> Result<T>
     where
         F: Fn(Arc<Sftp>) -> Fut,
         Fut: Future<Output = std::result::Result<T, SftpError>>,
     {
-        let mut delay = Duration::from_millis(500);
-        let mut attempt = 1;
-        loop {
-            // The first connection fails fast (a wrong host or key is not
-            // transient); reconnecting after a break is retried like the
-            // request, as the server may be restarting.
-            let session = match self.session() {
-                Ok(s) => s,
-                Err(e) if attempt == 1 || attempt >= ATTEMPTS => return Err(e),
-                Err(_) => {
-                    std::thread::sleep(delay);
-                    delay *= 4;
-                    attempt += 1;
-                    continue;
-                }
-            };
-            match self.runtime.block_on(op(session.sftp.clone())) {
-                Ok(v) => return Ok(v),
-                Err(e) if is_connection_error(&e) && attempt < ATTEMPTS => {
-                    self.discard(&session);
-                    std::thread::sleep(delay);
-                    delay *= 4;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    if is_connection_error(&e) {
+        let result = RETRY.run(|_| {
+            // The first connection of the process fails fast (a wrong host
+            // or key is not transient); reconnecting after a break is
+            // retried like the request, as the server may be restarting.
+            let session = self.session().map_err(|e| {
+                Failure::transient_if(self.connected.load(Ordering::Relaxed), Broken::Connect(e))
+            })?;
+            self.runtime
+                .block_on(op(session.sftp.clone()))
+                .map_err(|e| {
+                    // SFTP errors (no such file, permission denied) are
+                    // answers: not retried.
+                    let transient = is_connection_error(&e);
+                    if transient {
                         self.discard(&session);
                     }
-                    return Err(self.err(what, path, &session, e, attempt));
-                }
-            }
-        }
+                    Failure::transient_if(transient, Broken::Request(e, session))
+                })
+        });
+        result.map_err(|f| match f.error {
+            Broken::Connect(e) => e,
+            Broken::Request(e, session) => self.err(what, path, &session, e, f.attempts),
+        })
     }
 
     fn err(&self, what: &str, path: &Path, s: &Session, e: SftpError, attempts: u32) -> Error {
