@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rewind_core::backend::{Backend, LocalBackend};
+use rewind_core::backend::{Backend, LocalBackend, Verified};
 use rewind_core::{Error, Result};
 
 /// A parsed repository location.
@@ -95,7 +95,7 @@ pub fn parse_option(s: &str) -> Result<(String, String)> {
     }
 }
 
-/// Opens the backend of a location.
+/// Opens the backend of a location, wrapped in [`Verified`].
 pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>> {
     for k in options.keys() {
         let known = matches!(
@@ -116,11 +116,13 @@ pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>> 
             )));
         }
     }
+    // Every backend is wrapped once, here: ranged reads of the wrong length
+    // are refused in one place.
     Ok(match location {
-        Location::Local(p) => Arc::new(LocalBackend::new(p)),
-        Location::S3(l) => Arc::new(s3::S3Backend::open(l, options)?),
-        Location::Sftp(l) => Arc::new(sftp::SftpBackend::open(l, options)?),
-        Location::Rest(l) => Arc::new(rest::RestBackend::open(l, options)?),
+        Location::Local(p) => Arc::new(Verified::new(LocalBackend::new(p))),
+        Location::S3(l) => Arc::new(Verified::new(s3::S3Backend::open(l, options)?)),
+        Location::Sftp(l) => Arc::new(Verified::new(sftp::SftpBackend::open(l, options)?)),
+        Location::Rest(l) => Arc::new(Verified::new(rest::RestBackend::open(l, options)?)),
     })
 }
 
