@@ -124,10 +124,13 @@ impl std::fmt::Debug for RestBackend {
 /// jitter).
 const RETRY: Retry = Retry::new(5, Duration::from_millis(500), 2);
 
+/// A status, the headers and the body.
+type Answer = (StatusCode, reqwest::header::HeaderMap, Vec<u8>);
+
 /// An attempt that brought no answer to return.
 enum Unanswered {
     /// 502, 503 or 504: status, headers, body.
-    Unavailable((StatusCode, reqwest::header::HeaderMap, Vec<u8>)),
+    Unavailable(Box<Answer>),
     /// No answer at all.
     Transport(reqwest::Error),
 }
@@ -230,7 +233,7 @@ impl RestBackend {
         url: &str,
         range: Option<(u64, u32)>,
         body: Option<&[u8]>,
-    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>)> {
+    ) -> Result<Answer> {
         use std::sync::atomic::Ordering;
         // One copy for the client, shared by every attempt.
         let body = body.map(bytes::Bytes::copy_from_slice);
@@ -257,7 +260,9 @@ impl RestBackend {
                 Ok(answer) => {
                     self.answered.store(true, Ordering::Relaxed);
                     if matches!(answer.0.as_u16(), 502..=504) {
-                        Err(Failure::Transient(Unanswered::Unavailable(answer)))
+                        Err(Failure::Transient(Unanswered::Unavailable(Box::new(
+                            answer,
+                        ))))
                     } else {
                         Ok(answer)
                     }
@@ -278,7 +283,7 @@ impl RestBackend {
         match failed.error {
             // The server kept answering "unavailable": the caller reports
             // its answer.
-            Unanswered::Unavailable(answer) => Ok(answer),
+            Unanswered::Unavailable(answer) => Ok(*answer),
             Unanswered::Transport(e) => {
                 let hint = if e.is_connect() && !self.answered.load(Ordering::Relaxed) {
                     " (is `rewind serve` running there, and reachable?)"
