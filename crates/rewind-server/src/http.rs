@@ -132,8 +132,9 @@ impl App {
             return Ok(r.clone());
         }
         let backend: Arc<dyn Backend> = match &self.config.storage {
-            None => Arc::new(rewind_core::backend::LocalBackend::new(
-                self.config.repos_dir().join(name),
+            // Wrapped like every backend rewind_backends::open gives.
+            None => Arc::new(rewind_core::backend::Verified::new(
+                rewind_core::backend::LocalBackend::new(self.config.repos_dir().join(name)),
             )),
             Some(base) => {
                 let loc = rewind_backends::Location::parse(&format!(

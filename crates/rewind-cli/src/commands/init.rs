@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use rewind_core::backend::{FileType, LocalBackend, LockMode, ObjectLock};
+use rewind_core::backend::{FileType, LocalBackend, LockMode, ObjectLock, Verified};
 use rewind_core::crypto::KdfParams;
 use rewind_core::repository::{KeyOwner, Repository};
 
@@ -123,7 +123,7 @@ pub fn ensure_default_repository(global: &Global) -> Result<bool> {
         }
     };
     if let Err(e) = Repository::init(
-        Arc::new(LocalBackend::new(&path)),
+        Arc::new(Verified::new(LocalBackend::new(&path))),
         &password,
         KdfParams::DEFAULT,
         &owner(),
