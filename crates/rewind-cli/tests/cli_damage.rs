@@ -390,3 +390,33 @@ fn files_that_fail_to_restore_are_not_counted_as_up_to_date() {
     }
     assert!(lost, "no data pack found ({})", data_pack.display());
 }
+
+#[test]
+fn a_file_that_grew_while_read_has_the_size_it_was_stored_with() {
+    // /proc files say 0 bytes and then give content: a file that grew
+    // between its stat and its read, every time.
+    let proc_file = Path::new("/proc/version");
+    if !proc_file.is_file() {
+        eprintln!("skipped: no /proc/version");
+        return;
+    }
+    let env = Env::with_repo();
+    let summary = run_cmd({
+        let mut c = env.cmd();
+        c.args(["--json", "backup", "/proc/version"]);
+        c
+    })
+    .summary();
+    let t = env.path("t");
+    env.ok([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    let stored = fs::metadata(t.join("proc/version")).unwrap().len();
+    assert!(stored > 0);
+    assert_eq!(summary["total_bytes"], stored, "{summary}");
+    let snaps = env.snapshots();
+    assert_eq!(snaps[0]["summary"]["total_bytes"], stored, "{snaps:?}");
+}

@@ -220,7 +220,6 @@ struct Scanner<'a> {
     dirs: AtomicU64,
     others: AtomicU64,
     errors: AtomicU64,
-    total_bytes: AtomicU64,
 }
 
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
@@ -251,9 +250,24 @@ impl Scanner<'_> {
         false
     }
 
-    fn parent_tree(&self, node: Option<&Node>) -> Option<Tree> {
+    /// The parent snapshot's listing of a directory. One that cannot be
+    /// read is said (the directory is then read and stored again in full,
+    /// which is correct but slow, and a damaged parent is worth knowing).
+    fn parent_tree(&self, node: Option<&Node>, path: &Path) -> Option<Tree> {
         match node.map(|n| &n.kind) {
-            Some(NodeKind::Dir { subtree }) => self.repo.read_tree(subtree).ok(),
+            Some(NodeKind::Dir { subtree }) => match self.repo.read_tree(subtree) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.progress.warn(
+                        path,
+                        format!(
+                            "the parent snapshot's listing of this directory cannot be read \
+                             ({e}); everything below it is read again"
+                        ),
+                    );
+                    None
+                }
+            },
             _ => None,
         }
     }
@@ -270,7 +284,13 @@ impl Scanner<'_> {
     ) -> Option<Entry> {
         self.progress.scanned.fetch_add(1, Ordering::Relaxed);
         let mut node = match source::node_from_metadata(name, path, md, &self.owners) {
-            Ok(n) => n,
+            Ok((n, problems)) => {
+                for p in problems {
+                    self.progress.warn(path, p);
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                n
+            }
             Err(e) => {
                 self.progress
                     .warn(path, format!("cannot read metadata: {e}"));
@@ -286,7 +306,7 @@ impl Scanner<'_> {
             };
             let cross_fs = self.opts.one_file_system && md.dev() != root_dev;
             if !cross_fs && !self.dir_excluded_by_marker(path) {
-                let ptree = self.parent_tree(parent);
+                let ptree = self.parent_tree(parent, path);
                 dir.children = self.scan_dir_contents(path, ptree.as_ref(), root_dev);
             }
             node.size = 0;
@@ -309,7 +329,6 @@ impl Scanner<'_> {
                     job.reused = true;
                 }
             }
-            self.total_bytes.fetch_add(job.node.size, Ordering::Relaxed);
             if !job.reused {
                 self.progress.total_files.fetch_add(1, Ordering::Relaxed);
                 self.progress
@@ -684,6 +703,18 @@ pub fn backup(
         .build()
         .map_err(|e| Error::InvalidInput(format!("bad exclude patterns: {e}")))?;
 
+    // The index now (after the marker, docs/DESIGN.md §8c): a damaged index
+    // file costs dedup and may hide damage, so it is said.
+    let location = PathBuf::from(repo.backend().location());
+    for (name, e) in repo.index()?.damaged() {
+        progress.warn(
+            &location,
+            format!(
+                "index file {name} cannot be read ({e}); the blobs it lists are stored again, \
+                 and snapshots that need them may be damaged: rebuild the index from the packs"
+            ),
+        );
+    }
     let parent = find_parent(repo, opts, &path_strings)?;
     // A parent whose root tree cannot be read only costs speed: every file
     // is read again (and check will name the damage).
@@ -713,7 +744,6 @@ pub fn backup(
         dirs: AtomicU64::new(0),
         others: AtomicU64::new(0),
         errors: AtomicU64::new(0),
-        total_bytes: AtomicU64::new(0),
     };
     // Scanning is mostly waiting for inodes: many threads keep the disk busy.
     let scan_pool = rayon::ThreadPoolBuilder::new()
@@ -759,8 +789,13 @@ pub fn backup(
                 break;
             }
             if !dir.children.contains_key(&bytes) {
-                let node = source::node_from_metadata(&bytes, &cur, &md, &scanner.owners)
-                    .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
+                let (node, problems) =
+                    source::node_from_metadata(&bytes, &cur, &md, &scanner.owners)
+                        .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
+                for p in problems {
+                    scanner.progress.warn(&cur, p);
+                    scanner.errors.fetch_add(1, Ordering::Relaxed);
+                }
                 dir.children.insert(
                     bytes.clone(),
                     Entry::Dir(ScanDir {
@@ -770,7 +805,7 @@ pub fn backup(
                 );
                 scanner.dirs.fetch_add(1, Ordering::Relaxed);
             }
-            ptree = scanner.parent_tree(pnode.as_ref());
+            ptree = scanner.parent_tree(pnode.as_ref(), &cur);
             dir = match dir.children.get_mut(&bytes) {
                 Some(Entry::Dir(d)) => d,
                 _ => {
@@ -790,7 +825,6 @@ pub fn backup(
         dirs: scanner.dirs.load(Ordering::Relaxed),
         others: scanner.others.load(Ordering::Relaxed),
         errors: scanner.errors.load(Ordering::Relaxed),
-        total_bytes: scanner.total_bytes.load(Ordering::Relaxed),
         ..Default::default()
     };
     let dry_run = opts.dry_run;
@@ -822,6 +856,11 @@ pub fn backup(
             summary.bytes_read += r?;
         }
         for job in &files {
+            // The size as stored: a file that grew or shrank while it was
+            // read has the size of what was read.
+            if !job.failed {
+                summary.total_bytes += job.node.size;
+            }
             if job.failed {
                 summary.errors += 1;
             } else if job.reused {

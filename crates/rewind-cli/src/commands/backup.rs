@@ -118,9 +118,17 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let mut repo = global.open()?;
     // The copy target is opened first: a wrong password or a missing
     // repository is said before the backup, not after it.
-    let stored = if args.copy_to.is_none() && !args.no_copy && !args.dry_run {
-        repo.copy_target()
-            .context("cannot read the stored copy target (rewind copy-target show)")?
+    // The settings are read once, before the backup: the copy target now,
+    // the alert URL after the scan. (A damaged settings file is passed
+    // over for the newest readable one; only storage errors stop here.)
+    let settings = if args.dry_run {
+        None
+    } else {
+        repo.settings()
+            .context("cannot read the repository's settings")?
+    };
+    let stored = if args.copy_to.is_none() && !args.no_copy {
+        settings.as_ref().and_then(|s| s.copy_to.clone())
     } else {
         None
     };
@@ -227,10 +235,10 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if let (Some(id), Some(r)) = (outcome.snapshot_id, &outcome.snapshot.scan) {
         if r.effective() == rewind_core::scan::Verdict::Suspicious {
             super::scan::warn(&id, r);
-            let url = match &args.notify_url {
-                Some(u) => Some(u.clone()),
-                None => repo.notify_url().unwrap_or(None),
-            };
+            let url = args
+                .notify_url
+                .clone()
+                .or_else(|| settings.as_ref().and_then(|s| s.notify_url.clone()));
             if let Some(url) = url {
                 let alert = serde_json::json!({
                     "message_type": "suspicious_snapshot",

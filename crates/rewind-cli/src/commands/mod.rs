@@ -139,6 +139,21 @@ fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// rewind's cache directory: `$XDG_CACHE_HOME/rewind`, else
+/// `$HOME/.cache/rewind`; None when neither names an absolute path (never a
+/// directory relative to wherever rewind happens to run).
+pub fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache"))
+                .filter(|p| p.is_absolute())
+        })
+        .map(|c| c.join("rewind"))
+}
+
 pub fn defaults() -> Defaults {
     let data = std::env::var_os("XDG_DATA_HOME")
         .filter(|v| !v.is_empty())
@@ -327,8 +342,26 @@ impl SelectArgs {
             .as_deref()
             .map(|t| rewind_core::select::parse_time(t, &tz))
             .transpose()?;
-        let snaps = load_snapshots(repo)?;
+        let (snaps, damaged) = repo.snapshots_checked()?;
         let (id, s) = rewind_core::select::select(&snaps, spec, as_of, &self.filter(), &tz)?;
+        // `latest` or a time picks by date, and a snapshot that cannot be
+        // read has none: it may be the one meant, so never pick another
+        // one silently. An id names exactly one snapshot: it goes ahead.
+        let t = spec.trim();
+        let by_date = as_of.is_some() || t == "latest" || t.is_empty() || t.starts_with('@');
+        if let (true, Some((name, e))) = (by_date, damaged.first()) {
+            anyhow::bail!(
+                "snapshot file {name} cannot be read ({e}); it may be newer than snapshot {} \
+                 that {spec:?} would pick, so none is chosen by date while it is damaged. \
+                 Name the snapshot by its id (`rewind snapshots`), and see `rewind check`",
+                id.short()
+            );
+        }
+        for (name, e) in &damaged {
+            eprintln!(
+                "warning: snapshot {name} cannot be read and is skipped: {e} (run `rewind check`)"
+            );
+        }
         Ok((*id, s.clone()))
     }
 }

@@ -117,14 +117,23 @@ impl Backend for LocalBackend {
         let mut out = Vec::new();
         let mut dirs = vec![self.dir(t)];
         if t == FileType::Pack {
-            dirs = match fs::read_dir(self.dir(t)) {
-                Ok(rd) => rd
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir())
-                    .collect(),
+            // Every data/XX folder or an error: a folder dropped from the
+            // listing would make its packs look missing (or unused).
+            let top = self.dir(t);
+            let context = || format!("list {}", top.display());
+            dirs = match fs::read_dir(&top) {
+                Ok(rd) => {
+                    let mut dirs = Vec::new();
+                    for e in rd {
+                        let e = e.ctx(context)?;
+                        if e.file_type().ctx(context)?.is_dir() {
+                            dirs.push(e.path());
+                        }
+                    }
+                    dirs
+                }
                 Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(Error::io(format!("list {}", self.dir(t).display()), e)),
+                Err(e) => return Err(Error::io(context(), e)),
             };
         }
         for d in dirs {
@@ -288,15 +297,6 @@ impl Backend for LocalBackend {
         Ok(removed)
     }
 
-    fn delete(&self, t: FileType, name: &str) -> Result<()> {
-        let p = self.path(t, name)?;
-        self.open_files.lock().expect("open files").remove(&p);
-        match fs::remove_file(&p) {
-            // Index and snapshot deletions must not come back after a power
-            // loss once later steps rely on them; a pack that comes back is
-            // only garbage for the next prune.
-            Ok(()) if t != FileType::Pack => {
-                sync_dir(p.parent().expect("object paths have a parent"))
     fn foreign_entries(&self) -> Result<Vec<String>> {
         let rd = match fs::read_dir(&self.root) {
             Ok(rd) => rd,
@@ -333,6 +333,15 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn delete(&self, t: FileType, name: &str) -> Result<()> {
+        let p = self.path(t, name)?;
+        self.open_files.lock().expect("open files").remove(&p);
+        match fs::remove_file(&p) {
+            // Index and snapshot deletions must not come back after a power
+            // loss once later steps rely on them; a pack that comes back is
+            // only garbage for the next prune.
+            Ok(()) if t != FileType::Pack => {
+                sync_dir(p.parent().expect("object paths have a parent"))
             }
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

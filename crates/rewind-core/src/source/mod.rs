@@ -50,33 +50,56 @@ impl Owners {
     }
 }
 
-/// Reads the extended attributes of `path` (not following symlinks).
-/// Errors (no xattr support) yield an empty list.
-pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let Ok(names) = xattr::list(path) else {
-        return Vec::new();
+/// Reads the extended attributes of `path` (not following symlinks): the
+/// attributes read, and what could not be read. A file system without
+/// xattrs has none (not a problem); an attribute removed meanwhile is gone.
+pub fn read_xattrs(path: &Path) -> (Vec<Xattr>, Vec<String>) {
+    let unsupported = |e: &std::io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(nix::libc::ENOTSUP) | Some(nix::libc::ENOSYS)
+        )
     };
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if unsupported(&e) => return (Vec::new(), Vec::new()),
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!("cannot list extended attributes: {e}")],
+            )
+        }
+    };
+    let mut problems = Vec::new();
     let mut out: Vec<Xattr> = names
-        .filter_map(|n| {
-            let value = xattr::get(path, &n).ok().flatten()?;
-            Some(Xattr {
+        .filter_map(|n| match xattr::get(path, &n) {
+            Ok(value) => value.map(|value| Xattr {
                 name: n.as_bytes().to_vec(),
                 value,
-            })
+            }),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENODATA) => None,
+            Err(e) => {
+                problems.push(format!(
+                    "cannot read extended attribute {}: {e}",
+                    n.to_string_lossy()
+                ));
+                None
+            }
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    (out, problems)
 }
 
 /// Builds a node from `lstat` metadata. File content and directory subtrees
-/// are filled in later; symlink targets are read here.
+/// are filled in later; symlink targets are read here. Also returns what
+/// could not be read of the extended attributes (the node has the rest).
 pub fn node_from_metadata(
     name: &[u8],
     path: &Path,
     md: &Metadata,
     owners: &Owners,
-) -> std::io::Result<Node> {
+) -> std::io::Result<(Node, Vec<String>)> {
     let ft = md.file_type();
     let kind = if ft.is_file() {
         NodeKind::File {
@@ -100,7 +123,8 @@ pub fn node_from_metadata(
     } else {
         NodeKind::BlockDevice { rdev: md.rdev() }
     };
-    Ok(Node {
+    let (xattrs, problems) = read_xattrs(path);
+    let node = Node {
         name: name.to_vec(),
         kind,
         mode: md.mode(),
@@ -120,8 +144,9 @@ pub fn node_from_metadata(
         inode: md.ino(),
         device: md.dev(),
         links: md.nlink(),
-        xattrs: read_xattrs(path),
-    })
+        xattrs,
+    };
+    Ok((node, problems))
 }
 
 /// True when a file may have holes (fewer blocks allocated than its size).
