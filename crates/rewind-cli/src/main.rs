@@ -51,7 +51,7 @@ fn main() -> ExitCode {
             if output::is_stdout_closed(&e) {
                 return ExitCode::from(exit::OK);
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render(&e));
             ExitCode::from(exit_code(&e))
         }
     }
@@ -83,6 +83,24 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Unprotect(a) => commands::protect::unprotect(a, &cli.global),
         Command::Serve(a) => commands::serve::run(a, &cli.global),
     }
+}
+
+/// An error and its causes on one line, each cause said once: a message
+/// that already contains its cause (the core's I/O errors name the OS
+/// error and also carry it as their source) does not repeat it.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Maps an error to its exit code.

@@ -83,14 +83,16 @@ pub enum Error {
         /// Its exit status.
         status: String,
     },
-    /// An I/O error, with what we were doing.
-    // The OS error is part of the message, not a `source()`: otherwise
-    // `{:#}` chains print it twice.
+    /// An I/O error, with what we were doing. The OS error is in the
+    /// message and is also the `source()`, so that a caller can tell its
+    /// kind (a closed pipe, a full disk) through any chain of context; a
+    /// printer of chains skips a cause that the message already says.
     #[error("{context}: {error}")]
     Io {
         /// What we were doing, naming the path or object.
         context: String,
         /// The OS error.
+        #[source]
         error: io::Error,
     },
 }

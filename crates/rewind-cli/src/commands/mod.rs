@@ -349,7 +349,17 @@ impl SelectArgs {
         // one silently. An id names exactly one snapshot: it goes ahead.
         let t = spec.trim();
         let by_date = as_of.is_some() || t == "latest" || t.is_empty() || t.starts_with('@');
-        if let (true, Some((name, e))) = (by_date, damaged.first()) {
+        // One stored before the picked snapshot began (by the storage's
+        // clock, with a margin for clocks that differ) is older than it.
+        let older = |name: &str| {
+            let stored = repo
+                .backend()
+                .modified(rewind_core::backend::FileType::Snapshot, name);
+            let margin = std::time::Duration::from_secs(600);
+            matches!(stored, Ok(Some(at)) if jiff::Timestamp::try_from(at + margin).is_ok_and(|at| at < s.time))
+        };
+        let maybe_newer = damaged.iter().find(|(name, _)| !older(name));
+        if let (true, Some((name, e))) = (by_date, maybe_newer) {
             anyhow::bail!(
                 "snapshot file {name} cannot be read ({e}); it may be newer than snapshot {} \
                  that {spec:?} would pick, so none is chosen by date while it is damaged. \
