@@ -706,7 +706,13 @@ fn an_attacker_with_the_backup_token_destroys_nothing() {
     assert_eq!(fingerprint(&dir), before, "the repository changed");
     assert!(fs::read_to_string(server.data.join("server.json")).unwrap() == state_before);
     assert!(!server.data.join("desktop").exists());
-    c.ok(["check", "--read-data"]);
+    // Check names the one file that is not what it claims (the garbage
+    // running marker planted above), and nothing else.
+    let r = c.run(["check", "--read-data"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{r}");
+    assert!(errors[0].contains(&marker_name), "{r}");
     assert!(c.ok(["snapshots"]).out().contains("2 snapshots"));
     let t = env.path("oldest");
     c.ok([
