@@ -221,6 +221,20 @@ impl Tree {
                     format!("unsafe entry name {:?}: {why}", n.name_lossy()),
                 ));
             }
+            // No file can have a hole that ends past 2^64 bytes; laying one
+            // out (skip_holes) would overflow.
+            if let NodeKind::File { holes, .. } = &n.kind {
+                if holes
+                    .iter()
+                    .any(|h| h.offset.checked_add(h.length).is_none())
+                {
+                    return Err(Error::corrupt(
+                        "tree",
+                        id,
+                        format!("{:?} has a hole past the largest file size", n.name_lossy()),
+                    ));
+                }
+            }
         }
         Ok(t)
     }
