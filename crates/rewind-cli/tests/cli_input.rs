@@ -251,6 +251,111 @@ fn init_into_an_empty_existing_directory_works() {
     assert!(r.stderr.contains("already exists"), "{r}");
 }
 
+// ------------------------------------------------------------- restore
+
+#[test]
+fn a_restore_target_that_is_a_file_is_a_usage_error() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha\n");
+    env.backup([&src]);
+    let file = env.path("target.txt");
+    write(&file, b"not a directory");
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let mut args = vec!["restore", "latest", "--target", s(&file)];
+        args.extend(extra);
+        let r = env.run(&args);
+        r.expect_code(2);
+        assert!(
+            r.stderr
+                .contains(&format!("--target {} is a file, not a directory", s(&file))),
+            "{r}"
+        );
+        assert!(!r.stderr.contains("os error"), "{r}");
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"not a directory");
+}
+
+#[test]
+fn restore_delete_replaces_a_directory_in_the_way() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    std::os::unix::fs::symlink("elsewhere", src.join("build")).unwrap();
+    write(&src.join("notes.txt"), b"notes\n");
+    std::os::unix::fs::symlink("notes.txt", src.join("link")).unwrap();
+    env.backup([&src]);
+    let t = env.path("t");
+    let base = restored(&t, &src);
+    write(&base.join("build/stale/object.o"), b"old build output");
+    write(
+        &base.join("notes.txt/inner"),
+        b"a directory where a file goes",
+    );
+    fs::create_dir_all(base.join("link")).unwrap();
+    let r = env.run(["--json", "restore", "latest", "--delete", "--target", s(&t)]);
+    r.expect_code(0);
+    assert_eq!(
+        fs::read_link(base.join("build")).unwrap(),
+        PathBuf::from("elsewhere")
+    );
+    assert_eq!(
+        fs::read_link(base.join("link")).unwrap(),
+        PathBuf::from("notes.txt")
+    );
+    assert_eq!(fs::read(base.join("notes.txt")).unwrap(), b"notes\n");
+    assert_trees_equal(&src, &base, &[]);
+    assert_eq!(r.summary()["deleted"], 3, "{r}");
+}
+
+#[test]
+fn a_directory_in_the_way_is_a_conflict_not_up_to_date() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("notes.txt"), b"notes\n");
+    std::os::unix::fs::symlink("notes.txt", src.join("link")).unwrap();
+    env.backup([&src]);
+    let t = env.path("t");
+    let base = restored(&t, &src);
+    write(&base.join("notes.txt/precious"), b"keep me");
+    write(&base.join("link/precious"), b"keep me too");
+    for overwrite in ["never", "if-changed", "always"] {
+        let r = env.run([
+            "--json",
+            "restore",
+            "latest",
+            "--overwrite",
+            overwrite,
+            "--target",
+            s(&t),
+        ]);
+        r.expect_code(1);
+        let summary = r.summary();
+        assert_eq!(summary["files_skipped"], 0, "{overwrite}: {r}");
+        assert_eq!(summary["errors"], 2, "{overwrite}: {r}");
+        for name in ["notes.txt", "link"] {
+            assert!(
+                r.stderr
+                    .lines()
+                    .any(|l| l.contains(name) && l.contains("directory")),
+                "{overwrite}: {name} not reported: {r}"
+            );
+        }
+        assert_eq!(
+            fs::read(base.join("notes.txt/precious")).unwrap(),
+            b"keep me"
+        );
+        assert_eq!(
+            fs::read(base.join("link/precious")).unwrap(),
+            b"keep me too"
+        );
+    }
+    // The text summary does not count them as up to date either.
+    let r = env.run(["restore", "latest", "--target", s(&t)]);
+    r.expect_code(1);
+    assert!(r.out().contains("0 files already up to date"), "{r}");
+}
+
 // ------------------------------------------------------------- signals
 
 /// Waits until the repository has a running marker (or the child ended).

@@ -69,6 +69,8 @@ pub struct RestoreStats {
     pub files_restored: u64,
     /// Files left alone because they were already identical (or `never`).
     pub files_skipped: u64,
+    /// Files not restored because something failed (named in `errors`).
+    pub files_failed: u64,
     /// Directories restored.
     pub dirs: u64,
     /// Symlinks, hard links, fifos, devices.
@@ -81,6 +83,16 @@ pub struct RestoreStats {
     pub verified: u64,
     /// Failures, by path.
     pub errors: Vec<Warning>,
+}
+
+/// What became of one planned file.
+enum FileOutcome {
+    /// Written, this many bytes.
+    Written(u64),
+    /// Left alone: already identical (or `--overwrite never`).
+    Skipped,
+    /// Not restored (the error is recorded).
+    Failed,
 }
 
 struct PlanItem {
@@ -304,6 +316,30 @@ fn remove_in_the_way(path: &Path) -> std::io::Result<()> {
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// A directory where the snapshot has a file, link or special file. With
+/// `delete` it goes (the snapshot lacks it; counted in `cleared`), else the
+/// entry is not restored and this is the conflict to report. Nothing in the
+/// way, or a non-directory, is no conflict here.
+fn clear_directory_in_the_way(
+    path: &Path,
+    delete: bool,
+    cleared: &std::sync::atomic::AtomicU64,
+) -> std::result::Result<(), String> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() && delete => match fs::remove_dir_all(path) {
+            Ok(()) => {
+                cleared.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot remove the directory in the way: {e}")),
+        },
+        Ok(md) if md.is_dir() => Err(
+            "not restored: a directory is in the way (move it away to restore this entry)".into(),
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -716,6 +752,12 @@ pub fn restore(
         },
         exclude: matcher(&opts.excludes)?,
     };
+    if fs::metadata(&opts.target).is_ok_and(|md| !md.is_dir()) {
+        return Err(Error::InvalidInput(format!(
+            "the restore target {} is not a directory",
+            opts.target.display()
+        )));
+    }
     if opts.delete && matches!(start, RestoreStart::Node { .. }) {
         return Err(Error::InvalidInput(
             "--delete needs a directory to restore, not a single file".into(),
@@ -831,9 +873,22 @@ pub fn restore(
         .num_threads(threads)
         .build()
         .map_err(|e| Error::io("start restore threads", std::io::Error::other(e)))?;
-    let to_write = |f: &PlanItem| -> bool {
+    // Directories in the way of files, links and special files that
+    // --delete removed.
+    let cleared = std::sync::atomic::AtomicU64::new(0);
+    // Whether to write a file: None when it cannot be (its directory
+    // failed, said once for the directory; or a directory is in its way).
+    let to_write = |f: &PlanItem| -> Option<bool> {
         if under_bad(&f.rel) {
-            return false;
+            return None;
+        }
+        if let Err(m) = clear_directory_in_the_way(&target.join(&f.rel), opts.delete, &cleared) {
+            fail(&f.rel, m);
+            write_failed
+                .lock()
+                .expect("failed set")
+                .insert(f.rel.clone());
+            return None;
         }
         let same = already_there(&target.join(&f.rel), &f.node);
         let skip = match opts.overwrite {
@@ -847,7 +902,7 @@ pub fn restore(
                 .done_bytes
                 .fetch_add(f.node.size, Ordering::Relaxed);
         }
-        !skip
+        Some(!skip)
     };
     // A file's content is in (metadata next), or it failed.
     let written = |f: &PlanItem, r: std::result::Result<u64, String>| match r {
@@ -855,7 +910,7 @@ pub fn restore(
             if let Err(m) = apply_metadata(&target.join(&f.rel), &f.node) {
                 fail(&f.rel, m);
             }
-            (true, n)
+            FileOutcome::Written(n)
         }
         Err(e) => {
             fail(&f.rel, e);
@@ -863,31 +918,40 @@ pub fn restore(
                 .lock()
                 .expect("failed set")
                 .insert(f.rel.clone());
-            (false, 0)
+            FileOutcome::Failed
         }
     };
-    let outcomes: Vec<(bool, u64)> = if repo.backend().is_remote() {
+    let outcomes: Vec<FileOutcome> = if repo.backend().is_remote() {
         // Remote storage: each pack is read once, for every file.
-        let wanted: Vec<bool> = pool.install(|| plan.files.par_iter().map(to_write).collect());
+        let wanted: Vec<Option<bool>> =
+            pool.install(|| plan.files.par_iter().map(to_write).collect());
         let jobs: Vec<(PathBuf, &Node)> = plan
             .files
             .iter()
             .zip(&wanted)
-            .filter(|(_, w)| **w)
+            .filter(|(_, w)| **w == Some(true))
             .map(|(f, _)| (target.join(&f.rel), &f.node))
             .collect();
         let mut results = write_files_by_pack(repo, &jobs, progress).into_iter();
-        let done: Vec<(&PlanItem, Option<std::result::Result<u64, String>>)> = plan
+        let done: Vec<(
+            &PlanItem,
+            Option<bool>,
+            Option<std::result::Result<u64, String>>,
+        )> = plan
             .files
             .iter()
             .zip(&wanted)
-            .map(|(f, w)| (f, w.then(|| results.next().expect("one result per job"))))
+            .map(|(f, w)| {
+                let r = (*w == Some(true)).then(|| results.next().expect("one result per job"));
+                (f, *w, r)
+            })
             .collect();
         pool.install(|| {
             done.into_par_iter()
-                .map(|(f, r)| match r {
-                    None => (false, 0),
-                    Some(r) => written(f, r),
+                .map(|(f, w, r)| match (w, r) {
+                    (None, _) => FileOutcome::Failed,
+                    (_, Some(r)) => written(f, r),
+                    (_, None) => FileOutcome::Skipped,
                 })
                 .collect()
         })
@@ -895,23 +959,26 @@ pub fn restore(
         pool.install(|| {
             plan.files
                 .par_iter()
-                .map(|f| {
-                    if !to_write(f) {
-                        return (false, 0);
+                .map(|f| match to_write(f) {
+                    None => FileOutcome::Failed,
+                    Some(false) => FileOutcome::Skipped,
+                    Some(true) => {
+                        let r = write_file(repo, &target.join(&f.rel), &f.node, progress);
+                        progress.done_files.fetch_add(1, Ordering::Relaxed);
+                        written(f, r.map_err(|e| e.to_string()))
                     }
-                    let r = write_file(repo, &target.join(&f.rel), &f.node, progress);
-                    progress.done_files.fetch_add(1, Ordering::Relaxed);
-                    written(f, r.map_err(|e| e.to_string()))
                 })
                 .collect()
         })
     };
-    for (written, n) in outcomes {
-        if written {
-            stats.files_restored += 1;
-            stats.bytes_written += n;
-        } else {
-            stats.files_skipped += 1;
+    for o in outcomes {
+        match o {
+            FileOutcome::Written(n) => {
+                stats.files_restored += 1;
+                stats.bytes_written += n;
+            }
+            FileOutcome::Skipped => stats.files_skipped += 1,
+            FileOutcome::Failed => stats.files_failed += 1,
         }
     }
 
@@ -921,6 +988,10 @@ pub fn restore(
             continue;
         }
         let (src, dst) = (target.join(first), target.join(link));
+        if let Err(m) = clear_directory_in_the_way(&dst, opts.delete, &cleared) {
+            fail(link, m);
+            continue;
+        }
         if fs::symlink_metadata(&dst).is_ok() {
             if opts.overwrite == Overwrite::Never {
                 continue;
@@ -957,6 +1028,13 @@ pub fn restore(
             continue;
         }
         let path = target.join(&o.rel);
+        if matches!(o.node.kind, NodeKind::Socket) {
+            continue; // never restored, so nothing to clear for it
+        }
+        if let Err(m) = clear_directory_in_the_way(&path, opts.delete, &cleared) {
+            fail(&o.rel, m);
+            continue;
+        }
         if fs::symlink_metadata(&path).is_ok() {
             if opts.overwrite == Overwrite::Never {
                 continue;
@@ -1006,6 +1084,7 @@ pub fn restore(
         }
     }
 
+    stats.deleted += cleared.into_inner();
     if opts.delete {
         for (rel, names) in &plan.listings {
             if under_bad(rel) {

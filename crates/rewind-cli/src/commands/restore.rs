@@ -141,6 +141,20 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if args.delete && (!args.includes.is_empty() || !args.excludes.is_empty()) {
         return Err(super::usage("--delete cannot be combined with --include or --exclude: it would remove what the filters leave out"));
     }
+    // Before the password: a target that cannot be one is a usage error.
+    if let Ok(md) = std::fs::metadata(&args.target) {
+        if !md.is_dir() {
+            let what = if md.is_file() {
+                "a file"
+            } else {
+                "something else"
+            };
+            return Err(super::usage(format!(
+                "--target {} is {what}, not a directory",
+                args.target.display()
+            )));
+        }
+    }
     let repo = global.open()?;
     let (id, snap) = if args.last_clean {
         last_clean(&repo, &args.select, global)?
@@ -200,7 +214,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if global.json {
         outln!(
             "{}",
-            serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "dry_run": args.dry_run, "files_restored": stats.files_restored, "files_skipped": stats.files_skipped, "dirs": stats.dirs, "others": stats.others, "bytes_written": stats.bytes_written, "deleted": stats.deleted, "verified": stats.verified, "errors": stats.errors.len()})
+            serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "dry_run": args.dry_run, "files_restored": stats.files_restored, "files_skipped": stats.files_skipped, "files_failed": stats.files_failed, "dirs": stats.dirs, "others": stats.others, "bytes_written": stats.bytes_written, "deleted": stats.deleted, "verified": stats.verified, "errors": stats.errors.len()})
         );
     } else if !global.quiet {
         let verb = if args.dry_run {
@@ -209,12 +223,17 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             "restored"
         };
         outln!(
-            "{verb} {} files ({}), {} dirs, {} other entries; {} files already up to date",
+            "{verb} {} files ({}), {} dirs, {} other entries; {} files already up to date{}",
             stats.files_restored,
             bytes(stats.bytes_written),
             stats.dirs,
             stats.others,
-            stats.files_skipped
+            stats.files_skipped,
+            if stats.files_failed > 0 {
+                format!("; {} files FAILED", stats.files_failed)
+            } else {
+                String::new()
+            }
         );
         if args.delete {
             outln!("deleted {} entries not in the snapshot", stats.deleted);
