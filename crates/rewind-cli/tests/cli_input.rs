@@ -541,3 +541,25 @@ fn a_closed_stdout_ends_quietly() {
     assert_eq!(env.snapshots().len(), 3, "the backups were saved");
     assert_trees_equal(&src, &restored(&t, &src), &[]);
 }
+
+#[test]
+fn a_closed_stdout_keeps_the_exit_code_of_the_work_done() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("notes.txt"), b"notes\n");
+    env.backup([&src]);
+    // A restore that could not restore everything still says so.
+    let t = env.path("t");
+    write(&restored(&t, &src).join("notes.txt/precious"), b"keep me");
+    let r = with_closed_stdout(&env, &["restore", "latest", "--target", s(&t)]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("directory is in the way"), "{r}");
+    assert!(!r.stderr.contains("Broken pipe"), "{r}");
+    // A backup that could not read a path given still exits 3.
+    let gone = env.path("gone");
+    let r = with_closed_stdout(&env, &["backup", s(&src), s(&gone)]);
+    assert_eq!(r.code, Some(3), "{r}");
+    assert!(r.stderr.contains(s(&gone)), "{r}");
+    assert!(!r.stderr.contains("Broken pipe"), "{r}");
+    assert_eq!(env.snapshots().len(), 2);
+}

@@ -116,14 +116,19 @@ pub fn run_with(
     for (name, e) in &r.unreadable {
         eprintln!("warning: pack {name} is outside the index and its header cannot be read ({e}); it is left in place");
     }
-    if global.json {
-        outln!(
-            "{}",
-            serde_json::json!({"message_type": "summary", "dry_run": opts.dry_run, "report": r})
-        );
-    } else if !global.quiet {
-        print_report(&r, opts)?;
-    }
+    // A closed stdout ends the report, not the exit code.
+    let print = || -> Result<()> {
+        if global.json {
+            outln!(
+                "{}",
+                serde_json::json!({"message_type": "summary", "dry_run": opts.dry_run, "report": r})
+            );
+        } else if !global.quiet {
+            print_report(&r, opts)?;
+        }
+        Ok(())
+    };
+    crate::output::unless_closed(print())?;
     Ok(if r.unreadable.is_empty() {
         crate::exit::OK
     } else {

@@ -211,37 +211,43 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     for e in &stats.errors {
         eprintln!("error: {}: {}", e.path.display(), e.message);
     }
-    if global.json {
-        outln!(
-            "{}",
-            serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "dry_run": args.dry_run, "files_restored": stats.files_restored, "files_skipped": stats.files_skipped, "files_failed": stats.files_failed, "dirs": stats.dirs, "others": stats.others, "bytes_written": stats.bytes_written, "deleted": stats.deleted, "verified": stats.verified, "errors": stats.errors.len()})
-        );
-    } else if !global.quiet {
-        let verb = if args.dry_run {
-            "would restore"
-        } else {
-            "restored"
-        };
-        outln!(
-            "{verb} {} files ({}), {} dirs, {} other entries; {} files already up to date{}",
-            stats.files_restored,
-            bytes(stats.bytes_written),
-            stats.dirs,
-            stats.others,
-            stats.files_skipped,
-            if stats.files_failed > 0 {
-                format!("; {} files FAILED", stats.files_failed)
+    // A closed stdout ends the summary, not the exit code that says
+    // whether everything was restored.
+    let print = || -> Result<()> {
+        if global.json {
+            outln!(
+                "{}",
+                serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "dry_run": args.dry_run, "files_restored": stats.files_restored, "files_skipped": stats.files_skipped, "files_failed": stats.files_failed, "dirs": stats.dirs, "others": stats.others, "bytes_written": stats.bytes_written, "deleted": stats.deleted, "verified": stats.verified, "errors": stats.errors.len()})
+            );
+        } else if !global.quiet {
+            let verb = if args.dry_run {
+                "would restore"
             } else {
-                String::new()
+                "restored"
+            };
+            outln!(
+                "{verb} {} files ({}), {} dirs, {} other entries; {} files already up to date{}",
+                stats.files_restored,
+                bytes(stats.bytes_written),
+                stats.dirs,
+                stats.others,
+                stats.files_skipped,
+                if stats.files_failed > 0 {
+                    format!("; {} files FAILED", stats.files_failed)
+                } else {
+                    String::new()
+                }
+            );
+            if args.delete {
+                outln!("deleted {} entries not in the snapshot", stats.deleted);
             }
-        );
-        if args.delete {
-            outln!("deleted {} entries not in the snapshot", stats.deleted);
+            if args.verify {
+                outln!("verified {} files", stats.verified);
+            }
         }
-        if args.verify {
-            outln!("verified {} files", stats.verified);
-        }
-    }
+        Ok(())
+    };
+    crate::output::unless_closed(print())?;
     if stats.errors.is_empty() {
         Ok(crate::exit::OK)
     } else {
