@@ -689,6 +689,29 @@ fn parse_range(v: &HeaderValue) -> Option<(u64, u32)> {
     Some((a, len))
 }
 
+/// What a request's path names, as (repository, type, file name), or the
+/// refusal; and what a `Range` header asks for. The fuzz targets' entry
+/// into the server's parsing (fuzz/): not an API.
+#[doc(hidden)]
+#[allow(clippy::type_complexity)]
+pub fn fuzz_request(
+    path: &str,
+    range: &[u8],
+) -> (
+    std::result::Result<(String, Option<FileType>, Option<String>), String>,
+    Option<(u64, u32)>,
+) {
+    let parsed = parse_path(path).map(|(repo, t)| match t {
+        Target::Repo => (repo, None, None),
+        Target::List(t) => (repo, Some(t), None),
+        Target::File(t, name) => (repo, Some(t), Some(name)),
+    });
+    let range = HeaderValue::from_bytes(range)
+        .ok()
+        .and_then(|v| parse_range(&v));
+    (parsed, range)
+}
+
 async fn get_file(
     ctx: &Ctx,
     repo: &Arc<Repo>,

@@ -16,6 +16,9 @@ mod http;
 pub mod metrics;
 pub mod state;
 
+#[doc(hidden)]
+pub use http::fuzz_request;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
