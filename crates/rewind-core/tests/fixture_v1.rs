@@ -1212,3 +1212,135 @@ fn generate_fixture_v1() {
     json.push(b'\n');
     fs::write(out_dir.join("fixture.json"), json).unwrap();
 }
+
+/// Writes seed inputs for the fuzz targets (fuzz/seeds/TARGET/) from the
+/// fixture: its stored files, and the plaintexts behind their seals in the
+/// form the targets take (fuzz/src/lib.rs).
+/// `cargo test -p rewind-core --test fixture_v1 -- --ignored write_fuzz_seeds`
+#[test]
+#[ignore = "writes fuzz/seeds"]
+fn write_fuzz_seeds() {
+    use rewind_core::crypto::Domain;
+    use rewind_core::format::open_object;
+
+    let fixture: Fixture =
+        serde_json::from_slice(&fs::read(fixture_dir().join("fixture.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path());
+    let repo = Repository::open(
+        Arc::new(LocalBackend::new(&dir)),
+        fixture.passwords[0].as_bytes(),
+    )
+    .unwrap();
+    let c = repo.crypto();
+    let b = repo.backend();
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let put = |target: &str, name: &str, parts: &[&[u8]]| {
+        let d = seeds.join(target);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(name), parts.concat()).unwrap();
+    };
+    let stored = |t: FileType| -> Vec<(String, Vec<u8>)> {
+        b.list(t)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.name.clone(), b.read(t, &f.name).unwrap()))
+            .collect()
+    };
+
+    put(
+        "config",
+        "fixture",
+        &[&b.read(FileType::Config, "config").unwrap()],
+    );
+    let mk = serde_json::to_vec(c.master_key()).unwrap();
+    for (name, bytes) in stored(FileType::Key) {
+        put(
+            "key_file",
+            &format!("stored-{}", &name[..8]),
+            &[&[0], &bytes],
+        );
+    }
+    put("key_file", "master-key", &[&[1], &mk]);
+    put("key_file", "sealed-master-key", &[&[2], &mk]);
+
+    // Sealed JSON and postcard files: one as stored, every plaintext.
+    for (target, t, domain) in [
+        ("index_file", FileType::Index, Domain::Index),
+        ("snapshot", FileType::Snapshot, Domain::Snapshot),
+        ("policy", FileType::Policy, Domain::Policy),
+        ("prune_state", FileType::PruneState, Domain::PruneState),
+        ("running_marker", FileType::Running, Domain::Running),
+    ] {
+        for (i, (name, sealed)) in stored(t).into_iter().enumerate() {
+            if i == 0 {
+                put(target, "stored", &[&[0], &sealed]);
+            }
+            let plain = open_object(c, domain, "seed", &name, &sealed).unwrap();
+            put(target, &format!("plain-{}", &name[..8]), &[&[1, 0], &plain]);
+            if i == 0 {
+                let z = rewind_core::format::compress(&plain, 3);
+                put(target, "compressed", &[&[1], &z]);
+            }
+        }
+    }
+
+    // Trees: every tree of every snapshot (the plaintext of tree blobs).
+    let mut todo: Vec<_> = repo
+        .snapshots()
+        .unwrap()
+        .iter()
+        .map(|(_, s)| s.tree)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let plain = repo.read_blob(&id).unwrap();
+        for n in &repo.read_tree(&id).unwrap().nodes {
+            if let NodeKind::Dir { subtree } = n.kind {
+                todo.push(subtree);
+            }
+        }
+        put("tree", &id.to_hex()[..16], &[&plain]);
+    }
+
+    // Packs: small ones whole; every header as plaintext with its filler.
+    for (name, pack) in stored(FileType::Pack) {
+        let n = pack.len();
+        if n <= 4096 {
+            put(
+                "pack_header",
+                &format!("stored-{}", &name[..8]),
+                &[&[0], &pack],
+            );
+        }
+        let hlen = u32::from_le_bytes(pack[n - 4..].try_into().unwrap()) as usize;
+        let plain = c
+            .open(Domain::PackHeader, &pack[n - 4 - hlen..n - 4])
+            .unwrap();
+        if let Ok(filler) = u16::try_from(n - 4 - hlen - 9) {
+            put(
+                "pack_header",
+                &format!("plain-{}", &name[..8]),
+                &[&[1], &filler.to_le_bytes(), &plain],
+            );
+        }
+    }
+
+    let h = "0123456789abcdef".repeat(4);
+    for (i, req) in [
+        "/laptop/".to_string(),
+        "/laptop/snapshots/".into(),
+        format!("/laptop/data/{h}\nbytes=0-1023"),
+        format!("/r.1_x-y/index/{h}\nbytes=100-100"),
+        "/r/config/config".into(),
+        "/r/keys/\nbytes=5-".into(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        put("server_request_path", &format!("req{i}"), &[req.as_bytes()]);
+    }
+}
