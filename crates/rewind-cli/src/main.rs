@@ -52,6 +52,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(exit::OK);
             }
             eprintln!("error: {}", render(&e));
+            if let Some(advice) = remedy(&e) {
+                eprintln!("{advice}");
+            }
             ExitCode::from(exit_code(&e))
         }
     }
@@ -103,11 +106,34 @@ fn render(e: &anyhow::Error) -> String {
     out
 }
 
+/// What to type about an error, where the core says what can be done.
+fn remedy(e: &anyhow::Error) -> Option<&'static str> {
+    use rewind_core::error::Remedy;
+    let r = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<rewind_core::Error>()?.remedy())?;
+    Some(match r {
+        Remedy::Init => "To create a repository there: rewind init",
+        Remedy::Check => "To see what is damaged and what it affects: rewind check",
+        Remedy::CheckThenRepairSnapshots => {
+            "Run `rewind check` to see which files are affected, then `rewind repair snapshots` \
+             so that the rest stays restorable."
+        }
+        Remedy::RepairIndex => "Rebuild the index from the packs: rewind repair index",
+        Remedy::ListKeys => "The repository's keys: rewind key list",
+        Remedy::ChangePassword => "To change the password of this key: rewind key passwd",
+        Remedy::PruneWithGrace => {
+            "Prune without --now (deletion waits for the grace period), or run it again later."
+        }
+        _ => return None,
+    })
+}
+
 /// Maps an error to its exit code.
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(err) = cause.downcast_ref::<rewind_core::Error>() {
-            return match err {
+            return match err.inner() {
                 rewind_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,
                 rewind_core::Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
                 // A name that matches nothing is wrong usage, like a path

@@ -9,6 +9,8 @@ use std::io;
 /// Result alias of the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+pub use self::Remedy as ErrorRemedy;
+
 /// Every error the core returns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -83,6 +85,17 @@ pub enum Error {
         /// Its exit status.
         status: String,
     },
+    /// An error with what a person can do about it; each front end (the
+    /// CLI, the agent, a web page) words the remedy its own way, so the
+    /// core's messages name no command or flag.
+    #[error("{error}")]
+    WithRemedy {
+        /// The error.
+        #[source]
+        error: Box<Error>,
+        /// What to do about it.
+        remedy: Remedy,
+    },
     /// An I/O error, with what we were doing. The OS error is in the
     /// message and is also the `source()`, so that a caller can tell its
     /// kind (a closed pipe, a full disk) through any chain of context; a
@@ -110,7 +123,51 @@ fn damaged_keys_note(damaged: &[String]) -> String {
     )
 }
 
+/// What a person can do about an error (see [`Error::WithRemedy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Remedy {
+    /// Create a repository there.
+    Init,
+    /// Check the repository to see what is damaged and what it affects.
+    Check,
+    /// Check, then write repaired snapshots that leave out lost files.
+    CheckThenRepairSnapshots,
+    /// Rebuild the index from the packs' headers.
+    RepairIndex,
+    /// See the repository's keys.
+    ListKeys,
+    /// Change the password of the key in use instead.
+    ChangePassword,
+    /// Prune without deleting at once (the grace period), or wait.
+    PruneWithGrace,
+}
+
 impl Error {
+    /// Attaches what a person can do about this error.
+    pub fn with_remedy(self, remedy: Remedy) -> Self {
+        Error::WithRemedy {
+            error: Box::new(self),
+            remedy,
+        }
+    }
+
+    /// The remedy attached to this error, if any.
+    pub fn remedy(&self) -> Option<Remedy> {
+        match self {
+            Error::WithRemedy { remedy, .. } => Some(*remedy),
+            _ => None,
+        }
+    }
+
+    /// The error without its remedy.
+    pub fn inner(&self) -> &Error {
+        match self {
+            Error::WithRemedy { error, .. } => error.inner(),
+            e => e,
+        }
+    }
+
     /// Builds an [`Error::Io`] with a context.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {

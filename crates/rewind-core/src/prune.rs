@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::backend::{delete_unless_kept, FileType};
 use crate::cancel::Cancel;
-use crate::error::{Error, Result};
+use crate::error::{Error, Remedy, Result};
 use crate::format::index::IndexPack;
 use crate::format::pack::{BlobKind, PackedBlob};
 use crate::format::prune::{Mark, PruneState, RunningKind, VERSION};
@@ -214,9 +214,9 @@ fn used_blobs(
             .map(|id| {
                 let tree = repo.read_tree(id).map_err(|e| {
                     Error::Refused(format!(
-                        "tree {id} cannot be read ({e}); prune stops before changing anything. \
-                         Run `rewind check`, then `rewind repair snapshots`"
+                        "tree {id} cannot be read ({e}); prune stops before changing anything"
                     ))
+                    .with_remedy(Remedy::CheckThenRepairSnapshots)
                 })?;
                 let mut out = Vec::new();
                 for n in tree.nodes {
@@ -298,20 +298,28 @@ impl Others {
         Ok(others)
     }
 
+    /// The running backups as a report lists them (host, pid, start).
+    fn summary(&self) -> Vec<(String, u32, Timestamp)> {
+        self.backups
+            .iter()
+            .map(|m| (m.hostname.clone(), m.pid, m.start))
+            .collect()
+    }
+
     /// Why deleting at once is not safe now, if it is not.
     fn refuse_now(&self) -> Option<String> {
         if let Some(m) = self.backups.first() {
             return Some(format!(
                 "a backup runs on {} (pid {}) since {}; deleting at once could remove data \
-                 it relies on. Prune without --now, or wait until it ends",
+                 it relies on",
                 m.hostname, m.pid, m.start
             ));
         }
         self.damaged.first().map(|name| {
             format!(
                 "running marker {name} cannot be read (damaged), so it may be a running \
-                 backup's; deleting at once could remove data that backup relies on. Prune \
-                 without --now, or wait until the marker is {} minutes old",
+                 backup's until it is {} minutes old; deleting at once could remove data that \
+                 backup relies on",
                 STALE_AFTER.as_secs() / 60
             )
         })
@@ -339,13 +347,381 @@ enum Fate {
     Delete,
 }
 
-/// Runs prune (or plans it, with `dry_run`).
-pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    let _marker = if opts.dry_run {
-        None
-    } else {
-        Some(repo.announce(RunningKind::Prune, &opts.hostname)?)
+/// What prune will do, decided before anything changes (steps 1 to 6b of
+/// docs/DESIGN.md §8c): printed by `--dry-run`, carried out by
+/// [`execute`]. The public lists name the packs; `report` has the figures.
+#[derive(serde::Serialize)]
+pub struct PrunePlan {
+    /// The figures as planned (`execute` completes them).
+    pub report: PruneReport,
+    /// Marked packs past their grace period: deleted.
+    pub delete: Vec<PackId>,
+    /// What `--now` deletes besides (this run's new marks and repacks),
+    /// if no backup started meanwhile.
+    pub delete_now: Vec<PackId>,
+    /// Partly used packs whose used blobs are copied to new packs.
+    pub repack: Vec<PackId>,
+    /// Packs marked by this run (unused, or outside the index).
+    pub mark: Vec<PackId>,
+    /// Packs that leave the index (deleted, or missing and unused).
+    pub unindex: Vec<PackId>,
+    /// Unindexed packs put back into the index.
+    pub recover: Vec<PackId>,
+    /// Whether new index files replace the old ones.
+    pub rewrite_index: bool,
+    #[serde(skip)]
+    work: Work,
+}
+
+/// What [`execute`] needs beyond the plan's lists.
+#[derive(Default)]
+struct Work {
+    now: Timestamp,
+    packs: HashMap<PackId, PackInfo>,
+    /// Indexed packs, unmarked first (the order claims were made in).
+    order: Vec<PackId>,
+    stored: HashMap<PackId, u64>,
+    old_index: Vec<IndexId>,
+    state_files: Vec<crate::backend::FileInfo>,
+    recovered: Vec<IndexPack>,
+    /// Marks kept as they are, and marks of packs deleted by this run.
+    carried: Vec<Mark>,
+    doomed: Vec<Mark>,
+    retained: HashMap<PackId, Timestamp>,
+    /// Whether this run's new marks postpone the next deletion.
+    waits_from_now: bool,
+}
+
+/// Everything prune reads before it decides (steps 2 and 3).
+struct Inventory {
+    marks: HashMap<PackId, Timestamp>,
+    state_files: Vec<crate::backend::FileInfo>,
+    stored: HashMap<PackId, u64>,
+    used: HashSet<BlobId, IdBuildHasher>,
+    claimed: HashSet<BlobId, IdBuildHasher>,
+    packs: HashMap<PackId, PackInfo>,
+    order: Vec<PackId>,
+    old_index: Vec<IndexId>,
+}
+
+impl Inventory {
+    /// The marks, then the snapshots, the index and the packs: a
+    /// snapshot's blobs are indexed before it is written, and a pack is
+    /// written before it is indexed, so each listing covers what the one
+    /// before refers to. Each used blob is claimed by one indexed, existing
+    /// pack, an unmarked one if it can.
+    fn read(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Result<Self> {
+        let (state, state_files) = repo.prune_state()?;
+        let marks: HashMap<PackId, Timestamp> = state
+            .map(|s| s.marks.into_iter().map(|m| (m.pack, m.since)).collect())
+            .unwrap_or_default();
+        let (snapshots, bad_snaps) = repo.snapshots_checked()?;
+        if let Some((name, e)) = bad_snaps.first() {
+            return Err(Error::Refused(format!(
+                "snapshot file {name} cannot be read ({e}); prune cannot tell which data it \
+                 needs. If it cannot be recovered, move it out of snapshots/ and prune again"
+            )));
+        }
+        let (index_files, damaged) = repo.index_files()?;
+        if let Some((name, e)) = damaged.first() {
+            return Err(Error::Refused(format!(
+                "index file {name} is damaged ({e}); prune cannot tell which packs are in use"
+            ))
+            .with_remedy(Remedy::RepairIndex));
+        }
+        let stored: HashMap<PackId, u64> = repo
+            .backend()
+            .list(FileType::Pack)?
+            .into_iter()
+            .filter_map(|f| Some((f.name.parse().ok()?, f.size)))
+            .collect();
+        for size in stored.values() {
+            report.packs_before.add(*size);
+        }
+        report.snapshots = snapshots.len() as u64;
+        let used = used_blobs(repo, snapshots.iter().map(|(_, s)| s.tree), &opts.cancel)?;
+        report.used_blobs = used.len() as u64;
+
+        let old_index: Vec<IndexId> = index_files.iter().map(|(id, _)| *id).collect();
+        let mut packs: HashMap<PackId, PackInfo> = HashMap::new();
+        for (_, file) in index_files {
+            for p in file.packs {
+                packs.entry(p.id).or_insert(PackInfo {
+                    size: p.size,
+                    blobs: p.blobs,
+                    used: Vec::new(),
+                    used_bytes: 0,
+                });
+            }
+        }
+        let mut order: Vec<PackId> = packs.keys().copied().collect();
+        order.sort_by_key(|id| (marks.contains_key(id), *id));
+        let mut claimed: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+        for id in order.iter().filter(|id| stored.contains_key(*id)) {
+            let info = packs.get_mut(id).expect("listed");
+            for b in &info.blobs {
+                if used.contains(&b.id) && claimed.insert(b.id) {
+                    info.used.push(*b);
+                    info.used_bytes += u64::from(b.length);
+                }
+            }
+        }
+        Ok(Inventory {
+            marks,
+            state_files,
+            stored,
+            used,
+            claimed,
+            packs,
+            order,
+            old_index,
+        })
+    }
+}
+
+/// Decisions being made, step by step.
+#[derive(Default)]
+struct Decisions {
+    keep: Vec<PackId>,
+    /// Partly used packs and their unused bytes.
+    partly: Vec<(PackId, u64)>,
+    new_marks: Vec<PackId>,
+    carried: Vec<Mark>,
+    doomed: Vec<Mark>,
+    /// New marks of packs whose header cannot be read: never deleted at once.
+    unreadable_new: HashSet<PackId>,
+    unindex: HashSet<PackId>,
+    delete: Vec<PackId>,
+    recovered: Vec<IndexPack>,
+}
+
+impl Decisions {
+    /// A marked pack that nothing needs: wait, postpone, or delete.
+    fn marked(&mut self, r: &mut PruneReport, id: PackId, size: u64, since: Timestamp, fate: Fate) {
+        let mark = Mark { pack: id, since };
+        match fate {
+            Fate::Wait => {
+                r.waiting.add(size);
+                self.carried.push(mark);
+            }
+            Fate::Postpone => {
+                r.postponed.add(size);
+                self.carried.push(mark);
+            }
+            Fate::Delete => {
+                r.deleted.add(size);
+                self.delete.push(id);
+                // Marked until it is gone: a backup that reads the new
+                // state and an old index file must not reuse it.
+                self.doomed.push(mark);
+            }
+        }
+    }
+}
+
+/// Step 4: each indexed pack is kept, repacked later, marked, or deleted.
+fn decide_indexed(
+    inv: &Inventory,
+    fate: &dyn Fn(Timestamp) -> Fate,
+    d: &mut Decisions,
+    r: &mut PruneReport,
+) {
+    for id in &inv.order {
+        let info = &inv.packs[id];
+        if !inv.stored.contains_key(id) {
+            // Used blobs here were claimed elsewhere, or are missing (step 5).
+            r.missing_unused += 1;
+            d.unindex.insert(*id);
+            continue;
+        }
+        match (info.used.is_empty(), inv.marks.get(id)) {
+            (true, None) => {
+                r.marked_unused.add(info.size);
+                d.new_marks.push(*id);
+            }
+            (true, Some(&since)) => {
+                if matches!(fate(since), Fate::Delete) {
+                    d.unindex.insert(*id);
+                }
+                d.marked(r, *id, info.size, since, fate(since));
+            }
+            (false, mark) => {
+                if mark.is_some() {
+                    r.unmarked.add(info.size);
+                }
+                if info.used.len() < info.blobs.len() {
+                    d.partly
+                        .push((*id, info.size.saturating_sub(info.used_bytes)));
+                } else {
+                    d.keep.push(*id);
+                }
+            }
+        }
+    }
+}
+
+/// Step 5: packs outside the index. A used blob that no indexed pack holds
+/// can only be in one of them (a lost index file): that pack goes back into
+/// the index. Anything else is damage, and prune stops.
+fn decide_unindexed(
+    repo: &Repository,
+    inv: &Inventory,
+    fate: &dyn Fn(Timestamp) -> Fate,
+    d: &mut Decisions,
+    r: &mut PruneReport,
+) -> Result<()> {
+    let mut missing: HashSet<BlobId, IdBuildHasher> = inv
+        .used
+        .iter()
+        .filter(|b| !inv.claimed.contains(*b))
+        .copied()
+        .collect();
+    let mut unindexed: Vec<(PackId, u64)> = inv
+        .stored
+        .iter()
+        .filter(|(id, _)| !inv.packs.contains_key(id))
+        .map(|(id, size)| (*id, *size))
+        .collect();
+    unindexed.sort();
+    let headers: Vec<Option<Result<IndexPack>>> = unindexed
+        .par_iter()
+        .map(|(id, size)| (!missing.is_empty()).then(|| repo.read_pack_header(&id.to_hex(), *size)))
+        .collect();
+    for ((id, size), header) in unindexed.into_iter().zip(headers) {
+        match header {
+            Some(Ok(h)) if h.blobs.iter().any(|b| missing.contains(&b.id)) => {
+                for b in &h.blobs {
+                    missing.remove(&b.id);
+                }
+                r.recovered.add(size);
+                d.recovered.push(h);
+                continue;
+            }
+            Some(Err(e)) => {
+                r.unreadable.push((id.to_hex(), e.to_string()));
+                if let Some(&since) = inv.marks.get(&id) {
+                    d.carried.push(Mark { pack: id, since });
+                } else {
+                    d.new_marks.push(id);
+                    d.unreadable_new.insert(id);
+                }
+                continue;
+            }
+            Some(Ok(_)) | None => {}
+        }
+        match inv.marks.get(&id) {
+            None => {
+                r.marked_unindexed.add(size);
+                d.new_marks.push(id);
+            }
+            Some(&since) => d.marked(r, id, size, since, fate(since)),
+        }
+    }
+    match missing.iter().next() {
+        Some(b) => Err(Error::Refused(format!(
+            "{} blob(s) that snapshots use are in no pack (for example {b}); prune stops \
+             before changing anything",
+            missing.len()
+        ))
+        .with_remedy(Remedy::CheckThenRepairSnapshots)),
+        None => Ok(()),
+    }
+}
+
+/// Step 6: repack the emptiest partly used packs until the unused space
+/// left in kept packs is within the limit. Returns the packs to repack.
+fn choose_repacks(
+    inv: &Inventory,
+    opts: &PruneOptions,
+    d: &mut Decisions,
+    r: &mut PruneReport,
+) -> Vec<PackId> {
+    let size = |p: &PackId| inv.packs[p].size;
+    let remaining: u64 = d
+        .keep
+        .iter()
+        .chain(d.partly.iter().map(|(p, _)| p))
+        .map(size)
+        .sum();
+    let limit = match opts.max_unused {
+        MaxUnused::Fraction(f) => (remaining as f64 * f) as u64,
+        MaxUnused::Bytes(b) => b,
     };
+    let mut unused_left: u64 = d.partly.iter().map(|(_, u)| u).sum();
+    let mut partly = std::mem::take(&mut d.partly);
+    partly.sort_by(|a, b| {
+        let ra = a.1 as f64 / size(&a.0).max(1) as f64;
+        let rb = b.1 as f64 / size(&b.0).max(1) as f64;
+        rb.total_cmp(&ra).then(a.0.cmp(&b.0))
+    });
+    let mut repack = Vec::new();
+    for (id, unused) in partly {
+        if unused_left > limit {
+            unused_left -= unused;
+            r.repacked.add(size(&id));
+            r.repack_copied_bytes += inv.packs[&id].used_bytes;
+            repack.push(id);
+        } else {
+            d.keep.push(id);
+        }
+    }
+    for id in &d.keep {
+        r.kept.add(size(id));
+        r.unused_bytes_kept += size(id).saturating_sub(inv.packs[id].used_bytes);
+    }
+    repack
+}
+
+/// Step 6b, Object Lock: the store refuses to delete a pack it still
+/// retains (a delete would only hide it). Such a pack is not deleted: it
+/// stays marked and indexed, and a prune after its retention deletes it.
+fn keep_retained(
+    repo: &Repository,
+    inv: &Inventory,
+    now: Timestamp,
+    d: &mut Decisions,
+    now_delete: &mut Vec<PackId>,
+    r: &mut PruneReport,
+) -> Result<HashMap<PackId, Timestamp>> {
+    let retained = retained_packs(repo, d.delete.iter().chain(now_delete.iter()), &inv.old_index, now)?;
+    if retained.is_empty() {
+        return Ok(retained);
+    }
+    let stored = &inv.stored;
+    d.delete.retain(|id| {
+        if retained.contains_key(id) {
+            r.deleted.remove(stored[id]);
+            r.retained.add(stored[id]);
+            d.unindex.remove(id);
+            false
+        } else {
+            true
+        }
+    });
+    let (kept, gone): (Vec<Mark>, Vec<Mark>) = std::mem::take(&mut d.doomed)
+        .into_iter()
+        .partition(|m| retained.contains_key(&m.pack));
+    d.carried.extend(kept);
+    d.doomed = gone;
+    now_delete.retain(|id| {
+        if retained.contains_key(id) {
+            r.retained.add(stored[id]);
+            false
+        } else {
+            true
+        }
+    });
+    let mut until: Vec<(String, Timestamp)> =
+        retained.iter().map(|(id, t)| (id.to_hex(), *t)).collect();
+    until.sort_by_key(|(id, t)| (*t, id.clone()));
+    r.retained_until = until;
+    Ok(retained)
+}
+
+/// Decides what prune will do (steps 1 to 6b), changing nothing. Refuses
+/// when another prune runs, when `--now` is unsafe, or when the repository
+/// is damaged in a way that hides which data is used.
+pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let mut report = PruneReport::default();
 
@@ -358,18 +734,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             m.hostname, m.pid, m.start
         )));
     }
-    report.running_backups = others
-        .backups
-        .iter()
-        .map(|m| (m.hostname.clone(), m.pid, m.start))
-        .collect();
+    report.running_backups = others.summary();
     report.damaged_markers = others.damaged.clone();
     if opts.delete_now && !opts.dry_run {
         if let Some(why) = others.refuse_now() {
-            return Err(Error::Refused(why));
+            return Err(Error::Refused(why).with_remedy(Remedy::PruneWithGrace));
         }
     }
-    let running = others.backups;
     let unknown_start = !others.damaged.is_empty();
     let fate = |since: Timestamp| {
         if opts.delete_now {
@@ -377,7 +748,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         } else if now.duration_since(since) < opts.grace {
             Fate::Wait
         } else if unknown_start
-            || running
+            || others
+                .backups
                 .iter()
                 .any(|m| m.start <= since.saturating_add(CLOCK_SKEW).expect("in range"))
         {
@@ -387,353 +759,145 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     };
 
-    // 2. The marks of earlier runs.
-    let (state, state_files) = repo.prune_state()?;
-    let marks: HashMap<PackId, Timestamp> = state
-        .map(|s| s.marks.into_iter().map(|m| (m.pack, m.since)).collect())
-        .unwrap_or_default();
-
-    // 3. Snapshots, then the index, then the packs: a snapshot's blobs are
-    //    indexed before it is written, and a pack is written before it is
-    //    indexed, so each listing covers what the one before refers to.
-    let (snapshots, bad_snaps) = repo.snapshots_checked()?;
-    if let Some((name, e)) = bad_snaps.first() {
-        return Err(Error::Refused(format!(
-            "snapshot file {name} cannot be read ({e}); prune cannot tell which data it \
-             needs. If it cannot be recovered, move it out of snapshots/ and prune again"
-        )));
-    }
-    let (index_files, damaged) = repo.index_files()?;
-    if let Some((name, e)) = damaged.first() {
-        return Err(Error::Refused(format!(
-            "index file {name} is damaged ({e}); prune cannot tell which packs are in use. \
-             Run `rewind repair index` first"
-        )));
-    }
-    let stored: HashMap<PackId, u64> = repo
-        .backend()
-        .list(FileType::Pack)?
-        .into_iter()
-        .filter_map(|f| Some((f.name.parse().ok()?, f.size)))
-        .collect();
-    for size in stored.values() {
-        report.packs_before.add(*size);
-    }
-    report.snapshots = snapshots.len() as u64;
-    let used = used_blobs(repo, snapshots.iter().map(|(_, s)| s.tree), &opts.cancel)?;
-    report.used_blobs = used.len() as u64;
-
-    let old_index: Vec<IndexId> = index_files.iter().map(|(id, _)| *id).collect();
-    let mut packs: HashMap<PackId, PackInfo> = HashMap::new();
-    for (_, file) in index_files {
-        for p in file.packs {
-            packs.entry(p.id).or_insert(PackInfo {
-                size: p.size,
-                blobs: p.blobs,
-                used: Vec::new(),
-                used_bytes: 0,
-            });
-        }
-    }
-    // Each used blob is kept in one pack: an unmarked one if it can.
-    let mut order: Vec<PackId> = packs.keys().copied().collect();
-    order.sort_by_key(|id| (marks.contains_key(id), *id));
-    let mut claimed: HashSet<BlobId, IdBuildHasher> = HashSet::default();
-    for id in &order {
-        if !stored.contains_key(id) {
-            continue;
-        }
-        let info = packs.get_mut(id).expect("listed");
-        for b in &info.blobs {
-            if used.contains(&b.id) && claimed.insert(b.id) {
-                info.used.push(*b);
-                info.used_bytes += u64::from(b.length);
-            }
-        }
-    }
-
-    // 4. Indexed packs: keep, repack, mark, or delete.
-    let mut keep: Vec<PackId> = Vec::new();
-    let mut partly: Vec<(PackId, u64)> = Vec::new(); // (pack, unused bytes)
-    let mut new_marks: Vec<PackId> = Vec::new();
-    let mut carried: Vec<Mark> = Vec::new();
-    let mut doomed: Vec<Mark> = Vec::new();
-    let mut unreadable_new: HashSet<PackId> = HashSet::new();
-    let mut unindex: HashSet<PackId> = HashSet::new();
-    let mut delete: Vec<PackId> = Vec::new();
-    for id in &order {
-        let info = &packs[id];
-        if !stored.contains_key(id) {
-            // Used blobs here were claimed elsewhere, or are missing (below).
-            report.missing_unused += 1;
-            unindex.insert(*id);
-            continue;
-        }
-        match (info.used.is_empty(), marks.get(id)) {
-            (true, None) => {
-                report.marked_unused.add(info.size);
-                new_marks.push(*id);
-            }
-            (true, Some(&since)) => match fate(since) {
-                Fate::Wait => {
-                    report.waiting.add(info.size);
-                    carried.push(Mark { pack: *id, since });
-                }
-                Fate::Postpone => {
-                    report.postponed.add(info.size);
-                    carried.push(Mark { pack: *id, since });
-                }
-                Fate::Delete => {
-                    report.deleted.add(info.size);
-                    unindex.insert(*id);
-                    delete.push(*id);
-                    // Marked until it is gone: a backup that reads the new
-                    // state and an old index file must not reuse it.
-                    doomed.push(Mark { pack: *id, since });
-                }
-            },
-            (false, mark) => {
-                if mark.is_some() {
-                    report.unmarked.add(info.size);
-                }
-                if info.used.len() < info.blobs.len() {
-                    partly.push((*id, info.size.saturating_sub(info.used_bytes)));
-                } else {
-                    keep.push(*id);
-                }
-            }
-        }
-    }
-
-    // 5. Packs outside the index. A used blob that no indexed pack holds
-    //    can only be in one of them (a lost index file): that pack goes back
-    //    into the index. Anything else is damage, and prune stops.
-    let mut missing: HashSet<BlobId, IdBuildHasher> = used
-        .iter()
-        .filter(|b| !claimed.contains(*b))
-        .copied()
-        .collect();
-    let mut unindexed: Vec<(PackId, u64)> = stored
-        .iter()
-        .filter(|(id, _)| !packs.contains_key(id))
-        .map(|(id, size)| (*id, *size))
-        .collect();
-    unindexed.sort();
-    let headers: Vec<Option<Result<IndexPack>>> = unindexed
-        .par_iter()
-        .map(|(id, size)| (!missing.is_empty()).then(|| repo.read_pack_header(&id.to_hex(), *size)))
-        .collect();
-    let mut recovered: Vec<IndexPack> = Vec::new();
-    for ((id, size), header) in unindexed.into_iter().zip(headers) {
-        if let Some(header) = header {
-            match header {
-                Ok(h) if h.blobs.iter().any(|b| missing.contains(&b.id)) => {
-                    for b in &h.blobs {
-                        missing.remove(&b.id);
-                    }
-                    report.recovered.add(size);
-                    recovered.push(h);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    report.unreadable.push((id.to_hex(), e.to_string()));
-                    if let Some(&since) = marks.get(&id) {
-                        carried.push(Mark { pack: id, since });
-                    } else {
-                        new_marks.push(id);
-                        unreadable_new.insert(id);
-                    }
-                    continue;
-                }
-            }
-        }
-        match marks.get(&id) {
-            None => {
-                report.marked_unindexed.add(size);
-                new_marks.push(id);
-            }
-            Some(&since) => match fate(since) {
-                Fate::Wait => {
-                    report.waiting.add(size);
-                    carried.push(Mark { pack: id, since });
-                }
-                Fate::Postpone => {
-                    report.postponed.add(size);
-                    carried.push(Mark { pack: id, since });
-                }
-                Fate::Delete => {
-                    report.deleted.add(size);
-                    delete.push(id);
-                    doomed.push(Mark { pack: id, since });
-                }
-            },
-        }
-    }
-    if let Some(b) = missing.iter().next() {
-        return Err(Error::Refused(format!(
-            "{} blob(s) that snapshots use are in no pack (for example {b}); prune stops \
-             before changing anything. Run `rewind check` to see which files are affected, \
-             then `rewind repair snapshots`",
-            missing.len()
-        )));
-    }
-
-    // 6. Repack the emptiest partly used packs until the unused space left
-    //    in kept packs is within the limit.
-    let remaining: u64 = keep
-        .iter()
-        .chain(partly.iter().map(|(p, _)| p))
-        .map(|p| packs[p].size)
-        .sum();
-    let limit = match opts.max_unused {
-        MaxUnused::Fraction(f) => (remaining as f64 * f) as u64,
-        MaxUnused::Bytes(b) => b,
-    };
-    let mut unused_left: u64 = partly.iter().map(|(_, u)| u).sum();
-    partly.sort_by(|a, b| {
-        let ra = a.1 as f64 / packs[&a.0].size.max(1) as f64;
-        let rb = b.1 as f64 / packs[&b.0].size.max(1) as f64;
-        rb.total_cmp(&ra).then(a.0.cmp(&b.0))
-    });
-    let mut repack: Vec<PackId> = Vec::new();
-    for (id, unused) in partly {
-        if unused_left > limit {
-            unused_left -= unused;
-            report.repacked.add(packs[&id].size);
-            report.repack_copied_bytes += packs[&id].used_bytes;
-            repack.push(id);
-        } else {
-            keep.push(id);
-        }
-    }
-    for id in &keep {
-        report.kept.add(packs[id].size);
-        report.unused_bytes_kept += packs[id].size.saturating_sub(packs[id].used_bytes);
-    }
+    // 2 and 3. What there is, and what is used.
+    let inv = Inventory::read(repo, opts, &mut report)?;
+    let mut d = Decisions::default();
+    decide_indexed(&inv, &fate, &mut d, &mut report);
+    decide_unindexed(repo, &inv, &fate, &mut d, &mut report)?;
+    let repack = choose_repacks(&inv, opts, &mut d, &mut report);
     // With --now, what this run marks goes too (unless a backup started
     // meanwhile: checked again after the state is written).
     let mut now_delete: Vec<PackId> = if opts.delete_now {
-        new_marks
+        d.new_marks
             .iter()
             .chain(&repack)
-            .filter(|id| !unreadable_new.contains(*id))
+            .filter(|id| !d.unreadable_new.contains(*id))
             .copied()
             .collect()
     } else {
         Vec::new()
     };
-    // 6b. Object Lock: the store refuses to delete a pack it still retains
-    //     (a delete would only hide it). Such a pack is not deleted: it
-    //     stays marked and indexed, and a prune after its retention deletes
-    //     it.
-    let retained = retained_packs(repo, delete.iter().chain(&now_delete), &old_index, now)?;
-    if !retained.is_empty() {
-        delete.retain(|id| {
-            if retained.contains_key(id) {
-                report.deleted.remove(stored[id]);
-                report.retained.add(stored[id]);
-                unindex.remove(id);
-                false
-            } else {
-                true
-            }
-        });
-        let (kept, gone): (Vec<Mark>, Vec<Mark>) = doomed
-            .into_iter()
-            .partition(|m| retained.contains_key(&m.pack));
-        carried.extend(kept);
-        doomed = gone;
-        now_delete.retain(|id| {
-            if retained.contains_key(id) {
-                report.retained.add(stored[id]);
-                false
-            } else {
-                true
-            }
-        });
-        let mut until: Vec<(String, Timestamp)> =
-            retained.iter().map(|(id, t)| (id.to_hex(), *t)).collect();
-        until.sort_by_key(|(id, t)| (*t, id.clone()));
-        report.retained_until = until;
-    }
-    if opts.dry_run {
-        for id in &now_delete {
-            report.deleted.add(stored[id]);
-            if packs.contains_key(id) {
-                unindex.insert(*id);
-            }
-        }
-    }
-    let waits_from_now = !(opts.delete_now || new_marks.is_empty() && repack.is_empty());
-    let first_retained = retained.values().min().copied();
-    let next_deletion = |new_since: Timestamp| {
-        let after_grace = carried
-            .iter()
-            .filter(|m| !retained.contains_key(&m.pack))
-            .map(|m| m.since)
-            .chain(waits_from_now.then_some(new_since))
-            .min()
-            .map(|t| t.saturating_add(opts.grace).expect("in range"));
-        after_grace.into_iter().chain(first_retained).min()
-    };
-    report.next_deletion = next_deletion(now);
-    let mut rewrite_index = !unindex.is_empty() || !recovered.is_empty() || {
+    let retained = keep_retained(repo, &inv, now, &mut d, &mut now_delete, &mut report)?;
+    let waits_from_now = !(opts.delete_now || d.new_marks.is_empty() && repack.is_empty());
+    let rewrite_index = !d.unindex.is_empty() || !d.recovered.is_empty() || {
         // Consolidate many small index files too, except where the storage
         // retains files: there the old ones may stay (the rewind server
         // refuses their delete) and each run would add a copy.
-        let needed = (packs.len() - unindex.len()).div_ceil(PACKS_PER_PRUNE_INDEX);
-        old_index.len() > 2 * needed.max(1) && repo.backend().object_lock()?.is_none()
+        let needed = (inv.packs.len() - d.unindex.len()).div_ceil(PACKS_PER_PRUNE_INDEX);
+        inv.old_index.len() > 2 * needed.max(1) && repo.backend().object_lock()?.is_none()
     };
-    if opts.dry_run {
-        if rewrite_index {
-            let listed = packs.len() - unindex.len() + recovered.len();
-            report.index_written = listed.div_ceil(PACKS_PER_PRUNE_INDEX) as u64;
-            report.index_removed = old_index.len() as u64;
-        }
-        return Ok(report);
-    }
+    let mut plan = PrunePlan {
+        report,
+        delete: d.delete,
+        delete_now: now_delete,
+        repack,
+        mark: d.new_marks,
+        unindex: d.unindex.into_iter().collect(),
+        recover: d.recovered.iter().map(|p| p.id).collect(),
+        rewrite_index,
+        work: Work {
+            now,
+            packs: inv.packs,
+            order: inv.order,
+            stored: inv.stored,
+            old_index: inv.old_index,
+            state_files: inv.state_files,
+            recovered: d.recovered,
+            carried: d.carried,
+            doomed: d.doomed,
+            retained,
+            waits_from_now,
+        },
+    };
+    plan.unindex.sort();
+    plan.report.next_deletion = plan.work.next_deletion(&opts.grace, now);
+    Ok(plan)
+}
 
+impl Work {
+    /// Earliest time at which a prune can delete what waits, if this run's
+    /// new marks carry `new_since`.
+    fn next_deletion(&self, grace: &SignedDuration, new_since: Timestamp) -> Option<Timestamp> {
+        let w = self;
+        let after_grace = w
+            .carried
+            .iter()
+            .filter(|m| !w.retained.contains_key(&m.pack))
+            .map(|m| m.since)
+            .chain(w.waits_from_now.then_some(new_since))
+            .min()
+            .map(|t| t.saturating_add(*grace).expect("in range"));
+        after_grace
+            .into_iter()
+            .chain(w.retained.values().min().copied())
+            .min()
+    }
+}
+
+impl PrunePlan {
+    /// The report of a dry run: the plan's figures, as if `--now` deleted
+    /// what it would.
+    pub fn dry_run_report(mut self) -> PruneReport {
+        let w = &self.work;
+        let mut unindexed = self.unindex.len();
+        for id in &self.delete_now {
+            self.report.deleted.add(w.stored[id]);
+            if w.packs.contains_key(id) && !self.unindex.contains(id) {
+                unindexed += 1;
+            }
+        }
+        if self.rewrite_index || unindexed > self.unindex.len() {
+            let listed = w.packs.len() - unindexed + w.recovered.len();
+            self.report.index_written = listed.div_ceil(PACKS_PER_PRUNE_INDEX) as u64;
+            self.report.index_removed = w.old_index.len() as u64;
+        }
+        self.report
+    }
+}
+
+/// Runs prune (or plans it, with `dry_run`).
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let _marker = if opts.dry_run {
+        None
+    } else {
+        Some(repo.announce(RunningKind::Prune, &opts.hostname)?)
+    };
+    let plan = plan(repo, opts)?;
+    if opts.dry_run {
+        return Ok(plan.dry_run_report());
+    }
+    execute(repo, plan, opts)
+}
+
+/// Carries out a plan (steps 7 to 11): repack, write the new state, check
+/// `--now` again, replace the index, delete, clean up. Call it with the
+/// prune's running marker announced, right after [`plan`].
+pub fn execute(repo: &Repository, plan: PrunePlan, opts: &PruneOptions) -> Result<PruneReport> {
     // Nothing was changed so far: the last point to stop without a trace.
     opts.cancel.check()?;
-
-    // 7. Copy the used blobs of the packs to repack (the writer indexes the
-    //    new packs before it returns). Stopped between two blobs, what was
-    //    copied is indexed (a duplicate until the next prune) and the old
-    //    packs stay as they are.
-    if !repack.is_empty() {
-        let ((), stats) = repo.rewrite_blobs(|w| {
-            repack.par_iter().try_for_each(|id| {
-                let mut blobs = packs[id].used.clone();
-                blobs.sort_by_key(|b| b.offset);
-                let kinds: HashMap<BlobId, BlobKind> =
-                    blobs.iter().map(|b| (b.id, b.kind)).collect();
-                let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
-                repo.read_blobs(&ids, |id, data| {
-                    opts.cancel.check()?;
-                    w.add_blob(kinds[id], &data)?;
-                    Ok(())
-                })
-            })
-        })?;
-        report.repack_new_packs = stats.packs;
-        report.index_written += stats.index_files.len() as u64;
-        opts.cancel.check()?;
-    }
+    let PrunePlan {
+        mut report,
+        mut delete,
+        delete_now,
+        repack,
+        mark,
+        unindex,
+        rewrite_index,
+        work,
+        ..
+    } = plan;
+    let mut unindex: HashSet<PackId> = unindex.into_iter().collect();
+    let mut rewrite_index = rewrite_index;
+    repack_packs(repo, &work, &repack, opts, &mut report)?;
 
     // 8. The new state, complete, before any pack leaves the index. New
     //    marks carry the time of this write: a backup that reads the index
     //    later sees them and does not reuse those packs.
     let since = opts.now.unwrap_or_else(Timestamp::now);
-    report.next_deletion = next_deletion(since);
-    let mut all_marks = carried;
-    all_marks.extend(doomed);
-    all_marks.extend(
-        new_marks
-            .iter()
-            .chain(&repack)
-            .map(|p| Mark { pack: *p, since }),
-    );
+    report.next_deletion = work.next_deletion(&opts.grace, since);
+    let mut all_marks = work.carried.clone();
+    all_marks.extend(work.doomed.iter().cloned());
+    all_marks.extend(mark.iter().chain(&repack).map(|p| Mark { pack: *p, since }));
     let new_state = PruneState {
         version: VERSION,
         time: since,
@@ -743,12 +907,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // --now: a backup that started during this run read the old state, so
     // it may reuse (or have just uploaded) what this run marked. Look again.
-    if !now_delete.is_empty() {
+    if !delete_now.is_empty() {
         let late = Others::read(repo, opts, Timestamp::now())?;
         if late.refuse_now().is_none() {
-            for id in &now_delete {
-                report.deleted.add(stored[id]);
-                if packs.contains_key(id) {
+            for id in &delete_now {
+                report.deleted.add(work.stored[id]);
+                if work.packs.contains_key(id) {
                     unindex.insert(*id);
                     rewrite_index = true;
                 }
@@ -757,72 +921,126 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             report.marked_unused = Packs::default();
             report.marked_unindexed = Packs::default();
         } else {
+            report.running_backups = late.summary();
             report.damaged_markers = late.damaged;
-            report.running_backups = late
-                .backups
-                .iter()
-                .map(|m| (m.hostname.clone(), m.pid, m.start))
-                .collect();
-            for id in &now_delete {
-                report.postponed.add(stored[id]);
+            for id in &delete_now {
+                report.postponed.add(work.stored[id]);
             }
         }
     }
-
-    // 9. The new index (without the packs to delete, with the recovered
-    //    ones), durable before the old index files go, which happens before
-    //    any pack is deleted.
     if rewrite_index {
-        let mut listed: Vec<IndexPack> = order
-            .iter()
-            .filter(|id| !unindex.contains(*id))
-            .map(|id| IndexPack {
-                id: *id,
-                size: packs[id].size,
-                blobs: packs[id].blobs.clone(),
-            })
-            .collect();
-        listed.extend(recovered);
-        listed.sort_by_key(|p| p.id);
-        let (written, removed, kept) =
-            repo.replace_index(&listed, &old_index, PACKS_PER_PRUNE_INDEX)?;
-        report.index_written += written;
-        report.index_removed += removed;
-        // The storage kept an old index file after all (its clock, not
-        // ours, decides): the packs it lists stay, or it would list
-        // deleted packs. They stay marked for a later prune.
-        if !kept.is_empty() {
-            let mut listed_by_kept: HashSet<PackId> = HashSet::new();
-            for id in &kept {
-                match repo.read_index_file(id) {
-                    Ok(f) => listed_by_kept.extend(f.packs.iter().map(|p| p.id)),
-                    Err(Error::Missing { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            delete.retain(|id| {
-                if listed_by_kept.contains(id) {
-                    report.deleted.remove(stored[id]);
-                    report.retained.add(stored[id]);
-                    false
-                } else {
-                    true
-                }
-            });
-        }
+        replace_index(repo, &work, &unindex, &mut delete, &mut report)?;
     }
 
     // 10. Delete.
     delete
         .par_iter()
         .try_for_each(|id| repo.backend().delete(FileType::Pack, &id.to_hex()))?;
+    clean_up(repo, &work, &state_name.to_hex(), opts, &mut report)?;
+    Ok(report)
+}
 
-    // 11. Older state files, and markers of processes long dead.
-    for f in state_files.iter().filter(|f| f.name != state_name.to_hex()) {
+/// Step 7: copy the used blobs of the packs to repack (the writer indexes
+/// the new packs before it returns). Stopped between two blobs, what was
+/// copied is indexed (a duplicate until the next prune) and the old packs
+/// stay as they are.
+fn repack_packs(
+    repo: &Repository,
+    work: &Work,
+    repack: &[PackId],
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
+    if repack.is_empty() {
+        return Ok(());
+    }
+    let ((), stats) = repo.rewrite_blobs(|w| {
+        repack.par_iter().try_for_each(|id| {
+            let mut blobs = work.packs[id].used.clone();
+            blobs.sort_by_key(|b| b.offset);
+            let kinds: HashMap<BlobId, BlobKind> = blobs.iter().map(|b| (b.id, b.kind)).collect();
+            let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
+            repo.read_blobs(&ids, |id, data| {
+                opts.cancel.check()?;
+                w.add_blob(kinds[id], &data)?;
+                Ok(())
+            })
+        })
+    })?;
+    report.repack_new_packs = stats.packs;
+    report.index_written += stats.index_files.len() as u64;
+    opts.cancel.check()
+}
+
+/// Step 9: the new index (without the packs that leave it, with the
+/// recovered ones), durable before the old index files go, which happens
+/// before any pack is deleted. A pack that an old index file the storage
+/// kept still lists is not deleted.
+fn replace_index(
+    repo: &Repository,
+    work: &Work,
+    unindex: &HashSet<PackId>,
+    delete: &mut Vec<PackId>,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let mut listed: Vec<IndexPack> = work
+        .order
+        .iter()
+        .filter(|id| !unindex.contains(*id))
+        .map(|id| IndexPack {
+            id: *id,
+            size: work.packs[id].size,
+            blobs: work.packs[id].blobs.clone(),
+        })
+        .collect();
+    listed.extend(work.recovered.iter().cloned());
+    listed.sort_by_key(|p| p.id);
+    let (written, removed, kept) =
+        repo.replace_index(&listed, &work.old_index, PACKS_PER_PRUNE_INDEX)?;
+    report.index_written += written;
+    report.index_removed += removed;
+    // The storage kept an old index file after all (its clock, not ours,
+    // decides): the packs it lists stay, or it would list deleted packs.
+    // They stay marked for a later prune.
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let mut listed_by_kept: HashSet<PackId> = HashSet::new();
+    for id in &kept {
+        match repo.read_index_file(id) {
+            Ok(f) => listed_by_kept.extend(f.packs.iter().map(|p| p.id)),
+            Err(Error::Missing { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    delete.retain(|id| {
+        if listed_by_kept.contains(id) {
+            report.deleted.remove(work.stored[id]);
+            report.retained.add(work.stored[id]);
+            false
+        } else {
+            true
+        }
+    });
+    Ok(())
+}
+
+/// Step 11: older state files, markers of processes long dead, temporaries
+/// of interrupted writes, and (Object Lock) versions whose retention ended.
+fn clean_up(
+    repo: &Repository,
+    work: &Work,
+    state_name: &str,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let now = work.now;
+    for f in work.state_files.iter().filter(|f| f.name != state_name) {
         // The newest state wins; one the storage keeps for now is harmless.
         delete_unless_kept(repo.backend().as_ref(), FileType::PruneState, &f.name)?;
     }
-    for (name, m) in repo.running_markers()? {
+    let (markers, damaged) = repo.running_markers_checked()?;
+    for (name, m) in markers {
         if now.duration_since(m.refreshed) >= opts.grace.max(STALE_AFTER * 2) {
             repo.backend().delete(FileType::Running, &name)?;
         } else if is_dead_here(&m, opts) {
@@ -834,7 +1052,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     // Damaged markers as old as a stale one that prune deletes.
-    for (f, _) in repo.running_markers_checked()?.1 {
+    for (f, _) in damaged {
         if damaged_marker_age(repo, &f.name, now)?
             .is_some_and(|age| age >= opts.grace.max(STALE_AFTER * 2))
         {
@@ -847,7 +1065,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.temporaries_removed = repo.backend().remove_stale_temporaries(age)?;
     // On a locked bucket: versions of deleted files whose retention ended.
     report.versions_removed = repo.backend().remove_expired_versions()?;
-    Ok(report)
+    Ok(())
 }
 
 /// The packs among `ids` that the store retains beyond `now`, and until

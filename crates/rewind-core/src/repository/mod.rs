@@ -126,8 +126,9 @@ impl Repository {
             Ok(b) => Config::parse(&b, &location).map(|c| (c, b)),
             Err(Error::Missing { .. }) => Err(Error::NoRepository {
                 location,
-                reason: "it has no config file (run `rewind init` to create one)".into(),
-            }),
+                reason: "it has no config file".into(),
+            }
+            .with_remedy(crate::error::Remedy::Init)),
             Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotADirectory => {
                 Err(Error::NoRepository {
                     location,
@@ -448,8 +449,9 @@ impl Repository {
                 Some((name, _)) => Error::corrupt(
                     "index",
                     name,
-                    format!("cannot be read, so blob {id} cannot be located (run `rewind check`)"),
-                ),
+                    format!("cannot be read, so blob {id} cannot be located"),
+                )
+                .with_remedy(crate::error::Remedy::Check),
                 None => Error::Missing {
                     what: "blob",
                     id: id.to_hex(),
@@ -801,9 +803,8 @@ impl Repository {
             .collect();
         let k = match matches.as_slice() {
             [] => {
-                return Err(Error::InvalidInput(format!(
-                    "no key matches {prefix:?} (see `rewind key list`)"
-                )))
+                return Err(Error::InvalidInput(format!("no key matches {prefix:?}"))
+                    .with_remedy(crate::error::Remedy::ListKeys))
             }
             [k] => *k,
             _ => {
@@ -819,7 +820,12 @@ impl Repository {
             ));
         }
         if k.current {
-            return Err(Error::Refused("refusing to remove the key you opened the repository with; open it with another password to remove this one, or use `rewind key passwd`".into()));
+            return Err(Error::Refused(
+                "refusing to remove the key you opened the repository with; open it with \
+                 another password to remove this one"
+                    .into(),
+            )
+            .with_remedy(crate::error::Remedy::ChangePassword));
         }
         self.backend.delete(FileType::Key, &k.id.to_hex())?;
         Ok(k.id)
