@@ -607,24 +607,15 @@ fn find_parent(
     }
 }
 
-/// Backs up `opts.paths`.
-///
-/// Unreadable, vanished or changing files become [`Warning`]s and the backup
-/// goes on; storage errors stop it and no snapshot is written.
-pub fn backup(
-    repo: &Repository,
-    opts: &BackupOptions,
-    progress: &Progress,
-) -> Result<BackupOutcome> {
-    let start = Instant::now();
+/// The sources as absolute paths. A source that cannot be reached (a typo,
+/// a drive not mounted) is named like a file that cannot be read and the
+/// others are backed up; only when none is left is it an error.
+fn resolve_sources(opts: &BackupOptions, progress: &Progress) -> Result<Vec<PathBuf>> {
     if opts.paths.is_empty() {
         return Err(Error::InvalidInput(
             "nothing to back up: give at least one path".into(),
         ));
     }
-    // A source that cannot be reached (a typo, a drive not mounted) is
-    // named like a file that cannot be read, and the others are backed up;
-    // only when none is left is it an error.
     let mut abs: Vec<PathBuf> = Vec::new();
     let mut unreachable: Vec<(&Path, Error)> = Vec::new();
     for p in &opts.paths {
@@ -673,8 +664,12 @@ pub fn backup(
     }
     abs.sort();
     abs.dedup();
-    let marker = announce(repo, opts)?;
-    for a in &abs {
+    Ok(abs)
+}
+
+/// Refuses a source inside the repository and drops sources inside others.
+fn top_sources(abs: &[PathBuf], opts: &BackupOptions) -> Result<Vec<PathBuf>> {
+    for a in abs {
         if let Some(repo_path) = opts.exclude_paths.iter().find(|r| a.starts_with(r)) {
             return Err(Error::InvalidInput(format!(
                 "{} is inside the repository {}; a repository cannot back itself up",
@@ -683,42 +678,33 @@ pub fn backup(
             )));
         }
     }
-    // Drop paths inside other paths.
-    let abs: Vec<PathBuf> = abs
+    Ok(abs
         .iter()
         .filter(|p| !abs.iter().any(|q| q != *p && p.starts_with(q)))
         .cloned()
-        .collect();
-    let path_strings: Vec<String> = abs
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+        .collect())
+}
 
+fn build_excludes(opts: &BackupOptions) -> Result<ignore::gitignore::Gitignore> {
     let mut gi = ignore::gitignore::GitignoreBuilder::new("/");
     for pat in &opts.excludes {
         gi.add_line(None, pat)
             .map_err(|e| Error::InvalidInput(format!("bad exclude pattern {pat:?}: {e}")))?;
     }
-    let excludes = gi
-        .build()
-        .map_err(|e| Error::InvalidInput(format!("bad exclude patterns: {e}")))?;
+    gi.build()
+        .map_err(|e| Error::InvalidInput(format!("bad exclude patterns: {e}")))
+}
 
-    // The index now (after the marker, docs/DESIGN.md §8c): a damaged index
-    // file costs dedup and may hide damage, so it is said.
-    let location = PathBuf::from(repo.backend().location());
-    for (name, e) in repo.index()?.damaged() {
-        progress.warn(
-            &location,
-            format!(
-                "index file {name} cannot be read ({e}); the blobs it lists are stored again, \
-                 and snapshots that need them may be damaged: rebuild the index from the packs"
-            ),
-        );
-    }
-    let parent = find_parent(repo, opts, &path_strings)?;
-    // A parent whose root tree cannot be read only costs speed: every file
-    // is read again (and check will name the damage).
-    let (parent, parent_root) = match parent {
+/// The parent snapshot and its root tree. A parent whose root tree cannot
+/// be read only costs speed: every file is read again (and check will name
+/// the damage).
+fn parent_with_root(
+    repo: &Repository,
+    opts: &BackupOptions,
+    paths: &[String],
+    progress: &Progress,
+) -> Result<(Option<(SnapshotId, SnapshotFile)>, Option<Tree>)> {
+    Ok(match find_parent(repo, opts, paths)? {
         Some((id, s)) => match repo.read_tree(&s.tree) {
             Ok(t) => (Some((id, s)), Some(t)),
             Err(e) => {
@@ -733,28 +719,47 @@ pub fn backup(
             }
         },
         None => (None, None),
-    };
+    })
+}
 
-    let scanner = Scanner {
-        repo,
-        opts,
-        excludes,
-        owners: Owners::default(),
-        progress,
-        dirs: AtomicU64::new(0),
-        others: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-    };
-    // Scanning is mostly waiting for inodes: many threads keep the disk busy.
-    let scan_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(8)
-        .build()
-        .map_err(|e| Error::io("start scanner threads", std::io::Error::other(e)))?;
-    let mut root = ScanDir {
-        node: None,
-        children: BTreeMap::new(),
-    };
-    for path in &abs {
+impl Scanner<'_> {
+    /// Scans every source into one tree: the intermediate directories of
+    /// a source hold only the selected children.
+    fn scan_sources(
+        &self,
+        sources: &[PathBuf],
+        parent_root: Option<&Tree>,
+        pool: &rayon::ThreadPool,
+    ) -> Result<ScanDir> {
+        let mut root = ScanDir {
+            node: None,
+            children: BTreeMap::new(),
+        };
+        for path in sources {
+            let root_dev = path.symlink_metadata().map(|m| m.dev()).unwrap_or(0);
+            if path
+                .components()
+                .all(|c| !matches!(c, Component::Normal(_)))
+            {
+                // The path is `/` itself: its entries are the root tree's.
+                root.children =
+                    pool.install(|| self.scan_dir_contents(path, parent_root, root_dev));
+                continue;
+            }
+            self.scan_source(&mut root, path, parent_root.cloned(), root_dev, pool)?;
+        }
+        Ok(root)
+    }
+
+    /// One source below `/`: its parent directories as nodes, then itself.
+    fn scan_source(
+        &self,
+        root: &mut ScanDir,
+        path: &Path,
+        mut ptree: Option<Tree>,
+        root_dev: u64,
+        pool: &rayon::ThreadPool,
+    ) -> Result<()> {
         let comps: Vec<&std::ffi::OsStr> = path
             .components()
             .filter_map(|c| match c {
@@ -762,39 +767,29 @@ pub fn backup(
                 _ => None,
             })
             .collect();
-        let root_dev = path.symlink_metadata().map(|m| m.dev()).unwrap_or(0);
-        if comps.is_empty() {
-            // The path is `/` itself: its entries are the root tree's.
-            root.children = scan_pool
-                .install(|| scanner.scan_dir_contents(path, parent_root.as_ref(), root_dev));
-            continue;
-        }
-        let mut dir = &mut root;
+        let mut dir = root;
         let mut cur = PathBuf::from("/");
-        let mut ptree = parent_root.clone();
         for (i, name) in comps.iter().enumerate() {
             cur.push(name);
             let bytes = name.as_bytes().to_vec();
             let pnode = ptree.as_ref().and_then(|t| t.find(&bytes)).cloned();
-            let last = i + 1 == comps.len();
             let md = cur
                 .symlink_metadata()
                 .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
-            if last {
-                if let Some(entry) = scan_pool
-                    .install(|| scanner.scan_entry(&cur, &bytes, &md, pnode.as_ref(), root_dev))
+            if i + 1 == comps.len() {
+                if let Some(entry) =
+                    pool.install(|| self.scan_entry(&cur, &bytes, &md, pnode.as_ref(), root_dev))
                 {
                     dir.children.insert(bytes, entry);
                 }
                 break;
             }
             if !dir.children.contains_key(&bytes) {
-                let (node, problems) =
-                    source::node_from_metadata(&bytes, &cur, &md, &scanner.owners)
-                        .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
+                let (node, problems) = source::node_from_metadata(&bytes, &cur, &md, &self.owners)
+                    .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
                 for p in problems {
-                    scanner.progress.warn(&cur, p);
-                    scanner.errors.fetch_add(1, Ordering::Relaxed);
+                    self.progress.warn(&cur, p);
+                    self.errors.fetch_add(1, Ordering::Relaxed);
                 }
                 dir.children.insert(
                     bytes.clone(),
@@ -803,9 +798,9 @@ pub fn backup(
                         children: BTreeMap::new(),
                     }),
                 );
-                scanner.dirs.fetch_add(1, Ordering::Relaxed);
+                self.dirs.fetch_add(1, Ordering::Relaxed);
             }
-            ptree = scanner.parent_tree(pnode.as_ref(), &cur);
+            ptree = self.parent_tree(pnode.as_ref(), &cur);
             dir = match dir.children.get_mut(&bytes) {
                 Some(Entry::Dir(d)) => d,
                 _ => {
@@ -816,19 +811,21 @@ pub fn backup(
                 }
             };
         }
+        Ok(())
     }
-    progress.scan_done.store(true, Ordering::SeqCst);
-    progress.cancel.check()?;
+}
 
-    drop(scan_pool);
-    let mut summary = BackupSummary {
-        dirs: scanner.dirs.load(Ordering::Relaxed),
-        others: scanner.others.load(Ordering::Relaxed),
-        errors: scanner.errors.load(Ordering::Relaxed),
-        ..Default::default()
-    };
-    let dry_run = opts.dry_run;
-    let (root_id, stats) = repo.write_blobs_with(dry_run, |writer| {
+/// Reads every file that changed and stores it, then the trees; fills the
+/// summary's file counts and sizes. Returns the root tree's id and what
+/// the writer stored (nothing with `dry_run`).
+fn store(
+    repo: &Repository,
+    mut root: ScanDir,
+    summary: &mut BackupSummary,
+    dry_run: bool,
+    progress: &Progress,
+) -> Result<(BlobId, crate::repository::WriterStats)> {
+    repo.write_blobs_with(dry_run, |writer| {
         let mut files = Vec::new();
         collect_jobs(&mut root, &mut files);
         // More readers than cores, so that one waiting for the disk does not
@@ -856,14 +853,14 @@ pub fn backup(
             summary.bytes_read += r?;
         }
         for job in &files {
-            // The size as stored: a file that grew or shrank while it was
-            // read has the size of what was read.
-            if !job.failed {
-                summary.total_bytes += job.node.size;
-            }
             if job.failed {
                 summary.errors += 1;
-            } else if job.reused {
+                continue;
+            }
+            // The size as stored: a file that grew or shrank while it was
+            // read has the size of what was read.
+            summary.total_bytes += job.node.size;
+            if job.reused {
                 summary.files_unchanged += 1;
             } else if job.in_parent {
                 summary.files_changed += 1;
@@ -874,25 +871,97 @@ pub fn backup(
         drop(files);
         let (_, id) = build_tree(root, writer)?;
         Ok(id)
-    })?;
+    })
+}
+
+/// Scores what changed against the parent: mass encryption shows here
+/// (docs/DESIGN.md §9b). The new blobs are in the index files just
+/// written, which this handle's index predates. A scan that fails is
+/// said, and the snapshot is saved without a verdict.
+fn scan_against(
+    repo: &Repository,
+    parent: &SnapshotFile,
+    root: &BlobId,
+    written: &[crate::id::IndexId],
+) -> (Option<crate::scan::ScanResult>, Option<String>) {
+    let files_before =
+        parent.summary.files_new + parent.summary.files_changed + parent.summary.files_unchanged;
+    match crate::scan::Sizes::new(repo, written)
+        .and_then(|sizes| crate::scan::scan(repo, &sizes, &parent.tree, root, files_before))
+    {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e.to_string())),
+    }
+}
+
+/// Backs up `opts.paths`: scan the sources against the parent snapshot,
+/// read and store what changed, write the trees, scan the changes for
+/// ransomware, and write the snapshot last (W3). Files that cannot be read
+/// are warnings; storage errors stop it and no snapshot is written.
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    let abs = resolve_sources(opts, progress)?;
+    let marker = announce(repo, opts)?;
+    let abs = top_sources(&abs, opts)?;
+    let path_strings: Vec<String> = abs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let excludes = build_excludes(opts)?;
+    // The index now (after the marker, docs/DESIGN.md §8c): a damaged index
+    // file costs dedup and may hide damage, so it is said.
+    let location = PathBuf::from(repo.backend().location());
+    for (name, e) in repo.index()?.damaged() {
+        progress.warn(
+            &location,
+            format!(
+                "index file {name} cannot be read ({e}); the blobs it lists are stored again, \
+                 and snapshots that need them may be damaged: rebuild the index from the packs"
+            ),
+        );
+    }
+    let (parent, parent_root) = parent_with_root(repo, opts, &path_strings, progress)?;
+
+    let scanner = Scanner {
+        repo,
+        opts,
+        excludes,
+        owners: Owners::default(),
+        progress,
+        dirs: AtomicU64::new(0),
+        others: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    };
+    // Scanning is mostly waiting for inodes: many threads keep the disk busy.
+    let scan_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(8)
+        .build()
+        .map_err(|e| Error::io("start scanner threads", std::io::Error::other(e)))?;
+    let root = scanner.scan_sources(&abs, parent_root.as_ref(), &scan_pool)?;
+    progress.scan_done.store(true, Ordering::SeqCst);
+    progress.cancel.check()?;
+    drop(scan_pool);
+
+    let mut summary = BackupSummary {
+        dirs: scanner.dirs.load(Ordering::Relaxed),
+        others: scanner.others.load(Ordering::Relaxed),
+        errors: scanner.errors.load(Ordering::Relaxed),
+        ..Default::default()
+    };
+    let dry_run = opts.dry_run;
+    let (root_id, stats) = store(repo, root, &mut summary, dry_run, progress)?;
     summary.blobs_added = stats.data_blobs + stats.tree_blobs;
     summary.bytes_added_raw = stats.bytes_raw;
     summary.bytes_added_stored = stats.bytes_stored;
     let warnings = progress.all_warnings();
     summary.errors = summary.errors.max(warnings.len() as u64);
-    // Score what changed against the parent: mass encryption shows here
-    // (docs/DESIGN.md §9b). The new blobs are in the index files just
-    // written, which this handle's index predates.
     let (scan, scan_error) = match &parent {
         Some((_, ps)) if !opts.skip_scan && !dry_run => {
-            let files_before =
-                ps.summary.files_new + ps.summary.files_changed + ps.summary.files_unchanged;
-            match crate::scan::Sizes::new(repo, &stats.index_files)
-                .and_then(|sizes| crate::scan::scan(repo, &sizes, &ps.tree, &root_id, files_before))
-            {
-                Ok(r) => (Some(r), None),
-                Err(e) => (None, Some(e.to_string())),
-            }
+            scan_against(repo, ps, &root_id, &stats.index_files)
         }
         _ => (None, None),
     };
