@@ -875,18 +875,17 @@ fn store(
 }
 
 /// Scores what changed against the parent: mass encryption shows here
-/// (docs/DESIGN.md §9b). The new blobs are in the index files just
-/// written, which this handle's index predates. A scan that fails is
-/// said, and the snapshot is saved without a verdict.
+/// (docs/DESIGN.md §9b). The new blobs are in this handle's index (the
+/// writer keeps it current). A scan that fails is said, and the snapshot is
+/// saved without a verdict.
 fn scan_against(
     repo: &Repository,
     parent: &SnapshotFile,
     root: &BlobId,
-    written: &[crate::id::IndexId],
 ) -> (Option<crate::scan::ScanResult>, Option<String>) {
     let files_before =
         parent.summary.files_new + parent.summary.files_changed + parent.summary.files_unchanged;
-    match crate::scan::Sizes::new(repo, written)
+    match crate::scan::Sizes::new(repo)
         .and_then(|sizes| crate::scan::scan(repo, &sizes, &parent.tree, root, files_before))
     {
         Ok(r) => (Some(r), None),
@@ -961,7 +960,7 @@ pub fn backup(
     summary.errors = summary.errors.max(warnings.len() as u64);
     let (scan, scan_error) = match &parent {
         Some((_, ps)) if !opts.skip_scan && !dry_run => {
-            scan_against(repo, ps, &root_id, &stats.index_files)
+            scan_against(repo, ps, &root_id)
         }
         _ => (None, None),
     };

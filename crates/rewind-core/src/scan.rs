@@ -39,54 +39,31 @@ pub use crate::format::scan::{Overrule, ScanCounts, ScanResult, Verdict, VERSION
 /// Changed files whose first chunk is read (the rest are sampled out).
 pub const MAX_EXAMINED: usize = 4000;
 
-/// Stored and plaintext sizes of blobs: the repository index, plus the
-/// index files a running backup just wrote (its handle's index predates
-/// them).
-pub struct Sizes {
-    index: std::sync::Arc<crate::repository::Index>,
-    /// Blob -> (pack, offset, stored length, plaintext length).
-    extra: HashMap<BlobId, (crate::id::PackId, u32, u32, u32)>,
+/// Stored and plaintext sizes of blobs, and their contents: the
+/// repository's index, which includes what this handle's backup just wrote
+/// (the writer keeps it current, `Repository::locate`).
+pub struct Sizes<'a> {
+    repo: &'a Repository,
 }
 
-impl Sizes {
-    /// The sizes the repository knows, and those in `written` index files.
-    pub fn new(repo: &Repository, written: &[crate::id::IndexId]) -> Result<Sizes> {
-        let mut extra = HashMap::new();
-        for id in written {
-            for p in repo.read_index_file(id)?.packs {
-                for b in p.blobs {
-                    extra.insert(b.id, (p.id, b.offset, b.length, b.raw_length));
-                }
-            }
-        }
-        Ok(Sizes {
-            index: repo.index()?,
-            extra,
-        })
+impl<'a> Sizes<'a> {
+    /// The sizes the repository knows.
+    pub fn new(repo: &'a Repository) -> Result<Sizes<'a>> {
+        repo.index()?;
+        Ok(Sizes { repo })
     }
 
     fn get(&self, id: &BlobId) -> Option<(u32, u32)> {
-        self.index
-            .get(id)
-            .map(|e: &IndexEntry| (e.length, e.raw_length))
-            .or_else(|| self.extra.get(id).map(|e| (e.2, e.3)))
+        self.repo
+            .locate(id)
+            .ok()
+            .flatten()
+            .map(|(_, e): (_, IndexEntry)| (e.length, e.raw_length))
     }
 
     /// The plaintext of a blob.
     fn read(&self, repo: &Repository, id: &BlobId) -> Result<Vec<u8>> {
-        match self.extra.get(id) {
-            Some(&(pack, offset, length, raw_length)) if self.index.get(id).is_none() => {
-                let pack = pack.to_hex();
-                let sealed = repo.backend().read_range(
-                    crate::backend::FileType::Pack,
-                    &pack,
-                    u64::from(offset),
-                    length,
-                )?;
-                repo.open_blob(id, raw_length, &sealed, &pack)
-            }
-            _ => repo.read_blob(id),
-        }
+        repo.read_blob(id)
     }
 }
 
@@ -400,8 +377,7 @@ fn find_replaced(
             continue;
         }
         let dir = f.path.parent().unwrap_or(Path::new("/"));
-        if !gone.contains_key(dir) || !ratio(sizes, content(&f.node)).is_some_and(|r| r >= NOISE)
-        {
+        if !gone.contains_key(dir) || !ratio(sizes, content(&f.node)).is_some_and(|r| r >= NOISE) {
             continue;
         }
         // A healthy file of its own format (a photo, an archive) is not noise.

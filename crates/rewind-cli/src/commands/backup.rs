@@ -115,7 +115,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if super::init::ensure_default_repository(global)? && !global.quiet && !global.json {
         eprintln!();
     }
-    let mut repo = global.open()?;
+    let repo = global.open()?;
     // The copy target is opened first: a wrong password or a missing
     // repository is said before the backup, not after it.
     // The settings are read once, before the backup: the copy target now,
@@ -217,8 +217,6 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     // A closed stdout ends what is printed, not the copy or the alert below.
     crate::output::unless_closed(print_summary(&outcome, global, args.dry_run))?;
     if let (Some(dst), Some(id)) = (&copy_to, outcome.snapshot_id) {
-        // The index this handle loaded predates the backup's blobs.
-        repo.refresh_index();
         let report = rewind_core::copy::copy(&repo, dst, &[(id, outcome.snapshot.clone())], false)
             .with_context(|| {
                 format!(

@@ -103,7 +103,7 @@ pub fn scan(args: &ScanArgs, global: &Global) -> Result<u8> {
     };
     let files_before =
         parent.summary.files_new + parent.summary.files_changed + parent.summary.files_unchanged;
-    let sizes = scan::Sizes::new(&repo, &[])?;
+    let sizes = scan::Sizes::new(&repo)?;
     let r = scan::scan(&repo, &sizes, &parent.tree, &s.tree, files_before)?;
     if global.json {
         outln!(

@@ -55,8 +55,8 @@ impl super::RepoFile for IndexFile {
 mod tests {
     use super::*;
     use crate::crypto::Crypto;
-    use crate::format::RepoFile;
     use crate::format::pack::BlobKind;
+    use crate::format::RepoFile;
     use crate::id::{BlobId, Hash};
     use proptest::prelude::*;
 

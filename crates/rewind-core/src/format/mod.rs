@@ -106,7 +106,11 @@ pub trait RepoFile: Sized {
     fn open(crypto: &Crypto, name: &str, sealed: &[u8]) -> Result<Self> {
         let what = Self::TYPE.what();
         if Hash::of(sealed).to_hex() != name {
-            return Err(Error::corrupt(what, name, "content does not match its name"));
+            return Err(Error::corrupt(
+                what,
+                name,
+                "content does not match its name",
+            ));
         }
         let plain = open_object(crypto, Self::DOMAIN, what, name, sealed)?;
         Self::decode(name, &plain)
@@ -127,11 +131,20 @@ pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
 }
 
 /// A version other than the one this build reads is corruption (§13).
-pub(crate) fn check_version(what: &'static str, name: &str, found: u32, supported: u32) -> Result<()> {
+pub(crate) fn check_version(
+    what: &'static str,
+    name: &str,
+    found: u32,
+    supported: u32,
+) -> Result<()> {
     if found == supported {
         Ok(())
     } else {
-        Err(Error::corrupt(what, name, format!("unknown {what} version {found}")))
+        Err(Error::corrupt(
+            what,
+            name,
+            format!("unknown {what} version {found}"),
+        ))
     }
 }
 

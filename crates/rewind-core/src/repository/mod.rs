@@ -16,13 +16,13 @@ use crate::backend::{delete_unless_kept, Backend, FileType, WriteOutcome};
 use crate::crypto::{Crypto, Domain, KdfParams, KeyFile};
 use crate::error::{Error, Result};
 use crate::format::config::Config;
-use crate::format::RepoFile;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::PackHeader;
 use crate::format::policy::{CopyTarget, PolicyFile};
 use crate::format::prune::PruneState;
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::Tree;
+use crate::format::RepoFile;
 use crate::id::{BlobId, Hash, IndexId, KeyId, PackId, SnapshotId};
 
 /// Who is adding a key (recorded in the key file, informational).
@@ -42,6 +42,10 @@ pub struct Repository {
     config: Config,
     key_id: KeyId,
     index: OnceLock<Arc<Index>>,
+    /// What this handle's writers indexed after `index` was loaded: kept
+    /// current by the writer, so a backup's scan and its copy find the new
+    /// blobs without reading any index file again.
+    written: std::sync::RwLock<Index>,
     /// When this handle was made: before it read anything that prune may
     /// change (a running marker's start, docs/DESIGN.md §8c).
     opened: jiff::Timestamp,
@@ -79,16 +83,55 @@ pub struct KeyInfo {
     pub current: bool,
 }
 
+/// How [`Repository::init_with`] creates a repository.
+#[derive(Clone, Debug, Default)]
+pub struct InitOptions {
+    /// Make the storage retain every file of the repository, config and
+    /// keys included, for this long after it is written (S3 Object Lock,
+    /// docs/DESIGN.md §2). Storage that cannot lock refuses, before
+    /// anything is written.
+    pub object_lock: Option<crate::backend::ObjectLock>,
+}
+
 impl Repository {
-    /// Creates a repository protected by `password`.
+    /// Creates a repository protected by `password`, with the default
+    /// [`InitOptions`].
     pub fn init(
         backend: Arc<dyn Backend>,
         password: &[u8],
         kdf: KdfParams,
         owner: &KeyOwner,
     ) -> Result<Self> {
+        Self::init_with(backend, password, kdf, owner, &InitOptions::default())
+    }
+
+    /// Creates a repository protected by `password`: only where nothing is
+    /// ([`crate::backend::check_vacant`]); then sets the storage's object
+    /// lock, if asked, before the first file, so that every file is
+    /// retained; then writes the key, and the config last.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty password, or object locking
+    /// asked of storage that cannot lock; [`Error::AlreadyExists`] or
+    /// [`Error::Refused`] for a location that is not vacant.
+    pub fn init_with(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        owner: &KeyOwner,
+        opts: &InitOptions,
+    ) -> Result<Self> {
+        if password.is_empty() {
+            return Err(Error::InvalidInput(
+                "an empty password is not allowed".into(),
+            ));
+        }
         // Never among other files, nor over another program's repository.
         crate::backend::check_vacant(&*backend)?;
+        if let Some(lock) = opts.object_lock {
+            // Before the first file: the config and keys are retained too.
+            backend.set_object_lock(lock)?;
+        }
         backend.create()?;
         let opened = jiff::Timestamp::now();
         let mut crypto = Crypto::generate();
@@ -105,6 +148,7 @@ impl Repository {
             config,
             key_id,
             index: OnceLock::new(),
+            written: Default::default(),
             opened,
             superseded: std::sync::Mutex::new(None),
         })
@@ -186,6 +230,7 @@ impl Repository {
                 config,
                 key_id: KeyId(k.name.parse()?),
                 index: OnceLock::new(),
+                written: Default::default(),
                 opened,
                 superseded: std::sync::Mutex::new(None),
             });
@@ -228,7 +273,7 @@ impl Repository {
         if let Some(i) = self.index.get() {
             return Ok(i.clone());
         }
-        let loaded = Arc::new(self.load_index()?);
+        let loaded = Arc::new(self.load_index()?.0);
         Ok(self.index.get_or_init(|| loaded).clone())
     }
 
@@ -268,43 +313,54 @@ impl Repository {
     }
 
     /// Forgets the loaded index, so that the next use reads the index files
-    /// again (after this handle wrote blobs that it now wants to read).
+    /// again.
     pub fn refresh_index(&mut self) {
         self.index = OnceLock::new();
+        self.written = Default::default();
     }
 
-    fn load_index(&self) -> Result<Index> {
-        // Marks first: a pack marked after this read is one this process
-        // may reuse, and prune then waits for its running marker.
+    /// The index and the index files it was made of, read in the one order
+    /// that is safe beside a prune: the marks first (a pack marked after
+    /// this read is one this process may reuse, and prune then waits for
+    /// its running marker), then the index files.
+    fn load_index(&self) -> Result<(Index, IndexFiles)> {
         let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
         let (files, damaged) = self.read_index_files()?;
         let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
         for (id, f) in &files {
             index.add_file(*id, f);
         }
-        for (name, e) in damaged {
-            index.add_damaged(name, e);
+        for (name, e) in &damaged {
+            index.add_damaged(name.clone(), e.clone());
         }
-        Ok(index)
+        Ok((index, (files, damaged)))
     }
 
     /// Every index file, read and opened; the damaged ones as (name, error).
     /// Also sets the merged index if it was not loaded yet, so that a caller
     /// that needs both reads the files once.
     pub fn index_files(&self) -> Result<IndexFiles> {
-        let (files, damaged) = self.read_index_files()?;
-        if self.index.get().is_none() {
-            let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
-            let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
-            for (id, f) in &files {
-                index.add_file(*id, f);
-            }
-            for (name, e) in &damaged {
-                index.add_damaged(name.clone(), e.clone());
-            }
-            let _ = self.index.set(Arc::new(index));
+        let (index, files) = self.load_index()?;
+        let _ = self.index.set(Arc::new(index));
+        Ok(files)
+    }
+
+    /// Records an index file this handle's writer stored: its blobs can be
+    /// read at once, without loading the index again.
+    pub(crate) fn note_indexed(&self, id: IndexId, file: &IndexFile) {
+        if self.index.get().is_some() {
+            self.written.write().expect("written index").add_file(id, file);
         }
-        Ok((files, damaged))
+    }
+
+    /// Where a blob is: the loaded index, or what this handle wrote since.
+    pub fn locate(&self, id: &BlobId) -> Result<Option<(PackId, IndexEntry)>> {
+        let index = self.index()?;
+        if let Some(e) = index.get(id) {
+            return Ok(Some((index.pack_id(e), *e)));
+        }
+        let written = self.written.read().expect("written index");
+        Ok(written.get(id).map(|e| (written.pack_id(e), *e)))
     }
 
     /// The newest readable prune state (None if no prune ran) and every
@@ -443,9 +499,8 @@ impl Repository {
 
     /// Reads, authenticates, decompresses and verifies one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let index = self.index()?;
-        let Some(e) = index.get(id) else {
-            return Err(match index.damaged().first() {
+        let Some((pack, e)) = self.locate(id)? else {
+            return Err(match self.index()?.damaged().first() {
                 Some((name, _)) => Error::corrupt(
                     "index",
                     name,
@@ -458,7 +513,6 @@ impl Repository {
                 },
             });
         };
-        let pack = index.pack_id(e);
         let sealed = self.backend.read_range(
             FileType::Pack,
             &pack.to_hex(),
@@ -477,44 +531,40 @@ impl Repository {
         mut f: impl FnMut(&BlobId, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         const MAX_READ: u64 = 16 << 20;
-        let index = self.index()?;
         let mut i = 0;
         while i < ids.len() {
-            let Some(first) = index.get(&ids[i]) else {
+            let Some((pack, first)) = self.locate(&ids[i])? else {
                 // Let read_blob produce the precise error.
                 self.read_blob(&ids[i])?;
                 unreachable!("read_blob fails for a blob missing from the index");
             };
-            let pack = index.pack_id(first);
             let start = u64::from(first.offset);
             let mut end = start + u64::from(first.length);
+            let mut run = vec![(ids[i], first)];
             let mut j = i + 1;
             while j < ids.len() {
-                match index.get(&ids[j]) {
-                    Some(e)
-                        if e.pack == first.pack
+                match self.locate(&ids[j])? {
+                    Some((p, e))
+                        if p == pack
                             && u64::from(e.offset) == end
                             && end + u64::from(e.length) - start <= MAX_READ =>
                     {
                         end += u64::from(e.length);
+                        run.push((ids[j], e));
                         j += 1;
                     }
                     _ => break,
                 }
             }
             let len = u32::try_from(end - start).expect("reads are at most 16 MiB");
+            let name = pack.to_hex();
             let bytes = self
                 .backend
-                .read_range(FileType::Pack, &pack.to_hex(), start, len)?;
-            for id in &ids[i..j] {
-                let e = index.get(id).expect("looked up above");
+                .read_range(FileType::Pack, &name, start, len)?;
+            for (id, e) in &run {
                 let at = (u64::from(e.offset) - start) as usize;
-                let data = self.open_blob(
-                    id,
-                    e.raw_length,
-                    &bytes[at..at + e.length as usize],
-                    &pack.to_hex(),
-                )?;
+                let data =
+                    self.open_blob(id, e.raw_length, &bytes[at..at + e.length as usize], &name)?;
                 f(id, data)?;
             }
             i = j;
@@ -788,8 +838,13 @@ impl Repository {
         self.key_id
     }
 
-    /// Adds a password.
+    /// Adds a password (not an empty one).
     pub fn add_key(&self, password: &[u8], kdf: KdfParams, owner: &KeyOwner) -> Result<KeyId> {
+        if password.is_empty() {
+            return Err(Error::InvalidInput(
+                "an empty password is not allowed".into(),
+            ));
+        }
         write_key(&*self.backend, &self.crypto, password, kdf, owner)
     }
 

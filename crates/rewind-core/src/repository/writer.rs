@@ -212,6 +212,7 @@ fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Res
         packs,
     };
     let id = repo.write_file(&file)?;
+    repo.note_indexed(id, &file);
     shared.index_files.lock().expect("index files").push(id);
     Ok(())
 }
