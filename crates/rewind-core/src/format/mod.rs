@@ -218,6 +218,32 @@ pub fn seal_blob_into(
     crypto.seal_in_place(Domain::Blob(id), out);
 }
 
+/// Decompresses a zstd frame of unknown size, growing the buffer up to
+/// `max_len`.
+fn decompress_stream(
+    what: &'static str,
+    id: &dyn std::fmt::Display,
+    frame: &[u8],
+    max_len: usize,
+) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let bad = |e: std::io::Error| Error::corrupt(what, id, format!("zstd: {e}"));
+    let decoder = zstd::stream::read::Decoder::with_buffer(frame).map_err(bad)?;
+    let mut out = Vec::new();
+    decoder
+        .take(max_len as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(bad)?;
+    if out.len() > max_len {
+        return Err(Error::corrupt(
+            what,
+            id,
+            format!("decompresses to more than {max_len} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
 /// Inverse of [`compress`]; `max_len` bounds the output.
 pub fn decompress(
     what: &'static str,
@@ -237,7 +263,23 @@ pub fn decompress(
                     *c = Some(zstd::bulk::Decompressor::new().map_err(|e| Error::io("zstd", e))?);
                 }
                 let d = c.as_mut().expect("just set");
-                d.decompress(rest, max_len)
+                // The buffer is sized from the frame's own content size (our
+                // frames carry it), never `max_len` up front: a 1 GiB bound
+                // must not mean 1 GiB allocated for every small file.
+                let capacity = match zstd::zstd_safe::get_frame_content_size(rest) {
+                    Ok(Some(n)) if n > max_len as u64 => {
+                        return Err(Error::corrupt(
+                            what,
+                            id,
+                            format!("zstd frame claims {n} bytes, more than the {max_len} allowed"),
+                        ))
+                    }
+                    Ok(Some(n)) => n as usize,
+                    // Unknown size (not written by rewind): grow as needed.
+                    Ok(None) => return decompress_stream(what, id, rest, max_len),
+                    Err(e) => return Err(Error::corrupt(what, id, format!("zstd: {e:?}"))),
+                };
+                d.decompress(rest, capacity)
                     .map_err(|e| Error::corrupt(what, id, format!("zstd: {e}")))
             })
         }
@@ -277,6 +319,28 @@ pub fn open_object(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_frame_is_sized_by_its_content_not_by_the_bound() {
+        let data = vec![7u8; 100_000];
+        let packed = compress(&data, 3);
+        assert_eq!(packed[0], ZSTD);
+        // A bound far above the content: only the content is allocated.
+        let out = decompress("index", &"x", &packed, MAX_OBJECT_SIZE).unwrap();
+        assert_eq!(out, data);
+        assert!(out.capacity() < 2 * data.len(), "{}", out.capacity());
+        // A frame that claims more than the bound is refused before any
+        // allocation.
+        assert!(decompress("index", &"x", &packed, 1000).is_err());
+        // A frame without a content size (another encoder) still decodes,
+        // within the bound.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        std::io::Write::write_all(&mut enc, &data).unwrap();
+        let mut unsized_frame = vec![ZSTD];
+        unsized_frame.extend(enc.finish().unwrap());
+        assert_eq!(decompress("index", &"x", &unsized_frame, MAX_OBJECT_SIZE).unwrap(), data);
+        assert!(decompress("index", &"x", &unsized_frame, 1000).is_err());
+    }
 
     proptest! {
         #[test]
