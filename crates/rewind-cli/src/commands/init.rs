@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use rewind_core::backend::{FileType, LocalBackend, LockMode, ObjectLock, Verified};
+use rewind_core::backend::{LocalBackend, LockMode, ObjectLock, Verified};
 use rewind_core::crypto::KdfParams;
-use rewind_core::repository::{KeyOwner, Repository};
+use rewind_core::repository::{InitOptions, KeyOwner, Repository};
 
 use super::Global;
 
@@ -44,7 +44,7 @@ pub fn owner() -> KeyOwner {
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let backend = global.backend()?;
     let location = backend.location();
-    // Before the password prompt (Repository::init checks again).
+    // Before the password prompt (Repository::init_with checks again).
     rewind_core::backend::check_vacant(&*backend)
         .with_context(|| format!("cannot create a repository at {location}"))?;
     let lock = args.object_lock_days.map(|days| ObjectLock {
@@ -61,15 +61,8 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if password.is_empty() {
         anyhow::bail!("an empty password is not allowed");
     }
-    if let Some(lock) = lock {
-        // Before the first file: the config and keys are retained too.
-        if backend.list(FileType::Config)?.is_empty() {
-            backend
-                .set_object_lock(lock)
-                .with_context(|| format!("cannot create a repository at {location}"))?;
-        }
-    }
-    let repo = Repository::init(backend, &password, KdfParams::DEFAULT, &owner())
+    let opts = InitOptions { object_lock: lock };
+    let repo = Repository::init_with(backend, &password, KdfParams::DEFAULT, &owner(), &opts)
         .with_context(|| format!("cannot create a repository at {location}"))?;
     if global.json {
         outln!(
