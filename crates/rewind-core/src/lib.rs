@@ -10,6 +10,8 @@
 //! - [`archiver`]: source files -> chunks -> packs -> trees -> snapshot.
 //! - [`restorer`]: snapshot -> files on disk, never outside the target.
 //! - [`select`]: naming snapshots by id, `latest` or a point in time.
+//! - [`forget`]: which snapshots a retention policy removes (a plan), and
+//!   their removal under the one-year history floor.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -31,6 +33,7 @@ pub mod chunker;
 pub mod copy;
 pub mod crypto;
 pub mod error;
+pub mod forget;
 pub mod format;
 pub mod id;
 pub mod prune;

@@ -258,7 +258,7 @@ pub fn history_days(
 }
 
 /// Which snapshot fields form a retention group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupBy {
     /// Group by host name.
     pub host: bool,
@@ -311,6 +311,28 @@ pub struct GroupKey {
     pub paths: Option<Vec<String>>,
     /// Sorted tags, when grouped by tags.
     pub tags: Option<Vec<String>>,
+}
+
+impl std::fmt::Display for GroupKey {
+    /// `host h, paths /a /b, tags x,y`, or `all` for the one group of
+    /// ungrouped snapshots.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(h) = &self.hostname {
+            parts.push(format!("host {h}"));
+        }
+        if let Some(p) = &self.paths {
+            parts.push(format!("paths {}", p.join(" ")));
+        }
+        if let Some(t) = &self.tags {
+            parts.push(format!("tags {}", t.join(",")));
+        }
+        if parts.is_empty() {
+            f.write_str("all")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
 }
 
 /// The decisions for one group.

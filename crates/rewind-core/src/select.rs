@@ -7,7 +7,7 @@ use crate::format::snapshot::SnapshotFile;
 use crate::id::SnapshotId;
 
 /// Which snapshots a command considers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SnapshotFilter {
     /// Only these hosts (any if empty).
     pub hosts: Vec<String>,

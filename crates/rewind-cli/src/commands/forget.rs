@@ -4,8 +4,8 @@
 //! referenced stays until `rewind prune` (or `forget --prune`) reclaims it.
 
 use anyhow::Result;
-use rewind_core::backend::{delete_unless_kept, FileType};
-use rewind_core::retention::{self, GroupBy, Policy};
+use rewind_core::forget::{self, ForgetOptions, ForgetPlan, PolicySource};
+use rewind_core::retention::{GroupBy, Policy};
 
 use super::Global;
 use crate::output::local_time;
@@ -114,129 +114,80 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         ));
     }
     let repo = global.open()?;
-    // No rule on the command line: the repository's stored policy (or the
-    // recommended one of a fresh repository).
-    let policy = if given.is_empty() {
-        let (stored, is_set) = repo.policy()?;
-        if !global.quiet && !global.json {
-            outln!(
-                "applying the repository's {} policy ({})",
-                if is_set { "stored" } else { "default" },
-                super::policy::describe_rules(&stored)
-            );
-        }
-        stored
-    } else {
-        given
+    let opts = ForgetOptions {
+        // No rule on the command line: the repository's stored policy (or
+        // the recommended one of a fresh repository).
+        policy: (!given.is_empty()).then_some(given),
+        group_by,
+        filter: args.select.filter(),
+        allow_short_history: args.allow_short_history,
     };
-    let snaps = args.select.matching(&repo)?;
     let tz = jiff::tz::TimeZone::system();
-    let plans = retention::plan(&snaps, &policy, group_by, &tz, jiff::Timestamp::now())?;
+    let plan = forget::plan(&repo, &opts, &tz, jiff::Timestamp::now())?;
+    if plan.policy_source() != PolicySource::Given && !global.quiet && !global.json {
+        outln!(
+            "applying the repository's {} policy ({})",
+            if plan.policy_source() == PolicySource::Stored {
+                "stored"
+            } else {
+                "default"
+            },
+            super::policy::describe_rules(plan.policy())
+        );
+    }
+    for u in plan.unreadable() {
+        eprintln!(
+            "warning: snapshot {} cannot be read and is skipped: {} (run `rewind check`)",
+            u.name, u.error
+        );
+    }
 
-    let short: Vec<_> = plans.iter().filter(|p| p.shortens_history()).collect();
-    if !short.is_empty() && !args.allow_short_history {
-        for p in &short {
+    let floor = plan.history_floor();
+    if !floor.allows() {
+        for g in &floor.short_groups {
             eprintln!(
                 "refused: group {} has {:.0} days of history; this policy would keep only {:.0} days",
-                describe(&p.key),
-                p.all_days,
-                p.kept_days
+                g.key, g.all_days, g.kept_days
             );
         }
         eprintln!("Ransomware and silent damage are often found weeks or months late: a backup history shorter than a year may no longer hold a clean copy. Keep more (e.g. --keep-monthly 12 --keep-yearly 5), or pass --allow-short-history if you are sure.");
-        return Err(anyhow::Error::new(rewind_core::Error::Refused(
-            "retention policy would leave less than 365 days of history".into(),
-        )));
+    }
+    plan.check_history_floor()?;
+
+    if global.json {
+        outln!("{}", serde_json::to_string_pretty(plan.groups())?);
+    } else if !global.quiet {
+        print_decisions(&plan)?;
+    }
+    if args.dry_run {
+        if !global.json && !global.quiet {
+            outln!("dry run: nothing was removed");
+        }
+        if args.prune {
+            return super::prune::run_with(&repo, &prune_opts, global);
+        }
+        return Ok(crate::exit::OK);
     }
 
-    let by_id: std::collections::HashMap<_, _> = snaps.iter().map(|(id, s)| (*id, s)).collect();
-    let mut removed = 0usize;
-    // Snapshots the storage keeps (the rewind server's retention rules).
-    let mut kept_by_storage: Vec<String> = Vec::new();
-    let superseded = if args.dry_run {
-        Vec::new()
-    } else {
-        repo.superseded_snapshots()?
-    };
-    if global.json {
-        outln!("{}", serde_json::to_string_pretty(&plans)?);
-    }
-    for p in &plans {
-        if !global.json && !global.quiet {
-            outln!(
-                "group {}: keep {} of {} snapshots",
-                describe(&p.key),
-                p.decisions.iter().filter(|d| d.keep).count(),
-                p.decisions.len()
-            );
-            for d in &p.decisions {
-                let s = by_id[&d.id];
-                if d.keep {
-                    outln!(
-                        "  keep    {}  {}  {}",
-                        d.id.short(),
-                        local_time(s.time),
-                        d.reasons.join(", ")
-                    );
-                } else {
-                    outln!("  remove  {}  {}", d.id.short(), local_time(s.time));
-                }
-            }
-        }
-        if !args.dry_run {
-            for d in p.decisions.iter().filter(|d| !d.keep) {
-                // Older copies first (protect, mark): left alone, one would
-                // come back as the snapshot.
-                let identity = by_id[&d.id].original.unwrap_or(d.id);
-                let copies = superseded.iter().filter(|(_, i)| *i == identity);
-                let mut kept = None;
-                for (copy, _) in copies {
-                    kept = kept.or(delete_unless_kept(
-                        repo.backend().as_ref(),
-                        FileType::Snapshot,
-                        &copy.to_hex(),
-                    )?);
-                }
-                if kept.is_none() {
-                    kept = delete_unless_kept(
-                        repo.backend().as_ref(),
-                        FileType::Snapshot,
-                        &d.id.to_hex(),
-                    )?;
-                }
-                match kept {
-                    None => removed += 1,
-                    Some(why) => kept_by_storage.push(why),
-                }
-            }
-        }
-    }
+    let report = forget::execute(&repo, &plan)?;
     if !global.json && !global.quiet {
-        if args.dry_run {
-            outln!("dry run: nothing was removed");
-        } else {
-            outln!(
-                "removed {removed} snapshots{}",
-                if args.prune {
-                    ""
-                } else {
-                    " (their data stays until `rewind prune`)"
-                }
-            );
-        }
+        outln!(
+            "removed {} snapshots{}",
+            report.removed.len(),
+            if args.prune {
+                ""
+            } else {
+                " (their data stays until `rewind prune`)"
+            }
+        );
     }
-    // Copies of kept snapshots left by protect or mark where the storage
-    // kept the old file: garbage, removed when the storage lets them go.
-    for (copy, _) in &superseded {
-        delete_unless_kept(repo.backend().as_ref(), FileType::Snapshot, &copy.to_hex())?;
-    }
-    if !kept_by_storage.is_empty() {
+    if !report.kept_by_storage.is_empty() {
         eprintln!(
             "warning: the storage kept {} snapshots that the policy would remove:",
-            kept_by_storage.len()
+            report.kept_by_storage.len()
         );
-        for why in &kept_by_storage {
-            eprintln!("  {why}");
+        for k in &report.kept_by_storage {
+            eprintln!("  {}", k.reason);
         }
     }
     if args.prune {
@@ -245,20 +196,29 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
-fn describe(k: &retention::GroupKey) -> String {
-    let mut parts = Vec::new();
-    if let Some(h) = &k.hostname {
-        parts.push(format!("host {h}"));
+/// Per group, what is kept (and why) and what goes.
+fn print_decisions(plan: &ForgetPlan) -> Result<()> {
+    for p in plan.groups() {
+        outln!(
+            "group {}: keep {} of {} snapshots",
+            p.key,
+            p.decisions.iter().filter(|d| d.keep).count(),
+            p.decisions.len()
+        );
+        for d in &p.decisions {
+            let time = plan.snapshot(&d.id).map(|s| local_time(s.time));
+            let time = time.as_deref().unwrap_or("?");
+            if d.keep {
+                outln!(
+                    "  keep    {}  {}  {}",
+                    d.id.short(),
+                    time,
+                    d.reasons.join(", ")
+                );
+            } else {
+                outln!("  remove  {}  {}", d.id.short(), time);
+            }
+        }
     }
-    if let Some(p) = &k.paths {
-        parts.push(format!("paths {}", p.join(" ")));
-    }
-    if let Some(t) = &k.tags {
-        parts.push(format!("tags {}", t.join(",")));
-    }
-    if parts.is_empty() {
-        "all".into()
-    } else {
-        parts.join(", ")
-    }
+    Ok(())
 }
