@@ -24,6 +24,7 @@
 //! println!("snapshot {}", outcome.snapshot_id.unwrap());
 //! ```
 
+pub mod after_backup;
 pub mod archiver;
 pub mod backend;
 pub mod browse;

@@ -216,54 +216,52 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     };
     // A closed stdout ends what is printed, not the copy or the alert below.
     crate::output::unless_closed(print_summary(&outcome, global, args.dry_run))?;
-    if let (Some(dst), Some(id)) = (&copy_to, outcome.snapshot_id) {
-        let report = rewind_core::copy::copy(&repo, dst, &[(id, outcome.snapshot.clone())], false)
-            .with_context(|| {
-                format!(
-                    "snapshot {} is saved, but copying it to {} failed (run `rewind copy --to ...` to retry)",
-                    id.short(),
-                    dst.backend().location()
-                )
-            })?;
-        crate::output::unless_closed(print_copied(&report, dst, global))?;
-    }
     if let Some(e) = &outcome.scan_error {
         eprintln!("warning: the ransomware scan could not run ({e}); the snapshot is saved without a verdict (rewind scan ID tries again)");
     }
-    if let (Some(id), Some(r)) = (outcome.snapshot_id, &outcome.snapshot.scan) {
-        if r.effective() == rewind_core::scan::Verdict::Suspicious {
-            super::scan::warn(&id, r);
-            let url = args
+    let deliver = |url: &str, body: &serde_json::Value| rewind_backends::notify::post_json(url, body);
+    let after = rewind_core::after_backup::run(
+        &repo,
+        &outcome,
+        &rewind_core::after_backup::AfterBackup {
+            copy_to: copy_to.as_ref(),
+            notify_url: args
                 .notify_url
                 .clone()
-                .or_else(|| settings.as_ref().and_then(|s| s.notify_url.clone()));
-            if let Some(url) = url {
-                let alert = serde_json::json!({
-                    "message_type": "suspicious_snapshot",
-                    "repository": repo.backend().location(),
-                    "snapshot_id": id.to_hex(),
-                    "time": outcome.snapshot.time.to_string(),
-                    "hostname": outcome.snapshot.hostname,
-                    "paths": outcome.snapshot.paths,
-                    "score": r.score,
-                    "reasons": r.reasons,
-                    "top_paths": r.top_paths,
-                    "counts": r.counts,
-                });
-                if let Err(e) = rewind_backends::notify::post_json(&url, &alert) {
-                    eprintln!("error: the alert could not be sent: {e}");
-                }
+                .or_else(|| settings.as_ref().and_then(|s| s.notify_url.clone())),
+            deliver: &deliver,
+        },
+    );
+    let mut copy_failed = false;
+    if let (Some(copied), Some(dst), Some(id)) = (&after.copy, &copy_to, outcome.snapshot_id) {
+        match copied {
+            Ok(report) => crate::output::unless_closed(print_copied(report, dst, global))?,
+            Err(e) => {
+                copy_failed = true;
+                eprintln!(
+                    "error: snapshot {} is saved, but copying it to {} failed: {e} (run `rewind copy --to ...` to retry)",
+                    id.short(),
+                    dst.backend().location()
+                );
             }
-            return Ok(crate::exit::SUSPICIOUS);
         }
     }
-    Ok(
-        if outcome.warnings.is_empty() && outcome.summary().errors == 0 {
-            crate::exit::OK
-        } else {
-            crate::exit::PARTIAL
-        },
-    )
+    if after.suspicious {
+        if let (Some(id), Some(r)) = (outcome.snapshot_id, &outcome.snapshot.scan) {
+            super::scan::warn(&id, r);
+        }
+        if let Some(Err(e)) = &after.alert {
+            eprintln!("error: the alert could not be sent: {e}");
+        }
+        return Ok(crate::exit::SUSPICIOUS);
+    }
+    Ok(if copy_failed {
+        crate::exit::FATAL
+    } else if outcome.warnings.is_empty() && outcome.summary().errors == 0 {
+        crate::exit::OK
+    } else {
+        crate::exit::PARTIAL
+    })
 }
 
 fn run_stream(
