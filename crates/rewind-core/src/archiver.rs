@@ -18,13 +18,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::cancel::Cancel;
 use crate::chunker::chunk_stream;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
@@ -90,80 +88,10 @@ impl BackupOptions {
     }
 }
 
-/// This machine's host name.
-pub fn local_hostname() -> String {
-    nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "localhost".into())
-}
+pub use crate::source::{local_hostname, local_username};
 
-/// The user running us.
-pub fn local_username() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| nix::unistd::getuid().to_string())
-}
 
-/// Something that went wrong with one path; the backup went on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Warning {
-    /// The path concerned.
-    pub path: PathBuf,
-    /// What happened.
-    pub message: String,
-}
-
-/// Live counters of a running backup (read them from another thread).
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Files to read, known once the scan ends.
-    pub total_files: AtomicU64,
-    /// Bytes to read.
-    pub total_bytes: AtomicU64,
-    /// Files done.
-    pub done_files: AtomicU64,
-    /// Bytes read.
-    pub done_bytes: AtomicU64,
-    /// Entries scanned so far.
-    pub scanned: AtomicU64,
-    /// Set when the scan is over and totals are final.
-    pub scan_done: AtomicBool,
-    /// Set it to stop the backup at its next safe point: it then returns
-    /// [`Error::Interrupted`] and writes no snapshot.
-    pub cancel: Cancel,
-    warnings: Mutex<Vec<Warning>>,
-    seen_warnings: AtomicU64,
-}
-
-impl Progress {
-    /// Counters at zero, and a backup that stops once `cancel` is set.
-    pub fn with_cancel(cancel: Cancel) -> Self {
-        Progress {
-            cancel,
-            ..Progress::default()
-        }
-    }
-
-    fn warn(&self, path: &Path, message: impl Into<String>) {
-        self.warnings.lock().expect("warnings").push(Warning {
-            path: path.to_path_buf(),
-            message: message.into(),
-        });
-    }
-
-    /// Warnings not yet returned by this method (for live display).
-    pub fn new_warnings(&self) -> Vec<Warning> {
-        let w = self.warnings.lock().expect("warnings");
-        let from = self.seen_warnings.swap(w.len() as u64, Ordering::SeqCst) as usize;
-        w[from.min(w.len())..].to_vec()
-    }
-
-    fn all_warnings(&self) -> Vec<Warning> {
-        self.warnings.lock().expect("warnings").clone()
-    }
-}
+pub use crate::progress::{Progress, Warning};
 
 /// Result of a backup.
 #[derive(Clone, Debug)]
@@ -1016,7 +944,7 @@ fn still_safe(repo: &Repository, marker: Option<&Running>) -> Result<()> {
     }
     let since = m
         .start()
-        .saturating_sub(crate::prune::CLOCK_SKEW)
+        .saturating_sub(crate::repository::CLOCK_SKEW)
         .expect("in range");
     if let (Some(state), _) = repo.prune_state()? {
         if state.time >= since {

@@ -112,7 +112,7 @@ pub fn copy(
     // The destination sees a backup: prune there postpones deletions.
     let _marker = dst.announce(
         crate::format::prune::RunningKind::Backup,
-        &crate::archiver::local_hostname(),
+        &crate::source::local_hostname(),
     )?;
     let mapper = Mapper {
         src,

@@ -37,6 +37,7 @@ pub mod error;
 pub mod forget;
 pub mod format;
 pub mod id;
+pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod repository;

@@ -35,8 +35,7 @@ use crate::repository::{Repository, STALE_AFTER};
 
 /// The default grace period between marking a pack and deleting it.
 pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(23);
-/// How far clocks of different machines may disagree.
-pub const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(10);
+pub use crate::repository::CLOCK_SKEW;
 /// Packs per index file written by prune.
 const PACKS_PER_PRUNE_INDEX: usize = 256;
 
@@ -99,7 +98,7 @@ impl Default for PruneOptions {
             grace: DEFAULT_GRACE,
             delete_now: false,
             dry_run: false,
-            hostname: crate::archiver::local_hostname(),
+            hostname: crate::source::local_hostname(),
             now: None,
             cancel: Cancel::default(),
         }
@@ -683,7 +682,12 @@ fn keep_retained(
     now_delete: &mut Vec<PackId>,
     r: &mut PruneReport,
 ) -> Result<HashMap<PackId, Timestamp>> {
-    let retained = retained_packs(repo, d.delete.iter().chain(now_delete.iter()), &inv.old_index, now)?;
+    let retained = retained_packs(
+        repo,
+        d.delete.iter().chain(now_delete.iter()),
+        &inv.old_index,
+        now,
+    )?;
     if retained.is_empty() {
         return Ok(retained);
     }

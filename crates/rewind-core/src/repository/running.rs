@@ -18,6 +18,8 @@ use crate::format::prune::{RunningKind, RunningMarker, VERSION};
 
 /// How often a running marker is rewritten.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// How far clocks of different machines may disagree.
+pub const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(10);
 /// A marker older than this is ignored (its process died or slept).
 pub const STALE_AFTER: SignedDuration = SignedDuration::from_secs(30 * 60);
 
@@ -162,7 +164,11 @@ impl Repository {
                     }
                     Err(e) => return Err(e),
                 };
-                match <RunningMarker as crate::format::RepoFile>::open(self.crypto(), &f.name, &bytes) {
+                match <RunningMarker as crate::format::RepoFile>::open(
+                    self.crypto(),
+                    &f.name,
+                    &bytes,
+                ) {
                     Ok(m) => out.push((f.name, m)),
                     Err(e) => damaged.push((f, e)),
                 }

@@ -180,3 +180,19 @@ pub fn data_regions(file: &File, size: u64) -> Vec<(u64, u64)> {
     }
     out
 }
+
+/// This machine's host name.
+pub fn local_hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The user running us.
+pub fn local_username() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}
