@@ -1,8 +1,12 @@
 //! The restore engine: snapshot -> files, never outside the target.
 //!
+//! [`plan`] decides without writing anything; [`execute`] writes:
 //! ```text
 //! plan:    walk the trees (names were validated on decode: no "..", no "/"),
-//!          apply include/exclude, list dirs, files, links, specials
+//!          apply include/exclude, list dirs, files, links, specials; look at
+//!          the target (never through a symlink) and decide each entry: write,
+//!          already identical, kept (--overwrite never) or a conflict; with
+//!          --delete, list what the snapshot lacks
 //! dirs:    create each directory; an existing symlink in the way is replaced
 //!          (or the entry skipped with --overwrite never), never followed
 //! files:   in parallel; skip files already identical (size and mtime equal,
@@ -14,13 +18,13 @@
 //! ```
 //! A missing or damaged blob fails only the files that need it; the rest go on.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -29,7 +33,7 @@ use crate::archiver::{Progress, Warning};
 use crate::error::{Error, Result};
 use crate::format::tree::{skip_holes, Node, NodeKind, Tree};
 use crate::id::BlobId;
-use crate::repository::Repository;
+use crate::repository::{Index, Repository};
 
 /// What to do with files that already exist in the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,6 +89,9 @@ pub struct RestoreStats {
     pub errors: Vec<Warning>,
 }
 
+/// The bytes written to a file, or why it failed.
+type FileResult = std::result::Result<u64, String>;
+
 /// What became of one planned file.
 enum FileOutcome {
     /// Written, this many bytes.
@@ -95,13 +102,16 @@ enum FileOutcome {
     Failed,
 }
 
+/// What the snapshot has at one path.
+#[derive(Debug)]
 struct PlanItem {
     rel: PathBuf,
     node: Node,
 }
 
+/// What the walk selected, before the target is looked at.
 #[derive(Default)]
-struct Plan {
+struct Selection {
     dirs: Vec<PlanItem>,
     files: Vec<PlanItem>,
     hardlinks: Vec<(PathBuf, PathBuf)>,
@@ -110,6 +120,213 @@ struct Plan {
     listings: Vec<(PathBuf, BTreeSet<Vec<u8>>)>,
 }
 
+/// What the plan decided for a file, hard link or other entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    /// Create or write it, replacing a file or symlink there (and, with
+    /// `--delete`, a directory).
+    Write,
+    /// Leave it: already identical (a file of the same size and mtime, a
+    /// hard link already in place).
+    Identical,
+    /// Leave it: something is there, and `--overwrite never`.
+    Keep,
+    /// Not restored: a directory is in the way (without `--delete`).
+    Conflict,
+    /// Not restored: below a directory that cannot be restored.
+    Blocked,
+}
+
+/// What planning found where an entry goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Found {
+    /// Nothing, or not looked at (below a directory still to be made).
+    Nothing,
+    /// A directory.
+    Dir,
+    /// A file, symlink or special file; `same` if it is what the snapshot has.
+    NonDir { same: bool },
+}
+
+/// A planned file or other entry.
+#[derive(Debug)]
+struct Entry {
+    rel: PathBuf,
+    node: Node,
+    action: Action,
+    found: Found,
+}
+
+/// A planned hard link to `first`, the first restored path of its inode.
+#[derive(Debug)]
+struct Link {
+    first: PathBuf,
+    link: PathBuf,
+    action: Action,
+    found: Found,
+}
+
+/// What the message says about a directory in the way of an entry.
+const DIRECTORY_IN_THE_WAY: &str =
+    "not restored: a directory is in the way (move it away to restore this entry)";
+
+/// What a restore will do, decided before anything is written: the lists
+/// say it (relative paths, sorted), a dry run reports it, and [`execute`]
+/// carries it out from the decisions kept inside.
+#[derive(Debug, serde::Serialize)]
+pub struct RestorePlan {
+    /// The directory restored into.
+    #[serde(serialize_with = "lossy::path")]
+    pub target: PathBuf,
+    /// Directories restored, parents first: created where missing (a file
+    /// or symlink in the way is replaced), kept where they exist.
+    #[serde(serialize_with = "lossy::paths")]
+    pub dirs: Vec<PathBuf>,
+    /// Files written: missing, different, or any with `--overwrite always`.
+    #[serde(serialize_with = "lossy::paths")]
+    pub write: Vec<PathBuf>,
+    /// The content bytes of those files.
+    pub write_bytes: u64,
+    /// Files already identical (size and mtime) and hard links already in
+    /// place: left alone.
+    #[serde(serialize_with = "lossy::paths")]
+    pub identical: Vec<PathBuf>,
+    /// Files, links and special files present that `--overwrite never`
+    /// leaves alone.
+    #[serde(serialize_with = "lossy::paths")]
+    pub kept: Vec<PathBuf>,
+    /// Hard links made: (path, the first restored path of its inode).
+    #[serde(serialize_with = "lossy::pairs")]
+    pub hardlinks: Vec<(PathBuf, PathBuf)>,
+    /// Symlinks, fifos and devices made (sockets are never restored).
+    #[serde(serialize_with = "lossy::paths")]
+    pub others: Vec<PathBuf>,
+    /// Entries not restored because something is in the way: a directory
+    /// where the snapshot has a file, link or special file (without
+    /// `--delete`), or with `--overwrite never` a non-directory where it has
+    /// a directory. Each is an error of the restore.
+    #[serde(serialize_with = "lossy::paths")]
+    pub conflicts: Vec<PathBuf>,
+    /// Entries below such a directory: not restored either.
+    #[serde(serialize_with = "lossy::paths")]
+    pub blocked: Vec<PathBuf>,
+    /// What `--delete` removes: entries of restored directories that the
+    /// snapshot lacks, and directories in the way of files, links and
+    /// special files.
+    #[serde(serialize_with = "lossy::paths")]
+    pub delete: Vec<PathBuf>,
+    /// Parts of the snapshot that cannot be read (their contents are lost).
+    #[serde(serialize_with = "lossy::warnings")]
+    pub errors: Vec<Warning>,
+    #[serde(skip)]
+    work: Work,
+}
+
+/// What [`execute`] follows.
+#[derive(Debug, Default)]
+struct Work {
+    overwrite: Overwrite,
+    delete: bool,
+    /// Every selected directory, parents first.
+    dirs: Vec<PlanItem>,
+    /// In the order their data lies in the packs.
+    files: Vec<Entry>,
+    links: Vec<Link>,
+    others: Vec<Entry>,
+    /// Sockets selected (never restored; the figures count them).
+    sockets: u64,
+    /// Entries of restored directories that the snapshot lacks (--delete).
+    extras: Vec<PathBuf>,
+}
+
+/// Paths as text, whatever their bytes (serde refuses a non-UTF-8 path).
+mod lossy {
+    use std::path::{Path, PathBuf};
+
+    use serde::Serializer;
+
+    pub fn path<S: Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    pub fn paths<S: Serializer>(v: &[PathBuf], s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|p| p.to_string_lossy()))
+    }
+
+    pub fn pairs<S: Serializer>(
+        v: &[(PathBuf, PathBuf)],
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(
+            v.iter()
+                .map(|(a, b)| (a.to_string_lossy(), b.to_string_lossy())),
+        )
+    }
+
+    #[derive(serde::Serialize)]
+    struct Warning<'a> {
+        path: std::borrow::Cow<'a, str>,
+        message: &'a str,
+    }
+
+    pub fn warnings<S: Serializer>(
+        v: &[crate::archiver::Warning],
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|w| Warning {
+            path: w.path.to_string_lossy(),
+            message: &w.message,
+        }))
+    }
+}
+
+impl RestorePlan {
+    /// The figures of a dry run, as they always were: files to write and
+    /// their bytes, files left alone (a directory in the way of a file
+    /// counts as present), every selected directory, link and other entry.
+    pub fn dry_run_stats(&self) -> RestoreStats {
+        let w = &self.work;
+        let mut stats = RestoreStats {
+            dirs: w.dirs.len() as u64,
+            others: (w.others.len() + w.links.len()) as u64 + w.sockets,
+            errors: self.errors.clone(),
+            ..Default::default()
+        };
+        for f in &w.files {
+            let skip = match w.overwrite {
+                Overwrite::Never => f.found != Found::Nothing,
+                Overwrite::IfChanged => f.found == Found::NonDir { same: true },
+                Overwrite::Always => false,
+            };
+            if skip {
+                stats.files_skipped += 1;
+            } else {
+                stats.files_restored += 1;
+                stats.bytes_written += f.node.size;
+            }
+        }
+        stats
+    }
+
+    /// Lists `rel` under its action; true for an entry to make, which the
+    /// caller lists by its kind.
+    fn note(&mut self, rel: &Path, action: Action, found: Found) -> bool {
+        let list = match action {
+            Action::Write => {
+                if found == Found::Dir {
+                    self.delete.push(rel.to_path_buf());
+                }
+                return true;
+            }
+            Action::Identical => &mut self.identical,
+            Action::Keep => &mut self.kept,
+            Action::Conflict => &mut self.conflicts,
+            Action::Blocked => &mut self.blocked,
+        };
+        list.push(rel.to_path_buf());
+        false
+    }
+}
 struct Filter {
     include: Option<ignore::gitignore::Gitignore>,
     exclude: ignore::gitignore::Gitignore,
@@ -126,6 +343,17 @@ fn matcher(patterns: &[String]) -> Result<ignore::gitignore::Gitignore> {
 }
 
 impl Filter {
+    fn new(opts: &RestoreOptions) -> Result<Filter> {
+        Ok(Filter {
+            include: if opts.includes.is_empty() {
+                None
+            } else {
+                Some(matcher(&opts.includes)?)
+            },
+            exclude: matcher(&opts.excludes)?,
+        })
+    }
+
     fn excluded(&self, snap_path: &Path, is_dir: bool) -> bool {
         self.exclude.matched(snap_path, is_dir).is_ignore()
     }
@@ -140,18 +368,18 @@ impl Filter {
 struct Planner<'a> {
     repo: &'a Repository,
     filter: Filter,
-    plan: Plan,
+    sel: Selection,
     seen_inodes: HashMap<(u64, u64), PathBuf>,
     errors: Vec<Warning>,
 }
 
 impl Planner<'_> {
-    /// Plans the entries of `tree` into `rel`. Returns true if anything below was selected.
+    /// Selects the entries of `tree` into `rel`. Returns true if anything below was selected.
     fn walk(&mut self, tree: &Tree, rel: &Path, snap: &Path) -> bool {
         let mut any = false;
         let names: BTreeSet<Vec<u8>> = tree.nodes.iter().map(|n| n.name.clone()).collect();
-        let listing_pos = self.plan.listings.len();
-        self.plan.listings.push((rel.to_path_buf(), names));
+        let listing_pos = self.sel.listings.len();
+        self.sel.listings.push((rel.to_path_buf(), names));
         for node in &tree.nodes {
             let name = std::ffi::OsStr::from_bytes(&node.name);
             let child_rel = rel.join(name);
@@ -161,8 +389,8 @@ impl Planner<'_> {
             }
             match &node.kind {
                 NodeKind::Dir { subtree } => {
-                    let pos = self.plan.dirs.len();
-                    self.plan.dirs.push(PlanItem {
+                    let pos = self.sel.dirs.len();
+                    self.sel.dirs.push(PlanItem {
                         rel: child_rel.clone(),
                         node: node.clone(),
                     });
@@ -179,7 +407,7 @@ impl Planner<'_> {
                     if sub_any || self.filter.included(&child_snap, true) {
                         any = true;
                     } else {
-                        self.plan.dirs.truncate(pos);
+                        self.sel.dirs.truncate(pos);
                     }
                 }
                 _ if !self.filter.included(&child_snap, false) => {}
@@ -188,19 +416,19 @@ impl Planner<'_> {
                     if node.links > 1 && node.inode != 0 {
                         let key = (node.device, node.inode);
                         if let Some(first) = self.seen_inodes.get(&key) {
-                            self.plan.hardlinks.push((first.clone(), child_rel));
+                            self.sel.hardlinks.push((first.clone(), child_rel));
                             continue;
                         }
                         self.seen_inodes.insert(key, child_rel.clone());
                     }
-                    self.plan.files.push(PlanItem {
+                    self.sel.files.push(PlanItem {
                         rel: child_rel,
                         node: node.clone(),
                     });
                 }
                 _ => {
                     any = true;
-                    self.plan.others.push(PlanItem {
+                    self.sel.others.push(PlanItem {
                         rel: child_rel,
                         node: node.clone(),
                     });
@@ -210,12 +438,11 @@ impl Planner<'_> {
         // Without an include filter an empty directory is restored too, and
         // --delete must empty it.
         if !any && self.filter.include.is_some() && rel != Path::new("") {
-            self.plan.listings.truncate(listing_pos);
+            self.sel.listings.truncate(listing_pos);
         }
         any
     }
 }
-
 /// Finds the node at `path` (absolute, inside the snapshot) below `root`.
 /// Returns `None` for the root itself.
 pub fn find_node(repo: &Repository, root: &crate::id::BlobId, path: &Path) -> Result<Option<Node>> {
@@ -326,7 +553,7 @@ fn remove_in_the_way(path: &Path) -> std::io::Result<()> {
 fn clear_directory_in_the_way(
     path: &Path,
     delete: bool,
-    cleared: &std::sync::atomic::AtomicU64,
+    cleared: &AtomicU64,
 ) -> std::result::Result<(), String> {
     match fs::symlink_metadata(path) {
         Ok(md) if md.is_dir() && delete => match fs::remove_dir_all(path) {
@@ -336,9 +563,7 @@ fn clear_directory_in_the_way(
             }
             Err(e) => Err(format!("cannot remove the directory in the way: {e}")),
         },
-        Ok(md) if md.is_dir() => Err(
-            "not restored: a directory is in the way (move it away to restore this entry)".into(),
-        ),
+        Ok(md) if md.is_dir() => Err(DIRECTORY_IN_THE_WAY.into()),
         _ => Ok(()),
     }
 }
@@ -354,14 +579,17 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
 
 /// Whether the file at `path` already matches `node` (size and mtime).
 fn already_there(path: &Path, node: &Node) -> Option<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let md = fs::symlink_metadata(path).ok()?;
-    Some(
-        md.is_file()
-            && md.size() == node.size
-            && md.mtime() == node.mtime.secs
-            && md.mtime_nsec() == i64::from(node.mtime.nanos),
-    )
+    fs::symlink_metadata(path)
+        .ok()
+        .map(|md| identical(&md, node))
+}
+
+/// Whether `md` (not followed) is a regular file of `node`'s size and mtime.
+fn identical(md: &fs::Metadata, node: &Node) -> bool {
+    md.is_file()
+        && md.size() == node.size
+        && md.mtime() == node.mtime.secs
+        && md.mtime_nsec() == i64::from(node.mtime.nanos)
 }
 
 fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) -> Result<u64> {
@@ -431,7 +659,7 @@ struct PackFile {
     path: PathBuf,
     tmp: PathBuf,
     size: u64,
-    remaining: std::sync::atomic::AtomicUsize,
+    remaining: AtomicUsize,
     state: Mutex<PackFileState>,
 }
 
@@ -441,7 +669,7 @@ struct PackFileState {
     created: bool,
     written: u64,
     failed: Option<String>,
-    result: Option<std::result::Result<u64, String>>,
+    result: Option<FileResult>,
 }
 
 /// A temporary name beside `path`.
@@ -453,7 +681,7 @@ fn temporary_for(path: &Path) -> PathBuf {
 
 impl PackFile {
     /// Writes `data` at `at` (creating the temporary file on first use).
-    fn write(&self, data: &[u8], at: u64, open: &std::sync::atomic::AtomicUsize) {
+    fn write(&self, data: &[u8], at: u64, open: &AtomicUsize) {
         let mut st = self.state.lock().expect("file state");
         if st.failed.is_some() {
             return;
@@ -491,13 +719,13 @@ impl PackFile {
 
     /// Counts one placement done; the last one finishes the file: sized and
     /// renamed into place, or its temporary removed if anything failed.
-    fn placed(&self, open: &std::sync::atomic::AtomicUsize, progress: &Progress) {
+    fn placed(&self, open: &AtomicUsize, progress: &Progress) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.finish(open, progress);
         }
     }
 
-    fn finish(&self, open: &std::sync::atomic::AtomicUsize, progress: &Progress) {
+    fn finish(&self, open: &AtomicUsize, progress: &Progress) {
         let mut st = self.state.lock().expect("file state");
         if st.handle.take().is_some() {
             open.fetch_sub(1, Ordering::Relaxed);
@@ -533,6 +761,16 @@ impl PackFile {
     }
 }
 
+/// Files written pack by pack, and what their writers share.
+struct ByPack<'a> {
+    repo: &'a Repository,
+    progress: &'a Progress,
+    /// One per file, in the order of the files given.
+    jobs: Vec<PackFile>,
+    /// Files open now (at most [`MAX_OPEN_FILES`] are kept open).
+    open: AtomicUsize,
+}
+
 /// Writes `files` (target paths and their nodes) reading each pack once:
 /// the packs are read in parallel (as many as the backend has connections),
 /// and each blob read is written to every file, and every place in it, that
@@ -544,133 +782,27 @@ fn write_files_by_pack(
     repo: &Repository,
     files: &[(PathBuf, &Node)],
     progress: &Progress,
-) -> Vec<std::result::Result<u64, String>> {
+) -> Vec<FileResult> {
     let index = match repo.index() {
         Ok(i) => i,
         Err(e) => return files.iter().map(|_| Err(e.to_string())).collect(),
     };
-    let open = std::sync::atomic::AtomicUsize::new(0);
-    let mut by_pack: HashMap<u32, Vec<Placement>> = HashMap::new();
-    let mut jobs: Vec<PackFile> = Vec::with_capacity(files.len());
-    for (i, (path, node)) in files.iter().enumerate() {
-        let NodeKind::File { content, holes } = &node.kind else {
-            unreachable!("only files are written")
-        };
-        let job = PackFile {
-            path: path.clone(),
-            tmp: temporary_for(path),
-            size: node.size,
-            remaining: std::sync::atomic::AtomicUsize::new(content.len()),
-            state: Mutex::new(PackFileState::default()),
-        };
-        if fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
-            job.fail(&Error::Refused(format!("{} is a directory in the target; the snapshot has a file there (move the directory away)", path.display())).to_string());
-        }
-        let mut at = 0u64;
-        let mut holes = holes.iter().peekable();
-        for id in content {
-            skip_holes(&mut at, &mut holes);
-            match index.get(id) {
-                Some(e) => {
-                    by_pack.entry(e.pack).or_default().push(Placement {
-                        blob: *id,
-                        offset: e.offset,
-                        length: e.length,
-                        raw_length: e.raw_length,
-                        file: i,
-                        at,
-                    });
-                    at += u64::from(e.raw_length);
-                }
-                None => {
-                    let missing = repo.read_blob(id).err().map_or_else(
-                        || format!("blob {id} is not in the index"),
-                        |e| e.to_string(),
-                    );
-                    job.fail(&missing);
-                    job.remaining.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        }
-        if job.remaining.load(Ordering::Relaxed) == 0 {
-            job.finish(&open, progress);
-        }
-        jobs.push(job);
-    }
-
-    let mut packs: Vec<(u32, Vec<Placement>)> = by_pack.into_iter().collect();
+    let mut by = ByPack {
+        repo,
+        progress,
+        jobs: Vec::with_capacity(files.len()),
+        open: AtomicUsize::new(0),
+    };
+    let mut packs: Vec<(u32, Vec<Placement>)> = by.place(&index, files).into_iter().collect();
     packs.sort_by_key(|(p, _)| index.pack_id_at(*p));
     let threads = repo.backend().connections().max(2);
-    let run = |(pack, mut placements): (u32, Vec<Placement>)| {
-        placements.sort_by_key(|p| (p.offset, p.file, p.at));
-        let pack_id = index.pack_id_at(pack).to_hex();
-        let start = u64::from(placements[0].offset);
-        let end = placements
-            .iter()
-            .map(|p| u64::from(p.offset) + u64::from(p.length))
-            .max()
-            .expect("a pack has placements");
-        let all_failed = placements.iter().all(|p| {
-            jobs[p.file]
-                .state
-                .lock()
-                .expect("file state")
-                .failed
-                .is_some()
-        });
-        let bytes = if all_failed {
-            Err(String::new())
-        } else {
-            u32::try_from(end - start)
-                .map_err(|_| format!("pack {pack_id}: a read of {} bytes", end - start))
-                .and_then(|len| {
-                    repo.backend()
-                        .read_range(crate::backend::FileType::Pack, &pack_id, start, len)
-                        .map_err(|e| e.to_string())
-                })
-        };
-        let mut i = 0;
-        while i < placements.len() {
-            let p = &placements[i];
-            let same = placements[i..]
-                .iter()
-                .take_while(|q| q.offset == p.offset && q.blob == p.blob)
-                .count();
-            let data = match &bytes {
-                Ok(b) => {
-                    let at = (u64::from(p.offset) - start) as usize;
-                    repo.open_blob(
-                        &p.blob,
-                        p.raw_length,
-                        &b[at..at + p.length as usize],
-                        &pack_id,
-                    )
-                    .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e.clone()),
-            };
-            for q in &placements[i..i + same] {
-                let job = &jobs[q.file];
-                match &data {
-                    Ok(d) => {
-                        job.write(d, q.at, &open);
-                        progress
-                            .done_bytes
-                            .fetch_add(d.len() as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if e.is_empty() => {}
-                    Err(e) => job.fail(e),
-                }
-                job.placed(&open, progress);
-            }
-            i += same;
-        }
-    };
+    let run = |(pack, placements): (u32, Vec<Placement>)| by.write_pack(&index, pack, placements);
     match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(pool) => pool.install(|| packs.into_par_iter().for_each(run)),
         Err(_) => packs.into_iter().for_each(run),
     }
-    jobs.into_iter()
+    by.jobs
+        .into_iter()
         .map(|j| {
             j.state
                 .into_inner()
@@ -681,6 +813,141 @@ fn write_files_by_pack(
                 )
         })
         .collect()
+}
+
+impl ByPack<'_> {
+    /// Makes a job of each file and returns, per pack, where its blobs go.
+    /// A file whose blob is not in the index fails; one without blobs (or
+    /// with none left) is finished at once.
+    fn place(&mut self, index: &Index, files: &[(PathBuf, &Node)]) -> HashMap<u32, Vec<Placement>> {
+        let mut by_pack: HashMap<u32, Vec<Placement>> = HashMap::new();
+        for (i, (path, node)) in files.iter().enumerate() {
+            let NodeKind::File { content, holes } = &node.kind else {
+                unreachable!("only files are written")
+            };
+            let job = PackFile {
+                path: path.clone(),
+                tmp: temporary_for(path),
+                size: node.size,
+                remaining: AtomicUsize::new(content.len()),
+                state: Mutex::new(PackFileState::default()),
+            };
+            if fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
+                job.fail(&Error::Refused(format!("{} is a directory in the target; the snapshot has a file there (move the directory away)", path.display())).to_string());
+            }
+            let mut at = 0u64;
+            let mut holes = holes.iter().peekable();
+            for id in content {
+                skip_holes(&mut at, &mut holes);
+                match index.get(id) {
+                    Some(e) => {
+                        by_pack.entry(e.pack).or_default().push(Placement {
+                            blob: *id,
+                            offset: e.offset,
+                            length: e.length,
+                            raw_length: e.raw_length,
+                            file: i,
+                            at,
+                        });
+                        at += u64::from(e.raw_length);
+                    }
+                    None => {
+                        let missing = self.repo.read_blob(id).err().map_or_else(
+                            || format!("blob {id} is not in the index"),
+                            |e| e.to_string(),
+                        );
+                        job.fail(&missing);
+                        job.remaining.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if job.remaining.load(Ordering::Relaxed) == 0 {
+                job.finish(&self.open, self.progress);
+            }
+            self.jobs.push(job);
+        }
+        by_pack
+    }
+
+    /// Reads the span of one pack that `placements` need, in one request
+    /// (an empty error: nothing to read, every file concerned failed).
+    fn read_span(
+        &self,
+        pack_id: &str,
+        placements: &[Placement],
+        start: u64,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let end = placements
+            .iter()
+            .map(|p| u64::from(p.offset) + u64::from(p.length))
+            .max()
+            .expect("a pack has placements");
+        let all_failed = placements.iter().all(|p| {
+            self.jobs[p.file]
+                .state
+                .lock()
+                .expect("file state")
+                .failed
+                .is_some()
+        });
+        if all_failed {
+            return Err(String::new());
+        }
+        u32::try_from(end - start)
+            .map_err(|_| format!("pack {pack_id}: a read of {} bytes", end - start))
+            .and_then(|len| {
+                self.repo
+                    .backend()
+                    .read_range(crate::backend::FileType::Pack, pack_id, start, len)
+                    .map_err(|e| e.to_string())
+            })
+    }
+
+    /// Reads one pack's span, opens each blob once and writes it at every
+    /// place that needs it; a blob that cannot be read fails those files.
+    fn write_pack(&self, index: &Index, pack: u32, mut placements: Vec<Placement>) {
+        placements.sort_by_key(|p| (p.offset, p.file, p.at));
+        let pack_id = index.pack_id_at(pack).to_hex();
+        let start = u64::from(placements[0].offset);
+        let bytes = self.read_span(&pack_id, &placements, start);
+        let mut i = 0;
+        while i < placements.len() {
+            let p = &placements[i];
+            let same = placements[i..]
+                .iter()
+                .take_while(|q| q.offset == p.offset && q.blob == p.blob)
+                .count();
+            let data = match &bytes {
+                Ok(b) => {
+                    let at = (u64::from(p.offset) - start) as usize;
+                    self.repo
+                        .open_blob(
+                            &p.blob,
+                            p.raw_length,
+                            &b[at..at + p.length as usize],
+                            &pack_id,
+                        )
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.clone()),
+            };
+            for q in &placements[i..i + same] {
+                let job = &self.jobs[q.file];
+                match &data {
+                    Ok(d) => {
+                        job.write(d, q.at, &self.open);
+                        self.progress
+                            .done_bytes
+                            .fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.is_empty() => {}
+                    Err(e) => job.fail(e),
+                }
+                job.placed(&self.open, self.progress);
+            }
+            i += same;
+        }
+    }
 }
 
 /// Name of the temporary file a restore writes before renaming it into place.
@@ -734,43 +1001,21 @@ fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Resu
     Ok(())
 }
 
-/// Restores the tree `root` (or the single `node`) into `opts.target`.
-///
-/// `snap_base` is the path in the snapshot that `root` stands for (used for
-/// include/exclude matching and messages).
-pub fn restore(
+/// Walks what `start` names: the selection, files in the order their data
+/// lies in the packs, and the parts of the snapshot that cannot be read.
+fn select(
     repo: &Repository,
-    start: RestoreStart,
-    opts: &RestoreOptions,
-    progress: &Progress,
-) -> Result<RestoreStats> {
-    let filter = Filter {
-        include: if opts.includes.is_empty() {
-            None
-        } else {
-            Some(matcher(&opts.includes)?)
-        },
-        exclude: matcher(&opts.excludes)?,
-    };
-    if fs::metadata(&opts.target).is_ok_and(|md| !md.is_dir()) {
-        return Err(Error::InvalidInput(format!(
-            "the restore target {} is not a directory",
-            opts.target.display()
-        )));
-    }
-    if opts.delete && matches!(start, RestoreStart::Node { .. }) {
-        return Err(Error::InvalidInput(
-            "--delete needs a directory to restore, not a single file".into(),
-        ));
-    }
+    filter: Filter,
+    start: &RestoreStart,
+) -> Result<(Selection, Vec<Warning>)> {
     let mut planner = Planner {
         repo,
         filter,
-        plan: Plan::default(),
+        sel: Selection::default(),
         seen_inodes: HashMap::new(),
         errors: Vec::new(),
     };
-    match &start {
+    match start {
         RestoreStart::Tree { tree, snap_path } => {
             let t = repo.read_tree(tree)?;
             planner.walk(&t, Path::new(""), snap_path);
@@ -785,13 +1030,13 @@ pub fn restore(
         }
     }
     let Planner {
-        mut plan, errors, ..
+        mut sel, errors, ..
     } = planner;
     // Restore files in the order their data lies in the packs, so that
     // neighbouring reads hit the same pack (one request on remote storage,
     // whose backend keeps recently read packs).
     if let Ok(index) = repo.index() {
-        plan.files.sort_by_cached_key(|f| match &f.node.kind {
+        sel.files.sort_by_cached_key(|f| match &f.node.kind {
             NodeKind::File { content, .. } => content
                 .first()
                 .and_then(|b| index.get(b))
@@ -799,68 +1044,350 @@ pub fn restore(
             _ => (0, 0),
         });
     }
-    let mut stats = RestoreStats {
+    Ok((sel, errors))
+}
+
+/// A planned directory's path in the target, when planning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DirState {
+    /// A directory already: what is in it is looked at.
+    Exists,
+    /// Missing, or a file or symlink that is replaced: everything below is
+    /// new, and nothing below is looked at (never through a symlink).
+    New,
+    /// Not restored: a non-directory in the way with `--overwrite never`,
+    /// or below one.
+    Blocked,
+}
+
+/// The plan's look at the target, reading only. An entry is looked at only
+/// where every directory above it in the target is a directory already.
+struct Look<'a> {
+    target: &'a Path,
+    overwrite: Overwrite,
+    delete: bool,
+    root: DirState,
+    dirs: HashMap<PathBuf, DirState>,
+}
+
+impl<'a> Look<'a> {
+    fn new(opts: &'a RestoreOptions) -> Self {
+        // The target itself may be a symlink to a directory, as always.
+        let root = match fs::metadata(&opts.target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DirState::New,
+            _ => DirState::Exists,
+        };
+        Look {
+            target: &opts.target,
+            overwrite: opts.overwrite,
+            delete: opts.delete,
+            root,
+            dirs: HashMap::new(),
+        }
+    }
+
+    /// The state of the planned directory `rel` ("" is the target).
+    fn state(&self, rel: &Path) -> DirState {
+        if rel.as_os_str().is_empty() {
+            return self.root;
+        }
+        // Every planned entry's directory is planned: New is the fallback
+        // that looks at nothing (the execution looks again as it writes).
+        self.dirs.get(rel).copied().unwrap_or(DirState::New)
+    }
+
+    fn parent_state(&self, rel: &Path) -> DirState {
+        self.state(rel.parent().unwrap_or(Path::new("")))
+    }
+
+    /// Decides a directory (parents first), as `ensure_dir` will find it.
+    fn dir(&mut self, rel: &Path, plan: &mut RestorePlan) {
+        let parent = self.parent_state(rel);
+        let state = match parent {
+            DirState::Exists => match fs::symlink_metadata(self.target.join(rel)) {
+                Ok(md) if md.is_dir() => DirState::Exists,
+                Ok(_) if self.overwrite == Overwrite::Never => DirState::Blocked,
+                _ => DirState::New,
+            },
+            other => other,
+        };
+        let list = match (parent, state) {
+            (DirState::Blocked, _) => &mut plan.blocked,
+            (_, DirState::Blocked) => &mut plan.conflicts,
+            _ => &mut plan.dirs,
+        };
+        list.push(rel.to_path_buf());
+        self.dirs.insert(rel.to_path_buf(), state);
+    }
+
+    /// Decides a file, hard link or other entry at `rel`: `same` says
+    /// whether the non-directory there already is the snapshot's entry,
+    /// `rewrite` whether to write it all the same (`--overwrite always`).
+    fn entry(
+        &self,
+        rel: &Path,
+        rewrite: bool,
+        same: impl FnOnce(&fs::Metadata) -> bool,
+    ) -> (Action, Found) {
+        let found = match self.parent_state(rel) {
+            DirState::Blocked => return (Action::Blocked, Found::Nothing),
+            DirState::New => Found::Nothing,
+            DirState::Exists => match fs::symlink_metadata(self.target.join(rel)) {
+                Ok(md) if md.is_dir() => Found::Dir,
+                Ok(md) => Found::NonDir { same: same(&md) },
+                Err(_) => Found::Nothing,
+            },
+        };
+        let action = match found {
+            Found::Nothing => Action::Write,
+            Found::Dir if self.delete => Action::Write,
+            Found::Dir => Action::Conflict,
+            Found::NonDir { same: true } if !rewrite => Action::Identical,
+            Found::NonDir { .. } if self.overwrite == Overwrite::Never => Action::Keep,
+            Found::NonDir { .. } => Action::Write,
+        };
+        (action, found)
+    }
+
+    /// Hard links: one already in place (the same inode as its first path,
+    /// which stays as it is) is identical.
+    fn links(&self, hardlinks: Vec<(PathBuf, PathBuf)>, files: &[Entry]) -> Vec<Link> {
+        let firsts: HashSet<&Path> = hardlinks.iter().map(|(f, _)| f.as_path()).collect();
+        let staying: HashSet<&Path> = files
+            .iter()
+            .filter(|f| matches!(f.action, Action::Identical | Action::Keep))
+            .map(|f| f.rel.as_path())
+            .filter(|rel| firsts.contains(rel))
+            .collect();
+        drop(firsts);
+        hardlinks
+            .into_iter()
+            .map(|(first, link)| {
+                let src = self.target.join(&first);
+                let stays = staying.contains(first.as_path());
+                let (action, found) = self.entry(&link, false, |md| {
+                    stays
+                        && fs::symlink_metadata(&src)
+                            .is_ok_and(|s| s.dev() == md.dev() && s.ino() == md.ino())
+                });
+                Link {
+                    first,
+                    link,
+                    action,
+                    found,
+                }
+            })
+            .collect()
+    }
+
+    /// Entries of restored directories that the snapshot lacks, sorted
+    /// (temporaries of an interrupted restore are removed anyway, uncounted).
+    fn extras(&self, listings: &[(PathBuf, BTreeSet<Vec<u8>>)]) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for (rel, names) in listings {
+            if self.state(rel) != DirState::Exists {
+                continue;
+            }
+            let Ok(rd) = fs::read_dir(self.target.join(rel)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let temporary = is_restore_temporary(name.as_bytes())
+                    && e.file_type().is_ok_and(|t| t.is_file());
+                if !names.contains(name.as_bytes()) && !temporary {
+                    out.push(rel.join(name));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Looks at the target and decides every selected entry.
+fn decide(sel: Selection, opts: &RestoreOptions, errors: Vec<Warning>) -> RestorePlan {
+    let mut look = Look::new(opts);
+    let mut plan = RestorePlan {
+        target: opts.target.clone(),
+        dirs: Vec::new(),
+        write: Vec::new(),
+        write_bytes: 0,
+        identical: Vec::new(),
+        kept: Vec::new(),
+        hardlinks: Vec::new(),
+        others: Vec::new(),
+        conflicts: Vec::new(),
+        blocked: Vec::new(),
+        delete: Vec::new(),
         errors,
-        ..Default::default()
+        work: Work {
+            overwrite: opts.overwrite,
+            delete: opts.delete,
+            ..Work::default()
+        },
     };
+    for d in &sel.dirs {
+        look.dir(&d.rel, &mut plan);
+    }
+    let look = look;
+    let always = opts.overwrite == Overwrite::Always;
+    let files: Vec<Entry> = sel
+        .files
+        .into_par_iter()
+        .map(|f| {
+            let (action, found) = look.entry(&f.rel, always, |md| identical(md, &f.node));
+            Entry {
+                rel: f.rel,
+                node: f.node,
+                action,
+                found,
+            }
+        })
+        .collect();
+    let links = look.links(sel.hardlinks, &files);
+    let (sockets, others): (Vec<PlanItem>, Vec<PlanItem>) = sel
+        .others
+        .into_iter()
+        .partition(|o| matches!(o.node.kind, NodeKind::Socket));
+    let others: Vec<Entry> = others
+        .into_par_iter()
+        .map(|o| {
+            let (action, found) = look.entry(&o.rel, false, |_| false);
+            Entry {
+                rel: o.rel,
+                node: o.node,
+                action,
+                found,
+            }
+        })
+        .collect();
+    if opts.delete {
+        plan.work.extras = look.extras(&sel.listings);
+    }
+    plan.list(files, links, others, sockets.len() as u64, sel.dirs);
+    plan
+}
+
+impl RestorePlan {
+    /// Fills the public lists from the decisions, and keeps these.
+    fn list(
+        &mut self,
+        files: Vec<Entry>,
+        links: Vec<Link>,
+        others: Vec<Entry>,
+        sockets: u64,
+        dirs: Vec<PlanItem>,
+    ) {
+        for f in &files {
+            if self.note(&f.rel, f.action, f.found) {
+                self.write.push(f.rel.clone());
+                self.write_bytes += f.node.size;
+            }
+        }
+        for l in &links {
+            if self.note(&l.link, l.action, l.found) {
+                self.hardlinks.push((l.link.clone(), l.first.clone()));
+            }
+        }
+        for o in &others {
+            if self.note(&o.rel, o.action, o.found) {
+                self.others.push(o.rel.clone());
+            }
+        }
+        self.delete.extend(self.work.extras.iter().cloned());
+        for list in [
+            &mut self.write,
+            &mut self.identical,
+            &mut self.kept,
+            &mut self.others,
+            &mut self.conflicts,
+            &mut self.blocked,
+            &mut self.delete,
+        ] {
+            list.sort();
+        }
+        self.hardlinks.sort();
+        self.work.dirs = dirs;
+        self.work.files = files;
+        self.work.links = links;
+        self.work.others = others;
+        self.work.sockets = sockets;
+    }
+}
+
+/// Plans a restore of `start` into `opts.target` without writing anything:
+/// walks the trees (include/exclude applied), looks at the target (never
+/// through a symlink) and decides each directory, file, hard link and other
+/// entry, and with `--delete` what goes. `opts.dry_run` and `opts.verify`
+/// play no part. Sets the progress totals.
+pub fn plan(
+    repo: &Repository,
+    start: RestoreStart,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestorePlan> {
+    let filter = Filter::new(opts)?;
+    if fs::metadata(&opts.target).is_ok_and(|md| !md.is_dir()) {
+        return Err(Error::InvalidInput(format!(
+            "the restore target {} is not a directory",
+            opts.target.display()
+        )));
+    }
+    if opts.delete && matches!(start, RestoreStart::Node { .. }) {
+        return Err(Error::InvalidInput(
+            "--delete needs a directory to restore, not a single file".into(),
+        ));
+    }
+    let (sel, errors) = select(repo, filter, &start)?;
     progress
         .total_files
-        .store(plan.files.len() as u64, Ordering::Relaxed);
+        .store(sel.files.len() as u64, Ordering::Relaxed);
     progress.total_bytes.store(
-        plan.files.iter().map(|f| f.node.size).sum(),
+        sel.files.iter().map(|f| f.node.size).sum(),
         Ordering::Relaxed,
     );
     progress.scan_done.store(true, Ordering::SeqCst);
-    let target = &opts.target;
+    Ok(decide(sel, opts, errors))
+}
 
+/// Restores the tree (or the single node) `start` names into
+/// `opts.target`: [`plan`], then [`execute`], or with `dry_run` the plan's
+/// figures ([`RestorePlan::dry_run_stats`]).
+pub fn restore(
+    repo: &Repository,
+    start: RestoreStart,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreStats> {
+    let plan = plan(repo, start, opts, progress)?;
     if opts.dry_run {
-        for f in &plan.files {
-            let same = already_there(&target.join(&f.rel), &f.node);
-            let skip = match opts.overwrite {
-                Overwrite::Never => same.is_some(),
-                Overwrite::IfChanged => same == Some(true),
-                Overwrite::Always => false,
-            };
-            if skip {
-                stats.files_skipped += 1;
-            } else {
-                stats.files_restored += 1;
-                stats.bytes_written += f.node.size;
-            }
-        }
-        stats.dirs = plan.dirs.len() as u64;
-        stats.others = (plan.others.len() + plan.hardlinks.len()) as u64;
-        return Ok(stats);
+        return Ok(plan.dry_run_stats());
     }
+    execute(repo, plan, opts, progress)
+}
 
-    fs::create_dir_all(target)
+/// Carries out a plan made by [`plan`] with the same options (the target,
+/// the overwrite policy and `--delete` are the plan's; `opts.verify` is
+/// read here): directories, files, hard links, other entries, deletions,
+/// verification, directory metadata. What the plan leaves alone stays
+/// alone; each entry it writes is looked at again as it is written, so a
+/// directory or (with `--overwrite never`) anything that appeared since
+/// planning is not overwritten.
+pub fn execute(
+    repo: &Repository,
+    plan: RestorePlan,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreStats> {
+    let RestorePlan {
+        target,
+        errors,
+        work,
+        ..
+    } = plan;
+    fs::create_dir_all(&target)
         .map_err(|e| Error::io(format!("create target {}", target.display()), e))?;
-    let errors = Mutex::new(Vec::new());
-    let write_failed = Mutex::new(std::collections::HashSet::<PathBuf>::new());
-    let fail = |rel: &Path, msg: String| {
-        errors.lock().expect("errors").push(Warning {
-            path: rel.to_path_buf(),
-            message: msg,
-        })
-    };
-
-    // Directories, parents first. A failed directory fails what is below it.
-    let mut bad_dirs: Vec<PathBuf> = Vec::new();
-    for d in &plan.dirs {
-        if bad_dirs.iter().any(|b| d.rel.starts_with(b)) {
-            continue;
-        }
-        if let Err(e) = ensure_dir(&target.join(&d.rel), opts.overwrite) {
-            fail(&d.rel, format!("cannot create directory: {e}"));
-            bad_dirs.push(d.rel.clone());
-        } else {
-            stats.dirs += 1;
-            remove_stale_temporaries(&target.join(&d.rel));
-        }
-    }
-    remove_stale_temporaries(target);
-    let under_bad = |rel: &Path| bad_dirs.iter().any(|b| rel.starts_with(b));
-
     // Files, in parallel: twice the cores, or more for a remote backend,
     // whose requests wait on the network (two per connection).
     let threads = (std::thread::available_parallelism()
@@ -873,72 +1400,200 @@ pub fn restore(
         .num_threads(threads)
         .build()
         .map_err(|e| Error::io("start restore threads", std::io::Error::other(e)))?;
-    // Directories in the way of files, links and special files that
-    // --delete removed.
-    let cleared = std::sync::atomic::AtomicU64::new(0);
-    // Whether to write a file: None when it cannot be (its directory
-    // failed, said once for the directory; or a directory is in its way).
-    let to_write = |f: &PlanItem| -> Option<bool> {
-        if under_bad(&f.rel) {
+    let mut run = Run {
+        repo,
+        target: &target,
+        work: &work,
+        progress,
+        pool,
+        errors: Mutex::new(Vec::new()),
+        write_failed: Mutex::new(HashSet::new()),
+        cleared: AtomicU64::new(0),
+        bad_dirs: Vec::new(),
+    };
+    let mut stats = RestoreStats {
+        errors,
+        ..Default::default()
+    };
+    stats.dirs = run.make_dirs();
+    run.write_files(&mut stats);
+    stats.others += run.make_hardlinks();
+    stats.others += run.make_others();
+    stats.deleted += run.delete_extras();
+    stats.deleted += run.cleared.load(Ordering::Relaxed);
+    if opts.verify {
+        stats.verified = run.verify();
+    }
+    run.finish_dirs();
+    stats
+        .errors
+        .extend(run.errors.into_inner().expect("errors"));
+    Ok(stats)
+}
+
+/// What the steps of one execution share.
+struct Run<'a> {
+    repo: &'a Repository,
+    target: &'a Path,
+    work: &'a Work,
+    progress: &'a Progress,
+    pool: rayon::ThreadPool,
+    errors: Mutex<Vec<Warning>>,
+    /// Files that could not be written (their hard links are not made).
+    write_failed: Mutex<HashSet<PathBuf>>,
+    /// Directories in the way of files, links and special files that
+    /// --delete removed.
+    cleared: AtomicU64,
+    /// Directories that could not be made: nothing below them is restored.
+    bad_dirs: Vec<PathBuf>,
+}
+
+impl Run<'_> {
+    fn fail(&self, rel: &Path, message: String) {
+        self.errors.lock().expect("errors").push(Warning {
+            path: rel.to_path_buf(),
+            message,
+        })
+    }
+
+    /// A file not written: its hard links are not made either.
+    fn write_failed(&self, rel: &Path, message: String) {
+        self.fail(rel, message);
+        self.write_failed
+            .lock()
+            .expect("failed set")
+            .insert(rel.to_path_buf());
+    }
+
+    fn under_bad(&self, rel: &Path) -> bool {
+        self.bad_dirs.iter().any(|b| rel.starts_with(b))
+    }
+
+    /// Directories, parents first. A failed directory fails what is below
+    /// it. Returns how many there are.
+    fn make_dirs(&mut self) -> u64 {
+        let work = self.work;
+        let mut made = 0;
+        for d in &work.dirs {
+            if self.under_bad(&d.rel) {
+                continue;
+            }
+            let path = self.target.join(&d.rel);
+            if let Err(e) = ensure_dir(&path, work.overwrite) {
+                self.fail(&d.rel, format!("cannot create directory: {e}"));
+                self.bad_dirs.push(d.rel.clone());
+            } else {
+                made += 1;
+                remove_stale_temporaries(&path);
+            }
+        }
+        remove_stale_temporaries(self.target);
+        made
+    }
+
+    /// Whether to write a file: None when it cannot be (its directory
+    /// failed, said once for the directory; or a directory is in its way).
+    fn to_write(&self, f: &Entry) -> Option<bool> {
+        if f.action == Action::Blocked || self.under_bad(&f.rel) {
             return None;
         }
-        if let Err(m) = clear_directory_in_the_way(&target.join(&f.rel), opts.delete, &cleared) {
-            fail(&f.rel, m);
-            write_failed
-                .lock()
-                .expect("failed set")
-                .insert(f.rel.clone());
-            return None;
-        }
-        let same = already_there(&target.join(&f.rel), &f.node);
-        let skip = match opts.overwrite {
-            Overwrite::Never => same.is_some(),
-            Overwrite::IfChanged => same == Some(true),
-            Overwrite::Always => false,
+        let path = self.target.join(&f.rel);
+        let skip = match f.action {
+            Action::Identical | Action::Keep => true,
+            Action::Conflict => {
+                self.write_failed(&f.rel, DIRECTORY_IN_THE_WAY.into());
+                return None;
+            }
+            Action::Write | Action::Blocked => {
+                if let Err(m) = clear_directory_in_the_way(&path, self.work.delete, &self.cleared) {
+                    self.write_failed(&f.rel, m);
+                    return None;
+                }
+                let same = already_there(&path, &f.node);
+                match self.work.overwrite {
+                    Overwrite::Never => same.is_some(),
+                    Overwrite::IfChanged => same == Some(true),
+                    Overwrite::Always => false,
+                }
+            }
         };
         if skip {
-            progress.done_files.fetch_add(1, Ordering::Relaxed);
-            progress
+            self.progress.done_files.fetch_add(1, Ordering::Relaxed);
+            self.progress
                 .done_bytes
                 .fetch_add(f.node.size, Ordering::Relaxed);
         }
         Some(!skip)
-    };
-    // A file's content is in (metadata next), or it failed.
-    let written = |f: &PlanItem, r: std::result::Result<u64, String>| match r {
-        Ok(n) => {
-            if let Err(m) = apply_metadata(&target.join(&f.rel), &f.node) {
-                fail(&f.rel, m);
+    }
+
+    /// A file's content is in (metadata next), or it failed.
+    fn written(&self, f: &Entry, r: FileResult) -> FileOutcome {
+        match r {
+            Ok(n) => {
+                if let Err(m) = apply_metadata(&self.target.join(&f.rel), &f.node) {
+                    self.fail(&f.rel, m);
+                }
+                FileOutcome::Written(n)
             }
-            FileOutcome::Written(n)
+            Err(e) => {
+                self.write_failed(&f.rel, e);
+                FileOutcome::Failed
+            }
         }
-        Err(e) => {
-            fail(&f.rel, e);
-            write_failed
-                .lock()
-                .expect("failed set")
-                .insert(f.rel.clone());
-            FileOutcome::Failed
+    }
+
+    /// The files, in parallel; from remote storage pack by pack.
+    fn write_files(&self, stats: &mut RestoreStats) {
+        let outcomes = if self.repo.backend().is_remote() {
+            self.write_by_pack()
+        } else {
+            self.write_each()
+        };
+        for o in outcomes {
+            match o {
+                FileOutcome::Written(n) => {
+                    stats.files_restored += 1;
+                    stats.bytes_written += n;
+                }
+                FileOutcome::Skipped => stats.files_skipped += 1,
+                FileOutcome::Failed => stats.files_failed += 1,
+            }
         }
-    };
-    let outcomes: Vec<FileOutcome> = if repo.backend().is_remote() {
-        // Remote storage: each pack is read once, for every file.
-        let wanted: Vec<Option<bool>> =
-            pool.install(|| plan.files.par_iter().map(to_write).collect());
-        let jobs: Vec<(PathBuf, &Node)> = plan
-            .files
+    }
+
+    fn write_each(&self) -> Vec<FileOutcome> {
+        self.pool.install(|| {
+            self.work
+                .files
+                .par_iter()
+                .map(|f| match self.to_write(f) {
+                    None => FileOutcome::Failed,
+                    Some(false) => FileOutcome::Skipped,
+                    Some(true) => {
+                        let path = self.target.join(&f.rel);
+                        let r = write_file(self.repo, &path, &f.node, self.progress);
+                        self.progress.done_files.fetch_add(1, Ordering::Relaxed);
+                        self.written(f, r.map_err(|e| e.to_string()))
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Remote storage: each pack is read once, for every file.
+    fn write_by_pack(&self) -> Vec<FileOutcome> {
+        let files = &self.work.files;
+        let wanted: Vec<Option<bool>> = self
+            .pool
+            .install(|| files.par_iter().map(|f| self.to_write(f)).collect());
+        let jobs: Vec<(PathBuf, &Node)> = files
             .iter()
             .zip(&wanted)
             .filter(|(_, w)| **w == Some(true))
-            .map(|(f, _)| (target.join(&f.rel), &f.node))
+            .map(|(f, _)| (self.target.join(&f.rel), &f.node))
             .collect();
-        let mut results = write_files_by_pack(repo, &jobs, progress).into_iter();
-        let done: Vec<(
-            &PlanItem,
-            Option<bool>,
-            Option<std::result::Result<u64, String>>,
-        )> = plan
-            .files
+        let mut results = write_files_by_pack(self.repo, &jobs, self.progress).into_iter();
+        let done: Vec<(&Entry, Option<bool>, Option<FileResult>)> = files
             .iter()
             .zip(&wanted)
             .map(|(f, w)| {
@@ -946,170 +1601,150 @@ pub fn restore(
                 (f, *w, r)
             })
             .collect();
-        pool.install(|| {
+        self.pool.install(|| {
             done.into_par_iter()
                 .map(|(f, w, r)| match (w, r) {
                     (None, _) => FileOutcome::Failed,
-                    (_, Some(r)) => written(f, r),
+                    (_, Some(r)) => self.written(f, r),
                     (_, None) => FileOutcome::Skipped,
                 })
                 .collect()
         })
-    } else {
-        pool.install(|| {
-            plan.files
-                .par_iter()
-                .map(|f| match to_write(f) {
-                    None => FileOutcome::Failed,
-                    Some(false) => FileOutcome::Skipped,
-                    Some(true) => {
-                        let r = write_file(repo, &target.join(&f.rel), &f.node, progress);
-                        progress.done_files.fetch_add(1, Ordering::Relaxed);
-                        written(f, r.map_err(|e| e.to_string()))
-                    }
-                })
-                .collect()
-        })
-    };
-    for o in outcomes {
-        match o {
-            FileOutcome::Written(n) => {
-                stats.files_restored += 1;
-                stats.bytes_written += n;
-            }
-            FileOutcome::Skipped => stats.files_skipped += 1,
-            FileOutcome::Failed => stats.files_failed += 1,
-        }
     }
 
-    let failed_files = write_failed.into_inner().expect("failed set");
-    for (first, link) in &plan.hardlinks {
-        if under_bad(link) {
-            continue;
+    /// Hard links to the first restored path of each inode. Returns how
+    /// many were made.
+    fn make_hardlinks(&self) -> u64 {
+        let failed_files = std::mem::take(&mut *self.write_failed.lock().expect("failed set"));
+        let mut made = 0;
+        for l in &self.work.links {
+            if self.under_bad(&l.link) {
+                continue;
+            }
+            match l.action {
+                Action::Write => made += u64::from(self.make_hardlink(l, &failed_files)),
+                Action::Conflict => self.fail(&l.link, DIRECTORY_IN_THE_WAY.into()),
+                Action::Identical | Action::Keep | Action::Blocked => {}
+            }
         }
-        let (src, dst) = (target.join(first), target.join(link));
-        if let Err(m) = clear_directory_in_the_way(&dst, opts.delete, &cleared) {
-            fail(link, m);
-            continue;
+        made
+    }
+
+    /// Makes one hard link; true if it was made.
+    fn make_hardlink(&self, l: &Link, failed_files: &HashSet<PathBuf>) -> bool {
+        let (first, link) = (&l.first, &l.link);
+        let (src, dst) = (self.target.join(first), self.target.join(link));
+        if let Err(m) = clear_directory_in_the_way(&dst, self.work.delete, &self.cleared) {
+            self.fail(link, m);
+            return false;
         }
         if fs::symlink_metadata(&dst).is_ok() {
-            if opts.overwrite == Overwrite::Never {
-                continue;
-            }
-            if same_inode(&src, &dst) {
-                continue;
+            if self.work.overwrite == Overwrite::Never || same_inode(&src, &dst) {
+                return false;
             }
             if let Err(e) = remove_in_the_way(&dst) {
-                fail(link, format!("cannot replace: {e}"));
-                continue;
+                self.fail(link, format!("cannot replace: {e}"));
+                return false;
             }
         }
         if failed_files.contains(first) {
-            fail(
+            self.fail(
                 link,
                 format!(
                     "not restored: it is a hard link to {}, which failed",
                     first.display()
                 ),
             );
-            continue;
+            return false;
         }
         match fs::hard_link(&src, &dst) {
-            Ok(()) => stats.others += 1,
-            Err(e) => fail(
-                link,
-                format!("cannot create hard link to {}: {e}", first.display()),
-            ),
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(
+                    link,
+                    format!("cannot create hard link to {}: {e}", first.display()),
+                );
+                false
+            }
         }
     }
 
-    for o in &plan.others {
-        if under_bad(&o.rel) {
-            continue;
+    /// Symlinks, fifos and devices. Returns how many were made.
+    fn make_others(&self) -> u64 {
+        let mut made = 0;
+        for o in &self.work.others {
+            if self.under_bad(&o.rel) {
+                continue;
+            }
+            match o.action {
+                Action::Write => made += u64::from(self.make_other(o)),
+                Action::Conflict => self.fail(&o.rel, DIRECTORY_IN_THE_WAY.into()),
+                Action::Identical | Action::Keep | Action::Blocked => {}
+            }
         }
-        let path = target.join(&o.rel);
-        if matches!(o.node.kind, NodeKind::Socket) {
-            continue; // never restored, so nothing to clear for it
-        }
-        if let Err(m) = clear_directory_in_the_way(&path, opts.delete, &cleared) {
-            fail(&o.rel, m);
-            continue;
+        made
+    }
+
+    /// Makes one symlink, fifo or device, then its metadata; true if it
+    /// was made.
+    fn make_other(&self, o: &Entry) -> bool {
+        let path = self.target.join(&o.rel);
+        if let Err(m) = clear_directory_in_the_way(&path, self.work.delete, &self.cleared) {
+            self.fail(&o.rel, m);
+            return false;
         }
         if fs::symlink_metadata(&path).is_ok() {
-            if opts.overwrite == Overwrite::Never {
-                continue;
+            if self.work.overwrite == Overwrite::Never {
+                return false;
             }
             if let Err(e) = remove_in_the_way(&path) {
-                fail(&o.rel, format!("cannot replace: {e}"));
-                continue;
+                self.fail(&o.rel, format!("cannot replace: {e}"));
+                return false;
             }
         }
-        let made = match &o.node.kind {
-            NodeKind::Symlink { target: t } => {
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(t), &path)
-                    .map_err(|e| e.to_string())
-            }
-            NodeKind::Fifo => nix::unistd::mkfifo(
-                &path,
-                nix::sys::stat::Mode::from_bits_truncate(o.node.mode & 0o7777),
-            )
-            .map_err(|e| e.to_string()),
-            NodeKind::CharDevice { rdev } | NodeKind::BlockDevice { rdev } => {
-                let kind = if matches!(o.node.kind, NodeKind::CharDevice { .. }) {
-                    nix::sys::stat::SFlag::S_IFCHR
-                } else {
-                    nix::sys::stat::SFlag::S_IFBLK
-                };
-                nix::sys::stat::mknod(
-                    &path,
-                    kind,
-                    nix::sys::stat::Mode::from_bits_truncate(o.node.mode & 0o7777),
-                    *rdev,
-                )
-                .map_err(|e| format!("cannot create device node (needs root): {e}"))
-            }
-            NodeKind::Socket => continue,
-            NodeKind::File { .. } | NodeKind::Dir { .. } => {
-                unreachable!("planned as files or dirs")
-            }
-        };
-        match made {
+        match make_special(&path, &o.node) {
             Ok(()) => {
-                stats.others += 1;
                 if let Err(m) = apply_metadata(&path, &o.node) {
-                    fail(&o.rel, m);
+                    self.fail(&o.rel, m);
                 }
+                true
             }
-            Err(m) => fail(&o.rel, m),
+            Err(m) => {
+                self.fail(&o.rel, m);
+                false
+            }
         }
     }
 
-    stats.deleted += cleared.into_inner();
-    if opts.delete {
-        for (rel, names) in &plan.listings {
-            if under_bad(rel) {
+    /// `--delete`: the entries of restored directories that the snapshot
+    /// lacks, as planned. Returns how many went.
+    fn delete_extras(&self) -> u64 {
+        let mut deleted = 0;
+        for rel in &self.work.extras {
+            if rel.parent().is_some_and(|p| self.under_bad(p)) {
                 continue;
             }
-            let dir = target.join(rel);
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            for e in rd.flatten() {
-                if !names.contains(e.file_name().as_bytes()) {
-                    match remove_any(&e.path()) {
-                        Ok(()) => stats.deleted += 1,
-                        Err(err) => fail(&rel.join(e.file_name()), format!("cannot delete: {err}")),
-                    }
-                }
+            let path = self.target.join(rel);
+            if fs::symlink_metadata(&path).is_err() {
+                continue; // gone since planning
+            }
+            match remove_any(&path) {
+                Ok(()) => deleted += 1,
+                Err(e) => self.fail(rel, format!("cannot delete: {e}")),
             }
         }
+        deleted
     }
 
-    if opts.verify {
-        let results: Vec<Option<Warning>> = pool.install(|| {
-            plan.files
+    /// `--verify`: reads every restored file back. Returns how many match.
+    fn verify(&self) -> u64 {
+        let results: Vec<Option<Warning>> = self.pool.install(|| {
+            self.work
+                .files
                 .par_iter()
-                .filter(|f| !under_bad(&f.rel))
+                .filter(|f| !self.under_bad(&f.rel))
                 .map(|f| {
-                    verify_file(repo, &target.join(&f.rel), &f.node)
+                    verify_file(self.repo, &self.target.join(&f.rel), &f.node)
                         .err()
                         .map(|m| Warning {
                             path: f.rel.clone(),
@@ -1118,30 +1753,55 @@ pub fn restore(
                 })
                 .collect()
         });
+        let mut verified = 0;
         for r in results {
             match r {
-                Some(w) => errors.lock().expect("errors").push(w),
-                None => stats.verified += 1,
+                Some(w) => self.errors.lock().expect("errors").push(w),
+                None => verified += 1,
+            }
+        }
+        verified
+    }
+
+    /// Directory metadata last, deepest first, so that writing into them
+    /// does not change their mtime again.
+    fn finish_dirs(&self) {
+        for d in self.work.dirs.iter().rev() {
+            if self.under_bad(&d.rel) {
+                continue;
+            }
+            if let Err(m) = apply_metadata(&self.target.join(&d.rel), &d.node) {
+                self.fail(&d.rel, m);
             }
         }
     }
+}
 
-    // Directory metadata last, deepest first, so that writing into them
-    // does not change their mtime again.
-    for d in plan.dirs.iter().rev() {
-        if under_bad(&d.rel) {
-            continue;
+/// Creates a symlink, fifo or device node at `path` (nothing is there).
+fn make_special(path: &Path, node: &Node) -> std::result::Result<(), String> {
+    let mode = nix::sys::stat::Mode::from_bits_truncate(node.mode & 0o7777);
+    match &node.kind {
+        NodeKind::Symlink { target } => {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
+                .map_err(|e| e.to_string())
         }
-        if let Err(m) = apply_metadata(&target.join(&d.rel), &d.node) {
-            fail(&d.rel, m);
+        NodeKind::Fifo => nix::unistd::mkfifo(path, mode).map_err(|e| e.to_string()),
+        NodeKind::CharDevice { rdev } | NodeKind::BlockDevice { rdev } => {
+            let kind = if matches!(node.kind, NodeKind::CharDevice { .. }) {
+                nix::sys::stat::SFlag::S_IFCHR
+            } else {
+                nix::sys::stat::SFlag::S_IFBLK
+            };
+            nix::sys::stat::mknod(path, kind, mode, *rdev)
+                .map_err(|e| format!("cannot create device node (needs root): {e}"))
+        }
+        NodeKind::Socket | NodeKind::File { .. } | NodeKind::Dir { .. } => {
+            unreachable!("planned apart: files, dirs; sockets are never made")
         }
     }
-    stats.errors.extend(errors.into_inner().expect("errors"));
-    Ok(stats)
 }
 
 fn same_inode(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
     match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
         _ => false,
@@ -1165,4 +1825,91 @@ pub enum RestoreStart {
         /// Its path in the snapshot.
         snap_path: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &[u8], kind: NodeKind) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size: 8,
+            mtime: crate::format::tree::Time::default(),
+            ctime: crate::format::tree::Time::default(),
+            inode: 0,
+            device: 0,
+            links: 1,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn item(rel: &str, kind: NodeKind) -> PlanItem {
+        let rel = PathBuf::from(rel);
+        let name = rel.file_name().unwrap().as_bytes().to_vec();
+        PlanItem {
+            node: node(&name, kind),
+            rel,
+        }
+    }
+
+    fn file() -> NodeKind {
+        NodeKind::File {
+            content: Vec::new(),
+            holes: Vec::new(),
+        }
+    }
+
+    /// Planning looks neither through a symlink where a directory goes nor
+    /// into what it points to (for --delete), and a name that is not UTF-8
+    /// still serializes.
+    #[test]
+    fn the_plan_does_not_look_through_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (target, outside) = (tmp.path().join("t"), tmp.path().join("outside"));
+        fs::create_dir_all(&target).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("f"), b"12345678").unwrap();
+        fs::write(outside.join("x"), b"not the target's").unwrap();
+        std::os::unix::fs::symlink(&outside, target.join("d")).unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"\xff");
+        fs::write(target.join(odd), b"extra").unwrap();
+        let sel = Selection {
+            dirs: vec![item(
+                "d",
+                NodeKind::Dir {
+                    subtree: BlobId::default(),
+                },
+            )],
+            files: vec![item("d/f", file())],
+            listings: vec![
+                (PathBuf::new(), [b"d".to_vec()].into()),
+                (PathBuf::from("d"), [b"f".to_vec()].into()),
+            ],
+            ..Selection::default()
+        };
+        let opts = RestoreOptions {
+            target: target.clone(),
+            overwrite: Overwrite::Never,
+            delete: true,
+            ..Default::default()
+        };
+        let plan = decide(sel, &opts, Vec::new());
+        assert_eq!(plan.conflicts, [PathBuf::from("d")]);
+        assert_eq!(plan.blocked, [PathBuf::from("d/f")]);
+        assert_eq!(plan.delete, [PathBuf::from(odd)]);
+        assert!(plan.kept.is_empty() && plan.identical.is_empty());
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["delete"], serde_json::json!(["\u{fffd}"]));
+        assert!(fs::symlink_metadata(target.join("d"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
 }
