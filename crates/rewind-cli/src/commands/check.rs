@@ -71,58 +71,63 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if subset.is_some() {
         save_cursor(cursor_path.as_deref(), report.next_cursor);
     }
-    if global.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "ok": report.is_ok(), "errors": report.errors, "notes": report.notes,
-                "affected": report.affected.iter().map(|a| serde_json::json!({"snapshot": a.snapshot.to_hex(), "path": a.path.to_string_lossy()})).collect::<Vec<_>>(),
-                "snapshots": report.snapshots, "packs": report.packs, "packs_read": report.packs_read, "blobs": report.blobs,
-                "repair_index": report.repair_index,
-                "damaged_packs": report.damaged_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-            })
-        );
-    } else {
-        for n in &report.notes {
-            eprintln!("note: {n}");
-        }
-        for e in &report.errors {
-            eprintln!("error: {e}");
-        }
-        if report.repair_index {
-            eprintln!(
-                "The index is damaged or incomplete: run `rewind repair index` to rebuild it \
-                 from the packs, then `rewind check` again."
+    // The verdict's exit code stands even when stdout was closed.
+    let print = || -> Result<()> {
+        if global.json {
+            outln!(
+                "{}",
+                serde_json::json!({
+                    "ok": report.is_ok(), "errors": report.errors, "notes": report.notes,
+                    "affected": report.affected.iter().map(|a| serde_json::json!({"snapshot": a.snapshot.to_hex(), "path": a.path.to_string_lossy()})).collect::<Vec<_>>(),
+                    "snapshots": report.snapshots, "packs": report.packs, "packs_read": report.packs_read, "blobs": report.blobs,
+                    "repair_index": report.repair_index,
+                    "damaged_packs": report.damaged_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+                })
             );
-        }
-        if !report.damaged_packs.is_empty() {
-            eprintln!(
-                "{} packs are missing or damaged: run `rewind repair packs` to save every blob \
-                 they still hold, then `rewind repair snapshots` so the rest restores.",
-                report.damaged_packs.len()
-            );
-        }
-        if !report.affected.is_empty() {
-            eprintln!("affected files:");
-            for a in &report.affected {
-                eprintln!("  snapshot {}: {}", a.snapshot.short(), a.path.display());
+        } else {
+            for n in &report.notes {
+                eprintln!("note: {n}");
+            }
+            for e in &report.errors {
+                eprintln!("error: {e}");
+            }
+            if report.repair_index {
+                eprintln!(
+                    "The index is damaged or incomplete: run `rewind repair index` to rebuild it \
+                     from the packs, then `rewind check` again."
+                );
+            }
+            if !report.damaged_packs.is_empty() {
+                eprintln!(
+                    "{} packs are missing or damaged: run `rewind repair packs` to save every blob \
+                     they still hold, then `rewind repair snapshots` so the rest restores.",
+                    report.damaged_packs.len()
+                );
+            }
+            if !report.affected.is_empty() {
+                eprintln!("affected files:");
+                for a in &report.affected {
+                    eprintln!("  snapshot {}: {}", a.snapshot.short(), a.path.display());
+                }
+            }
+            if !global.quiet {
+                outln!(
+                    "checked {} snapshots, {} packs ({} read), {} blobs: {}",
+                    report.snapshots,
+                    report.packs,
+                    report.packs_read,
+                    report.blobs,
+                    if report.is_ok() {
+                        "no errors"
+                    } else {
+                        "DAMAGE FOUND"
+                    }
+                );
             }
         }
-        if !global.quiet {
-            println!(
-                "checked {} snapshots, {} packs ({} read), {} blobs: {}",
-                report.snapshots,
-                report.packs,
-                report.packs_read,
-                report.blobs,
-                if report.is_ok() {
-                    "no errors"
-                } else {
-                    "DAMAGE FOUND"
-                }
-            );
-        }
-    }
+        Ok(())
+    };
+    crate::output::unless_closed(print())?;
     Ok(if report.is_ok() {
         crate::exit::OK
     } else {

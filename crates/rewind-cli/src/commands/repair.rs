@@ -48,18 +48,18 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                 eprintln!("warning: pack {name} cannot be indexed: {e}");
             }
             if global.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"packs": s.packs, "blobs": s.blobs, "unreadable": s.unreadable.len(), "written": s.written, "removed": s.removed, "dry_run": dry_run})
                 );
             } else if !global.quiet {
                 let verb = if *dry_run { "would index" } else { "indexed" };
-                println!(
+                outln!(
                     "{verb} {} blobs in {} packs; {} index files written, {} old ones removed",
                     s.blobs, s.packs, s.written, s.removed
                 );
                 if !s.unreadable.is_empty() {
-                    println!("{} packs could not be read: run `rewind check` to see which files are affected", s.unreadable.len());
+                    outln!("{} packs could not be read: run `rewind check` to see which files are affected", s.unreadable.len());
                 }
             }
             Ok(if s.unreadable.is_empty() {
@@ -80,7 +80,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             let r = rewind_core::repair::repair_packs(&repo, &ids, *dry_run)?;
             let lost: usize = r.damaged.iter().map(|d| d.lost).sum();
             if global.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "packs_read": r.packs_read, "dry_run": dry_run,
@@ -92,7 +92,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                 );
             } else {
                 for d in &r.damaged {
-                    println!(
+                    outln!(
                         "pack {}: {}; {} blobs {}, {} lost",
                         d.pack,
                         d.damage,
@@ -105,14 +105,14 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                     }
                 }
                 if !global.quiet {
-                    println!(
+                    outln!(
                         "read {} packs: {} damaged, {lost} blobs lost{}",
                         r.packs_read,
                         r.damaged.len(),
                         if *dry_run { " (dry run: nothing written)" } else { "" }
                     );
                     if lost > 0 && !*dry_run {
-                        println!("run `rewind repair snapshots` so that the files which need the lost blobs are left out and the rest restores");
+                        outln!("run `rewind repair snapshots` so that the files which need the lost blobs are left out and the rest restores");
                     }
                 }
             }
@@ -123,19 +123,19 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             let repaired = rewind_core::repair::repair_snapshots(&repo, &snaps, *dry_run)?;
             for r in &repaired {
                 match r.repaired {
-                    Some(new) => println!(
+                    Some(new) => outln!(
                         "snapshot {} -> repaired copy {} (the original is kept):",
                         r.original.short(),
                         new.short()
                     ),
-                    None => println!("snapshot {} would be repaired:", r.original.short()),
+                    None => outln!("snapshot {} would be repaired:", r.original.short()),
                 }
                 for (p, why) in &r.removed {
-                    println!("  left out {}: {why}", p.display());
+                    outln!("  left out {}: {why}", p.display());
                 }
             }
             if repaired.is_empty() && !global.quiet {
-                println!("no snapshot refers to lost data");
+                outln!("no snapshot refers to lost data");
             }
             Ok(crate::exit::OK)
         }
