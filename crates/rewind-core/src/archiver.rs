@@ -1081,7 +1081,7 @@ pub fn backup_stream(
 fn tree_name_ok(name: &str) -> Result<()> {
     crate::format::tree::validate_name(name.as_bytes()).map_err(|why| {
         Error::InvalidInput(format!(
-            "--stdin-filename {name:?} is not a valid file name: {why}"
+            "{name:?} is not a valid name for the file that holds the stream: {why}"
         ))
     })
 }

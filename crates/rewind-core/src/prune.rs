@@ -53,7 +53,8 @@ impl std::str::FromStr for MaxUnused {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::InvalidInput(format!(
-                "--max-unused {s:?}: give a percentage like 5% or a size like 2GiB"
+                "{s:?} is not an amount of unused space: give a percentage like 5% or a size \
+                 like 2GiB"
             ))
         };
         let t = s.trim();

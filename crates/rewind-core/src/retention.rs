@@ -130,7 +130,7 @@ fn keep_evidence(out: &mut [Decision], suspicious: &[bool], ids: &[SnapshotId]) 
     let mut clean: Option<usize> = None;
     for i in (0..out.len()).rev() {
         if suspicious[i] {
-            let why = "suspicious: unresolved (rewind mark clean ID)".to_string();
+            let why = "suspicious: unresolved until a person marks it clean".to_string();
             if !out[i].reasons.contains(&why) {
                 out[i].reasons.push(why);
             }
@@ -293,7 +293,7 @@ impl std::str::FromStr for GroupBy {
                 "tags" => g.tags = true,
                 other => {
                     return Err(Error::InvalidInput(format!(
-                        "--group-by takes host, paths and tags, not {other:?}"
+                        "snapshots are grouped by host, paths and tags, not {other:?}"
                     )))
                 }
             }

@@ -78,7 +78,7 @@ pub fn select<'a>(
     let (time, label) = if let Some(t) = spec.strip_prefix('@') {
         if as_of.is_some() {
             return Err(Error::InvalidInput(
-                "give either @TIME or --as-of, not both".into(),
+                "give either @TIME or a point in time to go back to (as of), not both".into(),
             ));
         }
         (Some(parse_time(t, tz)?), spec.to_string())
@@ -86,14 +86,14 @@ pub fn select<'a>(
         (
             as_of,
             match as_of {
-                Some(t) => format!("--as-of {t}"),
+                Some(t) => format!("as of {t}"),
                 None => "latest".to_string(),
             },
         )
     } else {
         if as_of.is_some() {
             return Err(Error::InvalidInput(format!(
-                "--as-of picks a snapshot by time; do not also give the id {spec}"
+                "a point in time (as of) picks a snapshot by time; do not also give the id {spec}"
             )));
         }
         if !spec.bytes().all(|b| b.is_ascii_hexdigit()) || spec.len() > 64 {

@@ -99,7 +99,10 @@ pub struct Args {
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let given = args.rules.policy();
     given.validate()?;
-    let group_by: GroupBy = args.group_by.parse()?;
+    let group_by: GroupBy = args
+        .group_by
+        .parse()
+        .map_err(|e: rewind_core::Error| super::usage(format!("--group-by: {e}")))?;
     if args.select.as_of.is_some() {
         return Err(super::usage("--as-of does not apply to forget"));
     }

@@ -77,7 +77,7 @@ impl PruneArgs {
         let max_unused: MaxUnused = self
             .max_unused
             .parse()
-            .map_err(|e: rewind_core::Error| super::usage(e.to_string()))?;
+            .map_err(|e: rewind_core::Error| super::usage(format!("--max-unused: {e}")))?;
         let grace = parse_grace(&self.grace).map_err(super::usage)?;
         Ok(PruneOptions {
             max_unused,
