@@ -392,7 +392,7 @@ struct Work {
     waits_from_now: bool,
 }
 
-/// Everything prune reads before it decides (steps 2 and 3).
+/// Everything prune reads before it decides (steps 3 to 5 of docs/DESIGN.md §8c).
 struct Inventory {
     marks: HashMap<PackId, Timestamp>,
     state_files: Vec<crate::backend::FileInfo>,
@@ -519,7 +519,7 @@ impl Decisions {
     }
 }
 
-/// Step 4: each indexed pack is kept, repacked later, marked, or deleted.
+/// Step 6 for indexed packs: each is kept, repacked later, marked, or deleted.
 fn decide_indexed(
     inv: &Inventory,
     fate: &dyn Fn(Timestamp) -> Fate,
@@ -560,7 +560,7 @@ fn decide_indexed(
     }
 }
 
-/// Step 5: packs outside the index. A used blob that no indexed pack holds
+/// Step 6 for packs outside the index. A used blob that no indexed pack holds
 /// can only be in one of them (a lost index file): that pack goes back into
 /// the index. Anything else is damage, and prune stops.
 fn decide_unindexed(
@@ -628,7 +628,7 @@ fn decide_unindexed(
     }
 }
 
-/// Step 6: repack the emptiest partly used packs until the unused space
+/// Step 6, repacking: the emptiest partly used packs are repacked until the unused space
 /// left in kept packs is within the limit. Returns the packs to repack.
 fn choose_repacks(
     inv: &Inventory,
@@ -730,7 +730,7 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let mut report = PruneReport::default();
 
-    // 1. Who else runs. Read after `now`: a backup that starts later reads
+    // 1 and 2. Who else runs. Read after `now`: a backup that starts later reads
     //    the marks of every pack that can be deleted now.
     let others = Others::read(repo, opts, now)?;
     if let (Some(m), false) = (others.prunes.first(), opts.dry_run) {
@@ -764,7 +764,7 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
         }
     };
 
-    // 2 and 3. What there is, and what is used.
+    // 3 to 5. What there is, and what is used.
     let inv = Inventory::read(repo, opts, &mut report)?;
     let mut d = Decisions::default();
     decide_indexed(&inv, &fate, &mut d, &mut report);
@@ -874,7 +874,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     execute(repo, plan, opts)
 }
 
-/// Carries out a plan (steps 7 to 11): repack, write the new state, check
+/// Carries out a plan (steps 7 to 10): repack, write the new state, check
 /// `--now` again, replace the index, delete, clean up. Call it with the
 /// prune's running marker announced, right after [`plan`].
 pub fn execute(repo: &Repository, plan: PrunePlan, opts: &PruneOptions) -> Result<PruneReport> {
@@ -1030,7 +1030,7 @@ fn replace_index(
     Ok(())
 }
 
-/// Step 11: older state files, markers of processes long dead, temporaries
+/// Step 10, after the packs: older state files, markers of processes long dead, temporaries
 /// of interrupted writes, and (Object Lock) versions whose retention ended.
 fn clean_up(
     repo: &Repository,
