@@ -31,7 +31,7 @@ use crate::format::snapshot::{BackupSummary, SnapshotFile, VERSION};
 use crate::format::tree::{Hole, Node, NodeKind, Time, Tree};
 use crate::id::{BlobId, SnapshotId};
 use crate::repository::{BlobWriter, Repository, Running};
-use crate::source::{self, Owners};
+use crate::source::{self, at, Owners};
 
 /// How to pick the parent snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -89,7 +89,6 @@ impl BackupOptions {
 }
 
 pub use crate::source::{local_hostname, local_username};
-
 
 pub use crate::progress::{Progress, Warning};
 
@@ -163,12 +162,12 @@ impl Scanner<'_> {
             .opts
             .exclude_if_present
             .iter()
-            .any(|n| path.join(n).symlink_metadata().is_ok())
+            .any(|n| at::short(&path.join(n)).is_ok_and(|p| p.symlink_metadata().is_ok()))
         {
             return true;
         }
         if self.opts.exclude_caches {
-            if let Ok(mut f) = File::open(path.join("CACHEDIR.TAG")) {
+            if let Ok(mut f) = at::short(&path.join("CACHEDIR.TAG")).and_then(File::open) {
                 let mut head = [0u8; 43];
                 if f.read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
                     return true;
@@ -290,7 +289,7 @@ impl Scanner<'_> {
         if self.progress.cancel.is_cancelled() {
             return BTreeMap::new(); // the backup stops after the scan
         }
-        let rd = match std::fs::read_dir(path) {
+        let rd = match at::short(path).and_then(std::fs::read_dir) {
             Ok(rd) => rd,
             Err(e) => {
                 self.progress
@@ -315,7 +314,7 @@ impl Scanner<'_> {
             .into_par_iter()
             .filter_map(|name| {
                 let child = path.join(&name);
-                let md = match child.symlink_metadata() {
+                let md = match at::short(&child).and_then(|c| c.symlink_metadata()) {
                     Ok(md) => md,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None, // vanished: nothing to say
                     Err(e) => {
@@ -392,7 +391,7 @@ fn read_file(
     job: &mut FileJob,
     progress: &Progress,
 ) -> Result<u64> {
-    let mut file = match File::open(&job.path) {
+    let mut file = match at::short(&job.path).and_then(File::open) {
         Ok(f) => f,
         Err(e) => {
             let msg = if e.kind() == std::io::ErrorKind::NotFound {
@@ -548,7 +547,8 @@ fn resolve_sources(opts: &BackupOptions, progress: &Progress) -> Result<Vec<Path
     let mut unreachable: Vec<(&Path, Error)> = Vec::new();
     for p in &opts.paths {
         let found = absolute(p).and_then(|a| {
-            a.symlink_metadata()
+            at::short(&a)
+                .and_then(|s| s.symlink_metadata())
                 .map(|_| a)
                 .map_err(|e| Error::io(format!("cannot back up {}", p.display()), e))
         });
@@ -664,7 +664,10 @@ impl Scanner<'_> {
             children: BTreeMap::new(),
         };
         for path in sources {
-            let root_dev = path.symlink_metadata().map(|m| m.dev()).unwrap_or(0);
+            let root_dev = at::short(path)
+                .and_then(|p| p.symlink_metadata())
+                .map(|m| m.dev())
+                .unwrap_or(0);
             if path
                 .components()
                 .all(|c| !matches!(c, Component::Normal(_)))
@@ -701,8 +704,8 @@ impl Scanner<'_> {
             cur.push(name);
             let bytes = name.as_bytes().to_vec();
             let pnode = ptree.as_ref().and_then(|t| t.find(&bytes)).cloned();
-            let md = cur
-                .symlink_metadata()
+            let md = at::short(&cur)
+                .and_then(|c| c.symlink_metadata())
                 .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
             if i + 1 == comps.len() {
                 if let Some(entry) =
@@ -887,9 +890,7 @@ pub fn backup(
     let warnings = progress.all_warnings();
     summary.errors = summary.errors.max(warnings.len() as u64);
     let (scan, scan_error) = match &parent {
-        Some((_, ps)) if !opts.skip_scan && !dry_run => {
-            scan_against(repo, ps, &root_id)
-        }
+        Some((_, ps)) if !opts.skip_scan && !dry_run => scan_against(repo, ps, &root_id),
         _ => (None, None),
     };
     summary.duration_secs = start.elapsed().as_secs_f64();

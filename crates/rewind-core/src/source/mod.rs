@@ -1,5 +1,8 @@
 //! Reading the source file system: node metadata, owners, xattrs, sparse
 //! regions. Sources are not backends: this module only reads local files.
+//! Paths longer than PATH_MAX are reached through [`at::short`].
+
+pub mod at;
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -53,7 +56,18 @@ impl Owners {
 /// Reads the extended attributes of `path` (not following symlinks): the
 /// attributes read, and what could not be read. A file system without
 /// xattrs has none (not a problem); an attribute removed meanwhile is gone.
+/// A path longer than PATH_MAX is read through its short name ([`at`]).
 pub fn read_xattrs(path: &Path) -> (Vec<Xattr>, Vec<String>) {
+    let short = match at::short(path) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!("cannot list extended attributes: {e}")],
+            )
+        }
+    };
+    let path = short.path();
     let unsupported = |e: &std::io::Error| {
         matches!(
             e.raw_os_error(),
@@ -94,6 +108,7 @@ pub fn read_xattrs(path: &Path) -> (Vec<Xattr>, Vec<String>) {
 /// Builds a node from `lstat` metadata. File content and directory subtrees
 /// are filled in later; symlink targets are read here. Also returns what
 /// could not be read of the extended attributes (the node has the rest).
+/// `path` may be longer than PATH_MAX.
 pub fn node_from_metadata(
     name: &[u8],
     path: &Path,
@@ -112,7 +127,10 @@ pub fn node_from_metadata(
         }
     } else if ft.is_symlink() {
         NodeKind::Symlink {
-            target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
+            target: std::fs::read_link(at::short(path)?)?
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
         }
     } else if ft.is_fifo() {
         NodeKind::Fifo
