@@ -29,10 +29,10 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::archiver::{Progress, Warning};
 use crate::error::{Error, Result};
 use crate::format::tree::{skip_holes, Node, NodeKind, Tree};
 use crate::id::BlobId;
+use crate::progress::{Progress, Warning};
 use crate::repository::{Index, Repository};
 
 /// What to do with files that already exist in the target.
@@ -270,7 +270,7 @@ mod lossy {
     }
 
     pub fn warnings<S: Serializer>(
-        v: &[crate::archiver::Warning],
+        v: &[crate::progress::Warning],
         s: S,
     ) -> std::result::Result<S::Ok, S::Error> {
         s.collect_seq(v.iter().map(|w| Warning {
