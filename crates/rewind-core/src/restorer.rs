@@ -34,6 +34,7 @@ use crate::format::tree::{skip_holes, Node, NodeKind, Tree};
 use crate::id::BlobId;
 use crate::progress::{Progress, Warning};
 use crate::repository::{Index, Repository};
+use crate::source::at;
 
 /// What to do with files that already exist in the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -476,17 +477,17 @@ pub fn find_node(repo: &Repository, root: &crate::id::BlobId, path: &Path) -> Re
 }
 
 fn ensure_dir(path: &Path, overwrite: Overwrite) -> std::io::Result<()> {
-    match fs::symlink_metadata(path) {
+    match at::symlink_metadata(path) {
         Ok(md) if md.is_dir() => Ok(()),
         Ok(_) if overwrite == Overwrite::Never => Err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             "a non-directory is in the way",
         )),
         Ok(_) => {
-            fs::remove_file(path)?; // a file or symlink: never followed
-            fs::create_dir(path)
+            at::remove_file(path)?; // a file or symlink: never followed
+            at::create_dir(path)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => at::create_dir(path),
         Err(e) => Err(e),
     }
 }
@@ -501,6 +502,8 @@ fn is_root() -> bool {
 
 /// Applies owner (as root), mode, xattrs and mtime; never follows symlinks.
 fn apply_metadata(path: &Path, node: &Node) -> std::result::Result<(), String> {
+    let short = at::short(path).map_err(|e| format!("metadata not restored: {e}"))?;
+    let path = short.path();
     let mut problems = Vec::new();
     if is_root() {
         if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
@@ -535,12 +538,12 @@ fn apply_metadata(path: &Path, node: &Node) -> std::result::Result<(), String> {
 /// Removes a file, symlink or special file in the way of a restored entry;
 /// a directory in the way is never removed (that is for `--delete` only).
 fn remove_in_the_way(path: &Path) -> std::io::Result<()> {
-    match fs::symlink_metadata(path) {
+    match at::symlink_metadata(path) {
         Ok(md) if md.is_dir() => Err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             "a directory is in the way (move it away to restore this entry)",
         )),
-        Ok(_) => fs::remove_file(path),
+        Ok(_) => at::remove_file(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
@@ -555,8 +558,8 @@ fn clear_directory_in_the_way(
     delete: bool,
     cleared: &AtomicU64,
 ) -> std::result::Result<(), String> {
-    match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() && delete => match fs::remove_dir_all(path) {
+    match at::symlink_metadata(path) {
+        Ok(md) if md.is_dir() && delete => match at::remove_dir_all(path) {
             Ok(()) => {
                 cleared.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -569,9 +572,9 @@ fn clear_directory_in_the_way(
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
+    match at::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => at::remove_dir_all(path),
+        Ok(_) => at::remove_file(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
@@ -579,7 +582,7 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
 
 /// Whether the file at `path` already matches `node` (size and mtime).
 fn already_there(path: &Path, node: &Node) -> Option<bool> {
-    fs::symlink_metadata(path)
+    at::symlink_metadata(path)
         .ok()
         .map(|md| identical(&md, node))
 }
@@ -600,20 +603,22 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
     // the target: a restore that fails halfway leaves the existing file as it
     // was, and the new file is a new inode, so nothing is ever written
     // through a hard link (to other restored paths, or out of the target).
-    if fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
+    if at::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
         return Err(Error::Refused(format!("{} is a directory in the target; the snapshot has a file there (move the directory away)", path.display())));
     }
     let mut rnd = [0u8; 8];
     crate::crypto::random_bytes(&mut rnd);
     let tmp = path.with_file_name(format!(".rewind-tmp-{}", hex::encode(rnd)));
     let result = (|| {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+        let f = at::open(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW),
+            &tmp,
+        )
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
         let mut pos = 0u64;
         let mut holes = holes.iter().peekable();
         let mut written = 0;
@@ -630,12 +635,12 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
         })?;
         f.set_len(node.size)
             .map_err(|e| Error::io(format!("resize {}", path.display()), e))?;
-        fs::rename(&tmp, path)
+        at::rename(&tmp, path)
             .map_err(|e| Error::io(format!("rename into {}", path.display()), e))?;
         Ok(written)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = at::remove_file(&tmp);
     }
     result
 }
@@ -693,7 +698,7 @@ impl PackFile {
                 if !st.created {
                     o.create_new(true).mode(0o600);
                 }
-                let f = o.open(&self.tmp)?;
+                let f = at::open(&o, &self.tmp)?;
                 st.created = true;
                 if open.fetch_add(1, Ordering::Relaxed) < MAX_OPEN_FILES {
                     st.handle = Some(f);
@@ -734,27 +739,31 @@ impl PackFile {
             Some(e) => Err(e),
             None => (|| {
                 if !st.created {
-                    OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .custom_flags(nix::libc::O_NOFOLLOW)
-                        .open(&self.tmp)?;
+                    at::open(
+                        OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .custom_flags(nix::libc::O_NOFOLLOW),
+                        &self.tmp,
+                    )?;
                     st.created = true;
                 }
-                let f = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&self.tmp)?;
+                let f = at::open(
+                    OpenOptions::new()
+                        .write(true)
+                        .custom_flags(nix::libc::O_NOFOLLOW),
+                    &self.tmp,
+                )?;
                 f.set_len(self.size)?;
                 drop(f);
-                fs::rename(&self.tmp, &self.path)
+                at::rename(&self.tmp, &self.path)
             })()
             .map(|()| st.written)
             .map_err(|e| Error::io(format!("write {}", self.path.display()), e).to_string()),
         };
         if result.is_err() && st.created {
-            let _ = fs::remove_file(&self.tmp);
+            let _ = at::remove_file(&self.tmp);
         }
         progress.done_files.fetch_add(1, Ordering::Relaxed);
         st.result = Some(result);
@@ -832,7 +841,7 @@ impl ByPack<'_> {
                 remaining: AtomicUsize::new(content.len()),
                 state: Mutex::new(PackFileState::default()),
             };
-            if fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
+            if at::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
                 job.fail(&Error::Refused(format!("{} is a directory in the target; the snapshot has a file there (move the directory away)", path.display())).to_string());
             }
             let mut at = 0u64;
@@ -960,12 +969,12 @@ fn is_restore_temporary(name: &[u8]) -> bool {
 /// Removes what an interrupted restore left in `dir` (temporary files that
 /// never got renamed into place).
 fn remove_stale_temporaries(dir: &Path) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
+    let Ok(rd) = at::read_dir(dir) else { return };
     for e in rd.flatten() {
         if is_restore_temporary(e.file_name().as_bytes())
             && e.file_type().is_ok_and(|t| t.is_file())
         {
-            let _ = fs::remove_file(e.path());
+            let _ = at::remove_file(dir.join(e.file_name()));
         }
     }
 }
@@ -976,7 +985,8 @@ fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Resu
         return Ok(());
     };
     let index = repo.index().map_err(|e| e.to_string())?;
-    let mut f = File::open(path).map_err(|e| format!("cannot read back: {e}"))?;
+    let mut f = at::open(OpenOptions::new().read(true), path)
+        .map_err(|e| format!("cannot read back: {e}"))?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     if len != node.size {
         return Err(format!("size is {len}, snapshot says {}", node.size));
@@ -1104,7 +1114,7 @@ impl<'a> Look<'a> {
     fn dir(&mut self, rel: &Path, plan: &mut RestorePlan) {
         let parent = self.parent_state(rel);
         let state = match parent {
-            DirState::Exists => match fs::symlink_metadata(self.target.join(rel)) {
+            DirState::Exists => match at::symlink_metadata(self.target.join(rel)) {
                 Ok(md) if md.is_dir() => DirState::Exists,
                 Ok(_) if self.overwrite == Overwrite::Never => DirState::Blocked,
                 _ => DirState::New,
@@ -1132,7 +1142,7 @@ impl<'a> Look<'a> {
         let found = match self.parent_state(rel) {
             DirState::Blocked => return (Action::Blocked, Found::Nothing),
             DirState::New => Found::Nothing,
-            DirState::Exists => match fs::symlink_metadata(self.target.join(rel)) {
+            DirState::Exists => match at::symlink_metadata(self.target.join(rel)) {
                 Ok(md) if md.is_dir() => Found::Dir,
                 Ok(md) => Found::NonDir { same: same(&md) },
                 Err(_) => Found::Nothing,
@@ -1167,7 +1177,7 @@ impl<'a> Look<'a> {
                 let stays = staying.contains(first.as_path());
                 let (action, found) = self.entry(&link, false, |md| {
                     stays
-                        && fs::symlink_metadata(&src)
+                        && at::symlink_metadata(&src)
                             .is_ok_and(|s| s.dev() == md.dev() && s.ino() == md.ino())
                 });
                 Link {
@@ -1188,7 +1198,7 @@ impl<'a> Look<'a> {
             if self.state(rel) != DirState::Exists {
                 continue;
             }
-            let Ok(rd) = fs::read_dir(self.target.join(rel)) else {
+            let Ok(rd) = at::read_dir(self.target.join(rel)) else {
                 continue;
             };
             for e in rd.flatten() {
@@ -1638,7 +1648,7 @@ impl Run<'_> {
             self.fail(link, m);
             return false;
         }
-        if fs::symlink_metadata(&dst).is_ok() {
+        if at::symlink_metadata(&dst).is_ok() {
             if self.work.overwrite == Overwrite::Never || same_inode(&src, &dst) {
                 return false;
             }
@@ -1657,7 +1667,7 @@ impl Run<'_> {
             );
             return false;
         }
-        match fs::hard_link(&src, &dst) {
+        match at::hard_link(&src, &dst) {
             Ok(()) => true,
             Err(e) => {
                 self.fail(
@@ -1693,7 +1703,7 @@ impl Run<'_> {
             self.fail(&o.rel, m);
             return false;
         }
-        if fs::symlink_metadata(&path).is_ok() {
+        if at::symlink_metadata(&path).is_ok() {
             if self.work.overwrite == Overwrite::Never {
                 return false;
             }
@@ -1725,7 +1735,7 @@ impl Run<'_> {
                 continue;
             }
             let path = self.target.join(rel);
-            if fs::symlink_metadata(&path).is_err() {
+            if at::symlink_metadata(&path).is_err() {
                 continue; // gone since planning
             }
             match remove_any(&path) {
@@ -1779,6 +1789,8 @@ impl Run<'_> {
 
 /// Creates a symlink, fifo or device node at `path` (nothing is there).
 fn make_special(path: &Path, node: &Node) -> std::result::Result<(), String> {
+    let short = at::short(path).map_err(|e| e.to_string())?;
+    let path = short.path();
     let mode = nix::sys::stat::Mode::from_bits_truncate(node.mode & 0o7777);
     match &node.kind {
         NodeKind::Symlink { target } => {
@@ -1802,7 +1814,7 @@ fn make_special(path: &Path, node: &Node) -> std::result::Result<(), String> {
 }
 
 fn same_inode(a: &Path, b: &Path) -> bool {
-    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+    match (at::symlink_metadata(a), at::symlink_metadata(b)) {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
         _ => false,
     }

@@ -162,6 +162,54 @@ fn open_dir(path: &Path) -> io::Result<Fd> {
     Ok(dir)
 }
 
+// ------------------------------------------------------------ std::fs calls
+//
+// std's calls that restore and verify make, for any path: each call takes
+// the short name of its path(s). A long path costs one walk per call, which
+// is fine for the rare entries that deep.
+
+/// [`std::fs::symlink_metadata`] of any path.
+pub fn symlink_metadata<P: AsRef<Path>>(path: P) -> io::Result<std::fs::Metadata> {
+    std::fs::symlink_metadata(short(path.as_ref())?)
+}
+
+/// [`std::fs::read_dir`] of any path. Use the entries' names, not
+/// `DirEntry::path` (a name through a descriptor that is closed on return).
+pub fn read_dir<P: AsRef<Path>>(path: P) -> io::Result<std::fs::ReadDir> {
+    std::fs::read_dir(short(path.as_ref())?)
+}
+
+/// Opens any path with `opts`.
+pub fn open<P: AsRef<Path>>(opts: &std::fs::OpenOptions, path: P) -> io::Result<std::fs::File> {
+    opts.open(short(path.as_ref())?)
+}
+
+/// [`std::fs::create_dir`] of any path.
+pub fn create_dir<P: AsRef<Path>>(path: P) -> io::Result<()> {
+    std::fs::create_dir(short(path.as_ref())?)
+}
+
+/// [`std::fs::remove_file`] of any path (a symlink itself is removed).
+pub fn remove_file<P: AsRef<Path>>(path: P) -> io::Result<()> {
+    std::fs::remove_file(short(path.as_ref())?)
+}
+
+/// [`std::fs::remove_dir_all`] of any path: it never follows a symlink, and
+/// below its top it works relative to open directories.
+pub fn remove_dir_all<P: AsRef<Path>>(path: P) -> io::Result<()> {
+    std::fs::remove_dir_all(short(path.as_ref())?)
+}
+
+/// [`std::fs::rename`] between any paths.
+pub fn rename<P: AsRef<Path>, Q: AsRef<Path>>(from: P, to: Q) -> io::Result<()> {
+    std::fs::rename(short(from.as_ref())?, short(to.as_ref())?)
+}
+
+/// [`std::fs::hard_link`] between any paths (`src` is not followed).
+pub fn hard_link<P: AsRef<Path>, Q: AsRef<Path>>(src: P, dst: Q) -> io::Result<()> {
+    std::fs::hard_link(short(src.as_ref())?, short(dst.as_ref())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
