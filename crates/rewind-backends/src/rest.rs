@@ -20,6 +20,10 @@ use rewind_core::{Error, Result};
 use crate::packcache::{PackCache, SMALL_READ};
 use crate::Options;
 
+/// The header of a refusal that says its kind (`role`, `retention`,
+/// `history`, `quota`, ...), as counted in the server's metrics.
+pub const REFUSAL_HEADER: &str = "x-rewind-refusal";
+
 /// The environment variable that holds the client's token.
 pub const TOKEN_ENV: &str = "REWIND_SERVER_TOKEN";
 
@@ -457,9 +461,19 @@ impl Backend for RestBackend {
         if t == FileType::Pack {
             self.cache.forget(name);
         }
-        let (status, _, body) = self.send(Method::DELETE, &self.url(t, Some(name)), None, None)?;
+        let (status, headers, body) =
+            self.send(Method::DELETE, &self.url(t, Some(name)), None, None)?;
         match status.as_u16() {
             200 | 204 | 404 => Ok(()),
+            // Not kept for now (a minimum age passes): this token's role
+            // may never delete it.
+            403 if headers.get(REFUSAL_HEADER).is_some_and(|v| v == "role") => Err(Error::io(
+                format!("delete {} {name} in {}", t.what(), self.location),
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    String::from_utf8_lossy(&body).trim().to_string(),
+                ),
+            )),
             _ => Err(self.unexpected(t, name, status, &body)),
         }
     }

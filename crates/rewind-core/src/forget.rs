@@ -338,7 +338,9 @@ pub fn plan(
 /// snapshot after its superseded copies (a snapshot stays when the storage
 /// keeps one of its copies, or it would come back as that copy), then the
 /// superseded copies of the snapshots that stay. Files the storage keeps
-/// are reported, not errors; any other failure stops at once, leaving
+/// are reported, not errors; so are superseded copies these credentials
+/// may not delete (garbage, hidden); any other failure, among them a
+/// snapshot these credentials may not delete, stops at once, leaving
 /// every snapshot not yet reached (and none half-deleted: a snapshot whose
 /// copies were deleted is still the snapshot).
 pub fn execute(repo: &Repository, plan: &ForgetPlan) -> Result<ForgetReport> {
@@ -371,11 +373,14 @@ pub fn execute(repo: &Repository, plan: &ForgetPlan) -> Result<ForgetReport> {
         }
     }
     // Copies of kept snapshots left by protect or mark where the storage
-    // kept the old file: garbage, removed when the storage lets them go.
+    // kept the old file: garbage, removed when the storage (or a token
+    // that may delete) lets them go.
     for copy in &plan.remove_superseded {
-        match delete(copy)? {
-            None => report.superseded_removed.push(*copy),
-            Some(_) => report.superseded_kept.push(*copy),
+        match delete(copy) {
+            Ok(None) => report.superseded_removed.push(*copy),
+            Ok(Some(_)) => report.superseded_kept.push(*copy),
+            Err(e) if crate::backend::is_not_permitted(&e) => report.superseded_kept.push(*copy),
+            Err(e) => return Err(e),
         }
     }
     Ok(report)

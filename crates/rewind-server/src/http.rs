@@ -474,7 +474,12 @@ impl Ctx {
             "refused {} {} from {} token={} ({kind}): {msg}",
             self.method, self.path, self.peer, self.token
         ));
-        self.answer(status, msg)
+        let mut r = self.answer(status, msg);
+        r.headers_mut().insert(
+            rewind_backends::rest::REFUSAL_HEADER,
+            HeaderValue::from_static(kind),
+        );
+        r
     }
 
     fn failed(&self, e: &Error) -> Response {

@@ -247,6 +247,14 @@ pub fn delete_unless_kept(b: &dyn Backend, t: FileType, name: &str) -> Result<Op
     }
 }
 
+/// True when a delete failed because these credentials may not delete
+/// (the rewind server's `backup` and `read` tokens, a read-only
+/// directory): unlike a file the storage keeps for now, it will not go
+/// later either.
+pub fn is_not_permitted(e: &crate::Error) -> bool {
+    matches!(e.inner(), crate::Error::Io { error, .. } if error.kind() == std::io::ErrorKind::PermissionDenied)
+}
+
 #[doc(hidden)]
 pub mod conformance {
     //! The suite every backend must pass: exact listings, ranged reads,

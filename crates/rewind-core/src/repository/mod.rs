@@ -731,9 +731,13 @@ impl Repository {
         let new = self.save_snapshot(&snap)?;
         if new != *id {
             // Kept by the storage for now (the rewind server's minimum
-            // delete age): listings hide it as superseded, and a later
-            // forget removes it.
-            delete_unless_kept(&*self.backend, FileType::Snapshot, &id.to_hex())?;
+            // delete age), or not ours to delete (its backup token):
+            // listings hide it as superseded, and a later forget (with a
+            // token that may delete) removes it.
+            match delete_unless_kept(&*self.backend, FileType::Snapshot, &id.to_hex()) {
+                Err(e) if !crate::backend::is_not_permitted(&e) => return Err(e),
+                _ => {}
+            }
         }
         Ok(new)
     }
