@@ -348,12 +348,23 @@ fn an_attacker_with_the_backup_token_destroys_nothing() {
     server
         .admin(&env, &["token", "revoke", "old-laptop"])
         .expect_code(0);
+    // A token that expired: `token add` refuses a past date, so it is
+    // made valid for a day and its expiry moved back in the state file.
     let expired = server.token(
         &env,
         "laptop",
         "backup",
-        &["--name", "gone", "--expires", "2020-01-01"],
+        &["--name", "gone", "--expires", "1d"],
     );
+    let state_file = server.data.join("server.json");
+    let mut st: serde_json::Value =
+        serde_json::from_slice(&fs::read(&state_file).unwrap()).unwrap();
+    for t in st["tokens"].as_array_mut().unwrap() {
+        if t["name"] == "gone" {
+            t["expires"] = "2020-01-01T00:00:00Z".into();
+        }
+    }
+    fs::write(&state_file, serde_json::to_vec_pretty(&st).unwrap()).unwrap();
 
     let c = client(&env, &server, "laptop", &backup);
     let src = env.path("src");
@@ -1404,4 +1415,24 @@ fn a_local_repository_copies_each_backup_to_the_server() {
     assert!(reader.ok(["snapshots"]).out().contains("2 snapshots"));
     reader.restore_matches(&src, "from-offsite");
     reader.ok(["check", "--read-data"]);
+}
+
+#[test]
+fn a_past_expiry_date_is_refused() {
+    let env = Env::new();
+    let add = |expires: &str| {
+        let mut c = env.bare_cmd();
+        c.args(["serve", "token", "add", "--repo", "r", "--role", "backup"])
+            .args(["--expires", expires, "--data"])
+            .arg(env.path("d"));
+        run_cmd(c)
+    };
+    let r = add("2020-01-01");
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("--expires 2020-01-01"), "{r}");
+    assert!(r.stderr.contains("has passed"), "{r}");
+    assert!(!env.path("d/server.json").exists(), "{r}");
+    let r = add("0d");
+    assert_eq!(r.code, Some(2), "{r}");
+    add("2999-01-01").expect_code(0);
 }

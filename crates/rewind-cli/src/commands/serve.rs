@@ -174,7 +174,21 @@ fn parse_size(s: &str) -> Result<u64> {
     }
 }
 
+/// Parses `--expires`: a duration from now or a date; refuses a time that
+/// has passed (the token would open nothing).
 fn parse_expiry(s: &str) -> Result<jiff::Timestamp> {
+    let at = parse_expiry_time(s)?;
+    if at <= jiff::Timestamp::now() {
+        return Err(usage(format!(
+            "--expires {s}: {} has passed, and a token that expired already would open nothing; give a later date or a duration (90d, 1y)",
+            at.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+        )));
+    }
+    Ok(at)
+}
+
+fn parse_expiry_time(s: &str) -> Result<jiff::Timestamp> {
     if let Ok(span) = rewind_core::retention::parse_duration(s) {
         let now = jiff::Zoned::now();
         return Ok(now
