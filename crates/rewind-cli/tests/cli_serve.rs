@@ -1436,3 +1436,34 @@ fn a_past_expiry_date_is_refused() {
     assert_eq!(r.code, Some(2), "{r}");
     add("2999-01-01").expect_code(0);
 }
+
+#[test]
+fn refusals_to_delete_the_config_or_a_key_name_where_they_are() {
+    let env = Env::new();
+    let server = Server::start(&env, &[]);
+    let admin = server.token(&env, "laptop", "admin", &[]);
+    let (s, why) = http(
+        &server.addr,
+        "DELETE",
+        "/laptop/config/config",
+        Some(&admin),
+        &[],
+        b"",
+    );
+    assert_eq!(s, 403, "{why}");
+    let config = server.repo_dir("laptop").join("config");
+    assert!(why.contains(&config.display().to_string()), "{why}");
+    assert!(!why.contains("keys/"), "{why}");
+    let key = "ab".repeat(32);
+    let (s, why) = http(
+        &server.addr,
+        "DELETE",
+        &format!("/laptop/keys/{key}"),
+        Some(&admin),
+        &[],
+        b"",
+    );
+    assert_eq!(s, 403, "{why}");
+    let path = server.repo_dir("laptop").join("keys").join(&key);
+    assert!(why.contains(&path.display().to_string()), "{why}");
+}

@@ -127,6 +127,19 @@ impl App {
         }
     }
 
+    /// Where a repository's file lives in the server's storage, for an
+    /// operator's eyes: `DATA/repos/REPO/keys/NAME`, `STORAGE/REPO/config`.
+    fn stored_path(&self, repo: &str, t: FileType, name: &str) -> String {
+        let base = match &self.config.storage {
+            None => self.config.repos_dir().join(repo).display().to_string(),
+            Some(s) => format!("{}/{repo}", s.trim_end_matches('/')),
+        };
+        match t {
+            FileType::Config => format!("{base}/config"),
+            _ => format!("{base}/{}/{name}", t.dir()),
+        }
+    }
+
     fn repo(&self, name: &str) -> Result<Arc<Repo>> {
         if let Some(r) = self.repos.lock().expect("repos").get(name) {
             return Ok(r.clone());
@@ -1117,13 +1130,18 @@ async fn delete_file(
     if matches!(t, FileType::Config | FileType::Key) {
         // Without them nothing can be read: no token may remove them. A
         // compromised password's key file is removed on the server itself.
+        let path = ctx.app.stored_path(&ctx.repo, t, &name);
         return ctx.refuse(
             StatusCode::FORBIDDEN,
             "role",
-            format!(
-                "the server never deletes {} files through its API; remove keys/{name} on the server itself",
-                t.what()
-            ),
+            match t {
+                FileType::Config => format!(
+                    "the server never deletes a repository's config through its API: without it nothing in the repository can be read (it is {path} on the server)"
+                ),
+                _ => format!(
+                    "the server never deletes key files through its API; remove {path} on the server itself"
+                ),
+            },
         );
     }
     let allowed = match t {
