@@ -1467,3 +1467,25 @@ fn refusals_to_delete_the_config_or_a_key_name_where_they_are() {
     let path = server.repo_dir("laptop").join("keys").join(&key);
     assert!(why.contains(&path.display().to_string()), "{why}");
 }
+
+#[test]
+fn a_refused_copy_target_says_it_is_an_admin_setting() {
+    let env = Env::with_repo();
+    let server = Server::start(&env, &[]);
+    let backup = server.token(&env, "laptop", "backup", &[]);
+    let c = client(&env, &server, "laptop", &backup);
+    c.ok(["init"]);
+    let pw = env.path("to-password");
+    fs::write(&pw, &env.password).unwrap();
+    let r = c.run([
+        "copy-target",
+        "set",
+        env.repo.to_str().unwrap(),
+        "--to-password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("copy target"), "{r}");
+    assert!(r.stderr.contains("admin token"), "{r}");
+    assert!(!r.stderr.contains("policy files"), "{r}");
+}

@@ -935,7 +935,15 @@ async fn put_file(
                 "a read token cannot store files",
             )
         }
-        (Role::Backup, FileType::Policy | FileType::PruneState) => {
+        (Role::Backup, FileType::Policy) => {
+            // Policy files hold every setting of the repository; say which.
+            return ctx.refuse(
+                StatusCode::FORBIDDEN,
+                "role",
+                "a backup token cannot change the repository's settings (its retention policy, copy target and alert URL): they are stored with an admin token",
+            );
+        }
+        (Role::Backup, FileType::PruneState) => {
             return ctx.refuse(
                 StatusCode::FORBIDDEN,
                 "role",
