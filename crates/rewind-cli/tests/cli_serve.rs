@@ -1048,7 +1048,8 @@ fn the_history_floor_holds_even_against_the_admin_token() {
         write(&src.join("n"), format!("{i}").as_bytes());
         c.ok(["backup", src.to_str().unwrap()]);
     }
-    // As stored by the server: 400, 200, 100, 100, 40 days ago, and now.
+    // As stored by the server: 400 and 200 days ago, twice in the month
+    // of 100 days ago (its 2nd and 3rd), 40 days ago, and now.
     let dir = server.repo_dir("laptop");
     let ids = snapshot_ids(&c);
     let now = std::time::SystemTime::now()
@@ -1056,8 +1057,24 @@ fn the_history_floor_holds_even_against_the_admin_token() {
         .unwrap()
         .as_secs();
     let day = 86_400;
-    for (id, age) in ids.iter().zip([400, 200, 100, 100, 40]) {
-        set_mtime(&dir.join("snapshots").join(id), now - age * day, 0);
+    let month_start = jiff::Timestamp::from_second((now - 100 * day) as i64)
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .first_of_month()
+        .unwrap()
+        .start_of_day()
+        .unwrap()
+        .timestamp()
+        .as_second() as u64;
+    let times = [
+        now - 400 * day,
+        now - 200 * day,
+        month_start + day,
+        month_start + 2 * day,
+        now - 40 * day,
+    ];
+    for (id, time) in ids.iter().zip(times) {
+        set_mtime(&dir.join("snapshots").join(id), time, 0);
     }
     let del = |id: &str| {
         http(
@@ -1077,11 +1094,16 @@ fn the_history_floor_holds_even_against_the_admin_token() {
     let (s, why) = del(&ids[1]);
     assert_eq!(s, 403, "{why}");
     assert!(why.contains("only one stored in"), "{why}");
-    // One of two of the same month: allowed; the other then stays.
+    // Of two in the same month, the last stored stays (DESIGN §14) ...
+    let (s, why) = del(&ids[3]);
+    assert_eq!(s, 403, "{why}");
+    assert!(why.contains("the last one stored in"), "{why}");
+    // ... and the earlier may go; the last then stays, the only one.
     let (s, why) = del(&ids[2]);
     assert_eq!(s, 204, "{why}");
-    let (s, _) = del(&ids[3]);
-    assert_eq!(s, 403);
+    let (s, why) = del(&ids[3]);
+    assert_eq!(s, 403, "{why}");
+    assert!(why.contains("only one stored in"), "{why}");
     // forget says what the server kept, and goes on.
     let forget = c.run(["forget", "--keep-last", "1", "--allow-short-history"]);
     assert_eq!(forget.code, Some(0), "{forget}");

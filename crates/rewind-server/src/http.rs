@@ -1246,7 +1246,7 @@ async fn delete_file(
 /// - the span from the oldest snapshot to now may not fall below the floor
 ///   (or below what it is, for a younger repository);
 /// - within the floor, the last snapshot stored in a calendar month (UTC)
-///   stays.
+///   stays; the month's earlier ones may go.
 fn history_refusal(b: &dyn Backend, name: &str, days: u32) -> Result<Option<String>> {
     let now = Timestamp::now();
     let mut stored = Vec::new();
@@ -1282,14 +1282,25 @@ fn history_refusal(b: &dyn Backend, name: &str, days: u32) -> Result<Option<Stri
         let d = t.to_zoned(jiff::tz::TimeZone::UTC);
         (d.year(), d.month())
     };
-    if now.duration_since(this) < floor
-        && !stored
-            .iter()
-            .any(|(n, t)| n != name && month(*t) == month(this))
-    {
+    if now.duration_since(this) >= floor {
+        return Ok(None);
+    }
+    // The month's others; the last stored is the one that stays (of two
+    // stored at the same instant, the greater name).
+    let others: Vec<&(String, Timestamp)> = stored
+        .iter()
+        .filter(|(n, t)| n != name && month(*t) == month(this))
+        .collect();
+    let later = |(n, t): &&(String, Timestamp)| *t > this || (*t == this && n.as_str() > name);
+    if !others.iter().any(later) {
         let (y, m) = month(this);
+        let which = if others.is_empty() {
+            "the only one"
+        } else {
+            "the last one"
+        };
         return Ok(Some(format!(
-            "snapshot {name} is the only one stored in {y}-{m:02}; the server keeps one a month for the last {days} days (set on the server)"
+            "snapshot {name} is {which} stored in {y}-{m:02}; the server keeps the last of each month for the last {days} days (set on the server)"
         )));
     }
     Ok(None)
