@@ -1439,6 +1439,31 @@ fn a_local_repository_copies_each_backup_to_the_server() {
     reader.ok(["check", "--read-data"]);
 }
 
+/// Stores `body` under its own hash name in `/REPO/TYPE/` (the server
+/// tells the hash when refusing a wrong name); returns the name.
+fn put_named(addr: &str, dir: &str, token: &str, body: &[u8]) -> String {
+    let (s, why) = http(
+        addr,
+        "PUT",
+        &format!("{dir}{}", "0".repeat(64)),
+        Some(token),
+        &[],
+        body,
+    );
+    assert_eq!(s, 400, "{why}");
+    let name = why
+        .split("hash is ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let (s, why) = http(addr, "PUT", &format!("{dir}{name}"), Some(token), &[], body);
+    assert_eq!(s, 201, "{why}");
+    name
+}
+
 #[test]
 fn a_past_expiry_date_is_refused() {
     let env = Env::new();
@@ -1510,4 +1535,49 @@ fn a_refused_copy_target_says_it_is_an_admin_setting() {
     assert!(r.stderr.contains("copy target"), "{r}");
     assert!(r.stderr.contains("admin token"), "{r}");
     assert!(!r.stderr.contains("policy files"), "{r}");
+}
+
+#[test]
+fn a_restarted_server_still_knows_whose_marker_it_is() {
+    let env = Env::new();
+    let mut server = Server::start(&env, &[]);
+    let a = server.token(&env, "laptop", "backup", &["--name", "a"]);
+    let b = server.token(&env, "laptop", "backup", &["--name", "b"]);
+    let marker = put_named(
+        &server.addr,
+        "/laptop/running/",
+        &a,
+        b"a's backup is running",
+    );
+    server.kill();
+    server.spawn(&env);
+    let del = |token: &str| {
+        http(
+            &server.addr,
+            "DELETE",
+            &format!("/laptop/running/{marker}"),
+            Some(token),
+            &[],
+            b"",
+        )
+    };
+    // Another client's live marker stays ...
+    let (s, why) = del(&b);
+    assert_eq!(s, 403, "{why}");
+    assert!(server
+        .repo_dir("laptop")
+        .join("running")
+        .join(&marker)
+        .exists());
+    // ... and its own client removes it, after the restart too.
+    let (s, why) = del(&a);
+    assert_eq!(s, 204, "{why}");
+    assert!(!server
+        .repo_dir("laptop")
+        .join("running")
+        .join(&marker)
+        .exists());
+    // The record went with it.
+    let owners = server.data.join("marker-owners/running");
+    assert_eq!(fs::read_dir(&owners).map(|d| d.count()).unwrap_or(0), 0);
 }

@@ -30,6 +30,9 @@ pub(crate) struct App {
     store: state::StateStore,
     state: Mutex<Loaded>,
     repos: Mutex<HashMap<String, Arc<Repo>>>,
+    /// Which token stored each running marker, kept with the state
+    /// ([`state::StateStore::marker_owners`]).
+    marker_owners: Arc<dyn Backend>,
     metrics: Metrics,
 }
 
@@ -50,13 +53,15 @@ struct Repo {
     usage: Mutex<Option<(u64, BTreeMap<&'static str, u64>)>>,
     /// Snapshot deletes one at a time: each is judged against the others.
     snapshot_deletes: tokio::sync::Mutex<()>,
-    /// Which token stored each running marker (this process's memory).
+    /// Which token stored each running marker: what this process saw (the
+    /// records in [`App::marker_owners`] outlive it).
     markers: Mutex<HashMap<String, String>>,
 }
 
 impl App {
     pub(crate) fn new(config: Config, store: state::StateStore) -> App {
         App {
+            marker_owners: store.marker_owners(),
             store,
             state: Mutex::new(Loaded {
                 stamp: None,
@@ -1067,6 +1072,17 @@ async fn put_file(
                     .lock()
                     .expect("markers")
                     .insert(name.clone(), ctx.token.clone());
+                let owners = ctx.app.marker_owners.clone();
+                let key = state::marker_owner_key(&ctx.repo, &name);
+                let token = ctx.token.clone();
+                if let Err(e) =
+                    blocking(move || owners.write(FileType::Running, &key, token.as_bytes())).await
+                {
+                    log(&format!(
+                        "recording that token {} stored running marker {name} of {} failed ({e}); after a restart it can remove the marker only once stale",
+                        ctx.token, ctx.repo
+                    ));
+                }
             }
             repo.added(t, seen);
             ctx.app.metrics.bytes_in(&ctx.repo, seen);
@@ -1171,7 +1187,18 @@ async fn delete_file(
         // A backup token removes its own markers, or stale ones (a marker
         // of a live backup is refreshed every 5 minutes): another client's
         // live marker is what keeps a prune off that client's new data.
-        let owner = repo.markers.lock().expect("markers").get(&name).cloned();
+        let mut owner = repo.markers.lock().expect("markers").get(&name).cloned();
+        if owner.is_none() {
+            // Stored before this process started (or through another
+            // server of the same store): the record says by whom.
+            let owners = ctx.app.marker_owners.clone();
+            let key = state::marker_owner_key(&ctx.repo, &name);
+            owner = match blocking(move || owners.read(FileType::Running, &key)).await {
+                Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                Err(Error::Missing { .. }) => None,
+                Err(e) => return ctx.failed(&e),
+            };
+        }
         if owner.as_deref() != Some(ctx.token.as_str()) {
             let b = repo.backend.clone();
             let n = name.clone();
@@ -1232,6 +1259,14 @@ async fn delete_file(
         Ok(()) => {
             if t == FileType::Running {
                 repo.markers.lock().expect("markers").remove(&name);
+                let owners = ctx.app.marker_owners.clone();
+                let key = state::marker_owner_key(&ctx.repo, &name);
+                if let Err(e) = blocking(move || owners.delete(FileType::Running, &key)).await {
+                    log(&format!(
+                        "removing the record of running marker {name} of {} failed: {e}",
+                        ctx.repo
+                    ));
+                }
             }
             *repo.usage.lock().expect("usage") = None;
             ctx.answer(StatusCode::NO_CONTENT, "")

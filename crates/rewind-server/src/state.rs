@@ -329,6 +329,20 @@ impl StateStore {
         }
     }
 
+    /// Where the server records which token stored each running marker
+    /// (a file per marker, named by [`marker_owner_key`], holding the
+    /// token's name), beside the state: `DATA/marker-owners/running/`, or
+    /// `STORAGE/.server/running/`. A restarted server, or another in front
+    /// of the same store, so still lets a client remove its own marker.
+    pub fn marker_owners(&self) -> Arc<dyn Backend> {
+        match self {
+            StateStore::File(d) => Arc::new(rewind_core::backend::LocalBackend::new(
+                d.join("marker-owners"),
+            )),
+            StateStore::Store(b) => b.clone(),
+        }
+    }
+
     /// Where, for messages.
     pub fn describe(&self) -> String {
         match self {
@@ -417,6 +431,14 @@ impl StateStore {
             }
         }
     }
+}
+
+/// The name of the record of who stored running marker `marker` of
+/// repository `repo` ([`StateStore::marker_owners`]).
+pub fn marker_owner_key(repo: &str, marker: &str) -> String {
+    blake3::hash(format!("{repo}/{marker}").as_bytes())
+        .to_hex()
+        .to_string()
 }
 
 /// The newest readable version among `files` (`None` if none could be
