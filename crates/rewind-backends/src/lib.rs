@@ -108,11 +108,12 @@ pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>> 
                 | "sftp.connections"
                 | "rest.token-file"
                 | "rest.ca"
+                | "rest.fingerprint"
                 | "rest.connections"
         );
         if !known {
             return Err(Error::InvalidInput(format!(
-                "unknown option {k:?}; known: s3.region, s3.connections, s3.profile, sftp.command, sftp.args, sftp.connections, rest.token-file, rest.ca, rest.connections"
+                "unknown option {k:?}; known: s3.region, s3.connections, s3.profile, sftp.command, sftp.args, sftp.connections, rest.token-file, rest.ca, rest.fingerprint, rest.connections"
             )));
         }
     }

@@ -5,11 +5,17 @@
 //! 201 or 409. The server enforces roles and a minimum delete age; its
 //! refusals (403) come back as [`Error::Refused`] with the server's reason,
 //! and its retention is reported as an [`ObjectLock`] so that prune keeps
-//! what the server keeps.
+//! what the server keeps. A deletion the token's role does not allow is a
+//! permission error instead: nothing will ever delete that file through
+//! this token, so it is no "kept for now".
+//!
+//! TLS: the system's roots (plus `rest.ca`), or, for a server with a
+//! self-signed certificate (`rewind serve --tls-self-signed`), exactly the
+//! certificate whose SHA-256 fingerprint `rest.fingerprint` pins.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, StatusCode};
@@ -94,6 +100,107 @@ pub fn type_segment(t: FileType) -> &'static str {
     }
 }
 
+/// The SHA-256 fingerprint of a certificate (its DER bytes), as
+/// `rest.fingerprint` takes it and `rewind serve` prints it:
+/// `SHA256:` and 64 lowercase hex digits.
+pub fn cert_fingerprint(der: &[u8]) -> String {
+    fingerprint_of_digest(&sha256(der))
+}
+
+fn sha256(der: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).into()
+}
+
+fn fingerprint_of_digest(digest: &[u8; 32]) -> String {
+    format!("SHA256:{}", hex::encode(digest))
+}
+
+/// Parses a certificate fingerprint: `SHA256:` (optional, any case) and 64
+/// hex digits, with or without colons between the bytes (as OpenSSL
+/// prints them).
+pub fn parse_fingerprint(s: &str) -> Result<[u8; 32]> {
+    let t = s.trim();
+    let t = match t.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("sha256:") => &t[7..],
+        _ => t,
+    };
+    let digits: String = t.chars().filter(|c| *c != ':').collect();
+    let mut out = [0u8; 32];
+    match hex::decode_to_slice(&digits, &mut out) {
+        Ok(()) => Ok(out),
+        Err(_) => Err(Error::InvalidInput(format!(
+            "rest.fingerprint={s}: give the server certificate's SHA-256 fingerprint, SHA256: and 64 hex digits, as `rewind serve` prints it"
+        ))),
+    }
+}
+
+/// A certificate verifier that accepts exactly one certificate: the one
+/// whose SHA-256 fingerprint is pinned (the name, the issuer and the dates
+/// do not matter: the pin says more than any of them). The handshake's
+/// signatures are still checked against that certificate's key.
+#[derive(Debug)]
+struct PinnedCertificate {
+    pin: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The fingerprint of the last certificate refused, for the message.
+    refused: Mutex<Option<String>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let presented = sha256(end_entity);
+        if presented == self.pin {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        *self.refused.lock().expect("pin") = Some(fingerprint_of_digest(&presented));
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// What `GET /REPO/` answers.
 #[derive(Clone, Debug, serde::Deserialize)]
 struct RepoInfo {
@@ -111,6 +218,8 @@ pub struct RestBackend {
     /// Set by the first answer: a transport error before it (wrong host,
     /// port or certificate) is not retried.
     answered: std::sync::atomic::AtomicBool,
+    /// The pinned certificate's verifier (`rest.fingerprint`).
+    pinned: Option<Arc<PinnedCertificate>>,
     // Dropped after the client that runs on it.
     runtime: tokio::runtime::Runtime,
 }
@@ -148,7 +257,9 @@ fn read_token(path: &Path) -> Result<String> {
 impl RestBackend {
     /// Opens a served repository. The token comes from the option
     /// `rest.token-file`, else from `REWIND_SERVER_TOKEN`; `rest.ca` names a
-    /// PEM file of certificates to trust besides the system's.
+    /// PEM file of certificates to trust besides the system's;
+    /// `rest.fingerprint` pins the server's certificate instead (its
+    /// SHA-256, [`cert_fingerprint`]).
     pub fn open(location: &RestLocation, options: &Options) -> Result<RestBackend> {
         let token = match options.get("rest.token-file") {
             Some(f) => read_token(&PathBuf::from(f))?,
@@ -182,6 +293,35 @@ impl RestBackend {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(2 * connections);
+        let mut pinned = None;
+        if let Some(fp) = options.get("rest.fingerprint") {
+            if options.get("rest.ca").is_some() {
+                return Err(Error::InvalidInput(
+                    "give rest.fingerprint or rest.ca, not both: a pinned certificate is trusted alone".into(),
+                ));
+            }
+            if !location.base.starts_with("https://") {
+                return Err(Error::InvalidInput(format!(
+                    "rest.fingerprint pins a TLS certificate, but {location} is plain HTTP; write rest:https://..."
+                )));
+            }
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let verifier = Arc::new(PinnedCertificate {
+                pin: parse_fingerprint(fp)?,
+                provider: provider.clone(),
+                refused: Mutex::new(None),
+            });
+            let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::io(format!("set up TLS for {location}"), io::Error::other(e)))?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
+            // This reqwest speaks HTTP/1.1 only.
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            builder = builder.tls_backend_preconfigured(tls);
+            pinned = Some(verifier);
+        }
         if let Some(ca) = options.get("rest.ca") {
             let pem = std::fs::read(ca)
                 .map_err(|e| Error::io(format!("read the CA file {ca} (rest.ca)"), e))?;
@@ -210,6 +350,7 @@ impl RestBackend {
             connections,
             info: OnceLock::new(),
             answered: std::sync::atomic::AtomicBool::new(false),
+            pinned,
             runtime,
         })
     }
@@ -289,14 +430,37 @@ impl RestBackend {
             // its answer.
             Unanswered::Unavailable(answer) => Ok(*answer),
             Unanswered::Transport(e) => {
-                let hint = if e.is_connect() && !self.answered.load(Ordering::Relaxed) {
+                let refused = self
+                    .pinned
+                    .as_ref()
+                    .and_then(|p| p.refused.lock().expect("pin").take());
+                if let Some(presented) = refused {
+                    let expected = self
+                        .pinned
+                        .as_ref()
+                        .map(|p| fingerprint_of_digest(&p.pin))
+                        .unwrap_or_default();
+                    return Err(Error::io(
+                        format!("{method} {url}"),
+                        io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!(
+                                "the server's certificate is not the pinned one: expected {expected} (rest.fingerprint), the server presented {presented}. If the server's certificate was replaced on purpose, pin the new fingerprint (`rewind serve fingerprint` on the server prints it); otherwise something between you and the server is impersonating it"
+                            ),
+                        ),
+                    ));
+                }
+                let chain = error_chain(&e);
+                let hint = if chain.contains("invalid peer certificate") {
+                    " (the server's certificate is not trusted here: for a server started with --tls-self-signed, pin its certificate with -o rest.fingerprint=SHA256:... as the server prints it at start or with `rewind serve fingerprint`; for a certificate of your own CA, trust that CA with -o rest.ca=FILE)"
+                } else if e.is_connect() && !self.answered.load(Ordering::Relaxed) {
                     " (is `rewind serve` running there, and reachable?)"
                 } else {
                     ""
                 };
                 Err(Error::io(
                     format!("{method} {url}{tries}"),
-                    io::Error::other(error_chain(&e) + hint),
+                    io::Error::other(chain + hint),
                 ))
             }
         }
@@ -541,6 +705,37 @@ mod tests {
             "https://h/a%2fb",
         ] {
             assert!(RestLocation::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fingerprints() {
+        let fp = cert_fingerprint(b"not really a certificate");
+        assert!(fp.starts_with("SHA256:") && fp.len() == 71, "{fp}");
+        let digest = parse_fingerprint(&fp).unwrap();
+        assert_eq!(fingerprint_of_digest(&digest), fp);
+        // As OpenSSL prints it, and without the prefix.
+        let hex = &fp[7..];
+        let colons = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|p| std::str::from_utf8(p).unwrap().to_uppercase())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(
+            parse_fingerprint(&format!("sha256:{colons}")).unwrap(),
+            digest
+        );
+        assert_eq!(parse_fingerprint(hex).unwrap(), digest);
+        for bad in [
+            "",
+            "SHA256:",
+            "SHA256:abc",
+            &fp[..70],
+            &format!("{fp}00"),
+            "MD5:00",
+        ] {
+            assert!(parse_fingerprint(bad).is_err(), "{bad}");
         }
     }
 }

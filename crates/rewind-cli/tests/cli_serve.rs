@@ -1465,6 +1465,70 @@ fn put_named(addr: &str, dir: &str, token: &str, body: &[u8]) -> String {
 }
 
 #[test]
+fn a_self_signed_certificate_is_pinned_by_its_fingerprint() {
+    let env = Env::new();
+    let mut server = Server::start(&env, &["--tls-self-signed"]);
+    let fp = server.admin(&env, &["fingerprint"]);
+    assert_eq!(fp.code, Some(0), "{fp}");
+    let fp = fp.out().trim().to_string();
+    assert!(fp.starts_with("SHA256:") && fp.len() == 71, "{fp}");
+    assert!(server.log().contains(&format!("rest.fingerprint={fp}")));
+    for f in ["tls-self-signed.crt", "tls-self-signed.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(server.data.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let token = server.token(&env, "secure", "backup", &[]);
+    let mut c = client(&env, &server, "secure", &token);
+    c.url = format!("rest:https://{}/secure", server.addr);
+
+    // No pin and no CA: refused, with the advice to pin.
+    let r = c.run(["init"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("rest.fingerprint=SHA256:"), "{r}");
+
+    // A wrong pin: refused, naming the expected and the presented one.
+    let wrong = format!("SHA256:{}", "ab".repeat(32));
+    let mut w = client(&env, &server, "secure", &token);
+    w.url = c.url.clone();
+    w.args
+        .extend(["-o".into(), format!("rest.fingerprint={wrong}")]);
+    let r = w.run(["init"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr.contains(&format!("expected {wrong}")) && r.stderr.contains(&fp),
+        "{r}"
+    );
+    assert!(!server.repo_dir("secure").join("config").exists());
+
+    // The right pin, as OpenSSL prints it (capitals, colons), backs up and
+    // restores.
+    let hex = fp.trim_start_matches("SHA256:").to_uppercase();
+    let colons: Vec<String> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    c.args.extend([
+        "-o".into(),
+        format!("rest.fingerprint=sha256:{}", colons.join(":")),
+    ]);
+    c.ok(["init"]);
+    let src = env.path("src");
+    random_tree(&src, 4, 10_000);
+    c.ok(["backup", src.to_str().unwrap()]);
+    c.restore_matches(&src, "restored");
+
+    // A restarted server keeps its certificate: the pin still holds.
+    server.kill();
+    server.spawn(&env);
+    assert!(c.ok(["snapshots"]).out().contains("1 snapshots"));
+}
+
+#[test]
 fn a_past_expiry_date_is_refused() {
     let env = Env::new();
     let add = |expires: &str| {

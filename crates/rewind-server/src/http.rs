@@ -373,7 +373,7 @@ async fn sweep_temporaries(app: Arc<App>) {
 }
 
 /// A line on stderr with the time.
-fn log(msg: &str) {
+pub(crate) fn log(msg: &str) {
     eprintln!(
         "{} rewind serve: {msg}",
         Timestamp::now()

@@ -15,6 +15,7 @@
 mod http;
 pub mod metrics;
 pub mod state;
+pub mod tls;
 
 #[doc(hidden)]
 pub use http::fuzz_request;
@@ -63,6 +64,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// TLS certificate chain and private key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// TLS with the server's own self-signed certificate, made at the
+    /// first start and kept in `data` ([`tls::self_signed`]); clients pin
+    /// its fingerprint.
+    pub tls_self_signed: bool,
     /// Allow plain HTTP on an address that is not loopback.
     pub insecure_listen: bool,
     /// Default limits of every repository.
@@ -85,12 +90,39 @@ pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 64 << 20;
 /// Runs the server until SIGINT or SIGTERM. Prints
 /// `rewind serve: listening on URL` on stdout once it accepts connections.
 pub fn run(config: Config) -> Result<()> {
-    let tls = match &config.tls {
-        Some((cert, key)) => Some(http::tls_acceptor(cert, key)?),
+    let files = match (&config.tls, config.tls_self_signed, &config.data) {
+        (Some(_), true, _) => {
+            return Err(Error::InvalidInput(
+                "give --tls-cert and --tls-key, or --tls-self-signed, not both".into(),
+            ))
+        }
+        (Some(files), false, _) => Some(files.clone()),
+        (None, true, Some(data)) => Some(tls::self_signed(data)?),
+        (None, true, None) => {
+            return Err(Error::InvalidInput(
+                "--tls-self-signed keeps its certificate in --data DIR: give one".into(),
+            ))
+        }
+        (None, false, _) => None,
+    };
+    let tls = match &files {
+        Some((cert, key)) => {
+            let acceptor = http::tls_acceptor(cert, key)?;
+            let fp = tls::fingerprint(cert)?;
+            if config.tls_self_signed {
+                http::log(&format!(
+                    "TLS with the self-signed certificate {}; its fingerprint is {fp}: clients pin it with -o rest.fingerprint={fp} (`rewind serve fingerprint` prints it again)",
+                    cert.display()
+                ));
+            } else {
+                http::log(&format!("TLS certificate {} ({fp})", cert.display()));
+            }
+            Some(acceptor)
+        }
         None => {
             if !config.listen.ip().is_loopback() && !config.insecure_listen {
                 return Err(Error::InvalidInput(format!(
-                    "refusing to serve plain HTTP on {}: tokens and backups would cross the network unencrypted; give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --insecure-listen behind a TLS proxy",
+                    "refusing to serve plain HTTP on {}: tokens and backups would cross the network unencrypted; give --tls-cert and --tls-key (or --tls-self-signed), listen on 127.0.0.1, or pass --insecure-listen behind a TLS proxy",
                     config.listen
                 )));
             }

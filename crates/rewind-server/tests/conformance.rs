@@ -22,6 +22,7 @@ fn serve(data: &std::path::Path, defaults: Limits) -> String {
         storage_options: Default::default(),
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
         tls: None,
+        tls_self_signed: false,
         insecure_listen: false,
         defaults,
         max_object_size: rewind_server::DEFAULT_MAX_OBJECT_SIZE,

@@ -70,6 +70,13 @@ struct RunArgs {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// TLS without a CA: the server makes its own certificate at the first
+    /// start and keeps it in DATA (tls-self-signed.crt and .key, mode 0600).
+    /// It logs the certificate's SHA-256 fingerprint at every start
+    /// (`rewind serve fingerprint` prints it too); clients pin it with
+    /// -o rest.fingerprint=SHA256:HEX.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
     /// Serve plain HTTP on an address that is not loopback (behind a TLS proxy).
     #[arg(long)]
     insecure_listen: bool,
@@ -105,6 +112,18 @@ enum Action {
     Repo {
         #[command(subcommand)]
         action: RepoAction,
+    },
+    /// Print the SHA-256 fingerprint of the server's TLS certificate, which
+    /// clients pin with -o rest.fingerprint=SHA256:HEX: the self-signed one
+    /// in --data DIR (made by `rewind serve --tls-self-signed`), or the
+    /// first certificate of --tls-cert FILE.
+    Fingerprint {
+        /// The server's data directory.
+        #[arg(long, env = "REWIND_SERVE_DATA", value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// A PEM certificate file (the server's --tls-cert) instead.
+        #[arg(long, value_name = "FILE", conflicts_with = "data")]
+        tls_cert: Option<PathBuf>,
     },
 }
 
@@ -215,10 +234,40 @@ pub fn run(a: &Args, g: &Global) -> Result<u8> {
         None => serve(&a.run, g),
         Some(Action::Token { action }) => token(action, g),
         Some(Action::Repo { action }) => repo(action, g),
+        Some(Action::Fingerprint { data, tls_cert }) => fingerprint(data, tls_cert),
     }
 }
 
+fn fingerprint(data: &Option<PathBuf>, tls_cert: &Option<PathBuf>) -> Result<u8> {
+    let cert = match (tls_cert, data) {
+        (Some(f), _) => f.clone(),
+        (None, Some(d)) => {
+            let cert = rewind_server::tls::self_signed_cert_path(d);
+            if !cert.exists() {
+                return Err(usage(format!(
+                    "{} holds no self-signed certificate yet: `rewind serve --tls-self-signed --data {}` makes one at its first start",
+                    d.display(),
+                    d.display()
+                )));
+            }
+            cert
+        }
+        (None, None) => {
+            return Err(usage(
+                "serve fingerprint needs --data DIR (the server's, with its self-signed certificate) or --tls-cert FILE",
+            ))
+        }
+    };
+    outln!("{}", rewind_server::tls::fingerprint(&cert)?);
+    Ok(exit::OK)
+}
+
 fn serve(a: &RunArgs, g: &Global) -> Result<u8> {
+    if a.tls_self_signed && a.data.is_none() {
+        return Err(usage(
+            "--tls-self-signed keeps the server's certificate in --data DIR (or REWIND_SERVE_DATA): give one",
+        ));
+    }
     if a.data.is_none() && a.storage.is_none() {
         return Err(usage(
             "rewind serve needs --data DIR (or REWIND_SERVE_DATA): where its tokens, settings and repositories live; or --storage LOCATION to keep everything in a store",
@@ -235,6 +284,7 @@ fn serve(a: &RunArgs, g: &Global) -> Result<u8> {
         storage_options,
         listen: a.listen,
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
+        tls_self_signed: a.tls_self_signed,
         insecure_listen: a.insecure_listen,
         defaults: Limits {
             min_delete_age_days: a.min_delete_age,
