@@ -420,3 +420,37 @@ fn a_file_that_grew_while_read_has_the_size_it_was_stored_with() {
     let snaps = env.snapshots();
     assert_eq!(snaps[0]["summary"]["total_bytes"], stored, "{snaps:?}");
 }
+
+#[test]
+fn a_hard_link_to_a_blocked_file_is_never_made_through_a_symlink() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::with_repo();
+    let src = env.path("src");
+    write(&src.join("a/x"), b"inside");
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::hard_link(src.join("a/x"), src.join("b/y")).unwrap();
+    env.backup([&src]);
+    // The target has a symlink to a directory outside where the snapshot
+    // has the directory `a` (whose `x` is the first path of the hard link `b/y`), and a file `x` out there.
+    let t = env.path("t");
+    let outside = env.path("outside");
+    write(&outside.join("x"), b"outside");
+    let back = restored(&t, &src);
+    fs::create_dir_all(&back).unwrap();
+    std::os::unix::fs::symlink(&outside, back.join("a")).unwrap();
+    let r = env.run([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--overwrite"),
+        OsStr::new("never"),
+        OsStr::new("--target"),
+        t.as_os_str(),
+    ]);
+    assert_eq!(r.code, Some(1), "{r}");
+    let outside_ino = fs::metadata(outside.join("x")).unwrap().ino();
+    if let Ok(md) = fs::symlink_metadata(back.join("b/y")) {
+        assert_ne!(md.ino(), outside_ino, "linked a file outside the target: {r}");
+    }
+    assert_eq!(fs::read(outside.join("x")).unwrap(), b"outside");
+    assert_eq!(fs::metadata(outside.join("x")).unwrap().nlink(), 1, "{r}");
+}

@@ -1346,7 +1346,8 @@ pub fn plan(
     }
     if opts.delete && matches!(start, RestoreStart::Node { .. }) {
         return Err(Error::InvalidInput(
-            "--delete needs a directory to restore, not a single file".into(),
+            "deleting what the snapshot lacks needs a directory to restore, not a single file"
+                .into(),
         ));
     }
     let (sel, errors) = select(repo, filter, &start)?;
@@ -1505,6 +1506,13 @@ impl Run<'_> {
     /// failed, said once for the directory; or a directory is in its way).
     fn to_write(&self, f: &Entry) -> Option<bool> {
         if f.action == Action::Blocked || self.under_bad(&f.rel) {
+            // Not written (said once, for what is in the way): nor are its
+            // hard links, which would otherwise be made to whatever is
+            // there, through a symlink perhaps.
+            self.write_failed
+                .lock()
+                .expect("failed set")
+                .insert(f.rel.clone());
             return None;
         }
         let path = self.target.join(&f.rel);
@@ -1644,6 +1652,19 @@ impl Run<'_> {
     fn make_hardlink(&self, l: &Link, failed_files: &HashSet<PathBuf>) -> bool {
         let (first, link) = (&l.first, &l.link);
         let (src, dst) = (self.target.join(first), self.target.join(link));
+        // Before anything at the link's path is touched: a first path that
+        // was not restored (failed, or blocked by what is in the way) has
+        // nothing to link to.
+        if failed_files.contains(first) || self.under_bad(first) {
+            self.fail(
+                link,
+                format!(
+                    "not restored: it is a hard link to {}, which was not restored",
+                    first.display()
+                ),
+            );
+            return false;
+        }
         if let Err(m) = clear_directory_in_the_way(&dst, self.work.delete, &self.cleared) {
             self.fail(link, m);
             return false;
@@ -1656,16 +1677,6 @@ impl Run<'_> {
                 self.fail(link, format!("cannot replace: {e}"));
                 return false;
             }
-        }
-        if failed_files.contains(first) {
-            self.fail(
-                link,
-                format!(
-                    "not restored: it is a hard link to {}, which failed",
-                    first.display()
-                ),
-            );
-            return false;
         }
         match at::hard_link(&src, &dst) {
             Ok(()) => true,
