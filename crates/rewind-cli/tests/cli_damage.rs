@@ -454,3 +454,41 @@ fn a_hard_link_to_a_blocked_file_is_never_made_through_a_symlink() {
     assert_eq!(fs::read(outside.join("x")).unwrap(), b"outside");
     assert_eq!(fs::metadata(outside.join("x")).unwrap().nlink(), 1, "{r}");
 }
+
+#[test]
+fn a_damaged_newest_prune_state_deletes_nothing_on_an_older_mark() {
+    let env = Env::with_repo();
+    let a = env.path("a");
+    write_random(&a.join("a.bin"), 300_000);
+    env.backup([&a]);
+    // Forget it: its pack is unused, and a prune marks it.
+    let b = env.path("b");
+    write_random(&b.join("b.bin"), 1000);
+    env.backup([&b]);
+    let ids: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    let old_state_dir = env.repo.join("prune");
+    env.ok(["forget", "--keep-last", "1", "--allow-short-history"]);
+    env.ok(["prune"]);
+    let marked = one(repo_files(&env.repo, "prune"));
+    let kept = env.path("state-with-mark");
+    fs::copy(&marked, &kept).unwrap();
+    // A later state (e.g. one that dropped the mark) is damaged; the older
+    // one with the mark is still there.
+    env.ok(["prune"]);
+    let newest = one(repo_files(&env.repo, "prune"));
+    fs::copy(&kept, old_state_dir.join(name_of(&marked))).unwrap();
+    set_mtime(&old_state_dir.join(name_of(&marked)), two_days_ago(), 0);
+    flip_middle(&newest);
+    let before = packs(&env.repo);
+    // The old mark's grace period (1 s) is over; still nothing goes on it.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = env.run(["prune", "--grace", "1s"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stderr.contains(&name_of(&newest)), "{r}");
+    assert_eq!(packs(&env.repo), before, "deleted on an older state's mark: {r}");
+    assert!(ids.len() == 2);
+}

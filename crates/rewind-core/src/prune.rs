@@ -173,6 +173,9 @@ pub struct PruneReport {
     pub index_removed: u64,
     /// Running backups seen (host, pid, start).
     pub running_backups: Vec<(String, u32, Timestamp)>,
+    /// Prune state files that cannot be read: every mark then starts its
+    /// grace period again (one of them may have been the newest state).
+    pub damaged_states: Vec<String>,
     /// Damaged running markers young enough to be a running backup's:
     /// treated as one whose start is unknown (deletions wait).
     pub damaged_markers: Vec<String>,
@@ -411,10 +414,23 @@ impl Inventory {
     /// before refers to. Each used blob is claimed by one indexed, existing
     /// pack, an unmarked one if it can.
     fn read(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Result<Self> {
-        let (state, state_files) = repo.prune_state()?;
-        let marks: HashMap<PackId, Timestamp> = state
+        let states = repo.side_files(|s: &PruneState| s.time)?;
+        let mut marks: HashMap<PackId, Timestamp> = states
+            .newest
             .map(|s| s.marks.into_iter().map(|m| (m.pack, m.since)).collect())
             .unwrap_or_default();
+        // A damaged state may be the newest: the readable one may then be
+        // older and hold marks the newest dropped (a pack used again, that
+        // a backup started since may reuse). Fail safe: every mark starts
+        // its grace period again, so nothing is deleted on an old mark.
+        if !states.damaged.is_empty() {
+            let now = opts.now.unwrap_or_else(Timestamp::now);
+            for since in marks.values_mut() {
+                *since = now;
+            }
+            report.damaged_states = states.damaged.iter().map(|(n, _)| n.clone()).collect();
+        }
+        let state_files = states.files;
         let (snapshots, bad_snaps) = repo.snapshots_checked()?;
         if let Some((name, e)) = bad_snaps.first() {
             return Err(Error::Refused(format!(

@@ -626,7 +626,7 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
             skip_holes(&mut pos, &mut holes);
             f.write_all_at(&data, pos)
                 .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-            pos += data.len() as u64;
+            pos = pos.saturating_add(data.len() as u64);
             written += data.len() as u64;
             progress
                 .done_bytes
@@ -858,7 +858,7 @@ impl ByPack<'_> {
                             file: i,
                             at,
                         });
-                        at += u64::from(e.raw_length);
+                        at = at.saturating_add(u64::from(e.raw_length));
                     }
                     None => {
                         let missing = self.repo.read_blob(id).err().map_or_else(
@@ -929,13 +929,11 @@ impl ByPack<'_> {
             let data = match &bytes {
                 Ok(b) => {
                     let at = (u64::from(p.offset) - start) as usize;
-                    self.repo
-                        .open_blob(
-                            &p.blob,
-                            p.raw_length,
-                            &b[at..at + p.length as usize],
-                            &pack_id,
-                        )
+                    crate::repository::sealed_at(b, at, p.length, &pack_id)
+                        .and_then(|sealed| {
+                            self.repo
+                                .open_blob(&p.blob, p.raw_length, sealed, &pack_id)
+                        })
                         .map_err(|e| e.to_string())
                 }
                 Err(e) => Err(e.clone()),
@@ -1005,7 +1003,7 @@ fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Resu
         if repo.crypto().blob_id(&buf) != *id {
             return Err(format!("content at offset {pos} differs from the snapshot"));
         }
-        pos += buf.len() as u64;
+        pos = pos.saturating_add(buf.len() as u64);
     }
     let _ = f.read(&mut []);
     Ok(())

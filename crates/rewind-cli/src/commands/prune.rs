@@ -113,6 +113,12 @@ pub fn run_with(
         ..opts.clone()
     };
     let r = prune::prune(repo, opts)?;
+    for name in &r.damaged_states {
+        eprintln!("warning: prune state {name} cannot be read; every marked pack waits its grace period again from now (nothing is deleted on an old mark), and this run's state replaces it");
+    }
+    for name in &r.damaged_markers {
+        eprintln!("warning: running marker {name} cannot be read; it is taken for a running backup until it is old, so deletions wait");
+    }
     for (name, e) in &r.unreadable {
         eprintln!("warning: pack {name} is outside the index and its header cannot be read ({e}); it is left in place");
     }

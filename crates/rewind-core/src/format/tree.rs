@@ -45,11 +45,29 @@ pub struct Hole {
     pub length: u64,
 }
 
+/// Holes must be sorted, disjoint and end within the file's size.
+fn check_holes(holes: &[Hole], size: u64) -> std::result::Result<(), &'static str> {
+    let mut end = 0u64;
+    for h in holes {
+        let Some(h_end) = h.offset.checked_add(h.length) else {
+            return Err("a hole ends past the largest file size");
+        };
+        if h.offset < end {
+            return Err("holes overlap or are out of order");
+        }
+        if h_end > size {
+            return Err("a hole ends past the end of the file");
+        }
+        end = h_end;
+    }
+    Ok(())
+}
+
 /// Moves `pos` past the holes that start there. The chunks of a file fill
 /// it outside its holes, in order: call this before placing each chunk.
 pub fn skip_holes(pos: &mut u64, holes: &mut std::iter::Peekable<std::slice::Iter<'_, Hole>>) {
     while let Some(h) = holes.next_if(|h| h.offset == *pos) {
-        *pos += h.length;
+        *pos = pos.saturating_add(h.length);
     }
 }
 
@@ -221,17 +239,14 @@ impl Tree {
                     format!("unsafe entry name {:?}: {why}", n.name_lossy()),
                 ));
             }
-            // No file can have a hole that ends past 2^64 bytes; laying one
-            // out (skip_holes) would overflow.
+            // Holes are sorted, disjoint and inside the file (§3.7): laying
+            // out anything else would overlap or overflow.
             if let NodeKind::File { holes, .. } = &n.kind {
-                if holes
-                    .iter()
-                    .any(|h| h.offset.checked_add(h.length).is_none())
-                {
+                if let Err(why) = check_holes(holes, n.size) {
                     return Err(Error::corrupt(
                         "tree",
                         id,
-                        format!("{:?} has a hole past the largest file size", n.name_lossy()),
+                        format!("{:?}: {why}", n.name_lossy()),
                     ));
                 }
             }

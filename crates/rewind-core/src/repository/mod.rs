@@ -432,7 +432,12 @@ impl Repository {
         let trailer = self
             .backend()
             .read_range(FileType::Pack, name, size - 4, 4)?;
-        let hlen = PackHeader::header_len(trailer[..4].try_into().expect("4 bytes"));
+        let short = || Error::corrupt("pack", name, "the storage returned a short read");
+        let trailer: [u8; 4] = trailer
+            .get(..4)
+            .and_then(|t| t.try_into().ok())
+            .ok_or_else(short)?;
+        let hlen = PackHeader::header_len(trailer);
         if u64::from(hlen) + 4 > size {
             return Err(Error::corrupt("pack", name, "header length exceeds pack"));
         }
@@ -564,7 +569,7 @@ impl Repository {
             for (id, e) in &run {
                 let at = (u64::from(e.offset) - start) as usize;
                 let data =
-                    self.open_blob(id, e.raw_length, &bytes[at..at + e.length as usize], &name)?;
+                    self.open_blob(id, e.raw_length, sealed_at(&bytes, at, e.length, &name)?, &name)?;
                 f(id, data)?;
             }
             i = j;
@@ -903,6 +908,14 @@ impl Repository {
         self.backend.delete(FileType::Key, &old.to_hex())?;
         Ok(new)
     }
+}
+
+/// The sealed blob at `at` in bytes read from pack `name`; a read that came
+/// back short is corruption, never a panic (the storage answers this).
+pub(crate) fn sealed_at<'a>(bytes: &'a [u8], at: usize, length: u32, name: &str) -> Result<&'a [u8]> {
+    at.checked_add(length as usize)
+        .and_then(|end| bytes.get(at..end))
+        .ok_or_else(|| Error::corrupt("pack", name, "the storage returned a short read"))
 }
 
 /// The master key holds the hash of the config it was made with (keys made
