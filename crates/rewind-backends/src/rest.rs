@@ -658,6 +658,27 @@ impl Backend for RestBackend {
         }))
     }
 
+    fn modified(&self, t: FileType, name: &str) -> Result<Option<SystemTime>> {
+        let (status, headers, body) =
+            self.send(Method::HEAD, &self.url(t, Some(name)), None, None)?;
+        match status.as_u16() {
+            200 => {}
+            404 => {
+                return Err(Error::Missing {
+                    what: t.what(),
+                    id: name.to_string(),
+                })
+            }
+            _ => return Err(self.unexpected(t, name, status, &body)),
+        }
+        // A server from before the header: the time is not known.
+        Ok(headers
+            .get("x-rewind-stored")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .map(SystemTime::from))
+    }
+
     fn retained_until(&self, t: FileType, name: &str) -> Result<Option<SystemTime>> {
         let (status, headers, body) =
             self.send(Method::HEAD, &self.url(t, Some(name)), None, None)?;

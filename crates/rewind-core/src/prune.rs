@@ -245,10 +245,15 @@ fn used_blobs(
 }
 
 /// True for a marker of this host whose process no longer exists (killed
-/// before it could remove its marker).
+/// before it could remove its marker). A marker written in another PID
+/// namespace (a container with the same host name) names a pid this prune
+/// cannot look up: never judged dead.
 fn is_dead_here(m: &crate::format::prune::RunningMarker, opts: &PruneOptions) -> bool {
     use nix::errno::Errno;
     if m.hostname != opts.hostname {
+        return false;
+    }
+    if m.pid_namespace.is_some_and(|ns| Some(ns) != crate::repository::pid_namespace()) {
         return false;
     }
     let Ok(pid) = i32::try_from(m.pid) else {
@@ -290,12 +295,11 @@ impl Others {
         }
         for (f, _) in damaged {
             // Fail safe: a marker that cannot be read counts as a running
-            // backup until the storage says it is old (a storage that
-            // cannot tell gives no reason to wait).
-            if let Some(age) = damaged_marker_age(repo, &f.name, now)? {
-                if age < STALE_AFTER {
-                    others.damaged.push(f.name);
-                }
+            // backup until the storage says it is old (one that cannot
+            // tell its files' times: for as long as the marker is there;
+            // an admin removes it).
+            if damaged_marker_age(repo, &f.name, now)?.is_none_or(|age| age < STALE_AFTER) {
+                others.damaged.push(f.name);
             }
         }
         Ok(others)
@@ -739,7 +743,9 @@ fn keep_retained(
     Ok(retained)
 }
 
-/// Decides what prune will do (steps 1 to 6b), changing nothing. Refuses
+/// Decides what prune will do (steps 2 to 6b), changing nothing: what
+/// `--dry-run` shows, and what a front end can print or test. Carrying a
+/// plan out is [`prune`]'s, which first announces the prune (step 1). Refuses
 /// when another prune runs, when `--now` is unsafe, or when the repository
 /// is damaged in a way that hides which data is used.
 pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
@@ -891,9 +897,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 }
 
 /// Carries out a plan (steps 7 to 10): repack, write the new state, check
-/// `--now` again, replace the index, delete, clean up. Call it with the
-/// prune's running marker announced, right after [`plan`].
-pub fn execute(repo: &Repository, plan: PrunePlan, opts: &PruneOptions) -> Result<PruneReport> {
+/// `--now` again, replace the index, delete, clean up. Only [`prune`] calls
+/// it: with the prune's running marker announced, right after [`plan`],
+/// with the options the plan was made with.
+fn execute(repo: &Repository, plan: PrunePlan, opts: &PruneOptions) -> Result<PruneReport> {
     // Nothing was changed so far: the last point to stop without a trace.
     opts.cancel.check()?;
     let PrunePlan {

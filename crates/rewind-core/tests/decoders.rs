@@ -64,6 +64,16 @@ fn t(s: &str) -> jiff::Timestamp {
 }
 
 fn node(name: &[u8], kind: NodeKind) -> Node {
+    // A file is as long as its last hole reaches, at least (DESIGN §3.7).
+    let size = match &kind {
+        NodeKind::File { holes, .. } => holes
+            .iter()
+            .map(|h| h.offset.saturating_add(h.length))
+            .max()
+            .unwrap_or(0)
+            .max(5),
+        _ => 5,
+    };
     Node {
         name: name.to_vec(),
         kind,
@@ -72,7 +82,7 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
         gid: 1000,
         user: Some("alice".into()),
         group: None,
-        size: 5,
+        size,
         mtime: Time {
             secs: -5,
             nanos: 999_999_999,
@@ -207,6 +217,7 @@ fn sample_marker() -> RunningMarker {
         pid: 4242,
         start: t("2026-11-26T16:00:00Z"),
         refreshed: t("2026-11-26T16:05:00Z"),
+        pid_namespace: Some(4026531836),
     }
 }
 

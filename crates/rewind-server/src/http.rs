@@ -817,6 +817,14 @@ async fn head_file(
     match blocking(move || b.modified(t, &name)).await {
         Ok(stored) => {
             let mut r = StatusCode::OK.into_response();
+            // When the storage got the file: clients judge the age of a
+            // file they cannot read (a damaged running marker) by it.
+            if let Some(at) = stored.and_then(|t| Timestamp::try_from(t).ok()) {
+                r.headers_mut().insert(
+                    "x-rewind-stored",
+                    HeaderValue::from_str(&at.to_string()).expect("ascii"),
+                );
+            }
             if t != FileType::Running {
                 if let Some(until) = retained_until(stored, limits) {
                     r.headers_mut().insert(

@@ -58,6 +58,12 @@ pub struct RunningMarker {
     pub start: jiff::Timestamp,
     /// When the marker was last rewritten.
     pub refreshed: jiff::Timestamp,
+    /// The process's PID namespace (the inode of `/proc/self/ns/pid`):
+    /// a pid names a process only within it, so a prune on the same host
+    /// name but in another namespace (a container) cannot tell whether the
+    /// process lives. Optional (§3.10; absent in older markers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<u64>,
 }
 
 impl super::RepoFile for PruneState {

@@ -5,7 +5,7 @@ mod running;
 mod writer;
 
 pub use index::{Index, IndexEntry};
-pub use running::{Running, RunningMarkers, CLOCK_SKEW, REFRESH_EVERY, STALE_AFTER};
+pub use running::{pid_namespace, Running, RunningMarkers, CLOCK_SKEW, REFRESH_EVERY, STALE_AFTER};
 pub use writer::{BlobWriter, WriterStats, PACKS_PER_INDEX};
 
 use std::sync::{Arc, OnceLock};

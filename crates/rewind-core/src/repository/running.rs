@@ -53,6 +53,12 @@ fn write_marker(backend: &dyn Backend, crypto: &Crypto, m: &RunningMarker) -> Re
     Ok(name.to_hex())
 }
 
+/// This process's PID namespace, where the system tells it.
+pub fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
 impl Running {
     /// When the operation started (written in its marker).
     pub fn start(&self) -> Timestamp {
@@ -90,6 +96,7 @@ impl Repository {
             pid: std::process::id(),
             start: self.opened(),
             refreshed: Timestamp::now(),
+            pid_namespace: pid_namespace(),
         };
         let name = write_marker(&**self.backend(), self.crypto(), &marker)?;
         let current = Arc::new(Mutex::new(Current {
