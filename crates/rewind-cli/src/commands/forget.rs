@@ -157,10 +157,14 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     }
     plan.check_history_floor()?;
 
+    // A closed stdout ends what is printed, not the forgetting.
     if global.json {
-        outln!("{}", serde_json::to_string_pretty(plan.groups())?);
+        crate::output::unless_closed((|| -> Result<()> {
+            outln!("{}", serde_json::to_string_pretty(plan.groups())?);
+            Ok(())
+        })())?;
     } else if !global.quiet {
-        print_decisions(&plan)?;
+        crate::output::unless_closed(print_decisions(&plan))?;
     }
     if args.dry_run {
         if !global.json && !global.quiet {
@@ -174,15 +178,18 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
 
     let report = forget::execute(&repo, &plan)?;
     if !global.json && !global.quiet {
-        outln!(
-            "removed {} snapshots{}",
-            report.removed.len(),
-            if args.prune {
-                ""
-            } else {
-                " (their data stays until `rewind prune`)"
-            }
-        );
+        crate::output::unless_closed((|| -> Result<()> {
+            outln!(
+                "removed {} snapshots{}",
+                report.removed.len(),
+                if args.prune {
+                    ""
+                } else {
+                    " (their data stays until `rewind prune`)"
+                }
+            );
+            Ok(())
+        })())?;
     }
     if !report.kept_by_storage.is_empty() {
         eprintln!(

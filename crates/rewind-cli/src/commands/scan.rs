@@ -105,45 +105,50 @@ pub fn scan(args: &ScanArgs, global: &Global) -> Result<u8> {
         parent.summary.files_new + parent.summary.files_changed + parent.summary.files_unchanged;
     let sizes = scan::Sizes::new(&repo)?;
     let r = scan::scan(&repo, &sizes, &parent.tree, &s.tree, files_before)?;
-    if global.json {
-        outln!(
-            "{}",
-            serde_json::json!({"snapshot_id": id.to_hex(), "parent_id": pid.to_hex(), "scan": r, "stored": s.scan})
-        );
-    } else {
-        outln!(
-            "snapshot {} of {} against {} of {}: {}",
-            id.short(),
-            local_time(s.time),
-            pid.short(),
-            local_time(parent.time),
-            r.verdict
-        );
-        let c = &r.counts;
-        outln!(
-            "  {} modified, {} added, {} removed, {} moved; {} examined",
-            c.modified,
-            c.added,
-            c.removed,
-            c.moved,
-            c.examined
-        );
-        if r.verdict == Verdict::Suspicious {
-            warn(&id, &r);
+    // A closed stdout ends what is printed, not the verdict's exit code.
+    let print = || -> Result<()> {
+        if global.json {
+            outln!(
+                "{}",
+                serde_json::json!({"snapshot_id": id.to_hex(), "parent_id": pid.to_hex(), "scan": r, "stored": s.scan})
+            );
         } else {
-            for reason in &r.reasons {
-                outln!("  - {reason}");
+            outln!(
+                "snapshot {} of {} against {} of {}: {}",
+                id.short(),
+                local_time(s.time),
+                pid.short(),
+                local_time(parent.time),
+                r.verdict
+            );
+            let c = &r.counts;
+            outln!(
+                "  {} modified, {} added, {} removed, {} moved; {} examined",
+                c.modified,
+                c.added,
+                c.removed,
+                c.moved,
+                c.examined
+            );
+            if r.verdict == Verdict::Suspicious {
+                warn(&id, &r);
+            } else {
+                for reason in &r.reasons {
+                    outln!("  - {reason}");
+                }
+            }
+            if let Some(o) = s.scan.as_ref().and_then(|x| x.overruled.as_ref()) {
+                outln!(
+                    "  marked {} by {} on {}",
+                    o.verdict,
+                    o.by,
+                    local_time(o.time)
+                );
             }
         }
-        if let Some(o) = s.scan.as_ref().and_then(|x| x.overruled.as_ref()) {
-            outln!(
-                "  marked {} by {} on {}",
-                o.verdict,
-                o.by,
-                local_time(o.time)
-            );
-        }
-    }
+        Ok(())
+    };
+    crate::output::unless_closed(print())?;
     let effective = match s.scan.as_ref().and_then(|x| x.overruled.as_ref()) {
         Some(o) => o.verdict,
         None => r.verdict,

@@ -141,7 +141,12 @@ impl Repository {
         crypto.bind_config(&bytes);
         // Keys first, config last: a repository without config is not yet one.
         let key_id = write_key(&*backend, &crypto, password, kdf, owner)?;
-        backend.write(FileType::Config, "config", &bytes)?;
+        if backend.write(FileType::Config, "config", &bytes)? == WriteOutcome::AlreadyExists {
+            // Another init won the race: its config stays, our key (bound
+            // to our config) goes, and this one did not create anything.
+            let _ = backend.delete(FileType::Key, &key_id.to_hex());
+            return Err(Error::AlreadyExists(backend.location()));
+        }
         Ok(Repository {
             backend,
             crypto,
@@ -355,7 +360,14 @@ impl Repository {
 
     /// Where a blob is: the loaded index, or what this handle wrote since.
     pub fn locate(&self, id: &BlobId) -> Result<Option<(PackId, IndexEntry)>> {
-        let index = self.index()?;
+        // No Arc clone per blob (this runs for every blob read).
+        let index = match self.index.get() {
+            Some(i) => i,
+            None => {
+                self.index()?;
+                self.index.get().expect("just loaded")
+            }
+        };
         if let Some(e) = index.get(id) {
             return Ok(Some((index.pack_id(e), *e)));
         }

@@ -91,7 +91,16 @@ pub fn read_xattrs(path: &Path) -> (Vec<Xattr>, Vec<String>) {
                 name: n.as_bytes().to_vec(),
                 value,
             }),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENODATA) => None,
+            // Gone meanwhile, or an attribute this file system will not
+            // hand out although it lists it: nothing to keep.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::ENODATA) | Some(nix::libc::ENOTSUP)
+                ) =>
+            {
+                None
+            }
             Err(e) => {
                 problems.push(format!(
                     "cannot read extended attribute {}: {e}",
