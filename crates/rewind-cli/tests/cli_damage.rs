@@ -59,9 +59,15 @@ fn a_config_id_that_names_a_path_is_refused_and_nothing_is_written_outside() {
         c
     });
     assert_eq!(r.code, Some(1), "{r}");
-    assert!(r.stderr.contains("config") && r.stderr.contains("hex"), "{r}");
+    assert!(
+        r.stderr.contains("config") && r.stderr.contains("hex"),
+        "{r}"
+    );
     assert!(!env.path("escaped").exists() && !env.root.join("../escaped").exists());
-    assert!(!cache.exists(), "nothing may be cached for a refused config: {r}");
+    assert!(
+        !cache.exists(),
+        "nothing may be cached for a refused config: {r}"
+    );
 }
 
 #[test]
@@ -74,13 +80,28 @@ fn an_edited_config_is_detected_by_the_keys() {
     // Still a well-formed id: only the binding to the keys can tell.
     let other: String = id
         .chars()
-        .map(|c| if c == 'a' { 'b' } else if c == 'b' { 'a' } else { c })
+        .map(|c| {
+            if c == 'a' {
+                'b'
+            } else if c == 'b' {
+                'a'
+            } else {
+                c
+            }
+        })
         .collect();
-    let other = if other == id { format!("{}0", &id[..31]) } else { other };
+    let other = if other == id {
+        format!("{}0", &id[..31])
+    } else {
+        other
+    };
     fs::write(&config, text.replace(id, &other)).unwrap();
     let r = env.run(["snapshots"]);
     assert_eq!(r.code, Some(1), "{r}");
-    assert!(r.stderr.contains("config") && r.stderr.contains("created with"), "{r}");
+    assert!(
+        r.stderr.contains("config") && r.stderr.contains("created with"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -99,11 +120,15 @@ fn a_damaged_key_file_is_named_not_taken_for_a_wrong_password() {
     // The first password's key is damaged: the message says so, by name.
     let r = env.run(["snapshots"]);
     assert_eq!(r.code, Some(12), "{r}");
-    assert!(r.stderr.contains(&name_of(&first)), "damaged key not named: {r}");
+    assert!(
+        r.stderr.contains(&name_of(&first)),
+        "damaged key not named: {r}"
+    );
     // The other key still opens.
     let r = run_cmd({
         let mut c = env.cmd();
-        c.env("REWIND_PASSWORD", "another password").arg("snapshots");
+        c.env("REWIND_PASSWORD", "another password")
+            .arg("snapshots");
         c
     });
     assert_eq!(r.code, Some(0), "{r}");
@@ -161,7 +186,11 @@ fn a_damaged_running_marker_holds_off_prune_now_until_it_is_old() {
     fs::create_dir_all(marker.parent().unwrap()).unwrap();
     fs::write(&marker, random_bytes(200)).unwrap();
     let r = env.run(["prune", "--now"]);
-    assert_eq!(r.code, Some(1), "prune --now went ahead past a damaged marker: {r}");
+    assert_eq!(
+        r.code,
+        Some(1),
+        "prune --now went ahead past a damaged marker: {r}"
+    );
     assert!(r.stderr.contains(&name_of(&marker)), "{r}");
     let r = env.run(["check"]);
     assert_eq!(r.code, Some(1), "{r}");
@@ -187,7 +216,10 @@ fn a_damaged_prune_state_is_named_and_replaced() {
     assert_eq!(r.code, Some(1), "{r}");
     assert!(r.stderr.contains(&name_of(&state)), "{r}");
     env.ok(["prune"]);
-    assert!(!state.exists(), "prune keeps a damaged state beside its new one");
+    assert!(
+        !state.exists(),
+        "prune keeps a damaged state beside its new one"
+    );
     env.ok(["check"]);
 }
 
@@ -220,7 +252,10 @@ fn restore_latest_refuses_to_pick_an_older_snapshot_past_a_damaged_one() {
     let env = Env::with_repo();
     let src = env.path("src");
     write(&src.join("f"), b"old");
-    let old = env.backup([&src])["snapshot_id"].as_str().unwrap().to_string();
+    let old = env.backup([&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let before = repo_files(&env.repo, "snapshots");
     write(&src.join("f"), b"new");
     env.backup([&src]);
@@ -257,7 +292,10 @@ fn repair_packs_keeps_every_blob_that_still_authenticates() {
     for i in 0..200 {
         write_random(&src.join(format!("f{i:03}")), 3000 + i);
     }
-    let id = env.backup([&src])["snapshot_id"].as_str().unwrap().to_string();
+    let id = env.backup([&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let pack = packs(&env.repo)
         .into_iter()
         .max_by_key(|p| fs::metadata(p).unwrap().len())
@@ -270,7 +308,10 @@ fn repair_packs_keeps_every_blob_that_still_authenticates() {
 
     let r = env.run(["check", "--read-data"]);
     assert_eq!(r.code, Some(1), "{r}");
-    assert!(r.stderr.contains("repair packs"), "check does not point to the repair: {r}");
+    assert!(
+        r.stderr.contains("repair packs"),
+        "check does not point to the repair: {r}"
+    );
 
     let r = env.run(["--json", "repair", "packs", "--dry-run"]);
     assert_eq!(r.code, Some(0), "{r}");
@@ -288,7 +329,10 @@ fn repair_packs_keeps_every_blob_that_still_authenticates() {
 
     let r = env.ok(["repair", "snapshots"]);
     let left_out = r.out().lines().filter(|l| l.contains("left out")).count();
-    assert_eq!(left_out, 1, "repair lost more than the one damaged file: {r}");
+    assert_eq!(
+        left_out, 1,
+        "repair lost more than the one damaged file: {r}"
+    );
 
     // The repaired snapshot restores everything but that one file.
     let repaired = env
@@ -338,7 +382,11 @@ fn the_check_cursor_is_never_kept_relative_to_the_working_directory() {
     });
     assert_eq!(r.code, Some(0), "{r}");
     assert!(r.stderr.contains("cursor"), "{r}");
-    assert_eq!(fs::read_dir(&cwd).unwrap().count(), 0, "wrote into the working directory");
+    assert_eq!(
+        fs::read_dir(&cwd).unwrap().count(),
+        0,
+        "wrote into the working directory"
+    );
     // A cache that cannot be written is said, not swallowed.
     let blocked = env.path("blocked");
     fs::write(&blocked, "a file, not a directory").unwrap();
@@ -449,7 +497,11 @@ fn a_hard_link_to_a_blocked_file_is_never_made_through_a_symlink() {
     assert_eq!(r.code, Some(1), "{r}");
     let outside_ino = fs::metadata(outside.join("x")).unwrap().ino();
     if let Ok(md) = fs::symlink_metadata(back.join("b/y")) {
-        assert_ne!(md.ino(), outside_ino, "linked a file outside the target: {r}");
+        assert_ne!(
+            md.ino(),
+            outside_ino,
+            "linked a file outside the target: {r}"
+        );
     }
     assert_eq!(fs::read(outside.join("x")).unwrap(), b"outside");
     assert_eq!(fs::metadata(outside.join("x")).unwrap().nlink(), 1, "{r}");
@@ -489,6 +541,10 @@ fn a_damaged_newest_prune_state_deletes_nothing_on_an_older_mark() {
     let r = env.run(["prune", "--grace", "1s"]);
     assert_eq!(r.code, Some(0), "{r}");
     assert!(r.stderr.contains(&name_of(&newest)), "{r}");
-    assert_eq!(packs(&env.repo), before, "deleted on an older state's mark: {r}");
+    assert_eq!(
+        packs(&env.repo),
+        before,
+        "deleted on an older state's mark: {r}"
+    );
     assert!(ids.len() == 2);
 }

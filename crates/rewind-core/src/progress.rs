@@ -65,4 +65,3 @@ impl Progress {
         self.warnings.lock().expect("warnings").clone()
     }
 }
-

@@ -253,7 +253,9 @@ fn is_dead_here(m: &crate::format::prune::RunningMarker, opts: &PruneOptions) ->
     if m.hostname != opts.hostname {
         return false;
     }
-    if m.pid_namespace.is_some_and(|ns| Some(ns) != crate::repository::pid_namespace()) {
+    if m.pid_namespace
+        .is_some_and(|ns| Some(ns) != crate::repository::pid_namespace())
+    {
         return false;
     }
     let Ok(pid) = i32::try_from(m.pid) else {

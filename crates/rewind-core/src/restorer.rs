@@ -931,8 +931,7 @@ impl ByPack<'_> {
                     let at = (u64::from(p.offset) - start) as usize;
                     crate::repository::sealed_at(b, at, p.length, &pack_id)
                         .and_then(|sealed| {
-                            self.repo
-                                .open_blob(&p.blob, p.raw_length, sealed, &pack_id)
+                            self.repo.open_blob(&p.blob, p.raw_length, sealed, &pack_id)
                         })
                         .map_err(|e| e.to_string())
                 }

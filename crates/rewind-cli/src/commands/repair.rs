@@ -56,7 +56,10 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                 let verb = if *dry_run { "would index" } else { "indexed" };
                 outln!(
                     "{verb} {} blobs in {} packs; {} index files written, {} old ones removed",
-                    s.blobs, s.packs, s.written, s.removed
+                    s.blobs,
+                    s.packs,
+                    s.written,
+                    s.removed
                 );
                 if !s.unreadable.is_empty() {
                     outln!("{} packs could not be read: run `rewind check` to see which files are affected", s.unreadable.len());
@@ -109,7 +112,11 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                         "read {} packs: {} damaged, {lost} blobs lost{}",
                         r.packs_read,
                         r.damaged.len(),
-                        if *dry_run { " (dry run: nothing written)" } else { "" }
+                        if *dry_run {
+                            " (dry run: nothing written)"
+                        } else {
+                            ""
+                        }
                     );
                     if lost > 0 && !*dry_run {
                         outln!("run `rewind repair snapshots` so that the files which need the lost blobs are left out and the rest restores");

@@ -338,7 +338,10 @@ mod tests {
         std::io::Write::write_all(&mut enc, &data).unwrap();
         let mut unsized_frame = vec![ZSTD];
         unsized_frame.extend(enc.finish().unwrap());
-        assert_eq!(decompress("index", &"x", &unsized_frame, MAX_OBJECT_SIZE).unwrap(), data);
+        assert_eq!(
+            decompress("index", &"x", &unsized_frame, MAX_OBJECT_SIZE).unwrap(),
+            data
+        );
         assert!(decompress("index", &"x", &unsized_frame, 1000).is_err());
     }
 

@@ -354,7 +354,10 @@ impl Repository {
     /// read at once, without loading the index again.
     pub(crate) fn note_indexed(&self, id: IndexId, file: &IndexFile) {
         if self.index.get().is_some() {
-            self.written.write().expect("written index").add_file(id, file);
+            self.written
+                .write()
+                .expect("written index")
+                .add_file(id, file);
         }
     }
 
@@ -575,13 +578,15 @@ impl Repository {
             }
             let len = u32::try_from(end - start).expect("reads are at most 16 MiB");
             let name = pack.to_hex();
-            let bytes = self
-                .backend
-                .read_range(FileType::Pack, &name, start, len)?;
+            let bytes = self.backend.read_range(FileType::Pack, &name, start, len)?;
             for (id, e) in &run {
                 let at = (u64::from(e.offset) - start) as usize;
-                let data =
-                    self.open_blob(id, e.raw_length, sealed_at(&bytes, at, e.length, &name)?, &name)?;
+                let data = self.open_blob(
+                    id,
+                    e.raw_length,
+                    sealed_at(&bytes, at, e.length, &name)?,
+                    &name,
+                )?;
                 f(id, data)?;
             }
             i = j;
@@ -924,7 +929,12 @@ impl Repository {
 
 /// The sealed blob at `at` in bytes read from pack `name`; a read that came
 /// back short is corruption, never a panic (the storage answers this).
-pub(crate) fn sealed_at<'a>(bytes: &'a [u8], at: usize, length: u32, name: &str) -> Result<&'a [u8]> {
+pub(crate) fn sealed_at<'a>(
+    bytes: &'a [u8],
+    at: usize,
+    length: u32,
+    name: &str,
+) -> Result<&'a [u8]> {
     at.checked_add(length as usize)
         .and_then(|end| bytes.get(at..end))
         .ok_or_else(|| Error::corrupt("pack", name, "the storage returned a short read"))
