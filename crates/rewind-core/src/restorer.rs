@@ -936,7 +936,9 @@ impl ByPack<'_> {
                         .map_err(|e| e.to_string())
                 }
                 Err(e) => Err(e.clone()),
-            };
+            }
+            // This copy is missing or damaged: another known copy, if any.
+            .or_else(|first| self.repo.read_blob(&p.blob).map_err(|_| first));
             for q in &placements[i..i + same] {
                 let job = &self.jobs[q.file];
                 match &data {

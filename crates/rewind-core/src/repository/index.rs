@@ -36,6 +36,10 @@ pub struct Index {
     files: Vec<IndexId>,
     damaged: Vec<(String, String)>,
     duplicates: u64,
+    /// The other known copies of blobs stored more than once: where a
+    /// reader turns when the chosen copy is missing or fails
+    /// authentication (an index file that lies, a damaged pack).
+    alternates: HashMap<BlobId, Vec<IndexEntry>, IdBuildHasher>,
     /// Packs that prune marked for deletion (docs/DESIGN.md §8c).
     marked: HashSet<PackId, IdBuildHasher>,
     pack_marked: Vec<bool>,
@@ -97,9 +101,15 @@ impl Index {
                 }
                 std::collections::hash_map::Entry::Occupied(mut o) => {
                     self.duplicates += 1;
-                    // Of two copies, locate the one that stays.
-                    if !marked || self.pack_marked[o.get().pack as usize] {
-                        o.insert(e);
+                    // Of two copies, locate the one that stays; keep the
+                    // other as a fallback.
+                    let other = if !marked || self.pack_marked[o.get().pack as usize] {
+                        o.insert(e)
+                    } else {
+                        e
+                    };
+                    if other != *o.get() {
+                        self.alternates.entry(b.id).or_default().push(other);
                     }
                 }
             }
@@ -122,6 +132,12 @@ impl Index {
     /// Looks a blob up.
     pub fn get(&self, id: &BlobId) -> Option<&IndexEntry> {
         self.blobs.get(id)
+    }
+
+    /// The other copies of a blob stored more than once (see
+    /// [`Index::get`] for the one readers try first).
+    pub fn alternates(&self, id: &BlobId) -> &[IndexEntry] {
+        self.alternates.get(id).map_or(&[], Vec::as_slice)
     }
 
     /// True if the blob is stored.

@@ -514,10 +514,17 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
+        // One order whatever the listing's: which copy of a duplicate blob
+        // readers try first does not depend on the storage.
+        ok.sort_by_key(|(id, _)| *id);
         Ok((ok, damaged))
     }
 
-    /// Reads, authenticates, decompresses and verifies one blob.
+    /// Reads, authenticates, decompresses and verifies one blob. When the
+    /// copy the index points at is missing or fails authentication, every
+    /// other known copy is tried (an index file that lies, or a damaged
+    /// pack, cannot hide a good copy); the first error is returned if none
+    /// reads.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let Some((pack, e)) = self.locate(id)? else {
             return Err(match self.index()?.damaged().first() {
@@ -533,6 +540,21 @@ impl Repository {
                 },
             });
         };
+        let first = match self.read_blob_at(id, &pack, &e) {
+            Ok(data) => return Ok(data),
+            Err(err) => err,
+        };
+        let index = self.index()?;
+        for alt in index.alternates(id) {
+            if let Ok(data) = self.read_blob_at(id, &index.pack_id(alt), alt) {
+                return Ok(data);
+            }
+        }
+        Err(first)
+    }
+
+    /// Reads one copy of a blob.
+    fn read_blob_at(&self, id: &BlobId, pack: &PackId, e: &IndexEntry) -> Result<Vec<u8>> {
         let sealed = self.backend.read_range(
             FileType::Pack,
             &pack.to_hex(),
@@ -578,15 +600,28 @@ impl Repository {
             }
             let len = u32::try_from(end - start).expect("reads are at most 16 MiB");
             let name = pack.to_hex();
-            let bytes = self.backend.read_range(FileType::Pack, &name, start, len)?;
+            let bytes = match self.backend.read_range(FileType::Pack, &name, start, len) {
+                Ok(b) => b,
+                // The pack is gone: each blob from another copy, if any.
+                Err(Error::Missing { .. }) => {
+                    for (id, _) in &run {
+                        f(id, self.read_blob(id)?)?;
+                    }
+                    i = j;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             for (id, e) in &run {
                 let at = (u64::from(e.offset) - start) as usize;
-                let data = self.open_blob(
-                    id,
-                    e.raw_length,
-                    sealed_at(&bytes, at, e.length, &name)?,
-                    &name,
-                )?;
+                let data = match sealed_at(&bytes, at, e.length, &name)
+                    .and_then(|sealed| self.open_blob(id, e.raw_length, sealed, &name))
+                {
+                    Ok(data) => data,
+                    // Another copy, if one reads.
+                    Err(Error::Corrupt { .. }) => self.read_blob(id)?,
+                    Err(err) => return Err(err),
+                };
                 f(id, data)?;
             }
             i = j;
