@@ -1645,3 +1645,114 @@ fn a_restarted_server_still_knows_whose_marker_it_is() {
     let owners = server.data.join("marker-owners/running");
     assert_eq!(fs::read_dir(&owners).map(|d| d.count()).unwrap_or(0), 0);
 }
+
+/// Sends a PUT's headers and the first `part` bytes of `body`, leaving the
+/// rest for later; with `expect`, sends no body and asks for 100 Continue.
+fn put_started(
+    addr: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+    part: usize,
+    expect: bool,
+) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if expect {
+        req += "Expect: 100-continue\r\n";
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    if !expect {
+        s.write_all(&body[..part]).unwrap();
+    }
+    s
+}
+
+/// Reads an answer to its end: (status, headers and body).
+fn answer_of(mut s: TcpStream) -> (u16, String) {
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    (status, text)
+}
+
+#[test]
+fn uploads_to_s3_storage_are_bounded_in_memory_and_per_token() {
+    let env = Env::new();
+    let s3 = rewind_backends::testsupport::SeaweedFs::start(&["bounded"]);
+    let storage = s3.url("bounded", "repos");
+    let vars = s3.env();
+    let server = Server::launch(
+        &env,
+        &[
+            "--storage",
+            &storage,
+            "--max-upload-memory",
+            "2MiB",
+            "--max-uploads-per-token",
+            "2",
+            "--upload-memory-wait",
+            "2",
+        ],
+        &vars,
+        "bounded.log",
+    );
+    let token = server.token(&env, "office", "backup", &[]);
+    let addr = server.addr.clone();
+    let bodies: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| (0..1_572_864u32).map(|j| (j % 251) as u8 ^ i).collect())
+        .collect();
+    let path = |b: &[u8]| format!("/office/data/{}", rewind_core::id::Hash::of(b).to_hex());
+    // One upload of 1.5 MiB holds most of the 2 MiB, its body half sent.
+    let mut a = put_started(&addr, &path(&bodies[0]), &token, &bodies[0], 700_000, false);
+    std::thread::sleep(Duration::from_millis(500));
+    // The token's second upload waits for memory; its third and fourth
+    // are over the token's cap at once.
+    let b = put_started(&addr, &path(&bodies[1]), &token, &bodies[1], 0, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    for i in 2..4 {
+        let c = put_started(&addr, &path(&bodies[i]), &token, &bodies[i], 0, true);
+        let (status, text) = answer_of(c);
+        assert_eq!(status, 503, "{text}");
+        assert!(text.contains("2 uploads running"), "{text}");
+        assert!(text.to_lowercase().contains("retry-after: 5"), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Another token is not held back by this one's cap, only by memory.
+    let other = server.token(&env, "office", "backup", &[]);
+    let d = put_started(&addr, &path(&bodies[3]), &other, &bodies[3], 0, true);
+    for s in [b, d] {
+        let (status, text) = answer_of(s);
+        assert_eq!(status, 503, "{text}");
+        assert!(text.contains("upload memory is in use"), "{text}");
+        assert!(text.to_lowercase().contains("retry-after: 5"), "{text}");
+    }
+    // The first finishes; its memory and slot come back.
+    a.write_all(&bodies[0][700_000..]).unwrap();
+    let (status, text) = answer_of(a);
+    assert_eq!(status, 201, "{text}");
+    for i in 1..5 {
+        let (s, why) = http(
+            &addr,
+            "PUT",
+            &path(&bodies[i]),
+            Some(&token),
+            &[],
+            &bodies[i],
+        );
+        assert_eq!(s, 201, "{why}");
+    }
+    let log = server.log();
+    assert!(log.contains("(busy)"), "{log}");
+}

@@ -34,7 +34,32 @@ pub(crate) struct App {
     /// ([`state::StateStore::marker_owners`]).
     marker_owners: Arc<dyn Backend>,
     metrics: Metrics,
+    /// The upload memory ([`Config::max_upload_memory`]): one permit a byte.
+    upload_memory: Arc<tokio::sync::Semaphore>,
+    /// Uploads running, by token name ([`Config::max_uploads_per_token`]).
+    uploads: Arc<Mutex<HashMap<String, usize>>>,
 }
+
+/// One running upload of a token: counted while it lives.
+struct UploadSlot {
+    uploads: Arc<Mutex<HashMap<String, usize>>>,
+    token: String,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut u = self.uploads.lock().expect("uploads");
+        if let Some(n) = u.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                u.remove(&self.token);
+            }
+        }
+    }
+}
+
+/// Seconds a client is told to wait (Retry-After) when the server is busy.
+const RETRY_AFTER_SECS: u64 = 5;
 
 /// The state as last read, the stamp it had and when the stamp was taken.
 struct Loaded {
@@ -69,6 +94,12 @@ impl App {
                 state: Arc::new(State::default()),
                 refreshing: false,
             }),
+            upload_memory: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.max_upload_memory)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            uploads: Arc::new(Mutex::new(HashMap::new())),
             config,
             repos: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
@@ -498,6 +529,29 @@ impl Ctx {
             HeaderValue::from_static(kind),
         );
         r
+    }
+
+    /// A refusal for now (503 with Retry-After): the client retries.
+    fn busy(&self, kind: &'static str, msg: impl Into<String>) -> Response {
+        let mut r = self.refuse(StatusCode::SERVICE_UNAVAILABLE, kind, msg);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        r
+    }
+
+    /// Counts an upload of this token; `None` when it has as many running
+    /// as it may.
+    fn upload_slot(&self) -> Option<UploadSlot> {
+        let mut u = self.app.uploads.lock().expect("uploads");
+        let n = u.entry(self.token.clone()).or_default();
+        if *n >= self.app.config.max_uploads_per_token {
+            return None;
+        }
+        *n += 1;
+        Some(UploadSlot {
+            uploads: self.app.uploads.clone(),
+            token: self.token.clone(),
+        })
     }
 
     fn failed(&self, e: &Error) -> Response {
@@ -1023,6 +1077,48 @@ async fn put_file(
             Some(room)
         }
     };
+    // One token may not hold every upload the server runs, nor (on storage
+    // that gathers uploads in memory) all of its memory.
+    let Some(slot) = ctx.upload_slot() else {
+        return ctx.busy(
+            "busy",
+            format!(
+                "token {} has {} uploads running, as many as one token may (--max-uploads-per-token); retry in {RETRY_AFTER_SECS} s",
+                ctx.token, ctx.app.config.max_uploads_per_token
+            ),
+        );
+    };
+    let gathers = repo.backend.write_from_gathers();
+    let memory = if gathers {
+        let budget = ctx.app.config.max_upload_memory;
+        // The announced size, else the largest allowed; never more than
+        // the whole budget (or it could never be had).
+        let need = length
+            .unwrap_or(max_object)
+            .clamp(1, budget.max(1))
+            .min(u64::from(u32::MAX)) as u32;
+        let sem = ctx.app.upload_memory.clone();
+        let wait = ctx.app.config.upload_memory_wait;
+        match tokio::time::timeout(wait, sem.acquire_many_owned(need)).await {
+            Ok(Ok(permit)) => Some(permit),
+            Ok(Err(_)) | Err(_) => {
+                return ctx.busy(
+                    "busy",
+                    format!(
+                        "the server's upload memory is in use ({} held by uploads to storage that buffers them; --max-upload-memory {}): {} more did not fit within {} s; retry in {RETRY_AFTER_SECS} s",
+                        rewind_core::stats::human_bytes(
+                            budget.saturating_sub(ctx.app.upload_memory.available_permits() as u64)
+                        ),
+                        rewind_core::stats::human_bytes(budget),
+                        rewind_core::stats::human_bytes(u64::from(need)),
+                        wait.as_secs()
+                    ),
+                )
+            }
+        }
+    } else {
+        None
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let cut = Arc::new(Mutex::new(None));
     let mut reader = BodyReader {
@@ -1048,7 +1144,17 @@ async fn put_file(
                 Err(e) => return (Err(e), 0),
             }
         }
-        let r = b.write_from(t, &n2, &mut reader);
+        let r = if gathers {
+            // Gathered here in one buffer of the announced size (the
+            // default write_from grows its own, up to twice that).
+            let mut data = Vec::with_capacity(length.unwrap_or(0) as usize);
+            match reader.read_to_end(&mut data) {
+                Ok(_) => b.write(t, &n2, &data),
+                Err(e) => Err(Error::io(format!("read the {} {n2} to store", t.what()), e)),
+            }
+        } else {
+            b.write_from(t, &n2, &mut reader)
+        };
         (r, reader.seen)
     });
     let mut body = req.into_body();
@@ -1068,7 +1174,11 @@ async fn put_file(
         }
     }
     drop(tx);
-    let (result, seen) = match job.await {
+    let joined = job.await;
+    // The write has ended: its memory and its slot go back.
+    drop(memory);
+    drop(slot);
+    let (result, seen) = match joined {
         Ok(x) => x,
         Err(e) => return ctx.failed(&Error::io("server task", io::Error::other(e.to_string()))),
     };

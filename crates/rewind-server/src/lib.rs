@@ -74,6 +74,18 @@ pub struct Config {
     pub defaults: Limits,
     /// Largest file accepted, in bytes.
     pub max_object_size: u64,
+    /// Bytes of uploads held in memory at once, server-wide, on storage
+    /// that gathers each upload before storing it (S3, SFTP); local storage
+    /// streams to its files and is not counted. An upload takes its
+    /// Content-Length (or `max_object_size` without one) before its body is
+    /// read; one that cannot within `upload_memory_wait` gets 503.
+    pub max_upload_memory: u64,
+    /// How long an upload waits for its share of the upload memory
+    /// ([`DEFAULT_UPLOAD_MEMORY_WAIT`]).
+    pub upload_memory_wait: std::time::Duration,
+    /// Uploads one token may have running at once (any storage); more get
+    /// 503.
+    pub max_uploads_per_token: usize,
 }
 
 impl Config {
@@ -86,6 +98,18 @@ impl Config {
 /// Largest file accepted by default: a pack is 16 MiB plus at most one
 /// blob of up to 16 MiB, compressed or not.
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 64 << 20;
+
+/// Upload memory of the server by default (S3 and SFTP storage): four
+/// largest files at once.
+pub const DEFAULT_MAX_UPLOAD_MEMORY: u64 = 256 << 20;
+
+/// Uploads one token may run at once by default (a client sends 4 at once
+/// unless told otherwise with `rest.connections`).
+pub const DEFAULT_MAX_UPLOADS_PER_TOKEN: usize = 8;
+
+/// How long an upload waits for its share of the upload memory before it
+/// is answered 503 (the client retries).
+pub const DEFAULT_UPLOAD_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the server until SIGINT or SIGTERM. Prints
 /// `rewind serve: listening on URL` on stdout once it accepts connections.
@@ -137,6 +161,11 @@ pub fn run(config: Config) -> Result<()> {
     if let (None, Some(data)) = (&config.storage, &config.data) {
         std::fs::create_dir_all(data)
             .map_err(|e| Error::io(format!("create the data directory {}", data.display()), e))?;
+    }
+    if config.max_upload_memory == 0 || config.max_uploads_per_token == 0 {
+        return Err(Error::InvalidInput(
+            "--max-upload-memory and --max-uploads-per-token must be more than 0".into(),
+        ));
     }
     // The state must parse before we accept anyone.
     store.load()?;

@@ -99,6 +99,19 @@ struct RunArgs {
     /// Largest single file accepted.
     #[arg(long, default_value = "64M", value_name = "SIZE")]
     max_object_size: String,
+    /// Memory for uploads in flight, server-wide, on storage that holds
+    /// each upload in memory before storing it (S3, SFTP; local storage
+    /// streams and is not counted). An upload reserves its size before its
+    /// body is read; one that finds no room within 30 s gets 503 with
+    /// Retry-After (clients retry).
+    #[arg(long, default_value = "256M", value_name = "SIZE")]
+    max_upload_memory: String,
+    /// Uploads one token may run at once; more get 503 (clients retry).
+    #[arg(long, default_value_t = rewind_server::DEFAULT_MAX_UPLOADS_PER_TOKEN, value_name = "N")]
+    max_uploads_per_token: usize,
+    /// Seconds an upload waits for upload memory before 503 (tests).
+    #[arg(long, default_value_t = 30, value_name = "SECS", hide = true)]
+    upload_memory_wait: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -292,6 +305,9 @@ fn serve(a: &RunArgs, g: &Global) -> Result<u8> {
             max_size: a.max_size.as_deref().map(parse_size).transpose()?,
         },
         max_object_size: parse_size(&a.max_object_size)?,
+        max_upload_memory: parse_size(&a.max_upload_memory)?,
+        max_uploads_per_token: a.max_uploads_per_token,
+        upload_memory_wait: std::time::Duration::from_secs(a.upload_memory_wait),
     };
     rewind_server::run(config)?;
     Ok(exit::OK)

@@ -209,6 +209,10 @@ impl Backend for LocalBackend {
         self.write_from(t, name, &mut &data[..])
     }
 
+    fn write_from_gathers(&self) -> bool {
+        false
+    }
+
     fn write_from(&self, t: FileType, name: &str, src: &mut dyn Read) -> Result<WriteOutcome> {
         let p = self.path(t, name)?;
         if p.exists() {

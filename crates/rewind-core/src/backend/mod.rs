@@ -118,6 +118,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             .map_err(|e| crate::Error::io(format!("read the {} {name} to store", t.what()), e))?;
         self.write(t, name, &data)
     }
+    /// True when [`Backend::write_from`] gathers the whole content in memory
+    /// before storing it (the default one does: S3, SFTP); false when it
+    /// streams (local files). The server bounds the bytes the gathering
+    /// ones hold at once (DESIGN §14).
+    fn write_from_gathers(&self) -> bool {
+        true
+    }
     /// When a file was stored, where the storage knows it (`None` where it
     /// does not); [`crate::Error::Missing`] for an absent file.
     fn modified(&self, t: FileType, name: &str) -> Result<Option<std::time::SystemTime>> {

@@ -100,6 +100,10 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
         self.inner.write_from(t, name, src)
     }
 
+    fn write_from_gathers(&self) -> bool {
+        self.inner.write_from_gathers()
+    }
+
     fn modified(&self, t: FileType, name: &str) -> Result<Option<SystemTime>> {
         self.inner.modified(t, name)
     }
