@@ -125,6 +125,11 @@ fn remedy(e: &anyhow::Error) -> Option<&'static str> {
         Remedy::PruneWithGrace => {
             "Prune without --now (deletion waits for the grace period), or run it again later."
         }
+        Remedy::PruneIgnoringDamagedSnapshots => {
+            "A snapshot that cannot be read restores nothing. If it cannot be recovered, \
+             `rewind prune --ignore-damaged-snapshots` prunes as if it did not exist (each one \
+             is named)."
+        }
         _ => return None,
     })
 }

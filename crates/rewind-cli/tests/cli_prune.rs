@@ -332,3 +332,59 @@ fn prune_removes_old_temporaries_of_killed_writes_only() {
     );
     env.ok(["check", "--read-data"]);
 }
+
+#[test]
+fn a_garbage_snapshot_file_blocks_prune_until_the_admin_ignores_it() {
+    let env = Env::with_repo();
+    let src = with_garbage(&env, 10, 100_000);
+    // Undecodable, under a valid name: what a backup token and the
+    // password can leave on a server that keeps files for 30 days.
+    let name = "ab".repeat(32);
+    fs::write(
+        env.repo.join("snapshots").join(&name),
+        b"not a snapshot at all",
+    )
+    .unwrap();
+
+    // Default: refused before any change, naming the file and the way out.
+    let before = listing(&env.repo);
+    let r = env.run(["prune", "--now"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains(&name), "{r}");
+    assert!(r.stderr.contains("--ignore-damaged-snapshots"), "{r}");
+    assert_eq!(
+        listing(&env.repo),
+        before,
+        "a refused prune changed the repository"
+    );
+
+    // The admin's way out: the damaged file is named, the rest is pruned.
+    let bytes_before = repo_bytes(&env.repo);
+    let r = env.run(["prune", "--ignore-damaged-snapshots", "--now"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stderr.contains(&name), "{r}");
+    assert!(repo_bytes(&env.repo) < bytes_before, "nothing reclaimed");
+    // Every readable snapshot still restores byte-exact ("latest" is
+    // refused while a damaged file may be newer: named by id).
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let id = snaps[0]["id"].as_str().unwrap().to_string();
+    let target = env.path("target");
+    env.ok([
+        "restore".as_ref(),
+        id.as_ref(),
+        "--target".as_ref(),
+        target.as_os_str(),
+    ]);
+    assert_trees_equal(&src, &restored(&target, &src), &[]);
+
+    // check --read-data finds only the damaged snapshot file.
+    let mut c = env.cmd();
+    c.args(["--json", "check", "--read-data"]);
+    let r = run_cmd(c);
+    assert_ne!(r.code, Some(0), "{r}");
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let errors = report["errors"].as_array().unwrap().clone();
+    assert_eq!(errors.len(), 1, "{r}");
+    assert!(errors[0].as_str().unwrap().contains(&name), "{r}");
+}

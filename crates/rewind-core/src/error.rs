@@ -141,6 +141,9 @@ pub enum Remedy {
     ChangePassword,
     /// Prune without deleting at once (the grace period), or wait.
     PruneWithGrace,
+    /// A snapshot (file or root tree) cannot be read: prune with
+    /// `ignore_damaged_snapshots` (it restores nothing), or recover it.
+    PruneIgnoringDamagedSnapshots,
 }
 
 impl Error {

@@ -82,6 +82,11 @@ pub struct PruneOptions {
     pub delete_now: bool,
     /// Only compute the plan.
     pub dry_run: bool,
+    /// Prune as if snapshot files that cannot be read, and snapshots whose
+    /// root tree cannot be read, did not exist (they restore nothing), after
+    /// naming each in [`PruneReport::ignored_snapshots`]. Without it, prune
+    /// refuses while there is one (it cannot tell which data it needs).
+    pub ignore_damaged_snapshots: bool,
     /// Host name for the running marker.
     pub hostname: String,
     /// The current time (tests move it forward); None for the clock.
@@ -99,6 +104,7 @@ impl Default for PruneOptions {
             grace: DEFAULT_GRACE,
             delete_now: false,
             dry_run: false,
+            ignore_damaged_snapshots: false,
             hostname: crate::source::local_hostname(),
             now: None,
             cancel: Cancel::default(),
@@ -132,6 +138,10 @@ impl Packs {
 pub struct PruneReport {
     /// Snapshots whose data is kept.
     pub snapshots: u64,
+    /// With `ignore_damaged_snapshots`: snapshot files that cannot be read,
+    /// or whose root tree cannot be read, pruned as if they did not exist
+    /// (name, why).
+    pub ignored_snapshots: Vec<(String, String)>,
     /// Blobs that snapshots use.
     pub used_blobs: u64,
     /// Every pack file in the repository before the run.
@@ -203,24 +213,49 @@ struct PackInfo {
 }
 
 /// Every blob that a snapshot uses, reading trees level by level in parallel.
+///
+/// A root tree that cannot be read is refused, or with `skip_bad_roots`
+/// left out and returned with the error (its snapshot restores nothing).
 fn used_blobs(
     repo: &Repository,
     roots: impl Iterator<Item = BlobId>,
+    skip_bad_roots: bool,
     cancel: &Cancel,
-) -> Result<HashSet<BlobId, IdBuildHasher>> {
+) -> Result<(HashSet<BlobId, IdBuildHasher>, Vec<(BlobId, String)>)> {
     let mut used: HashSet<BlobId, IdBuildHasher> = HashSet::default();
     let mut frontier: Vec<BlobId> = roots.filter(|t| used.insert(*t)).collect();
+    let bad_roots: std::sync::Mutex<Vec<(BlobId, String)>> = Default::default();
+    let mut level = 0;
     while !frontier.is_empty() {
         cancel.check()?;
         let children: Vec<Vec<(BlobId, bool)>> = frontier
             .par_iter()
             .map(|id| {
-                let tree = repo.read_tree(id).map_err(|e| {
-                    Error::Refused(format!(
-                        "tree {id} cannot be read ({e}); prune stops before changing anything"
-                    ))
-                    .with_remedy(Remedy::CheckThenRepairSnapshots)
-                })?;
+                let tree = match repo.read_tree(id) {
+                    Ok(t) => t,
+                    Err(e) if level == 0 && skip_bad_roots => {
+                        bad_roots
+                            .lock()
+                            .expect("not poisoned")
+                            .push((*id, e.to_string()));
+                        return Ok(Vec::new());
+                    }
+                    Err(e) if level == 0 => {
+                        return Err(Error::Refused(format!(
+                            "the root tree {id} of a snapshot cannot be read ({e}); prune \
+                             cannot tell which data it needs and stops before changing \
+                             anything"
+                        ))
+                        .with_remedy(Remedy::PruneIgnoringDamagedSnapshots));
+                    }
+                    Err(e) => {
+                        return Err(Error::Refused(format!(
+                            "tree {id} cannot be read ({e}); prune stops before changing \
+                             anything"
+                        ))
+                        .with_remedy(Remedy::CheckThenRepairSnapshots));
+                    }
+                };
                 let mut out = Vec::new();
                 for n in tree.nodes {
                     match n.kind {
@@ -240,8 +275,13 @@ fn used_blobs(
                 frontier.push(id);
             }
         }
+        level += 1;
     }
-    Ok(used)
+    let bad_roots = bad_roots.into_inner().expect("not poisoned");
+    for (id, _) in &bad_roots {
+        used.remove(id);
+    }
+    Ok((used, bad_roots))
 }
 
 /// True for a marker of this host whose process no longer exists (killed
@@ -283,11 +323,11 @@ impl Others {
     fn read(repo: &Repository, opts: &PruneOptions, now: Timestamp) -> Result<Others> {
         let (markers, damaged) = repo.running_markers_checked()?;
         let mut others = Others::default();
-        for (_, m) in markers {
+        for (name, m) in markers {
             let ours = m.kind == RunningKind::Prune
                 && m.pid == std::process::id()
                 && m.hostname == opts.hostname;
-            if ours || now.duration_since(m.refreshed) >= STALE_AFTER || is_dead_here(&m, opts) {
+            if ours || !marker_is_fresh(repo, &name, &m, now)? || is_dead_here(&m, opts) {
                 continue;
             }
             match m.kind {
@@ -300,7 +340,7 @@ impl Others {
             // backup until the storage says it is old (one that cannot
             // tell its files' times: for as long as the marker is there;
             // an admin removes it).
-            if damaged_marker_age(repo, &f.name, now)?.is_none_or(|age| age < STALE_AFTER) {
+            if marker_age(repo, &f.name, now)?.is_none_or(|age| age < STALE_AFTER) {
                 others.damaged.push(f.name);
             }
         }
@@ -335,13 +375,35 @@ impl Others {
     }
 }
 
-/// How old a damaged running marker is by the storage's clock (None where
-/// the storage does not say or the file is gone).
-fn damaged_marker_age(
+/// True when a marker claims a time (start or refresh) beyond `now` plus
+/// the clock skew: a clock far ahead, or a marker forged with the key to
+/// look live forever.
+fn claims_future(m: &crate::format::prune::RunningMarker, now: Timestamp) -> bool {
+    let latest = now.saturating_add(CLOCK_SKEW).expect("in range");
+    m.refreshed > latest || m.start > latest
+}
+
+/// Whether a readable marker is young enough to be a live operation's. An
+/// honest marker: its refresh is less than [`STALE_AFTER`] ago. One that
+/// claims a future time cannot be judged by its claim (it would block
+/// `--now` forever): the storage's time of the file decides, as for a
+/// damaged marker, and where the storage cannot tell, it counts as live
+/// (fail safe).
+fn marker_is_fresh(
     repo: &Repository,
     name: &str,
+    m: &crate::format::prune::RunningMarker,
     now: Timestamp,
-) -> Result<Option<SignedDuration>> {
+) -> Result<bool> {
+    if !claims_future(m, now) {
+        return Ok(now.duration_since(m.refreshed) < STALE_AFTER);
+    }
+    Ok(marker_age(repo, name, now)?.is_none_or(|age| age < STALE_AFTER))
+}
+
+/// How old a running marker file is by the storage's clock (None where
+/// the storage does not say or the file is gone).
+fn marker_age(repo: &Repository, name: &str, now: Timestamp) -> Result<Option<SignedDuration>> {
     match repo.backend().modified(FileType::Running, name) {
         Ok(Some(t)) => Ok(Timestamp::try_from(t).ok().map(|t| now.duration_since(t))),
         Ok(None) | Err(Error::Missing { .. }) => Ok(None),
@@ -438,12 +500,19 @@ impl Inventory {
         }
         let state_files = states.files;
         let (snapshots, bad_snaps) = repo.snapshots_checked()?;
-        if let Some((name, e)) = bad_snaps.first() {
+        if let (Some((name, e)), false) = (bad_snaps.first(), opts.ignore_damaged_snapshots) {
             return Err(Error::Refused(format!(
                 "snapshot file {name} cannot be read ({e}); prune cannot tell which data it \
                  needs. If it cannot be recovered, move it out of snapshots/ and prune again"
-            )));
+            ))
+            .with_remedy(Remedy::PruneIgnoringDamagedSnapshots));
         }
+        // Ignored: such a file names no tree prune could read, so it
+        // restores nothing; the report names it.
+        report.ignored_snapshots = bad_snaps
+            .iter()
+            .map(|(name, e)| (name.clone(), e.to_string()))
+            .collect();
         let (index_files, damaged) = repo.index_files()?;
         if let Some((name, e)) = damaged.first() {
             return Err(Error::Refused(format!(
@@ -460,8 +529,23 @@ impl Inventory {
         for size in stored.values() {
             report.packs_before.add(*size);
         }
-        report.snapshots = snapshots.len() as u64;
-        let used = used_blobs(repo, snapshots.iter().map(|(_, s)| s.tree), &opts.cancel)?;
+        let (used, bad_roots) = used_blobs(
+            repo,
+            snapshots.iter().map(|(_, s)| s.tree),
+            opts.ignore_damaged_snapshots,
+            &opts.cancel,
+        )?;
+        let mut kept_snapshots = snapshots.len() as u64;
+        for (id, s) in &snapshots {
+            if let Some((tree, e)) = bad_roots.iter().find(|(t, _)| *t == s.tree) {
+                kept_snapshots -= 1;
+                report.ignored_snapshots.push((
+                    id.to_hex(),
+                    format!("its root tree {tree} cannot be read ({e})"),
+                ));
+            }
+        }
+        report.snapshots = kept_snapshots;
         report.used_blobs = used.len() as u64;
 
         let old_index: Vec<IndexId> = index_files.iter().map(|(id, _)| *id).collect();
@@ -1071,8 +1155,14 @@ fn clean_up(
     }
     let (markers, damaged) = repo.running_markers_checked()?;
     for (name, m) in markers {
-        if now.duration_since(m.refreshed) >= opts.grace.max(STALE_AFTER * 2) {
-            repo.backend().delete(FileType::Running, &name)?;
+        let old_enough = if claims_future(&m, now) {
+            // Judged by the storage's time, as a damaged marker.
+            marker_age(repo, &name, now)?.is_some_and(|age| age >= opts.grace.max(STALE_AFTER * 2))
+        } else {
+            now.duration_since(m.refreshed) >= opts.grace.max(STALE_AFTER * 2)
+        };
+        if old_enough {
+            delete_unless_kept(repo.backend().as_ref(), FileType::Running, &name)?;
         } else if is_dead_here(&m, opts) {
             // Its process on this host is gone (killed before it could
             // remove its marker): nothing relies on the marker, which every
@@ -1083,8 +1173,7 @@ fn clean_up(
     }
     // Damaged markers as old as a stale one that prune deletes.
     for (f, _) in damaged {
-        if damaged_marker_age(repo, &f.name, now)?
-            .is_some_and(|age| age >= opts.grace.max(STALE_AFTER * 2))
+        if marker_age(repo, &f.name, now)?.is_some_and(|age| age >= opts.grace.max(STALE_AFTER * 2))
         {
             delete_unless_kept(repo.backend().as_ref(), FileType::Running, &f.name)?;
         }

@@ -415,3 +415,109 @@ fn backups_before_during_and_after_prunes_all_restore() {
         assert_restores(&repo, id, &src, copy, tmp.path());
     }
 }
+
+/// Plants a running marker sealed with the key (as a client holding the
+/// password can) and returns its file.
+fn plant_marker(repo_dir: &Path, start: Timestamp, refreshed: Timestamp) -> PathBuf {
+    use rewind_core::format::prune::{RunningKind, RunningMarker};
+    use rewind_core::format::RepoFile;
+    let repo = open(repo_dir);
+    let m = RunningMarker {
+        version: 1,
+        kind: RunningKind::Backup,
+        hostname: "elsewhere".into(),
+        pid: 4242,
+        start,
+        refreshed,
+        pid_namespace: None,
+    };
+    let (name, bytes) = m.seal(repo.crypto());
+    repo.backend()
+        .write(FileType::Running, &name.to_hex(), &bytes)
+        .unwrap();
+    repo_dir.join("running").join(name.to_hex())
+}
+
+fn set_age(file: &Path, age: std::time::Duration) {
+    let t = std::time::SystemTime::now() - age;
+    filetime::set_file_mtime(file, filetime::FileTime::from_system_time(t)).unwrap();
+}
+
+#[test]
+fn a_marker_claiming_a_far_future_refresh_blocks_prune_now_only_while_its_file_is_fresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    init(&repo_dir);
+    let data = pseudo_random(1 << 20, 3);
+    let old = stream_backup(&open(&repo_dir), &data);
+    let kept = stream_backup(&open(&repo_dir), &pseudo_random(1 << 20, 4));
+    forget(&repo_dir, &old);
+    let year = Timestamp::now() + SignedDuration::from_hours(24 * 365);
+    let marker = plant_marker(&repo_dir, year, year);
+    let now = || PruneOptions {
+        delete_now: true,
+        ..PruneOptions::default()
+    };
+
+    // Fresh by the storage's clock: it may be a live backup's (fail safe).
+    let e = prune::prune(&open(&repo_dir), &now()).unwrap_err();
+    assert!(e.to_string().contains("a backup runs"), "{e}");
+
+    // Older than STALE_AFTER by the storage's clock: its claim no longer counts.
+    set_age(&marker, std::time::Duration::from_secs(31 * 60));
+    let before = pack_bytes(&open(&repo_dir));
+    let r = prune::prune(&open(&repo_dir), &now()).unwrap();
+    assert!(r.deleted.count > 0, "{r:?}");
+    assert!(r.running_backups.is_empty(), "{r:?}");
+    let repo = open(&repo_dir);
+    assert!(pack_bytes(&repo) < before);
+    assert!(check_errors(&repo).is_empty());
+    assert_stream(&repo, &kept, &pseudo_random(1 << 20, 4));
+
+    // The same kind of claim a little ahead (within the clock skew) is an
+    // honest marker's: judged by its refresh time as before, whatever the
+    // file's age.
+    let soon = Timestamp::now() + SignedDuration::from_mins(5);
+    let honest = plant_marker(&repo_dir, soon, soon);
+    set_age(&honest, std::time::Duration::from_secs(3600));
+    let e = prune::prune(&open(&repo_dir), &now()).unwrap_err();
+    assert!(e.to_string().contains("a backup runs"), "{e}");
+}
+
+#[test]
+fn a_sealed_snapshot_whose_root_tree_does_not_exist_is_refused_or_explicitly_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    init(&repo_dir);
+    let old = stream_backup(&open(&repo_dir), &pseudo_random(1 << 20, 5));
+    let kept_data = pseudo_random(1 << 20, 6);
+    let kept = stream_backup(&open(&repo_dir), &kept_data);
+    forget(&repo_dir, &old);
+    // Sealed with the key, valid in form, but its tree is nowhere.
+    let repo = open(&repo_dir);
+    let (_, mut bogus) = repo.read_snapshot(&kept).unwrap();
+    bogus.tree = repo.crypto().blob_id(b"no such tree");
+    bogus.time = Timestamp::now() + SignedDuration::from_hours(1);
+    let bogus_id = repo.write_file(&bogus).unwrap();
+    let now = |ignore| PruneOptions {
+        delete_now: true,
+        ignore_damaged_snapshots: ignore,
+        ..PruneOptions::default()
+    };
+
+    let e = prune::prune(&open(&repo_dir), &now(false)).unwrap_err();
+    assert_eq!(
+        e.remedy(),
+        Some(rewind_core::error::Remedy::PruneIgnoringDamagedSnapshots),
+        "{e}"
+    );
+    let before = pack_bytes(&open(&repo_dir));
+    let r = prune::prune(&open(&repo_dir), &now(true)).unwrap();
+    assert_eq!(r.snapshots, 1, "{r:?}");
+    assert_eq!(r.ignored_snapshots.len(), 1, "{r:?}");
+    assert_eq!(r.ignored_snapshots[0].0, bogus_id.to_hex());
+    assert!(r.deleted.count > 0, "{r:?}");
+    let repo = open(&repo_dir);
+    assert!(pack_bytes(&repo) < before);
+    assert_stream(&repo, &kept, &kept_data);
+}

@@ -22,6 +22,11 @@ pub struct PruneArgs {
     /// while a backup runs; only safe when no other client can start one.
     #[arg(long)]
     pub now: bool,
+    /// Prune as if snapshot files that cannot be read (or whose root tree
+    /// cannot be read) did not exist: they restore nothing. Each is named;
+    /// without this flag prune refuses while there is one.
+    #[arg(long)]
+    pub ignore_damaged_snapshots: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +89,7 @@ impl PruneArgs {
             grace,
             delete_now: self.now,
             dry_run,
+            ignore_damaged_snapshots: self.ignore_damaged_snapshots,
             ..PruneOptions::default()
         })
     }
@@ -113,6 +119,9 @@ pub fn run_with(
         ..opts.clone()
     };
     let r = prune::prune(repo, opts)?;
+    for (name, why) in &r.ignored_snapshots {
+        eprintln!("warning: snapshot {name} cannot be read ({why}); pruned as if it did not exist (--ignore-damaged-snapshots): the data only it refers to is not kept");
+    }
     for name in &r.damaged_states {
         eprintln!("warning: prune state {name} cannot be read; every marked pack waits its grace period again from now (nothing is deleted on an old mark), and this run's state replaces it");
     }
