@@ -309,8 +309,40 @@ fn serve(a: &RunArgs, g: &Global) -> Result<u8> {
         max_uploads_per_token: a.max_uploads_per_token,
         upload_memory_wait: std::time::Duration::from_secs(a.upload_memory_wait),
     };
+    tune_malloc();
     rewind_server::run(config)?;
     Ok(exit::OK)
+}
+
+/// glibc's malloc, once a large buffer is freed, raises its mmap threshold
+/// (up to 32 MiB) and serves later upload buffers from per-thread arenas,
+/// which keep freed memory: measured with 16 uploads of 16 MiB on S3
+/// storage and a 64 MiB budget, 399 MiB peak and 377 MiB resident when
+/// idle, against 161 and 31 with a fixed 1 MiB threshold. The crates forbid
+/// `unsafe` (no `mallopt`), so the server runs itself again with glibc's
+/// own setting, `MALLOC_MMAP_THRESHOLD_`, unless the environment has one;
+/// the process stays the same (exec), and if that fails it runs as it is.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
+        if std::env::var_os(VAR).is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+        let err = std::process::Command::new(&exe)
+            .arg0(arg0)
+            .args(args)
+            .env(VAR, "1048576")
+            .exec();
+        // Only reached when exec failed.
+        let _ = err;
+    }
 }
 
 fn token(a: &TokenAction, g: &Global) -> Result<u8> {
