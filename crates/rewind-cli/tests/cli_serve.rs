@@ -1765,7 +1765,12 @@ fn uploads_to_s3_storage_are_bounded_in_memory_and_per_token() {
 #[test]
 #[ignore]
 fn tmp_measure_upload_memory() {
-    for (budget, cap, malloc) in [("4G", "100", false), ("256M", "8", false), ("256M", "8", true), ("4G", "100", true)] {
+    for (budget, cap, malloc) in [
+        ("4G", "100", false),
+        ("256M", "8", false),
+        ("256M", "8", true),
+        ("4G", "100", true),
+    ] {
         let env = Env::new();
         let s3 = rewind_backends::testsupport::SeaweedFs::start(&["mem"]);
         let storage = s3.url("mem", "repos");
@@ -1773,8 +1778,22 @@ fn tmp_measure_upload_memory() {
         if malloc {
             vars.push(("MALLOC_MMAP_THRESHOLD_", "1048576"));
         }
-        let server = Server::launch(&env, &["--storage", &storage, "--max-upload-memory", budget, "--max-uploads-per-token", cap], &vars, "m.log");
-        let tokens: Vec<String> = (0..4).map(|_| server.token(&env, "r", "backup", &[])).collect();
+        let server = Server::launch(
+            &env,
+            &[
+                "--storage",
+                &storage,
+                "--max-upload-memory",
+                budget,
+                "--max-uploads-per-token",
+                cap,
+            ],
+            &vars,
+            "m.log",
+        );
+        let tokens: Vec<String> = (0..4)
+            .map(|_| server.token(&env, "r", "backup", &[]))
+            .collect();
         let addr = server.addr.clone();
         let started = Instant::now();
         let hs: Vec<_> = (0..32u32)
@@ -1782,23 +1801,34 @@ fn tmp_measure_upload_memory() {
                 let addr = addr.clone();
                 let token = tokens[(i % 4) as usize].clone();
                 std::thread::spawn(move || {
-                    let body: Vec<u8> = (0..(60u32 << 20) / 4).flat_map(|j| (j ^ i.wrapping_mul(2654435761)).to_le_bytes()).collect();
+                    let body: Vec<u8> = (0..(60u32 << 20) / 4)
+                        .flat_map(|j| (j ^ i.wrapping_mul(2654435761)).to_le_bytes())
+                        .collect();
                     let p = format!("/r/data/{}", rewind_core::id::Hash::of(&body).to_hex());
                     loop {
                         let (s, why) = http(&addr, "PUT", &p, Some(&token), &[], &body);
-                        if s == 503 { std::thread::sleep(Duration::from_secs(1)); continue; }
+                        if s == 503 {
+                            std::thread::sleep(Duration::from_secs(1));
+                            continue;
+                        }
                         assert_eq!(s, 201, "{why}");
                         break;
                     }
                 })
             })
             .collect();
-        for h in hs { h.join().unwrap(); }
+        for h in hs {
+            h.join().unwrap();
+        }
         let took = started.elapsed();
         std::thread::sleep(Duration::from_secs(3));
         let pid = server.child.as_ref().unwrap().id();
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let rss = status.lines().find(|l| l.starts_with("VmRSS")).unwrap().to_string();
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap()
+            .to_string();
         eprintln!("MEASURE budget={budget} cap={cap} mmap_threshold={malloc}: 32x60MB in {took:?}, peak {} MiB, idle {rss}", server.peak_rss_kib() / 1024);
     }
 }
