@@ -985,40 +985,33 @@ impl Read for BodyReader {
     }
 }
 
-async fn put_file(
-    ctx: &Ctx,
-    repo: &Arc<Repo>,
-    role: Role,
-    t: FileType,
-    name: String,
-    limits: Limits,
-    req: Request,
-) -> Response {
+/// Why this role may not store a file of this type, if it may not.
+async fn role_refusal(ctx: &Ctx, repo: &Arc<Repo>, role: Role, t: FileType) -> Option<Response> {
     match (role, t) {
         (Role::Read, _) => {
-            return ctx.refuse(
+            return Some(ctx.refuse(
                 StatusCode::FORBIDDEN,
                 "role",
                 "a read token cannot store files",
-            )
+            ))
         }
         (Role::Backup, FileType::Policy) => {
             // Policy files hold every setting of the repository; say which.
-            return ctx.refuse(
+            return Some(ctx.refuse(
                 StatusCode::FORBIDDEN,
                 "role",
                 "a backup token cannot change the repository's settings (its retention policy, copy target and alert URL): they are stored with an admin token",
-            );
+            ));
         }
         (Role::Backup, FileType::PruneState) => {
-            return ctx.refuse(
+            return Some(ctx.refuse(
                 StatusCode::FORBIDDEN,
                 "role",
                 format!(
                     "a backup token cannot store {} files (admin only)",
                     t.what()
                 ),
-            )
+            ))
         }
         (Role::Backup, FileType::Config | FileType::Key) => {
             // Only while the repository is being created.
@@ -1026,28 +1019,45 @@ async fn put_file(
             match blocking(move || b.list(FileType::Config)).await {
                 Ok(c) if c.is_empty() => {}
                 Ok(_) => {
-                    return ctx.refuse(
+                    return Some(ctx.refuse(
                         StatusCode::FORBIDDEN,
                         "role",
                         format!(
                         "a backup token cannot add {} files to an existing repository (admin only)",
                         t.what()
                     ),
-                    )
+                    ))
                 }
-                Err(e) => return ctx.failed(&e),
+                Err(e) => return Some(ctx.failed(&e)),
             }
         }
         _ => {}
     }
-    let length: Option<u64> = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    None
+}
+
+/// Whether an upload may start: its announced size, the quota, the
+/// token's number of uploads and (on storage that gathers uploads in
+/// memory) the upload memory. Gives the room left under the quota and what
+/// the upload holds until it ends.
+async fn admit_upload(
+    ctx: &Ctx,
+    repo: &Arc<Repo>,
+    role: Role,
+    t: FileType,
+    length: Option<u64>,
+    limits: Limits,
+) -> std::result::Result<
+    (
+        Option<u64>,
+        UploadSlot,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+    Response,
+> {
     let max_object = ctx.app.config.max_object_size;
     if length.is_some_and(|l| l > max_object) {
-        return ctx.refuse(
+        return Err(ctx.refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "size",
             format!(
@@ -1055,7 +1065,7 @@ async fn put_file(
                 length.unwrap_or(0),
                 rewind_core::stats::human_bytes(max_object)
             ),
-        );
+        ));
     }
     // The quota binds backups; admin writes (prune's index, state and
     // repacked packs: the way back under it) and liveness markers pass.
@@ -1068,11 +1078,11 @@ async fn put_file(
             let r = repo.clone();
             let used = match blocking(move || r.usage()).await {
                 Ok(u) => u.0,
-                Err(e) => return ctx.failed(&e),
+                Err(e) => return Err(ctx.failed(&e)),
             };
             let room = max.saturating_sub(used);
             if length.unwrap_or(1) > room {
-                return over_quota(ctx, max, used);
+                return Err(over_quota(ctx, max, used));
             }
             Some(room)
         }
@@ -1080,13 +1090,13 @@ async fn put_file(
     // One token may not hold every upload the server runs, nor (on storage
     // that gathers uploads in memory) all of its memory.
     let Some(slot) = ctx.upload_slot() else {
-        return ctx.busy(
+        return Err(ctx.busy(
             "busy",
             format!(
                 "token {} has {} uploads running, as many as one token may (--max-uploads-per-token); retry in {RETRY_AFTER_SECS} s",
                 ctx.token, ctx.app.config.max_uploads_per_token
             ),
-        );
+        ));
     };
     let gathers = repo.backend.write_from_gathers();
     let memory = if gathers {
@@ -1102,7 +1112,7 @@ async fn put_file(
         match tokio::time::timeout(wait, sem.acquire_many_owned(need)).await {
             Ok(Ok(permit)) => Some(permit),
             Ok(Err(_)) | Err(_) => {
-                return ctx.busy(
+                return Err(ctx.busy(
                     "busy",
                     format!(
                         "the server's upload memory is in use ({} held by uploads to storage that buffers them; --max-upload-memory {}): {} more did not fit within {} s; retry in {RETRY_AFTER_SECS} s",
@@ -1113,12 +1123,38 @@ async fn put_file(
                         rewind_core::stats::human_bytes(u64::from(need)),
                         wait.as_secs()
                     ),
-                )
+                ))
             }
         }
     } else {
         None
     };
+    Ok((room, slot, memory))
+}
+
+async fn put_file(
+    ctx: &Ctx,
+    repo: &Arc<Repo>,
+    role: Role,
+    t: FileType,
+    name: String,
+    limits: Limits,
+    req: Request,
+) -> Response {
+    if let Some(refused) = role_refusal(ctx, repo, role, t).await {
+        return refused;
+    }
+    let length: Option<u64> = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let max_object = ctx.app.config.max_object_size;
+    let (room, slot, memory) = match admit_upload(ctx, repo, role, t, length, limits).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    let gathers = repo.backend.write_from_gathers();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let cut = Arc::new(Mutex::new(None));
     let mut reader = BodyReader {

@@ -101,17 +101,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         return Err(super::usage("--dry-run compares with a repository, and the default one does not exist yet: run `rewind backup` without --dry-run first"));
     }
     // Exclude files before the repository: a wrong name is said at once.
-    let mut excludes = args.excludes.clone();
-    for f in &args.exclude_files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| super::usage(format!("cannot read exclude file {}: {e}", f.display())))?;
-        excludes.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
+    let excludes = read_excludes(args)?;
     if super::init::ensure_default_repository(global)? && !global.quiet && !global.json {
         eprintln!();
     }
@@ -132,77 +122,8 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     } else {
         None
     };
-    let copy_to = match (&args.copy_to, &stored, args.dry_run) {
-        (_, _, true) => None,
-        (Some(to), _, false) => Some(super::copy::open_destination(
-            to,
-            super::copy::PasswordFiles {
-                explicit: args.copy_to_password_file.as_deref(),
-                stored: None,
-            },
-            &args.copy_to_options,
-            &repo.config().id,
-        )?),
-        (None, Some(t), false) => {
-            let mut options: Vec<String> =
-                t.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            options.extend(args.copy_to_options.iter().cloned());
-            let stored_file = t.password_file.as_deref().map(std::path::Path::new);
-            Some(
-                super::copy::open_destination(
-                    &t.location,
-                    super::copy::PasswordFiles {
-                        explicit: args.copy_to_password_file.as_deref(),
-                        stored: stored_file,
-                    },
-                    &options,
-                    &repo.config().id,
-                )
-                .with_context(|| {
-                    format!(
-                        "cannot open the stored copy target {} (back up without it with --no-copy)",
-                        t.location
-                    )
-                })?,
-            )
-        }
-        (None, None, false) => None,
-    };
-    let mut opts = BackupOptions::new(args.paths.clone());
-    if let Some(h) = &args.host {
-        opts.hostname = h.clone();
-    }
-    opts.tags = args
-        .tags
-        .iter()
-        .flat_map(|t| t.split(','))
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect();
-    opts.excludes = excludes;
-    opts.exclude_if_present = args.exclude_if_present.clone();
-    opts.exclude_caches = args.exclude_caches;
-    opts.one_file_system = args.one_file_system;
-    opts.dry_run = args.dry_run;
-    opts.skip_scan = args.no_scan;
-    let (repo_path, _) = global.location();
-    if let Ok(p) = repo_path.canonicalize() {
-        opts.exclude_paths.push(p);
-    }
-    if let Some(t) = &args.time {
-        opts.time = Some(rewind_core::select::parse_time(
-            t,
-            &jiff::tz::TimeZone::system(),
-        )?);
-    }
-    opts.parent = if args.force {
-        ParentChoice::None
-    } else if let Some(p) = &args.parent {
-        let (id, _) = super::SelectArgs::default().resolve(&repo, p)?;
-        ParentChoice::Snapshot(id)
-    } else {
-        ParentChoice::Auto
-    };
+    let copy_to = open_copy_target(args, stored.as_ref(), &repo)?;
+    let opts = options(args, excludes, global, &repo)?;
 
     // Ctrl-C or SIGTERM from here on stops the backup at a safe point
     // (no snapshot, no running marker left); not during the password prompt.
@@ -263,6 +184,113 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     } else {
         crate::exit::PARTIAL
     })
+}
+
+/// Opens the repository each new snapshot is copied to (given, else the
+/// stored copy target): before the backup, so that a wrong password or a
+/// missing repository is said before, not after it.
+fn open_copy_target(
+    args: &Args,
+    stored: Option<&rewind_core::format::policy::CopyTarget>,
+    repo: &rewind_core::repository::Repository,
+) -> Result<Option<rewind_core::repository::Repository>> {
+    Ok(match (&args.copy_to, stored, args.dry_run) {
+        (_, _, true) => None,
+        (Some(to), _, false) => Some(super::copy::open_destination(
+            to,
+            super::copy::PasswordFiles {
+                explicit: args.copy_to_password_file.as_deref(),
+                stored: None,
+            },
+            &args.copy_to_options,
+            &repo.config().id,
+        )?),
+        (None, Some(t), false) => {
+            let mut options: Vec<String> =
+                t.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            options.extend(args.copy_to_options.iter().cloned());
+            let stored_file = t.password_file.as_deref().map(std::path::Path::new);
+            Some(
+                super::copy::open_destination(
+                    &t.location,
+                    super::copy::PasswordFiles {
+                        explicit: args.copy_to_password_file.as_deref(),
+                        stored: stored_file,
+                    },
+                    &options,
+                    &repo.config().id,
+                )
+                .with_context(|| {
+                    format!(
+                        "cannot open the stored copy target {} (back up without it with --no-copy)",
+                        t.location
+                    )
+                })?,
+            )
+        }
+        (None, None, false) => None,
+    })
+}
+
+/// The backup's options from the arguments.
+fn options(
+    args: &Args,
+    excludes: Vec<String>,
+    global: &Global,
+    repo: &rewind_core::repository::Repository,
+) -> Result<BackupOptions> {
+    let mut opts = BackupOptions::new(args.paths.clone());
+    if let Some(h) = &args.host {
+        opts.hostname = h.clone();
+    }
+    opts.tags = args
+        .tags
+        .iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    opts.excludes = excludes;
+    opts.exclude_if_present = args.exclude_if_present.clone();
+    opts.exclude_caches = args.exclude_caches;
+    opts.one_file_system = args.one_file_system;
+    opts.dry_run = args.dry_run;
+    opts.skip_scan = args.no_scan;
+    let (repo_path, _) = global.location();
+    if let Ok(p) = repo_path.canonicalize() {
+        opts.exclude_paths.push(p);
+    }
+    if let Some(t) = &args.time {
+        opts.time = Some(rewind_core::select::parse_time(
+            t,
+            &jiff::tz::TimeZone::system(),
+        )?);
+    }
+    opts.parent = if args.force {
+        ParentChoice::None
+    } else if let Some(p) = &args.parent {
+        let (id, _) = super::SelectArgs::default().resolve(repo, p)?;
+        ParentChoice::Snapshot(id)
+    } else {
+        ParentChoice::Auto
+    };
+    Ok(opts)
+}
+
+/// The exclude patterns: given, and read from the exclude files.
+fn read_excludes(args: &Args) -> Result<Vec<String>> {
+    let mut excludes = args.excludes.clone();
+    for f in &args.exclude_files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| super::usage(format!("cannot read exclude file {}: {e}", f.display())))?;
+        excludes.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    Ok(excludes)
 }
 
 fn run_stream(
