@@ -5,25 +5,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
-
 use common::*;
 use rewind_core::archiver::{self, BackupOptions, Progress};
-use rewind_core::backend::{FileType, LocalBackend};
+use rewind_core::backend::FileType;
 use rewind_core::cancel::Cancel;
 use rewind_core::prune::{self, PruneOptions};
-use rewind_core::repository::{KeyOwner, Repository};
+use rewind_core::repository::Repository;
 use rewind_core::Error;
-
-fn init(dir: &Path) -> rewind_core::Result<Repository> {
-    Repository::init(
-        Arc::new(LocalBackend::new(dir)),
-        b"pw",
-        FAST_KDF,
-        &KeyOwner::default(),
-    )
-}
 
 fn count(repo: &Repository, t: FileType) -> usize {
     repo.backend().list(t).unwrap().len()
@@ -33,7 +21,7 @@ fn count(repo: &Repository, t: FileType) -> usize {
 fn a_cancelled_backup_stops_without_a_snapshot_or_marker() {
     let tmp = tempfile::tempdir().unwrap();
     let (repo_dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
-    init(&repo_dir).unwrap();
+    try_init(&repo_dir).unwrap();
     make_tree(&src, 1, 20);
     let repo = open(&repo_dir);
     let cancel = Cancel::new();
@@ -61,7 +49,7 @@ fn a_cancelled_backup_stops_without_a_snapshot_or_marker() {
 fn a_cancelled_prune_changes_nothing_and_leaves_no_marker() {
     let tmp = tempfile::tempdir().unwrap();
     let (repo_dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
-    init(&repo_dir).unwrap();
+    try_init(&repo_dir).unwrap();
     make_tree(&src, 2, 20);
     let repo = open(&repo_dir);
     let id = archiver::backup(&repo, &BackupOptions::new(vec![src]), &Progress::default())
@@ -99,7 +87,7 @@ fn init_refuses_what_is_not_vacant() {
     let docs = tmp.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::write(docs.join("letter.txt"), b"dear").unwrap();
-    let r = init(&docs);
+    let r = try_init(&docs);
     assert!(
         matches!(&r, Err(Error::Refused(m)) if m.contains("letter.txt")),
         "{r:?}"
@@ -109,7 +97,7 @@ fn init_refuses_what_is_not_vacant() {
     let other = tmp.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("config"), [0u8, 1, 2, 3]).unwrap();
-    let r = init(&other);
+    let r = try_init(&other);
     assert!(
         matches!(&r, Err(Error::Refused(m)) if m.contains("not a rewind")),
         "{r:?}"
@@ -118,7 +106,7 @@ fn init_refuses_what_is_not_vacant() {
     // Empty and absent locations are vacant; a repository is there after.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    init(&empty).unwrap();
-    init(&tmp.path().join("new")).unwrap();
-    assert!(matches!(init(&empty), Err(Error::AlreadyExists(_))));
+    try_init(&empty).unwrap();
+    try_init(&tmp.path().join("new")).unwrap();
+    assert!(matches!(try_init(&empty), Err(Error::AlreadyExists(_))));
 }

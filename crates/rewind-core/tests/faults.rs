@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use common::*;
 use rewind_core::archiver::{self, BackupOptions, Progress};
-use rewind_core::backend::{FileType, LocalBackend};
+use rewind_core::backend::FileType;
 use rewind_core::check::{self, CheckOptions};
-use rewind_core::repository::{KeyOwner, Repository};
+use rewind_core::repository::Repository;
 use rewind_core::Error;
 
 #[test]
@@ -22,13 +22,7 @@ fn a_backup_failing_at_any_write_leaves_the_repository_intact() {
     let repo_dir = tmp.path().join("repo");
     let src: PathBuf = tmp.path().join("src");
     make_tree(&src, 1, 24);
-    Repository::init(
-        Arc::new(LocalBackend::new(&repo_dir)),
-        b"pw",
-        FAST_KDF,
-        &KeyOwner::default(),
-    )
-    .unwrap();
+    init(&repo_dir);
     let first = archiver::backup(
         &open(&repo_dir),
         &BackupOptions::new(vec![src.clone()]),

@@ -7,16 +7,15 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use common::*;
 use rewind_core::archiver::{self, BackupOptions, Progress};
-use rewind_core::backend::{FileType, LocalBackend};
+use rewind_core::backend::FileType;
 use rewind_core::format::index::{IndexFile, IndexPack, VERSION};
 use rewind_core::format::pack::PackedBlob;
 use rewind_core::format::RepoFile;
 use rewind_core::id::{Hash, PackId};
-use rewind_core::repository::{KeyOwner, Repository};
+use rewind_core::repository::Repository;
 
 /// Writes `file` sealed again and again (each seal has a fresh nonce, so a
 /// new name) until its name sorts after every other index file: readers
@@ -48,13 +47,7 @@ fn lying_index_files_do_not_hide_the_real_copies() {
     let repo_dir = tmp.path().join("repo");
     let src: PathBuf = tmp.path().join("src");
     make_tree(&src, 7, 12);
-    Repository::init(
-        Arc::new(LocalBackend::new(&repo_dir)),
-        b"pw",
-        FAST_KDF,
-        &KeyOwner::default(),
-    )
-    .unwrap();
+    init(&repo_dir);
     let snap = archiver::backup(
         &open(&repo_dir),
         &BackupOptions::new(vec![src.clone()]),

@@ -13,20 +13,10 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use jiff::{SignedDuration, Timestamp};
 use rewind_core::archiver::{self, BackupOptions, Progress, StreamSource};
-use rewind_core::backend::{FileType, LocalBackend};
+use rewind_core::backend::FileType;
 use rewind_core::id::SnapshotId;
 use rewind_core::prune::{self, PruneOptions, PruneReport};
-use rewind_core::repository::{KeyOwner, Repository};
-
-fn init(dir: &Path) {
-    Repository::init(
-        Arc::new(LocalBackend::new(dir)),
-        b"pw",
-        FAST_KDF,
-        &KeyOwner::default(),
-    )
-    .unwrap();
-}
+use rewind_core::repository::Repository;
 
 fn backup(repo_dir: &Path, src: &Path) -> SnapshotId {
     archiver::backup(

@@ -13,7 +13,7 @@ use common::*;
 use rewind_core::archiver::{self, BackupOptions, Progress};
 use rewind_core::backend::{Backend, FileInfo, FileType, LocalBackend, WriteOutcome};
 use rewind_core::id::SnapshotId;
-use rewind_core::repository::{KeyOwner, Repository};
+use rewind_core::repository::Repository;
 use rewind_core::restorer::{self, Overwrite, RestoreOptions, RestoreStart};
 use rewind_core::Result;
 
@@ -97,13 +97,7 @@ fn tricky_tree(src: &Path) {
 }
 
 fn backup(repo_dir: &Path, src: &Path) -> SnapshotId {
-    Repository::init(
-        Arc::new(LocalBackend::new(repo_dir)),
-        b"pw",
-        FAST_KDF,
-        &KeyOwner::default(),
-    )
-    .unwrap();
+    init(repo_dir);
     archiver::backup(
         &open(repo_dir),
         &BackupOptions::new(vec![src.to_path_buf()]),

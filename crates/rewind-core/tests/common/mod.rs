@@ -97,6 +97,21 @@ pub fn make_tree(dir: &Path, seed: u64, files: usize) {
     }
 }
 
+/// A new repository at `dir` (password "pw", the fast KDF).
+pub fn try_init(dir: &Path) -> Result<Repository> {
+    Repository::init(
+        Arc::new(LocalBackend::new(dir)),
+        b"pw",
+        FAST_KDF,
+        &rewind_core::repository::KeyOwner::default(),
+    )
+}
+
+/// [`try_init`], which must succeed.
+pub fn init(dir: &Path) -> Repository {
+    try_init(dir).unwrap()
+}
+
 pub fn open(root: &Path) -> Repository {
     Repository::open(Arc::new(LocalBackend::new(root)), b"pw").unwrap()
 }
