@@ -20,7 +20,9 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, StatusCode};
 use rewind_core::backend::retry::{Failure, Retry};
-use rewind_core::backend::{Backend, FileInfo, FileType, LockMode, ObjectLock, WriteOutcome};
+use rewind_core::backend::{
+    Backend, FileInfo, FileType, LockMode, ObjectLock, WriteOutcome, Writer,
+};
 use rewind_core::{Error, Result};
 
 use crate::packcache::{PackCache, SMALL_READ};
@@ -205,6 +207,9 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
 #[derive(Clone, Debug, serde::Deserialize)]
 struct RepoInfo {
     min_delete_age_days: u32,
+    /// The token's role (`read`, `backup`, `admin`).
+    #[serde(default)]
+    role: Option<String>,
 }
 
 /// A client of `rewind serve`.
@@ -495,6 +500,20 @@ impl RestBackend {
         }
     }
 
+    /// The server's listing of a type, as it answered.
+    fn listing(&self, t: FileType) -> Result<Vec<Listed>> {
+        let (status, _, body) = self.send(Method::GET, &self.url(t, None), None, None)?;
+        if !status.is_success() {
+            return Err(self.unexpected(t, "", status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            Error::io(
+                format!("list {} files of {}", t.what(), self.location),
+                io::Error::other(format!("not a rewind server's listing: {e}")),
+            )
+        })
+    }
+
     fn repo_info(&self) -> Result<&RepoInfo> {
         if let Some(i) = self.info.get() {
             return Ok(i);
@@ -532,6 +551,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 struct Listed {
     name: String,
     size: u64,
+    /// Who stored it (servers that keep a write log; not for packs).
+    #[serde(default)]
+    writer: Option<ListedWriter>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedWriter {
+    token: String,
+    role: String,
+    #[serde(default)]
+    time: Option<jiff::Timestamp>,
 }
 
 impl Backend for RestBackend {
@@ -550,17 +580,8 @@ impl Backend for RestBackend {
     }
 
     fn list(&self, t: FileType) -> Result<Vec<FileInfo>> {
-        let (status, _, body) = self.send(Method::GET, &self.url(t, None), None, None)?;
-        if !status.is_success() {
-            return Err(self.unexpected(t, "", status, &body));
-        }
-        let listed: Vec<Listed> = serde_json::from_slice(&body).map_err(|e| {
-            Error::io(
-                format!("list {} files of {}", t.what(), self.location),
-                io::Error::other(format!("not a rewind server's listing: {e}")),
-            )
-        })?;
-        let mut out: Vec<FileInfo> = listed
+        let mut out: Vec<FileInfo> = self
+            .listing(t)?
             .into_iter()
             .map(|l| FileInfo {
                 name: l.name,
@@ -640,6 +661,35 @@ impl Backend for RestBackend {
             )),
             _ => Err(self.unexpected(t, name, status, &body)),
         }
+    }
+
+    fn writers(&self, t: FileType) -> Result<std::collections::HashMap<String, Writer>> {
+        Ok(self
+            .listing(t)?
+            .into_iter()
+            .filter_map(|l| {
+                let w = l.writer?;
+                Some((
+                    l.name,
+                    Writer {
+                        token: w.token,
+                        // Anything but admin may not rewrite (a role this
+                        // client does not know included).
+                        adds_only: w.role != "admin",
+                        time: w.time,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    fn adds_only(&self) -> Result<bool> {
+        // A server from before the role was told: not known, not refused.
+        Ok(self
+            .repo_info()?
+            .role
+            .as_deref()
+            .is_some_and(|r| r != "admin"))
     }
 
     fn connections(&self) -> usize {

@@ -81,6 +81,11 @@ struct Repo {
     /// Which token stored each running marker: what this process saw (the
     /// records in [`App::marker_owners`] outlive it).
     markers: Mutex<HashMap<String, String>>,
+    /// The write log ([`crate::writes`]).
+    writes: Arc<dyn Backend>,
+    /// Records read from the write log (`None`: the file has none). A
+    /// record never changes while its file exists.
+    writers: Mutex<HashMap<(FileType, String), Option<crate::writes::Record>>>,
 }
 
 impl App {
@@ -139,6 +144,11 @@ impl App {
             Some(Ok(s)) => {
                 l.state = Arc::new(s);
                 l.stamp = stamp;
+                // The operator changed something (a quarantine saves the
+                // state too): count the repositories again.
+                for r in self.repos.lock().expect("repos").values() {
+                    *r.usage.lock().expect("usage") = None;
+                }
             }
             Some(Err(e)) if first => return Err(e),
             Some(Err(e)) => log(&format!(
@@ -180,24 +190,25 @@ impl App {
         if let Some(r) = self.repos.lock().expect("repos").get(name) {
             return Ok(r.clone());
         }
-        let backend: Arc<dyn Backend> = match &self.config.storage {
-            // Wrapped like every backend rewind_backends::open gives.
-            None => Arc::new(rewind_core::backend::Verified::new(
-                rewind_core::backend::LocalBackend::new(self.config.repos_dir().join(name)),
-            )),
-            Some(base) => {
-                let loc = rewind_backends::Location::parse(&format!(
-                    "{}/{name}",
-                    base.trim_end_matches('/')
-                ))?;
-                rewind_backends::open(&loc, &self.config.storage_options)?
-            }
+        let place = crate::quarantine::Place {
+            data: self.config.data.as_deref(),
+            storage: self.config.storage.as_deref(),
+            options: &self.config.storage_options,
         };
+        let backend = crate::quarantine::repository(&place, name)?;
+        let writes = crate::writes::open(
+            self.config.data.as_deref(),
+            self.config.storage.as_deref(),
+            &self.config.storage_options,
+            name,
+        )?;
         let repo = Arc::new(Repo {
             backend,
             usage: Mutex::new(None),
             snapshot_deletes: tokio::sync::Mutex::new(()),
             markers: Mutex::new(HashMap::new()),
+            writes,
+            writers: Mutex::new(HashMap::new()),
         });
         Ok(self
             .repos
@@ -225,6 +236,36 @@ impl Repo {
         let u = (bytes, objects);
         *self.usage.lock().expect("usage") = Some(u.clone());
         Ok(u)
+    }
+
+    /// Who stored each of `files` (cached; records read as needed).
+    fn writers(
+        &self,
+        t: FileType,
+        files: &[rewind_core::backend::FileInfo],
+    ) -> HashMap<String, crate::writes::Record> {
+        let mut out = HashMap::new();
+        for f in files {
+            let key = (t, f.name.clone());
+            let known = self.writers.lock().expect("writers").get(&key).cloned();
+            let rec = match known {
+                Some(r) => r,
+                None => match crate::writes::read(self.writes.as_ref(), t, &f.name) {
+                    Ok(r) => {
+                        self.writers.lock().expect("writers").insert(key, r.clone());
+                        r
+                    }
+                    Err(e) => {
+                        log(&format!("reading who stored {} {}: {e}", t.what(), f.name));
+                        None
+                    }
+                },
+            };
+            if let Some(r) = rec {
+                out.insert(f.name.clone(), r);
+            }
+        }
+        out
     }
 
     fn added(&self, t: FileType, size: u64) {
@@ -700,12 +741,28 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
             }
         }
         (&Method::GET, Target::List(t)) => {
-            let b = repo.backend.clone();
-            match blocking(move || b.list(t)).await {
-                Ok(files) => {
+            let r = repo.clone();
+            // Who stored each file, for every type but packs (too many, and
+            // nothing rests on who stored them) and running markers.
+            let tell = !matches!(t, FileType::Pack | FileType::Running);
+            match blocking(move || {
+                let files = r.backend.list(t)?;
+                let writers = if tell {
+                    r.writers(t, &files)
+                } else {
+                    HashMap::new()
+                };
+                Ok((files, writers))
+            })
+            .await
+            {
+                Ok((files, writers)) => {
                     let v: Vec<_> = files
                         .iter()
-                        .map(|f| serde_json::json!({"name": f.name, "size": f.size}))
+                        .map(|f| match writers.get(&f.name) {
+                            Some(w) => serde_json::json!({"name": f.name, "size": f.size, "writer": w.to_json()}),
+                            None => serde_json::json!({"name": f.name, "size": f.size}),
+                        })
                         .collect();
                     let body = serde_json::to_vec(&v).expect("json");
                     ctx.app.metrics.bytes_out(&repo_name, body.len() as u64);
@@ -1154,6 +1211,34 @@ async fn put_file(
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
+    if t != FileType::Running {
+        let rec = crate::writes::Record {
+            version: crate::writes::VERSION,
+            time: Timestamp::now(),
+            token: ctx.token.clone(),
+            role,
+            size: length,
+        };
+        let r = repo.clone();
+        let n = name.clone();
+        if let Err(e) = blocking(move || {
+            crate::writes::record(r.writes.as_ref(), r.backend.as_ref(), t, &n, &rec)
+        })
+        .await
+        {
+            log(&format!(
+                "recording that token {} stores {} {name} of {} failed: {e}",
+                ctx.token,
+                t.what(),
+                ctx.repo
+            ));
+            return ctx.failed(&e);
+        }
+        repo.writers
+            .lock()
+            .expect("writers")
+            .remove(&(t, name.clone()));
+    }
     let gathers = repo.backend.write_from_gathers();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let cut = Arc::new(Mutex::new(None));

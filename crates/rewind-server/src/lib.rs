@@ -14,8 +14,10 @@
 
 mod http;
 pub mod metrics;
+pub mod quarantine;
 pub mod state;
 pub mod tls;
+pub mod writes;
 
 #[doc(hidden)]
 pub use http::fuzz_request;

@@ -126,6 +126,26 @@ enum Action {
         #[command(subcommand)]
         action: RepoAction,
     },
+    /// After a client was compromised: move everything one token stored in
+    /// a repository since a time out of it (into DATA/quarantine/REPO/, or
+    /// STORAGE/.server/quarantine/REPO/), whatever the minimum delete age
+    /// and history floor say, so history is as it was before. Lists what
+    /// it would move unless --apply. Config and key files are never moved.
+    Quarantine {
+        #[command(flatten)]
+        data: DataArg,
+        // The repository is the global --repo NAME.
+        /// The token's name (`rewind serve token list`).
+        #[arg(long, value_name = "NAME")]
+        token: String,
+        /// From when: a date (2026-11-28, local midnight), a time
+        /// (2026-11-28T09:00:00Z) or a duration ago (3d, 12h).
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// Move the files (without it, only list them).
+        #[arg(long)]
+        apply: bool,
+    },
     /// Print the SHA-256 fingerprint of the server's TLS certificate, which
     /// clients pin with -o rest.fingerprint=SHA256:HEX: the self-signed one
     /// in --data DIR (made by `rewind serve --tls-self-signed`), or the
@@ -248,7 +268,128 @@ pub fn run(a: &Args, g: &Global) -> Result<u8> {
         Some(Action::Token { action }) => token(action, g),
         Some(Action::Repo { action }) => repo(action, g),
         Some(Action::Fingerprint { data, tls_cert }) => fingerprint(data, tls_cert),
+        Some(Action::Quarantine {
+            data,
+            token,
+            since,
+            apply,
+        }) => quarantine(data, token, since, *apply, g),
     }
+}
+
+/// Parses `--since`: a time, a date (local midnight) or a duration ago.
+fn parse_since(s: &str) -> Result<jiff::Timestamp> {
+    if let Ok(span) = rewind_core::retention::parse_duration(s) {
+        return Ok(jiff::Zoned::now()
+            .checked_sub(span)
+            .map_err(|e| usage(format!("--since {s}: {e}")))?
+            .timestamp());
+    }
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Ok(ts);
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        return Ok(d
+            .to_zoned(jiff::tz::TimeZone::system())
+            .map_err(|e| usage(format!("--since {s}: {e}")))?
+            .timestamp());
+    }
+    Err(usage(format!(
+        "--since {s:?}: give a time (2026-11-28T09:00:00Z), a date (2026-11-28) or a duration ago (3d, 12h)"
+    )))
+}
+
+fn quarantine(data: &DataArg, token: &str, since: &str, apply: bool, g: &Global) -> Result<u8> {
+    let Some(repo) = g.repo.as_ref().map(|r| r.display().to_string()) else {
+        return Err(usage(
+            "serve quarantine needs --repo NAME: the repository the token wrote to",
+        ));
+    };
+    if !rewind_backends::rest::valid_repo_name(&repo) {
+        return Err(usage(format!("{repo:?} is not a repository name")));
+    }
+    if data.data.is_none() && data.storage.is_none() {
+        return Err(usage(
+            "serve quarantine needs the server's --data DIR or --storage LOCATION",
+        ));
+    }
+    let since_at = parse_since(since)?;
+    let st = data.store(g)?.load()?;
+    let Some(t) = st.tokens.iter().find(|t| t.name == token) else {
+        return Err(usage(format!(
+            "the server has no token named {token:?}: `rewind serve token list` shows them"
+        )));
+    };
+    if t.repo != repo {
+        return Err(usage(format!(
+            "token {token} is for repository {}, not {repo}",
+            t.repo
+        )));
+    }
+    let live = t.revoked.is_none() && t.expires.is_none_or(|e| e > jiff::Timestamp::now());
+    let options = storage_options(g)?;
+    let place = rewind_server::quarantine::Place {
+        data: data.data.as_deref(),
+        storage: data.storage.as_deref(),
+        options: &options,
+    };
+    let plan = rewind_server::quarantine::plan(&place, &repo, token, since_at)?;
+    if g.json && !apply {
+        outln!("{}", serde_json::to_string_pretty(&plan.items)?);
+    } else {
+        for i in &plan.items {
+            outln!(
+                "{}  {}/{}  {}",
+                i.time
+                    .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+                    .unwrap_or_else(|| "(time unknown)".into()),
+                i.kind,
+                i.name,
+                rewind_core::stats::human_bytes(i.size)
+            );
+        }
+    }
+    for (t, name) in &plan.kept {
+        let file = match t {
+            rewind_core::backend::FileType::Config => "the config".to_string(),
+            _ => format!("{} {name}", t.what()),
+        };
+        eprintln!(
+            "{file}: stored by {token} since then, but config and key files are never moved (without them nothing reads); a key file of the attacker's is removed by hand on the server"
+        );
+    }
+    for (name, why) in &plan.unreadable {
+        eprintln!("warning: the write record of {name} cannot be read ({why}); that file stays");
+    }
+    let what = format!(
+        "{} files ({}) that token {token} stored in {repo} since {since_at}",
+        plan.items.len(),
+        rewind_core::stats::human_bytes(plan.bytes())
+    );
+    if live {
+        eprintln!(
+            "warning: token {token} still works; revoke it first (`rewind serve token revoke {token}`), or it can store more"
+        );
+    }
+    if !apply {
+        eprintln!(
+            "{what}; nothing was moved: run again with --apply to move them out of the repository"
+        );
+        return Ok(exit::OK);
+    }
+    let moved = rewind_server::quarantine::apply(&place, &repo, token, &plan)?;
+    for (name, why) in &moved.failed {
+        eprintln!("error: {name} stays in the repository: {why}");
+    }
+    eprintln!(
+        "moved {} of {what} to {} (with a manifest in its policy directory). Next, with the repository's admin token: `rewind check --read-data`. Snapshots that other tokens stored since then may use data this token stored: check names them; a file moved by mistake goes back by copying it into the repository.",
+        moved.files, moved.to
+    );
+    Ok(if moved.failed.is_empty() {
+        exit::OK
+    } else {
+        exit::FATAL
+    })
 }
 
 fn fingerprint(data: &Option<PathBuf>, tls_cert: &Option<PathBuf>) -> Result<u8> {

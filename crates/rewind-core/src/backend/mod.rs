@@ -24,6 +24,20 @@ pub struct FileInfo {
     pub size: u64,
 }
 
+/// Who stored a file, where the storage records it (the rewind server's
+/// write log, DESIGN §14).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Writer {
+    /// The name of the token that stored it.
+    pub token: String,
+    /// The token may only add files (a `backup` token): what it stores can
+    /// add history but not rewrite it (a rewrite of a snapshot it stores
+    /// supersedes nothing, DESIGN §3.8).
+    pub adds_only: bool,
+    /// When the storage got it.
+    pub time: Option<jiff::Timestamp>,
+}
+
 /// Result of a write-if-absent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -177,6 +191,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// (on storage that keeps versions); returns how many.
     fn remove_expired_versions(&self) -> Result<u64> {
         Ok(0)
+    }
+
+    /// Who stored each file of a type (by name), where the storage keeps
+    /// a record of it (the rewind server, for every type but packs and
+    /// running markers); empty where it does not. Files without a record
+    /// are taken as the repository's own.
+    fn writers(&self, t: FileType) -> Result<std::collections::HashMap<String, Writer>> {
+        let _ = t;
+        Ok(std::collections::HashMap::new())
+    }
+
+    /// True when this handle may only add files (a `backup` token of the
+    /// rewind server): rewrites of snapshots through it would not count.
+    fn adds_only(&self) -> Result<bool> {
+        Ok(false)
     }
 
     /// Names at the location that are not part of a repository's layout

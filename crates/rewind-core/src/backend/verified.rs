@@ -136,6 +136,14 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
         self.inner.remove_expired_versions()
     }
 
+    fn writers(&self, t: FileType) -> Result<std::collections::HashMap<String, super::Writer>> {
+        self.inner.writers(t)
+    }
+
+    fn adds_only(&self) -> Result<bool> {
+        self.inner.adds_only()
+    }
+
     fn foreign_entries(&self) -> Result<Vec<String>> {
         self.inner.foreign_entries()
     }

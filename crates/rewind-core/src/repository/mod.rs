@@ -686,7 +686,8 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        let (mut ok, superseded) = split_superseded(ok);
+        let adds_only = self.snapshots_of_adders()?;
+        let (mut ok, superseded) = split_superseded(ok, &adds_only);
         *self.superseded.lock().expect("superseded") = Some(superseded);
         ok.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok((ok, damaged))
@@ -711,7 +712,20 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        Ok(split_superseded(all).1)
+        Ok(split_superseded(all, &self.snapshots_of_adders()?).1)
+    }
+
+    /// Snapshot files that the storage says a token that may only add
+    /// stored (a backup token of the rewind server): their rewrite claims
+    /// count for nothing (DESIGN §3.8).
+    pub fn snapshots_of_adders(&self) -> Result<std::collections::HashSet<SnapshotId>> {
+        Ok(self
+            .backend
+            .writers(FileType::Snapshot)?
+            .into_iter()
+            .filter(|(_, w)| w.adds_only)
+            .filter_map(|(name, _)| name.parse().ok())
+            .collect())
     }
 
     /// Reads one snapshot.
@@ -776,6 +790,14 @@ impl Repository {
         id: &SnapshotId,
         change: impl FnOnce(&mut SnapshotFile),
     ) -> Result<SnapshotId> {
+        if self.backend.adds_only()? {
+            // The rewrite would be stored and then count for nothing
+            // (split_superseded): say so instead of exiting 0.
+            return Err(Error::Refused(format!(
+                "{} was opened with a token that may only add files (a backup token); protect, unprotect and mark rewrite a snapshot, which only counts when an admin token stores it: run this with the repository's admin token",
+                self.backend.location()
+            )));
+        }
         let (_, mut snap) = self.read_snapshot(id)?;
         let before = snap.clone();
         change(&mut snap);
@@ -1011,12 +1033,28 @@ type SnapshotList0 = Vec<(SnapshotId, SnapshotFile)>;
 /// older files of its identity (`original`, else the id) with the same tree
 /// and time: the copies it replaced. Anything else (a `repair snapshots`
 /// copy, a crash pair from before `rewritten` existed) stays listed.
+///
+/// A rewrite among `adds_only` (stored by a token that may only add) claims
+/// nothing: it supersedes nothing, and while any other file of its
+/// identity is there it is itself a superseded copy (hidden), whatever its
+/// `rewritten` says. So a stolen backup token cannot hide, unprotect or
+/// re-mark a snapshot stored before.
 fn split_superseded(
     all: Vec<(SnapshotId, SnapshotFile)>,
+    adds_only: &std::collections::HashSet<SnapshotId>,
 ) -> (SnapshotList0, Vec<(SnapshotId, SnapshotId)>) {
+    let claims = |id: &SnapshotId, s: &SnapshotFile| {
+        (s.original.is_some() || s.rewritten.is_some()) && !adds_only.contains(id)
+    };
+    let void = |id: &SnapshotId, s: &SnapshotFile| {
+        (s.original.is_some() || s.rewritten.is_some()) && adds_only.contains(id)
+    };
     let mut newest: std::collections::HashMap<SnapshotId, (jiff::Timestamp, SnapshotId)> =
         std::collections::HashMap::new();
     for (id, s) in &all {
+        if !claims(id, s) {
+            continue;
+        }
         if let Some(t) = s.rewritten {
             let e = newest.entry(s.original.unwrap_or(*id)).or_insert((t, *id));
             if (t, *id) > *e {
@@ -1026,10 +1064,21 @@ fn split_superseded(
     }
     let by_id: std::collections::HashMap<SnapshotId, &SnapshotFile> =
         all.iter().map(|(id, s)| (*id, s)).collect();
+    // Identities that some file other than a void claim holds.
+    let held: std::collections::HashMap<SnapshotId, usize> = all
+        .iter()
+        .filter(|(id, s)| !void(id, s))
+        .fold(std::collections::HashMap::new(), |mut m, (id, s)| {
+            *m.entry(s.original.unwrap_or(*id)).or_default() += 1;
+            m
+        });
     let replaced: Vec<(SnapshotId, SnapshotId)> = all
         .iter()
         .filter_map(|(id, s)| {
             let identity = s.original.unwrap_or(*id);
+            if void(id, s) {
+                return held.contains_key(&identity).then_some((*id, identity));
+            }
             let (t, winner) = *newest.get(&identity)?;
             let w = by_id[&winner];
             let older = s.rewritten.is_none_or(|r| (r, *id) < (t, winner));
@@ -1087,7 +1136,7 @@ mod tests {
     #[test]
     fn only_rewrites_supersede_the_copies_they_replaced() {
         // 1: the original; 2: protected (rewrite of 1); 3: marked later.
-        let (cur, gone) = split_superseded(vec![
+        let (cur, gone) = split_superseded_(vec![
             snap(1, 9, None, None),
             snap(2, 9, Some(1), Some("2026-11-02T00:00:00Z")),
             snap(3, 9, Some(1), Some("2026-11-03T00:00:00Z")),
@@ -1099,17 +1148,67 @@ mod tests {
         assert!(gone.iter().all(|(_, identity)| identity.0 .0[0] == 1));
         // A repair copy (another tree, no `rewritten`) supersedes nothing,
         // and a rewrite does not hide a copy with another tree.
-        let (cur, gone) = split_superseded(vec![snap(1, 9, None, None), snap(4, 8, Some(1), None)]);
+        let (cur, gone) =
+            split_superseded_(vec![snap(1, 9, None, None), snap(4, 8, Some(1), None)]);
         assert_eq!(ids(&cur), vec![1, 4]);
         assert!(gone.is_empty());
-        let (cur, _) = split_superseded(vec![
+        let (cur, _) = split_superseded_(vec![
             snap(1, 9, None, None),
             snap(4, 8, Some(1), None),
             snap(5, 9, Some(1), Some("2026-11-02T00:00:00Z")),
         ]);
         assert_eq!(ids(&cur), vec![4, 5]);
         // A crash pair from before `rewritten` existed: both stay listed.
-        let (cur, _) = split_superseded(vec![snap(1, 9, None, None), snap(6, 9, Some(1), None)]);
+        let (cur, _) = split_superseded_(vec![snap(1, 9, None, None), snap(6, 9, Some(1), None)]);
         assert_eq!(ids(&cur), vec![1, 6]);
+    }
+
+    fn split_superseded_(
+        all: Vec<(SnapshotId, SnapshotFile)>,
+    ) -> (SnapshotList0, Vec<(SnapshotId, SnapshotId)>) {
+        split_superseded(all, &std::collections::HashSet::new())
+    }
+
+    #[test]
+    fn a_rewrite_stored_by_a_token_that_only_adds_claims_nothing() {
+        let adders: std::collections::HashSet<SnapshotId> =
+            [7, 8].iter().map(|n| SnapshotId(Hash([*n; 32]))).collect();
+        // 7: a far-future rewrite of 1 by a backup token; it loses to the
+        // original and is hidden.
+        let (cur, gone) = split_superseded(
+            vec![
+                snap(1, 9, None, None),
+                snap(7, 9, Some(1), Some("2999-01-01T00:00:00Z")),
+            ],
+            &adders,
+        );
+        assert_eq!(ids(&cur), vec![1]);
+        assert_eq!(
+            gone,
+            vec![(SnapshotId(Hash([7; 32])), SnapshotId(Hash([1; 32])))]
+        );
+        // An admin's protect (2) wins over the claim, whatever its date.
+        let (cur, _) = split_superseded(
+            vec![
+                snap(1, 9, None, None),
+                snap(2, 9, Some(1), Some("2026-11-02T00:00:00Z")),
+                snap(7, 9, Some(1), Some("2999-01-01T00:00:00Z")),
+            ],
+            &adders,
+        );
+        assert_eq!(ids(&cur), vec![2]);
+        // Alone (its original forgotten by an admin), it is a snapshot.
+        let (cur, gone) = split_superseded(
+            vec![snap(8, 9, Some(1), Some("2999-01-01T00:00:00Z"))],
+            &adders,
+        );
+        assert_eq!(ids(&cur), vec![8]);
+        assert!(gone.is_empty());
+        // A backup token's own backups (no claim) are ordinary snapshots.
+        let (cur, _) = split_superseded(
+            vec![snap(1, 9, None, None), snap(7, 8, None, None)],
+            &adders,
+        );
+        assert_eq!(ids(&cur), vec![1, 7]);
     }
 }
