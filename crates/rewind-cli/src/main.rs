@@ -128,7 +128,9 @@ fn remedy(e: &anyhow::Error) -> Option<&'static str> {
         Remedy::PruneIgnoringDamagedSnapshots => {
             "A snapshot that cannot be read restores nothing. If it cannot be recovered, \
              `rewind prune --ignore-damaged-snapshots` prunes as if it did not exist (each one \
-             is named)."
+             is named). On a rewind server, files that a stolen backup token planted are \
+             moved out by the operator: rewind serve quarantine --repo NAME --token NAME \
+             --since TIME."
         }
         _ => return None,
     })

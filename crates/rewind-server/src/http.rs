@@ -1373,10 +1373,11 @@ fn over_quota(ctx: &Ctx, max: u64, used: u64) -> Response {
         StatusCode::INSUFFICIENT_STORAGE,
         "quota",
         format!(
-            "repository {} is at its quota: {} of {} used; nothing was stored. Forget and prune old snapshots, or ask the operator to raise it (rewind serve repo set {} --max-size SIZE)",
+            "repository {} is at its quota: {} of {} used; nothing was stored. Forget and prune old snapshots, or ask the operator to raise it (rewind serve repo set {} --max-size SIZE); if a compromised client filled it, the operator moves what its token stored out (rewind serve quarantine --repo {} --token NAME --since TIME)",
             ctx.repo,
             rewind_core::stats::human_bytes(used),
             rewind_core::stats::human_bytes(max),
+            ctx.repo,
             ctx.repo
         ),
     )
