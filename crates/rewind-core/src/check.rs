@@ -1,16 +1,20 @@
 //! Proof that a repository is intact: structure always, data on request.
 //!
 //! ```text
-//! index:     every index file authenticates; every indexed pack exists with
-//!            the indexed size; packs not in any index are reported
+//! index:     every index file authenticates; every entry of every index
+//!            file is judged (its pack exists with the size that file
+//!            says); a blob is lost only when no entry gives it, and an
+//!            index file that lists blobs where they are not is named;
+//!            packs not in any index are reported
 //! snapshots: every tree of every snapshot decodes, every blob is indexed
-//! data:      (--read-data) every pack matches its name, its header matches
-//!            the index, every blob authenticates and matches its id
+//! data:      (--read-data) every pack matches its name, its header parses,
+//!            every entry any index file gives there authenticates and
+//!            matches its id
 //! impact:    every damaged or missing blob is traced to the snapshots and
 //!            files that need it
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -19,9 +23,10 @@ use rayon::prelude::*;
 
 use crate::backend::FileType;
 use crate::error::Result;
-use crate::format::pack::PackHeader;
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::pack::{PackHeader, PackedBlob};
 use crate::format::tree::NodeKind;
-use crate::id::{BlobId, Hash, IdBuildHasher, SnapshotId};
+use crate::id::{BlobId, Hash, IdBuildHasher, IndexId, PackId, SnapshotId};
 use crate::repository::Repository;
 
 /// Options of a check.
@@ -165,12 +170,20 @@ pub struct CheckReport {
     pub blobs: usize,
     /// Cursor for the next rotating `--read-data-subset` run.
     pub next_cursor: u64,
-    /// The index is damaged or incomplete: rebuilding it from the packs'
-    /// headers may bring blobs back.
+    /// The index is damaged, incomplete or wrong: rebuilding it from the
+    /// packs' headers may bring blobs back, and leaves out what index
+    /// files that lie say.
     pub repair_index: bool,
     /// Packs found missing or damaged: what they still hold can be saved
     /// (`repair::repair_packs`).
     pub damaged_packs: Vec<crate::id::PackId>,
+    /// Index files that list blobs where they are not, while nothing is
+    /// lost through them (every such blob has a good copy elsewhere) or
+    /// the packs' own sizes or headers prove them wrong: wrong, or planted
+    /// by someone who holds the key (readers already fall back to the
+    /// good copies). Each is named in `errors`, with who stored it where
+    /// the storage records that.
+    pub lying_index: Vec<crate::id::IndexId>,
 }
 
 impl CheckReport {
@@ -193,20 +206,22 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             .push(format!("snapshot {name} cannot be read: {e}"));
     }
     r.snapshots = snapshots.len();
-    let index = match repo.index() {
-        Ok(i) => i,
+    // Each index file on its own (which file says what, so that one that
+    // lies can be named) and merged (what readers use); one read of the
+    // files for both.
+    let loaded = repo
+        .index_files()
+        .and_then(|files| Ok((files, repo.index()?)));
+    let ((files, damaged_index), index) = match loaded {
+        Ok(l) => l,
         Err(e) => {
             r.errors.push(format!("cannot load the index: {e}"));
             r.repair_index = true;
             return Ok(r);
         }
     };
-    let by_pack = index.blobs_by_pack();
-    let mut bad_blobs: HashSet<BlobId, IdBuildHasher> = HashSet::default();
-    let listed = check_index_and_packs(repo, &index, &by_pack, &mut bad_blobs, &mut r)?;
-    if opts.read_data || opts.subset.is_some() {
-        bad_blobs.extend(read_packs(repo, &index, &by_pack, &listed, opts, &mut r));
-    }
+    let bad_blobs = check_index(repo, &files, &damaged_index, &index, opts, &mut r)?;
+    drop(files);
     // Walk every snapshot; each tree once (the outcome of a tree is the
     // same wherever it appears, only the paths differ).
     let mut tree_state: HashMap<BlobId, bool> = HashMap::new();
@@ -225,29 +240,206 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     Ok(r)
 }
 
-/// Index files and the listing of packs: every indexed pack is there with
-/// its size; what is not indexed is harmless unless the index is damaged.
-/// Returns the listed packs (name, size); missing or resized packs go to
-/// `damaged_packs`, their blobs to `bad`.
-fn check_index_and_packs(
+/// Where an index file says a blob is (its kind aside: a copy is good when
+/// it reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Place {
+    blob: BlobId,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+}
+
+impl Place {
+    fn of(b: &PackedBlob) -> Self {
+        Place {
+            blob: b.id,
+            offset: b.offset,
+            length: b.length,
+            raw_length: b.raw_length,
+        }
+    }
+}
+
+/// What check knows of one pack that some index file lists.
+#[derive(Default)]
+struct PackFacts {
+    /// Where it is listed: (position in the index files, position of the
+    /// pack in that file).
+    listings: Vec<(usize, usize)>,
+    /// Its size in the storage; None when it is not there.
+    actual: Option<u64>,
+    /// Some listing gives the size it has.
+    size_confirmed: bool,
+    /// Its listings disagree on what it holds.
+    contested: bool,
+    /// When the pack or its header was read: the places listed there that
+    /// do not hold their blob, and why.
+    wrong: Option<HashMap<Place, Wrong>>,
+}
+
+impl PackFacts {
+    /// Every place its listings name, once.
+    fn places(&self, files: &[(IndexId, IndexFile)]) -> Vec<Place> {
+        let mut v: Vec<Place> = self
+            .listings
+            .iter()
+            .flat_map(|&(fi, pi)| files[fi].1.packs[pi].blobs.iter().map(Place::of))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// Why an index file's entry does not give its blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wrong {
+    /// The pack is not in the storage.
+    Missing,
+    /// The file gives the pack another size than it has.
+    Size { says: u64, actual: u64 },
+    /// The entry ends past the end of the pack.
+    PastEnd { blob: BlobId, offset: u32 },
+    /// The bytes there do not authenticate as the blob (damage to the
+    /// pack, as far as check can tell).
+    FailsAuth { blob: BlobId, offset: u32 },
+    /// The bytes there do not authenticate as the blob, and the pack's
+    /// authenticated header has no such entry: the index file is wrong.
+    Misread { blob: BlobId, offset: u32 },
+    /// The pack's header (read alone) has no such entry.
+    NotInHeader { blob: BlobId, offset: u32 },
+}
+
+impl Wrong {
+    /// Findings of one kind about one listing are said together.
+    fn kind(self) -> u8 {
+        match self {
+            Wrong::Missing => 0,
+            Wrong::Size { .. } => 1,
+            Wrong::PastEnd { .. } => 2,
+            Wrong::FailsAuth { .. } => 3,
+            Wrong::Misread { .. } => 4,
+            Wrong::NotInHeader { .. } => 5,
+        }
+    }
+
+    /// Says this finding about `pack`, made for `n` entries of a listing
+    /// (`self` is the first).
+    fn describe(self, pack: &PackId, n: usize) -> String {
+        let (blob, offset, one, many) = match self {
+            Wrong::Missing => return format!("pack {pack} is missing"),
+            Wrong::Size { says, actual } => {
+                return format!("pack {pack} is {actual} bytes, not {says}")
+            }
+            Wrong::PastEnd { blob, offset } => (
+                blob,
+                offset,
+                "would end past its end",
+                "would end past its end",
+            ),
+            Wrong::FailsAuth { blob, offset } => {
+                (blob, offset, "fails authentication", "fail authentication")
+            }
+            Wrong::Misread { blob, offset } => (
+                blob,
+                offset,
+                "fails authentication, and its header has no such entry",
+                "fail authentication, and its header has no such entries",
+            ),
+            Wrong::NotInHeader { blob, offset } => (
+                blob,
+                offset,
+                "is not there according to its header",
+                "are not there according to its header",
+            ),
+        };
+        if n == 1 {
+            format!(
+                "pack {pack}: blob {} at offset {offset} {one}",
+                blob.short()
+            )
+        } else {
+            format!(
+                "pack {pack}: {n} blobs {many} (blob {} at offset {offset}, ...)",
+                blob.short()
+            )
+        }
+    }
+}
+
+/// Judges one entry of an index file (`size`: what that file says the
+/// pack's size is): None when it gives its blob, as far as this run
+/// knows (a pack not read counts as good when it has the size the file
+/// says); else why not, and whether that proves the file wrong (another
+/// listing or the pack's header says otherwise) rather than the pack
+/// damaged.
+fn judge(facts: &PackFacts, size: u64, p: &Place) -> Option<(Wrong, bool)> {
+    let Some(actual) = facts.actual else {
+        return Some((Wrong::Missing, false));
+    };
+    if actual != size {
+        return Some((Wrong::Size { says: size, actual }, facts.size_confirmed));
+    }
+    let (blob, offset) = (p.blob, p.offset);
+    if u64::from(p.offset) + u64::from(p.length) > actual {
+        return Some((Wrong::PastEnd { blob, offset }, true));
+    }
+    let w = *facts.wrong.as_ref()?.get(p)?;
+    Some((w, !matches!(w, Wrong::FailsAuth { .. })))
+}
+
+/// Calls `f` with every entry of every index file (the file's position,
+/// the pack, the entry) and its verdict (see [`judge`]).
+fn each_entry(
+    files: &[(IndexId, IndexFile)],
+    packs: &BTreeMap<PackId, PackFacts>,
+    mut f: impl FnMut(usize, &PackId, &PackedBlob, Option<(Wrong, bool)>),
+) {
+    for (id, facts) in packs {
+        for &(fi, pi) in &facts.listings {
+            let listing = &files[fi].1.packs[pi];
+            for b in &listing.blobs {
+                f(fi, id, b, judge(facts, listing.size, &Place::of(b)));
+            }
+        }
+    }
+}
+
+/// What one index file says wrongly.
+#[derive(Default)]
+struct Misplaced {
+    /// Entries that do not give their blob.
+    entries: usize,
+    /// Of those, the ones whose blob has no good copy anywhere.
+    lost: usize,
+    /// Some of them are proved wrong (by another listing's size or by the
+    /// pack's header), not explained by damage to a pack.
+    disproved: bool,
+    /// Findings by pack and kind: how many entries, and the first.
+    findings: BTreeMap<(PackId, u8), (usize, Wrong)>,
+}
+
+/// Index files and packs: every index file authenticates; every entry of
+/// every index file is judged on its own (its pack is there with the size
+/// that file says; with `--read-data`, its bytes authenticate as its
+/// blob). A blob is lost only when none of its entries is good, so an
+/// index file that lies hides no good copy; each such file is named.
+/// Returns the lost blobs; missing or damaged packs go to `damaged_packs`.
+fn check_index(
     repo: &Repository,
+    files: &[(IndexId, IndexFile)],
+    damaged: &[(String, String)],
     index: &crate::repository::Index,
-    by_pack: &[Vec<(BlobId, crate::repository::IndexEntry)>],
-    bad: &mut HashSet<BlobId, IdBuildHasher>,
+    opts: &CheckOptions,
     r: &mut CheckReport,
-) -> Result<HashMap<String, u64>> {
+) -> Result<HashSet<BlobId, IdBuildHasher>> {
     r.blobs = index.len();
-    for (name, e) in index.damaged() {
+    for (name, e) in damaged {
         r.errors.push(format!(
             "index file {name} cannot be read ({e}); the blobs it lists are reported missing below"
         ));
         r.repair_index = true;
-    }
-    if index.duplicates() > 0 {
-        r.notes.push(format!(
-            "{} blobs are stored in more than one pack (harmless; prune reclaims the space)",
-            index.duplicates()
-        ));
     }
     let listed: HashMap<String, u64> = repo
         .backend()
@@ -256,28 +448,109 @@ fn check_index_and_packs(
         .map(|f| (f.name, f.size))
         .collect();
     r.packs = listed.len();
-    let mut indexed = HashSet::new();
-    for (pos, (pack, size)) in index.packs().enumerate() {
-        let name = pack.to_hex();
-        let problem = match listed.get(&name) {
-            None => Some(format!(
-                "pack {name} is missing ({} blobs lost)",
-                by_pack[pos].len()
-            )),
-            Some(&actual) if actual != size => Some(format!(
-                "pack {name} is {actual} bytes, the index says {size}: truncated or replaced"
-            )),
-            Some(_) => None,
-        };
-        indexed.insert(name);
-        if let Some(p) = problem {
-            r.errors.push(p);
-            r.damaged_packs.push(pack);
-            bad.extend(by_pack[pos].iter().map(|(id, _)| *id));
+
+    let mut packs: BTreeMap<PackId, PackFacts> = BTreeMap::new();
+    for (fi, (_, f)) in files.iter().enumerate() {
+        for (pi, p) in f.packs.iter().enumerate() {
+            packs.entry(p.id).or_default().listings.push((fi, pi));
         }
     }
+    for (id, facts) in &mut packs {
+        let listing = |&(fi, pi): &(usize, usize)| &files[fi].1.packs[pi];
+        facts.actual = listed.get(&id.to_hex()).copied();
+        facts.size_confirmed = facts
+            .listings
+            .iter()
+            .any(|l| Some(listing(l).size) == facts.actual);
+        if let [first, rest @ ..] = facts.listings.as_slice() {
+            let places = |l: &(usize, usize)| {
+                let mut v: Vec<Place> = listing(l).blobs.iter().map(Place::of).collect();
+                v.sort_unstable();
+                v
+            };
+            let first = places(first);
+            facts.contested = rest.iter().any(|l| places(l) != first);
+        }
+    }
+
+    let mut found = Vec::new();
+    if opts.read_data || opts.subset.is_some() {
+        found.extend(read_packs(repo, files, &mut packs, opts, r));
+    }
+    found.extend(read_contested_headers(repo, files, &mut packs, r));
+
+    // A blob is lost when it has an entry that fails and none that holds.
+    let mut lost: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+    each_entry(files, &packs, |_, _, b, v| {
+        if v.is_some() {
+            lost.insert(b.id);
+        }
+    });
+    if !lost.is_empty() {
+        each_entry(files, &packs, |_, _, b, v| {
+            if v.is_none() {
+                lost.remove(&b.id);
+            }
+        });
+    }
+
+    // Packs missing or not of any listed size.
+    for (id, facts) in &packs {
+        if facts.actual.is_some() && facts.size_confirmed {
+            continue;
+        }
+        let name = id.to_hex();
+        let mut blobs: Vec<BlobId> = facts
+            .listings
+            .iter()
+            .flat_map(|&(fi, pi)| files[fi].1.packs[pi].blobs.iter().map(|b| b.id))
+            .collect();
+        blobs.sort_unstable();
+        blobs.dedup();
+        let gone = blobs.iter().filter(|b| lost.contains(*b)).count();
+        let saved = blobs.len() - gone;
+        let mut names: Vec<String> = facts
+            .listings
+            .iter()
+            .map(|&(fi, _)| files[fi].0.to_hex())
+            .collect();
+        names.dedup();
+        let by = format!(
+            "listed by index file{} {}",
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        );
+        match facts.actual {
+            None if gone == 0 => r.errors.push(format!(
+                "pack {name} is missing, but each of the {saved} blobs listed there has a good \
+                 copy elsewhere (none lost; {by})"
+            )),
+            None => {
+                let also = if saved > 0 {
+                    format!(", {saved} more listed there have a good copy elsewhere")
+                } else {
+                    String::new()
+                };
+                r.errors.push(format!(
+                    "pack {name} is missing ({gone} blobs lost{also}; {by})"
+                ));
+                r.damaged_packs.push(*id);
+            }
+            Some(actual) => {
+                let says = files[facts.listings[0].0].1.packs[facts.listings[0].1].size;
+                r.errors.push(format!(
+                    "pack {name} is {actual} bytes, the index says {says}: truncated or replaced \
+                     ({gone} blobs lost; {by})"
+                ));
+                r.damaged_packs.push(*id);
+            }
+        }
+    }
+    r.errors.extend(found);
+
+    let indexed: HashSet<String> = packs.keys().map(PackId::to_hex).collect();
     let unindexed = listed.keys().filter(|n| !indexed.contains(*n)).count();
-    if unindexed > 0 && !index.damaged().is_empty() {
+    if unindexed > 0 && !damaged.is_empty() {
         // Not harmless: they may hold what the damaged index files listed.
         r.errors.push(format!(
             "{unindexed} packs are in no readable index file; with damaged index files they \
@@ -291,109 +564,276 @@ fn check_index_and_packs(
             ));
         }
     }
-    Ok(listed)
+
+    name_lying_files(repo, files, &packs, &lost, r);
+    if index.duplicates() > 0 {
+        r.notes.push(if r.lying_index.is_empty() {
+            format!(
+                "{} blobs are stored in more than one pack (harmless; prune reclaims the space)",
+                index.duplicates()
+            )
+        } else {
+            format!(
+                "{} index entries name a blob that another entry names too, among them those of \
+                 the index files that lie (see the errors)",
+                index.duplicates()
+            )
+        });
+    }
+    let mut seen = HashSet::new();
+    r.damaged_packs.retain(|p| seen.insert(*p));
+    Ok(lost)
+}
+
+/// Names every index file that lists blobs where they are not, when
+/// nothing is lost through it (each of those blobs has a good copy
+/// elsewhere) or when it is proved wrong (another listing gives the pack's
+/// real size, or the pack's own header says otherwise): such a file is
+/// wrong or planted, not a sign of damaged packs. Files whose wrong
+/// entries are all explained by a lost or damaged pack are left to the
+/// errors about that pack (a missing one names the files that list it).
+fn name_lying_files(
+    repo: &Repository,
+    files: &[(IndexId, IndexFile)],
+    packs: &BTreeMap<PackId, PackFacts>,
+    lost: &HashSet<BlobId, IdBuildHasher>,
+    r: &mut CheckReport,
+) {
+    let mut per_file: Vec<Misplaced> = Vec::new();
+    per_file.resize_with(files.len(), Misplaced::default);
+    each_entry(files, packs, |fi, pack, b, v| {
+        let Some((wrong, disproved)) = v else {
+            return;
+        };
+        let m = &mut per_file[fi];
+        m.entries += 1;
+        m.lost += usize::from(lost.contains(&b.id));
+        m.disproved |= disproved;
+        m.findings
+            .entry((*pack, wrong.kind()))
+            .or_insert((0, wrong))
+            .0 += 1;
+    });
+    let lying: Vec<usize> = per_file
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.entries > 0 && (m.lost == 0 || m.disproved))
+        .map(|(fi, _)| fi)
+        .collect();
+    if lying.is_empty() {
+        return;
+    }
+    // Who stored them, where the storage records it.
+    let writers = repo.backend().writers(FileType::Index).unwrap_or_default();
+    for fi in lying {
+        let m = &per_file[fi];
+        let id = files[fi].0;
+        let name = id.to_hex();
+        const SHOWN: usize = 3;
+        let mut what: Vec<String> = m
+            .findings
+            .iter()
+            .take(SHOWN)
+            .map(|((pack, _), (n, first))| first.describe(pack, *n))
+            .collect();
+        if m.findings.len() > SHOWN {
+            what.push(format!("and {} more", m.findings.len() - SHOWN));
+        }
+        let what = what.join("; ");
+        let copies = if m.lost == 0 {
+            format!(
+                "{} a good copy elsewhere, so nothing is lost through it",
+                if m.entries == 1 {
+                    "it has".to_string()
+                } else {
+                    format!("all {} have", m.entries)
+                }
+            )
+        } else {
+            format!(
+                "{} of them have a good copy elsewhere, {} have none and are lost (see the pack \
+                 errors)",
+                m.entries - m.lost,
+                m.lost
+            )
+        };
+        let stored = writers
+            .get(&name)
+            .map(|w| {
+                format!(
+                    " (stored by {}token {}{})",
+                    if w.adds_only { "backup " } else { "" },
+                    w.token,
+                    w.time
+                        .map(|t| format!(" at {}", t.strftime("%Y-%m-%d %H:%M:%S UTC")))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        r.errors.push(format!(
+            "index file {name} lists {} blob{} where {} not ({what}); {copies}: it is wrong or \
+             planted{stored}; `rewind repair index` rebuilds the index from the packs without it",
+            m.entries,
+            if m.entries == 1 { "" } else { "s" },
+            if m.entries == 1 { "it is" } else { "they are" },
+        ));
+        r.lying_index.push(id);
+        r.repair_index = true;
+    }
 }
 
 /// `--read-data`: reads the chosen packs whole and authenticates every
-/// indexed blob. Returns the blobs that failed; damaged packs go to
-/// `damaged_packs`.
+/// entry that any index file gives there. Returns the errors about the
+/// packs themselves (damaged ones go to `damaged_packs`) and records in
+/// `packs` the entries that fail.
 fn read_packs(
     repo: &Repository,
-    index: &crate::repository::Index,
-    by_pack: &[Vec<(BlobId, crate::repository::IndexEntry)>],
-    listed: &HashMap<String, u64>,
+    files: &[(IndexId, IndexFile)],
+    packs: &mut BTreeMap<PackId, PackFacts>,
     opts: &CheckOptions,
     r: &mut CheckReport,
-) -> Vec<BlobId> {
-    let present: Vec<(crate::id::PackId, u64)> = index
-        .packs()
-        .filter(|(p, _)| listed.contains_key(&p.to_hex()))
+) -> Vec<String> {
+    let present: Vec<(PackId, u64)> = packs
+        .iter()
+        .filter_map(|(id, f)| f.actual.map(|size| (*id, size)))
         .collect();
-    let wanted: Option<HashSet<crate::id::PackId>> = opts.subset.map(|sub| {
-        let (chosen, next) = select_packs(&present, sub, opts.cursor);
-        r.next_cursor = next;
-        chosen.into_iter().collect()
-    });
-    let packs: Vec<(usize, crate::id::PackId)> = index
-        .packs()
-        .enumerate()
-        .filter(|(_, (p, _))| listed.contains_key(&p.to_hex()))
-        .filter(|(_, (p, _))| wanted.as_ref().is_none_or(|w| w.contains(p)))
-        .map(|(i, (p, _))| (i, p))
-        .collect();
-    r.packs_read = packs.len();
-    let results: Vec<(crate::id::PackId, Vec<String>, Vec<BlobId>)> = packs
-        .par_iter()
-        .map(|(pos, pack)| {
-            let (errs, bad) = read_pack(repo, pack, &by_pack[*pos]);
-            (*pack, errs, bad)
-        })
-        .collect();
-    let mut bad_blobs = Vec::new();
-    for (pack, errs, bad) in results {
-        if !errs.is_empty() {
-            r.damaged_packs.push(pack);
+    let chosen: Vec<PackId> = match opts.subset {
+        Some(sub) => {
+            let (chosen, next) = select_packs(&present, sub, opts.cursor);
+            r.next_cursor = next;
+            chosen
         }
-        r.errors.extend(errs);
-        bad_blobs.extend(bad);
+        None => present.iter().map(|(id, _)| *id).collect(),
+    };
+    r.packs_read = chosen.len();
+    let results: Vec<(PackId, PackRead)> = chosen
+        .par_iter()
+        .map(|id| (*id, read_pack(repo, id, &packs[id].places(files))))
+        .collect();
+    let mut errors = Vec::new();
+    for (id, read) in results {
+        if !read.errors.is_empty() {
+            r.damaged_packs.push(id);
+        }
+        errors.extend(read.errors);
+        if let Some(facts) = packs.get_mut(&id) {
+            facts.wrong = Some(read.wrong);
+        }
     }
-    bad_blobs
+    errors
 }
 
-/// Reads one pack whole: its name, its header against the index, and
-/// every indexed blob. Returns the errors and the blobs that failed.
-fn read_pack(
+/// Without `--read-data` (or for packs it does not read this time): a
+/// pack whose listings disagree on what it holds has its header read (two
+/// small reads), and entries it does not have are wrong. Returns the
+/// errors about headers that cannot be read.
+fn read_contested_headers(
     repo: &Repository,
-    pack: &crate::id::PackId,
-    blobs: &[(BlobId, crate::repository::IndexEntry)],
-) -> (Vec<String>, Vec<BlobId>) {
+    files: &[(IndexId, IndexFile)],
+    packs: &mut BTreeMap<PackId, PackFacts>,
+    r: &mut CheckReport,
+) -> Vec<String> {
+    let todo: Vec<(PackId, u64)> = packs
+        .iter()
+        .filter(|(_, f)| f.contested && f.wrong.is_none())
+        .filter_map(|(id, f)| f.actual.map(|size| (*id, size)))
+        .collect();
+    let results: Vec<(PackId, Result<IndexPack>)> = todo
+        .par_iter()
+        .map(|(id, size)| (*id, repo.read_pack_header(&id.to_hex(), *size)))
+        .collect();
+    let mut errors = Vec::new();
+    for (id, header) in results {
+        let facts = packs.get_mut(&id).expect("chosen from packs");
+        match header {
+            Ok(h) => {
+                let there: HashSet<Place> = h.blobs.iter().map(Place::of).collect();
+                let places = facts.places(files);
+                facts.wrong = Some(
+                    places
+                        .into_iter()
+                        .filter(|p| !there.contains(p))
+                        .map(|p| {
+                            let (blob, offset) = (p.blob, p.offset);
+                            (p, Wrong::NotInHeader { blob, offset })
+                        })
+                        .collect(),
+                );
+            }
+            Err(e) => {
+                errors.push(format!("pack {id}: its header cannot be read ({e})"));
+                r.damaged_packs.push(id);
+            }
+        }
+    }
+    errors
+}
+
+/// What reading one pack found.
+struct PackRead {
+    /// Damage to the pack itself.
+    errors: Vec<String>,
+    /// Places that do not hold their blob, and why.
+    wrong: HashMap<Place, Wrong>,
+}
+
+/// Reads one pack whole: its name, its header, and every place that an
+/// index file gives there. A place that fails and is not in the pack's
+/// authenticated header is the index file's error; one that is, is damage
+/// to the pack.
+fn read_pack(repo: &Repository, pack: &PackId, places: &[Place]) -> PackRead {
     let name = pack.to_hex();
     let bytes = match repo.backend().read(FileType::Pack, &name) {
         Ok(b) => b,
         Err(e) => {
-            return (
-                vec![format!("pack {name}: {e}")],
-                blobs.iter().map(|(id, _)| *id).collect(),
-            )
+            return PackRead {
+                errors: vec![format!("pack {name}: {e}")],
+                wrong: places
+                    .iter()
+                    .map(|p| {
+                        let (blob, offset) = (p.blob, p.offset);
+                        (*p, Wrong::FailsAuth { blob, offset })
+                    })
+                    .collect(),
+            }
         }
     };
-    let mut errs = Vec::new();
+    let mut errors = Vec::new();
     if Hash::of(&bytes) != pack.0 {
-        errs.push(format!(
+        errors.push(format!(
             "pack {name} does not match its name (bit rot or tampering)"
         ));
     }
-    match PackHeader::parse(repo.crypto(), pack, &bytes) {
-        Ok(h) => {
-            let in_header: HashSet<BlobId> = h.blobs.iter().map(|b| b.id).collect();
-            for (id, _) in blobs {
-                if !in_header.contains(id) {
-                    errs.push(format!(
-                        "pack {name}: blob {id} is indexed but not in the pack header"
-                    ));
-                }
-            }
+    let header: Option<HashSet<Place>> = match PackHeader::parse(repo.crypto(), pack, &bytes) {
+        Ok(h) => Some(h.blobs.iter().map(Place::of).collect()),
+        Err(e) => {
+            errors.push(e.to_string());
+            None
         }
-        Err(e) => errs.push(e.to_string()),
+    };
+    let mut wrong = HashMap::new();
+    let mut damaged = 0;
+    for p in places {
+        let (start, end) = (p.offset as usize, p.offset as usize + p.length as usize);
+        let fails = end > bytes.len()
+            || repo
+                .open_blob(&p.blob, p.raw_length, &bytes[start..end], &name)
+                .is_err();
+        if fails {
+            let (blob, offset) = (p.blob, p.offset);
+            let w = if header.as_ref().is_some_and(|h| !h.contains(p)) {
+                Wrong::Misread { blob, offset }
+            } else {
+                damaged += 1;
+                Wrong::FailsAuth { blob, offset }
+            };
+            wrong.insert(*p, w);
+        }
     }
-    let bad: Vec<BlobId> = blobs
-        .iter()
-        .filter(|(id, e)| {
-            let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
-            end > bytes.len()
-                || repo
-                    .open_blob(id, e.raw_length, &bytes[start..end], &name)
-                    .is_err()
-        })
-        .map(|(id, _)| *id)
-        .collect();
-    if !bad.is_empty() {
-        errs.push(format!(
-            "pack {name}: {} blobs fail authentication",
-            bad.len()
-        ));
+    if damaged > 0 {
+        errors.push(format!("pack {name}: {damaged} blobs fail authentication"));
     }
-    (errs, bad)
+    PackRead { errors, wrong }
 }
 
 /// Key files, settings, prune states and running markers: each damaged
