@@ -1541,8 +1541,8 @@ fn uploads_to_s3_storage_are_bounded_in_memory_and_per_token() {
     let b = put_started(&addr, &path(&bodies[1]), &token, &bodies[1], 0, true);
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    for i in 2..4 {
-        let c = put_started(&addr, &path(&bodies[i]), &token, &bodies[i], 0, true);
+    for body in &bodies[2..4] {
+        let c = put_started(&addr, &path(body), &token, body, 0, true);
         let (status, text) = answer_of(c);
         assert_eq!(status, 503, "{text}");
         assert!(text.contains("2 uploads running"), "{text}");
@@ -1562,15 +1562,8 @@ fn uploads_to_s3_storage_are_bounded_in_memory_and_per_token() {
     a.write_all(&bodies[0][700_000..]).unwrap();
     let (status, text) = answer_of(a);
     assert_eq!(status, 201, "{text}");
-    for i in 1..5 {
-        let (s, why) = http(
-            &addr,
-            "PUT",
-            &path(&bodies[i]),
-            Some(&token),
-            &[],
-            &bodies[i],
-        );
+    for body in &bodies[1..5] {
+        let (s, why) = http(&addr, "PUT", &path(body), Some(&token), &[], body);
         assert_eq!(s, 201, "{why}");
     }
     let log = server.log();

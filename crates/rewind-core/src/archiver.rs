@@ -623,6 +623,9 @@ fn build_excludes(opts: &BackupOptions) -> Result<ignore::gitignore::Gitignore> 
         .map_err(|e| Error::InvalidInput(format!("bad exclude patterns: {e}")))
 }
 
+/// A parent snapshot, and its root tree if it could be read.
+type ParentWithRoot = (Option<(SnapshotId, SnapshotFile)>, Option<Tree>);
+
 /// The parent snapshot and its root tree. A parent whose root tree cannot
 /// be read only costs speed: every file is read again (and check will name
 /// the damage).
@@ -631,7 +634,7 @@ fn parent_with_root(
     opts: &BackupOptions,
     paths: &[String],
     progress: &Progress,
-) -> Result<(Option<(SnapshotId, SnapshotFile)>, Option<Tree>)> {
+) -> Result<ParentWithRoot> {
     Ok(match find_parent(repo, opts, paths)? {
         Some((id, s)) => match repo.read_tree(&s.tree) {
             Ok(t) => (Some((id, s)), Some(t)),

@@ -206,6 +206,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             .push(format!("snapshot {name} cannot be read: {e}"));
     }
     r.snapshots = snapshots.len();
+    void_claims(repo, &mut r)?;
     // Each index file on its own (which file says what, so that one that
     // lies can be named) and merged (what readers use); one read of the
     // files for both.
@@ -558,10 +559,22 @@ fn check_index(
         ));
         r.repair_index = true;
     } else {
-        for name in listed.keys().filter(|n| !indexed.contains(*n)) {
-            r.notes.push(format!(
-                "pack {name} is not in any index (left by an interrupted backup; harmless)"
-            ));
+        let mut strangers: Vec<&String> = listed.keys().filter(|n| !indexed.contains(*n)).collect();
+        strangers.sort();
+        for name in strangers {
+            // Read whole with --read-data: a leftover of an interrupted
+            // backup is a pack of this repository; garbage is not.
+            match opts.read_data.then(|| foreign_pack(repo, name)).flatten() {
+                Some(why) => r.errors.push(format!(
+                    "pack {name} is in no index and is not a pack of this repository ({why}): \
+                     garbage stored under a valid name, or damage. No snapshot uses it; prune \
+                     deletes it once the storage lets it, and on a rewind server the operator \
+                     moves out what a stolen token stored (rewind serve quarantine)"
+                )),
+                None => r.notes.push(format!(
+                    "pack {name} is not in any index (left by an interrupted backup; harmless)"
+                )),
+            }
         }
     }
 
@@ -680,6 +693,57 @@ fn name_lying_files(
         r.lying_index.push(id);
         r.repair_index = true;
     }
+}
+
+/// Why a pack no index lists is not one of this repository's (read whole):
+/// its bytes do not hash to its name, or its header does not open with the
+/// key. `None` for a pack of this repository.
+fn foreign_pack(repo: &Repository, name: &str) -> Option<String> {
+    let bytes = match repo.backend().read(FileType::Pack, name) {
+        Ok(b) => b,
+        Err(crate::Error::Missing { .. }) => return None,
+        Err(e) => return Some(format!("cannot be read: {e}")),
+    };
+    let id: PackId = name.parse().ok()?;
+    if Hash::of(&bytes) != id.0 {
+        return Some("its bytes do not match its name".into());
+    }
+    PackHeader::parse(repo.crypto(), &id, &bytes)
+        .err()
+        .map(|e| format!("its header does not open: {e}"))
+}
+
+/// Snapshot files whose rewrite claims count for nothing: stored by a
+/// token that may only add (DESIGN §3.8), and hidden by the listing. Each
+/// is named: nothing is lost through it, but someone who holds that token
+/// and the password tried to rewrite history.
+fn void_claims(repo: &Repository, r: &mut CheckReport) -> Result<()> {
+    let writers = repo.backend().writers(FileType::Snapshot)?;
+    if !writers.values().any(|w| w.adds_only) {
+        return Ok(());
+    }
+    for (id, identity) in repo.superseded_snapshots()? {
+        let Some(w) = writers.get(&id.to_hex()).filter(|w| w.adds_only) else {
+            continue;
+        };
+        let claims = match repo.read_snapshot(&id) {
+            Ok((_, s)) => s.original.is_some() || s.rewritten.is_some(),
+            Err(_) => false,
+        };
+        if claims {
+            r.errors.push(format!(
+                "snapshot file {id} claims to rewrite snapshot {} (as protect, unprotect or mark \
+                 do), but token {} stored it{}, which may only add: the claim is ignored and the \
+                 file hidden; nothing is lost through it. Someone holding that token and the \
+                 password wrote it: revoke the token, and the server's operator moves what it \
+                 stored out (rewind serve quarantine)",
+                identity.short(),
+                w.token,
+                w.time.map(|t| format!(" at {t}")).unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `--read-data`: reads the chosen packs whole and authenticates every

@@ -212,6 +212,9 @@ struct PackInfo {
     used_bytes: u64,
 }
 
+/// Blobs in use, and the root trees that could not be read (with why).
+type UsedBlobs = (HashSet<BlobId, IdBuildHasher>, Vec<(BlobId, String)>);
+
 /// Every blob that a snapshot uses, reading trees level by level in parallel.
 ///
 /// A root tree that cannot be read is refused, or with `skip_bad_roots`
@@ -221,7 +224,7 @@ fn used_blobs(
     roots: impl Iterator<Item = BlobId>,
     skip_bad_roots: bool,
     cancel: &Cancel,
-) -> Result<(HashSet<BlobId, IdBuildHasher>, Vec<(BlobId, String)>)> {
+) -> Result<UsedBlobs> {
     let mut used: HashSet<BlobId, IdBuildHasher> = HashSet::default();
     let mut frontier: Vec<BlobId> = roots.filter(|t| used.insert(*t)).collect();
     let bad_roots: std::sync::Mutex<Vec<(BlobId, String)>> = Default::default();

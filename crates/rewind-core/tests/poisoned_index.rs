@@ -82,7 +82,7 @@ fn lying_index_files_do_not_hide_the_real_copies() {
         packs: vec![IndexPack {
             id: PackId(Hash([0xee; 32])),
             size: 1 << 20,
-            blobs: real.iter().map(|(_, b)| b.clone()).collect(),
+            blobs: real.iter().map(|(_, b)| *b).collect(),
         }],
     };
     write_last(&repo, &missing);
@@ -114,10 +114,7 @@ fn lying_index_files_do_not_hide_the_real_copies() {
             .len(),
             blobs: real
                 .iter()
-                .map(|(_, b)| PackedBlob {
-                    offset: 9,
-                    ..b.clone()
-                })
+                .map(|(_, b)| PackedBlob { offset: 9, ..*b })
                 .collect(),
         }],
     };

@@ -251,7 +251,7 @@ pub fn apply(place: &Place, repo: &str, token: &str, plan: &Plan) -> Result<Move
     // The manifest is named by its hash, like the files beside it.
     q.write(
         FileType::Policy,
-        &blake3::hash(&manifest).to_hex().to_string(),
+        blake3::hash(&manifest).to_hex().as_ref(),
         &manifest,
     )?;
     let mut moved = Moved {

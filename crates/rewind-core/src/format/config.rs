@@ -64,6 +64,12 @@ impl Config {
     }
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,11 +94,5 @@ mod tests {
         let ok = Config::new();
         let bytes = serde_json::to_vec(&ok).unwrap();
         assert_eq!(Config::parse(&bytes, "here").unwrap(), ok);
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self::new()
     }
 }
