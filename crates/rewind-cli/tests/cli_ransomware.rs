@@ -317,3 +317,131 @@ fn copy_tree(from: &Path, to: &Path) {
         .unwrap()
         .success());
 }
+
+/// Up to `n` regular files of a real tree (`/usr/share/doc`, whatever this
+/// Debian machine holds: changelogs in gzip, copyright texts, READMEs),
+/// copied with their mtimes into `to`. Deterministic for one machine.
+fn real_tree(to: &Path, n: usize, keep: impl Fn(&Path, u64) -> bool) -> Vec<PathBuf> {
+    let mut picked = Vec::new();
+    let mut all = files(Path::new("/usr/share/doc"));
+    all.retain(|p| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.is_file() && m.len() >= 600 && m.len() < 1 << 20 && keep(p, m.len()))
+    });
+    for p in all.into_iter().take(n) {
+        let rel = p.strip_prefix("/usr/share/doc").unwrap();
+        let dest = to.join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        assert!(std::process::Command::new("cp")
+            .arg("-p")
+            .arg(&p)
+            .arg(&dest)
+            .status()
+            .unwrap()
+            .success());
+        picked.push(dest);
+    }
+    picked
+}
+
+/// What current ransomware does (LockBit 3, BlackCat, Play): only the first
+/// 4 KiB of each file encrypted, and the modification time put back.
+fn encrypt_head_keep_mtime(p: &Path) {
+    let md = std::fs::metadata(p).unwrap();
+    let mut data = std::fs::read(p).unwrap();
+    let n = data.len().min(4096);
+    let mut x = 0xD1B5_4A32_D192_ED03u64 ^ data.len() as u64;
+    for b in &mut data[..n] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b ^= x as u8;
+    }
+    std::fs::write(p, data).unwrap();
+    set_mtime(
+        p,
+        md.modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        0,
+    );
+}
+
+#[test]
+fn partial_encryption_with_mtimes_put_back_is_flagged_on_a_real_tree() {
+    let env = Env::with_repo();
+    let src = env.path("doc");
+    // Changelogs in gzip, HTML and READMEs; and the texts without a name
+    // that says what they are (copyright files), which are attacked: no
+    // extension promises a format, and 4 KiB of noise in 16 KiB or more of
+    // text leaves the whole file's compressibility near what it was.
+    real_tree(&src, 250, |p, _| !p.ends_with("copyright"));
+    let plain = real_tree(&src, 150, |p, len| {
+        len >= 16 << 10 && !p.file_name().unwrap().to_string_lossy().contains('.')
+    });
+    let n = files(&src).len();
+    assert!(
+        plain.len() >= 60,
+        "only {} such files under /usr/share/doc",
+        plain.len()
+    );
+    // Put every mtime on a whole second, so that putting it back is exact.
+    for p in files(&src) {
+        let s = std::fs::metadata(&p)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        set_mtime(&p, s, 0);
+    }
+    env.backup([&src]);
+    // Ordinary work first: notes appended to a few files.
+    for p in files(&src).iter().step_by(40) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+        f.write_all(b"\nappended by a person\n").unwrap();
+    }
+    let r = env.run(["backup", src.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "ordinary work was flagged: {r}");
+    // The attack: a third of the plain texts (over 5 % of the files),
+    // first 4 KiB, mtimes put back.
+    let attacked: Vec<&PathBuf> = plain.iter().step_by(3).collect();
+    assert!(
+        attacked.len() * 20 >= n,
+        "the attack is under 5 % of {n} files"
+    );
+    for p in &attacked {
+        encrypt_head_keep_mtime(p);
+    }
+    let r = env.run(["--json", "backup", src.to_str().unwrap()]);
+    assert_eq!(r.code, Some(4), "the partial attack was not flagged: {r}");
+    let snaps = env.snapshots();
+    let scan = &snaps.last().unwrap()["scan"];
+    assert_eq!(scan["verdict"], "suspicious", "{scan}");
+    let c = &scan["counts"];
+    // (the files appended to above have a new mtime with nanoseconds,
+    // which the attack puts back to the second)
+    assert!(
+        c["mtime_kept"].as_u64().unwrap() >= attacked.len() as u64 / 2,
+        "{c}"
+    );
+    assert!(
+        c["region_noise"].as_u64().unwrap() >= attacked.len() as u64 * 9 / 10,
+        "{c}"
+    );
+    // Each rule is there with its figure and threshold.
+    let rules = scan["rules"].as_array().unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["name"] == "mass" && r["fired"] == true),
+        "{scan}"
+    );
+    assert!(
+        rules.iter().all(|r| r["threshold"].as_str().is_some()),
+        "{scan}"
+    );
+}

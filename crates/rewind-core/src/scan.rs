@@ -34,7 +34,7 @@ use crate::id::BlobId;
 use crate::repository::IndexEntry;
 use crate::repository::Repository;
 
-pub use crate::format::scan::{Overrule, ScanCounts, ScanResult, Verdict, VERSION};
+pub use crate::format::scan::{Overrule, Rule, ScanCounts, ScanResult, Verdict, VERSION};
 
 /// Changed files whose first chunk is read (the rest are sampled out).
 pub const MAX_EXAMINED: usize = 4000;
@@ -227,6 +227,72 @@ struct Marks {
     noise: bool,
     signature: bool,
     text: bool,
+    /// The file's format by its magic number is gone.
+    magic: bool,
+    /// The changed bytes of the first chunk turned from compressible to noise.
+    region: bool,
+    /// Content changed, modification time put back.
+    mtime_kept: bool,
+}
+
+impl Marks {
+    fn suspect(&self) -> bool {
+        self.noise || self.signature || self.text || self.magic || self.region || self.mtime_kept
+    }
+}
+
+/// At most this many changed bytes of a first chunk are judged.
+const REGION_MAX: usize = 64 << 10;
+/// Fewer changed bytes than this say nothing about randomness.
+const REGION_MIN: usize = 512;
+
+/// The bytes that differ between two versions of a chunk at the same
+/// offsets, old and new, as runs (differences less than 32 bytes apart
+/// join one run), up to [`REGION_MAX`]. Partial encryption (the first
+/// KiBs) and intermittent encryption (every other block) change bytes in
+/// place; an edit that inserts text shifts the rest, which stays text.
+fn changed_region(old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let len = old.len().min(new.len());
+    let (mut o, mut n) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < len && n.len() < REGION_MAX {
+        if old[i] == new[i] {
+            i += 1;
+            continue;
+        }
+        let (start, mut last, mut j) = (i, i, i + 1);
+        while j < len && j - last <= 32 && j - start < REGION_MAX {
+            if old[j] != new[j] {
+                last = j;
+            }
+            j += 1;
+        }
+        o.extend_from_slice(&old[start..=last]);
+        n.extend_from_slice(&new[start..=last]);
+        i = last + 1;
+    }
+    (o, n)
+}
+
+/// Compressed bytes per byte (zstd level 1; above 1.0 for noise).
+fn compressibility(data: &[u8]) -> f64 {
+    let packed = zstd::bulk::compress(data, 1).map_or(data.len(), |c| c.len());
+    packed as f64 / data.len().max(1) as f64
+}
+
+/// True when the bytes that changed in place were compressible and are
+/// noise now.
+fn region_turned_to_noise(old: &[u8], new: &[u8]) -> bool {
+    let (o, n) = changed_region(old, new);
+    n.len() >= REGION_MIN && compressibility(&o) < COMPRESSIBLE && compressibility(&n) >= NOISE
+}
+
+/// True when `old` starts with a format's magic number that `new` lost.
+fn magic_lost(old: &[u8], new: &[u8]) -> bool {
+    match infer::get(old) {
+        Some(kind) => infer::get(new).map(|k| k.mime_type()) != Some(kind.mime_type()),
+        None => false,
+    }
 }
 
 fn head(repo: &Repository, sizes: &Sizes, n: &Node) -> Option<Vec<u8>> {
@@ -237,7 +303,12 @@ fn head(repo: &Repository, sizes: &Sizes, n: &Node) -> Option<Vec<u8>> {
 }
 
 fn examine(repo: &Repository, sizes: &Sizes, old: &FileAt, new: &FileAt) -> Marks {
-    let mut m = Marks::default();
+    let mut m = Marks {
+        // Editors and builds move the mtime; putting it back is what an
+        // attacker does to hide.
+        mtime_kept: old.path == new.path && old.node.mtime == new.node.mtime,
+        ..Marks::default()
+    };
     // The new head is read at most once, the old one only when the new one
     // is not healthy: ordinary work costs one chunk read per file.
     let mut new_head: Option<Option<Vec<u8>>> = None;
@@ -267,6 +338,17 @@ fn examine(repo: &Repository, sizes: &Sizes, old: &FileAt, new: &FileAt) -> Mark
     ) {
         if o < COMPRESSIBLE && n >= NOISE {
             m.noise = true;
+        }
+    }
+    // Where the first chunk changed, the bytes that changed (partial and
+    // intermittent encryption leave the rest, and the chunk's ratio, alone)
+    // and the format by its magic number, whatever the name says.
+    if let (Some(o), Some(n)) = (oc.first(), nc.first()) {
+        if o != n {
+            if let (Ok(old_first), Ok(new_first)) = (sizes.read(repo, o), sizes.read(repo, n)) {
+                m.region = region_turned_to_noise(&old_first, &new_first);
+                m.magic = magic_lost(&old_first, &new_first);
+            }
         }
     }
     // The old name's promise, for both: a renamed file keeps its format.
@@ -442,6 +524,15 @@ struct Examined {
     top: Vec<String>,
     /// Extensions of files that lost their signature.
     signature_exts: BTreeMap<String, u64>,
+    /// [`path_key`] of each suspect examined.
+    keys: Vec<u64>,
+}
+
+/// A suspect file's key across snapshots: the first 8 bytes of the BLAKE3
+/// of its path.
+fn path_key(path: &Path) -> u64 {
+    let h = blake3::hash(path.as_os_str().as_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// Examines modified files and renamed pairs (a deterministic sample of at
@@ -482,19 +573,23 @@ fn examine_changed(
         suspects: 0,
         top: Vec::new(),
         signature_exts: BTreeMap::new(),
+        keys: Vec::new(),
     };
     for ((o, n), m) in candidates.iter().zip(&marks) {
         counts.turned_to_noise += u64::from(m.noise);
         counts.lost_signature += u64::from(m.signature);
         counts.text_turned_binary += u64::from(m.text);
+        counts.lost_magic += u64::from(m.magic);
+        counts.region_noise += u64::from(m.region);
         if m.signature {
             *found
                 .signature_exts
                 .entry(extension(&o.path).unwrap_or_default())
                 .or_default() += 1;
         }
-        if m.noise || m.signature || m.text {
+        if m.suspect() {
             found.suspects += 1;
+            found.keys.push(path_key(&n.path));
             if found.top.len() < 10 {
                 found.top.push(n.path.display().to_string());
             }
@@ -541,6 +636,11 @@ pub fn scan(
     let mut found = examine_changed(repo, sizes, &changes, &pairs, &mut counts);
     let examined_suspects = found.suspects;
     counts.suspects = found.suspects + replaced;
+    let mut keys = std::mem::take(&mut found.keys);
+    keys.extend(replaced_paths.iter().map(|p| path_key(Path::new(p))));
+    keys.sort_unstable();
+    keys.dedup();
+    keys.truncate(MAX_EXAMINED);
     let room = 10usize.saturating_sub(found.top.len());
     found.top.extend(replaced_paths.into_iter().take(room));
 
@@ -548,12 +648,28 @@ pub fn scan(
     // attack turns many (a share of the files, or a large number).
     let suspects = counts.suspects;
     let share = suspects as f64 / files_before.max(1) as f64;
-    let mass_noise = suspects >= 5 && (share >= 0.02 || suspects >= 200);
+    let mass = mass_rule(suspects, files_before);
     // One folder wiped: most of what changed was damaged.
     let changed = (found.total as u64 + replaced).max(1);
-    let concentrated = suspects >= 10 && examined_suspects + replaced >= changed / 2;
-    let notes_and_damage = counts.note_folders >= 3 && suspects >= 1;
-    let verdict = if mass_noise || concentrated || notes_and_damage {
+    let damaged_share = (examined_suspects + replaced) as f64 / changed as f64;
+    let concentrated = Rule {
+        name: "concentrated".into(),
+        value: damaged_share,
+        threshold: format!(
+            "at least 10 suspects ({suspects}) and at least half of the {changed} changed files"
+        ),
+        fired: suspects >= 10 && examined_suspects + replaced >= changed / 2,
+    };
+    let notes_rule = Rule {
+        name: "notes".into(),
+        value: counts.note_folders as f64,
+        threshold: format!(
+            "a note-like file in at least 3 folders, with at least 1 suspect ({suspects})"
+        ),
+        fired: counts.note_folders >= 3 && suspects >= 1,
+    };
+    let rules = vec![mass, concentrated, notes_rule];
+    let verdict = if rules.iter().any(|r| r.fired) {
         Verdict::Suspicious
     } else {
         Verdict::Clean
@@ -566,8 +682,86 @@ pub fn scan(
         reasons,
         top_paths: found.top,
         counts,
+        rules,
+        suspect_keys: keys,
+        accumulated_from: Vec::new(),
         overruled: None,
     })
+}
+
+/// Suspects of 5 or more that are 2 % of the files, or 200 or more.
+fn mass_rule(suspects: u64, files: u64) -> Rule {
+    let share = suspects as f64 / files.max(1) as f64;
+    Rule {
+        name: "mass".into(),
+        value: suspects as f64,
+        threshold: format!(
+            "at least 5 suspects and either 2% of the {files} files ({:.1}% now) or 200",
+            100.0 * share
+        ),
+        fired: suspects >= 5 && (share >= 0.02 || suspects >= 200),
+    }
+}
+
+/// How many earlier snapshots a slow attack is looked for in.
+pub const SLOW_WINDOW: usize = 30;
+
+/// A slow attack: few files a backup, each under the line. Counts the
+/// distinct suspect files of `result` and of the earlier snapshots of its
+/// group (`earlier`: same host and paths, any order), back to the newest
+/// one a person marked clean, the newest one already suspicious (its alarm
+/// stands), or [`SLOW_WINDOW`] snapshots; when they cross the line of the
+/// mass rule (against `files` now), the verdict turns suspicious and says
+/// which snapshots took part. A verdict already suspicious stays as it is.
+pub fn accumulate(
+    result: &mut ScanResult,
+    earlier: &[(crate::id::SnapshotId, crate::format::snapshot::SnapshotFile)],
+    files: u64,
+) {
+    if result.verdict == Verdict::Suspicious {
+        return;
+    }
+    let mut by_time: Vec<_> = earlier.iter().collect();
+    by_time.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+    let mut keys: HashSet<u64> = result.suspect_keys.iter().copied().collect();
+    let mut from = Vec::new();
+    for (id, s) in by_time.into_iter().take(SLOW_WINDOW) {
+        let Some(scan) = &s.scan else { break };
+        if scan.effective() == Verdict::Suspicious || scan.overruled.is_some() {
+            break;
+        }
+        if !scan.suspect_keys.is_empty() {
+            keys.extend(scan.suspect_keys.iter().copied());
+            from.push(id.short());
+        }
+    }
+    if from.is_empty() {
+        return;
+    }
+    let total = keys.len() as u64;
+    result.counts.accumulated = total;
+    let mut rule = mass_rule(total, files);
+    rule.name = "slow".into();
+    rule.threshold = format!(
+        "distinct suspects over this backup and {} earlier ones: {}",
+        from.len(),
+        rule.threshold
+    );
+    let fired = rule.fired;
+    result.rules.push(rule);
+    if fired {
+        from.reverse();
+        result.verdict = Verdict::Suspicious;
+        result.reasons.insert(
+            0,
+            format!(
+                "a slow attack: {total} distinct files look encrypted or replaced over this backup and the earlier ones {} (each under the line alone)",
+                from.join(", ")
+            ),
+        );
+        result.accumulated_from = from;
+        result.score = (total as f64 / files.max(1) as f64).min(1.0);
+    }
 }
 
 /// The verdict's reasons in words, strongest first.
@@ -597,6 +791,18 @@ fn reasons(
             exts.join(", ")
         ));
     }
+    if counts.region_noise > 0 {
+        reasons.push(format!(
+            "{} file(s) had bytes overwritten in place with random-looking data, the rest left alone (partial or intermittent encryption)",
+            counts.region_noise
+        ));
+    }
+    if counts.lost_magic > 0 {
+        reasons.push(format!(
+            "{} file(s) lost the magic number of their format",
+            counts.lost_magic
+        ));
+    }
     if counts.text_turned_binary > 0 {
         reasons.push(format!(
             "{} text file(s) are no longer text",
@@ -619,7 +825,7 @@ fn reasons(
             "a note-like file {name:?} appeared in {dirs} folders"
         ));
     }
-    if counts.mtime_kept > 0 && verdict == Verdict::Suspicious {
+    if counts.mtime_kept > 0 {
         reasons.push(format!(
             "{} file(s) changed content but kept their modification time",
             counts.mtime_kept
@@ -671,6 +877,132 @@ pub fn last_clean(
 mod tests {
     use super::*;
 
+    fn text(n: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        let mut i = 0u64;
+        while v.len() < n {
+            v.extend_from_slice(
+                format!("line {i} of an ordinary document, words repeat\n").as_bytes(),
+            );
+            i += 1;
+        }
+        v.truncate(n);
+        v
+    }
+
+    fn noise(n: usize, seed: u8) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        let mut block = 0u64;
+        while out.len() < n {
+            out.extend_from_slice(
+                blake3::hash(&[&[seed][..], &block.to_le_bytes()].concat()).as_bytes(),
+            );
+            block += 1;
+        }
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn partial_and_intermittent_encryption_show_in_the_changed_bytes() {
+        let old = text(256 << 10);
+        // The first 4 KiB encrypted, the rest left alone.
+        let mut first = old.clone();
+        first[..4096].copy_from_slice(&noise(4096, 1));
+        assert!(region_turned_to_noise(&old, &first));
+        // Every other 64 KiB block.
+        let mut every_other = old.clone();
+        for b in (0..every_other.len()).step_by(128 << 10) {
+            let end = (b + (64 << 10)).min(every_other.len());
+            every_other[b..end].copy_from_slice(&noise(end - b, 2));
+        }
+        assert!(region_turned_to_noise(&old, &every_other));
+        // Ordinary edits: text inserted at the start (everything shifts),
+        // a paragraph rewritten, a few bytes changed.
+        let mut inserted = b"a new first line\n".to_vec();
+        inserted.extend_from_slice(&old);
+        assert!(!region_turned_to_noise(&old, &inserted));
+        let mut rewritten = old.clone();
+        rewritten[1000..9000]
+            .copy_from_slice(&text(8000).iter().rev().copied().collect::<Vec<_>>());
+        assert!(!region_turned_to_noise(&old, &rewritten));
+        let mut typo = old.clone();
+        typo[77] = b'X';
+        assert!(!region_turned_to_noise(&old, &typo));
+        // Noise that was noise before says nothing by itself.
+        let jpeg_like = noise(64 << 10, 3);
+        let mut enc = jpeg_like.clone();
+        enc[..4096].copy_from_slice(&noise(4096, 4));
+        assert!(!region_turned_to_noise(&jpeg_like, &enc));
+    }
+
+    #[test]
+    fn a_lost_magic_number_is_seen_whatever_the_name() {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend_from_slice(&noise(4000, 5));
+        let mut enc = png.clone();
+        enc[..1024].copy_from_slice(&noise(1024, 6));
+        assert!(magic_lost(&png, &enc));
+        assert!(!magic_lost(&png, &png));
+        let mut elf = b"\x7fELF\x02\x01\x01\0".to_vec();
+        elf.extend_from_slice(&[0u8; 4000]);
+        let mut elf2 = elf.clone();
+        elf2[100] = 1;
+        assert!(!magic_lost(&elf, &elf2));
+        assert!(magic_lost(&elf, &noise(4008, 7)));
+        // Plain text has no magic number to lose.
+        assert!(!magic_lost(&text(4000), &noise(4000, 8)));
+    }
+
+    fn id(n: u8) -> crate::id::SnapshotId {
+        crate::id::SnapshotId(crate::id::Hash([n; 32]))
+    }
+
+    fn scanned(
+        t: i64,
+        keys: &[u64],
+        verdict: Verdict,
+        overruled: bool,
+    ) -> crate::format::snapshot::SnapshotFile {
+        let mut s = snap(t, Some((verdict, overruled.then_some(Verdict::Clean))));
+        s.scan.as_mut().unwrap().suspect_keys = keys.to_vec();
+        s
+    }
+
+    #[test]
+    fn a_slow_attack_is_flagged_once_its_files_add_up() {
+        // 100 files; 2 suspects a backup is under the line, 6 distinct over
+        // three backups is over it.
+        let group = vec![
+            (id(1), scanned(1, &[], Verdict::Clean, false)),
+            (id(2), scanned(2, &[10, 11], Verdict::Clean, false)),
+            (id(3), scanned(3, &[12, 13], Verdict::Clean, false)),
+        ];
+        let mut now = scanned(4, &[14, 15], Verdict::Clean, false).scan.unwrap();
+        accumulate(&mut now, &group, 100);
+        assert_eq!(now.verdict, Verdict::Suspicious);
+        assert_eq!(now.counts.accumulated, 6);
+        assert_eq!(now.accumulated_from, vec![id(2).short(), id(3).short()]);
+        assert!(now.reasons[0].contains("slow attack"), "{:?}", now.reasons);
+        assert!(now.rules.iter().any(|r| r.name == "slow" && r.fired));
+        // The same files again and again (a database) add up to nothing.
+        let same = vec![
+            (id(2), scanned(2, &[10, 11], Verdict::Clean, false)),
+            (id(3), scanned(3, &[10, 11], Verdict::Clean, false)),
+        ];
+        let mut now = scanned(4, &[10, 11], Verdict::Clean, false).scan.unwrap();
+        accumulate(&mut now, &same, 100);
+        assert_eq!(now.verdict, Verdict::Clean);
+        // A person's mark ends the window: what they saw was fine.
+        let marked = vec![
+            (id(2), scanned(2, &[10, 11], Verdict::Clean, false)),
+            (id(3), scanned(3, &[12, 13], Verdict::Suspicious, true)),
+        ];
+        let mut now = scanned(4, &[14, 15], Verdict::Clean, false).scan.unwrap();
+        accumulate(&mut now, &marked, 100);
+        assert_eq!(now.verdict, Verdict::Clean);
+    }
+
     #[test]
     fn signatures() {
         let pdf = expectation("pdf").unwrap();
@@ -719,6 +1051,9 @@ mod tests {
                 reasons: vec![],
                 top_paths: vec![],
                 counts: Default::default(),
+                rules: vec![],
+                suspect_keys: vec![],
+                accumulated_from: vec![],
                 overruled: o.map(|verdict| Overrule {
                     verdict,
                     by: "me".into(),

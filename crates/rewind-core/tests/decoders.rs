@@ -156,6 +156,9 @@ fn sample_snapshot() -> SnapshotFile {
             reasons: vec!["6 files turned to noise".into()],
             top_paths: vec!["/home/alice/a.txt".into()],
             counts: Default::default(),
+            rules: vec![],
+            suspect_keys: vec![7, 9],
+            accumulated_from: vec![],
             overruled: Some(Overrule {
                 verdict: Verdict::Clean,
                 by: "root@h".into(),

@@ -104,7 +104,17 @@ pub fn scan(args: &ScanArgs, global: &Global) -> Result<u8> {
     let files_before =
         parent.summary.files_new + parent.summary.files_changed + parent.summary.files_unchanged;
     let sizes = scan::Sizes::new(&repo)?;
-    let r = scan::scan(&repo, &sizes, &parent.tree, &s.tree, files_before)?;
+    let mut r = scan::scan(&repo, &sizes, &parent.tree, &s.tree, files_before)?;
+    // A slow attack: the earlier snapshots of its group count too.
+    let earlier: Vec<(SnapshotId, SnapshotFile)> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(pid, ps)| {
+            *pid != id && ps.hostname == s.hostname && ps.paths == s.paths && ps.time < s.time
+        })
+        .collect();
+    let files_now = s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged;
+    scan::accumulate(&mut r, &earlier, files_now);
     // A closed stdout ends what is printed, not the verdict's exit code.
     let print = || -> Result<()> {
         if global.json {
@@ -136,6 +146,15 @@ pub fn scan(args: &ScanArgs, global: &Global) -> Result<u8> {
                 for reason in &r.reasons {
                     outln!("  - {reason}");
                 }
+            }
+            for rule in &r.rules {
+                outln!(
+                    "  rule {}: {} ({}; {})",
+                    rule.name,
+                    rule.value,
+                    if rule.fired { "fired" } else { "did not fire" },
+                    rule.threshold
+                );
             }
             if let Some(o) = s.scan.as_ref().and_then(|x| x.overruled.as_ref()) {
                 outln!(

@@ -68,8 +68,36 @@ pub struct ScanCounts {
     /// files in the same folders (renamed to random names).
     #[serde(default)]
     pub replaced: u64,
+    /// Of those: files whose format (by its magic number, any type the
+    /// `infer` crate knows: ELF, gzip, zip/Office, PDF, PNG, JPEG, SQLite,
+    /// ...) is gone from the start of the file.
+    #[serde(default)]
+    pub lost_magic: u64,
+    /// Of those: files whose changed bytes (at the same offsets of the
+    /// first chunk) compressed well before and are noise now: partial and
+    /// intermittent encryption, which leaves the rest of the file alone.
+    #[serde(default)]
+    pub region_noise: u64,
     /// Suspect files, extrapolated to all changed files when sampled.
     pub suspects: u64,
+    /// Distinct suspect files over this snapshot and the earlier ones of
+    /// its group that count (a slow attack, [`crate::scan::accumulate`]).
+    #[serde(default)]
+    pub accumulated: u64,
+}
+
+/// One rule of the verdict: the figure it looked at, the line it was held
+/// against, and whether it fired.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// `mass`, `concentrated`, `notes` or `slow`.
+    pub name: String,
+    /// The figure.
+    pub value: f64,
+    /// The line, in words.
+    pub threshold: String,
+    /// Whether it fired.
+    pub fired: bool,
 }
 
 /// The outcome of a scan, stored in the snapshot (`scan`).
@@ -87,6 +115,18 @@ pub struct ScanResult {
     pub top_paths: Vec<String>,
     /// The counts.
     pub counts: ScanCounts,
+    /// The verdict's rules, each with its figure and threshold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+    /// Keys of the suspect files (the first 8 bytes of the BLAKE3 of the
+    /// path, as a number; at most [`crate::scan::MAX_EXAMINED`]), so that a
+    /// later scan can count distinct files over several snapshots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspect_keys: Vec<u64>,
+    /// The earlier snapshots whose suspects a slow-attack verdict counted
+    /// (short ids, oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accumulated_from: Vec<String>,
     /// A person's decision, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overruled: Option<Overrule>,

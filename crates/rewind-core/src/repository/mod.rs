@@ -776,6 +776,9 @@ impl Repository {
                     reasons: vec!["not scanned; verdict given by a person".into()],
                     top_paths: Vec::new(),
                     counts: Default::default(),
+                    rules: Vec::new(),
+                    suspect_keys: Vec::new(),
+                    accumulated_from: Vec::new(),
                     overruled: None,
                 });
             scan.overruled = Some(overrule);
