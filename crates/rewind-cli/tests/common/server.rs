@@ -195,4 +195,3 @@ pub fn http(
         .unwrap_or_default();
     (status, body)
 }
-
