@@ -46,6 +46,14 @@ pub fn warn(id: &SnapshotId, r: &ScanResult) {
     for reason in &r.reasons {
         eprintln!("  - {reason}");
     }
+    for rule in r.rules.iter().filter(|x| x.fired) {
+        eprintln!(
+            "  rule {} fired: {} against the line: {}",
+            rule.name,
+            (rule.value * 1000.0).round() / 1000.0,
+            rule.threshold
+        );
+    }
     if !r.top_paths.is_empty() {
         eprintln!("  for example:");
         for p in &r.top_paths {
@@ -147,12 +155,12 @@ pub fn scan(args: &ScanArgs, global: &Global) -> Result<u8> {
                     outln!("  - {reason}");
                 }
             }
-            for rule in &r.rules {
+            // (the rules that fired are in the warning)
+            for rule in r.rules.iter().filter(|x| !x.fired) {
                 outln!(
-                    "  rule {}: {} ({}; {})",
+                    "  rule {}: {} (did not fire; the line: {})",
                     rule.name,
-                    rule.value,
-                    if rule.fired { "fired" } else { "did not fire" },
+                    (rule.value * 1000.0).round() / 1000.0,
                     rule.threshold
                 );
             }
