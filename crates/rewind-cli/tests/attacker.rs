@@ -328,26 +328,6 @@ fn a_backup_token_cannot_hide_unprotect_or_unmark_snapshots() {
     w.recover(&[unprotect, unmark, shadow]);
 }
 
-/// The blobs of the index as the attacker sees them (pack, blob).
-fn real_entries(repo: &Repository) -> Vec<(PackId, PackedBlob)> {
-    let index = repo.index().unwrap();
-    index
-        .blobs()
-        .map(|(id, e)| {
-            (
-                index.pack_id(e),
-                PackedBlob {
-                    kind: e.kind,
-                    id: *id,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                },
-            )
-        })
-        .collect()
-}
-
 /// Seals `file` until its name sorts after every index file there (the
 /// copy readers meet first), writes it, and returns its name.
 fn plant_index(repo: &Repository, file: &IndexFile) -> String {
@@ -375,7 +355,8 @@ fn plant_index(repo: &Repository, file: &IndexFile) -> String {
 fn a_poisoned_index_does_not_stop_restores_and_is_named() {
     let w = World::new(&[]);
     let a = w.attacker();
-    let real = real_entries(&a);
+    // The blobs of the index as the attacker sees them (pack, blob).
+    let real: Vec<(PackId, PackedBlob)> = a.index().unwrap().entries().collect();
     // Lie 1: every blob in a pack that does not exist.
     let missing = plant_index(
         &a,

@@ -90,21 +90,7 @@ fn setup() -> Setup {
     .unwrap();
     let repo = open(&repo_dir);
     let index = repo.index().unwrap();
-    let real = index
-        .blobs()
-        .map(|(id, e)| {
-            (
-                index.pack_id(e),
-                PackedBlob {
-                    kind: e.kind,
-                    id: *id,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                },
-            )
-        })
-        .collect();
+    let real = index.entries().collect();
     let honest = index.files().to_vec();
     Setup {
         scratch: tmp.path().to_path_buf(),

@@ -60,21 +60,7 @@ fn lying_index_files_do_not_hide_the_real_copies() {
     // The real entries, to lie about.
     let repo = open(&repo_dir);
     let index = repo.index().unwrap();
-    let real: Vec<(PackId, PackedBlob)> = index
-        .blobs()
-        .map(|(id, e)| {
-            (
-                index.pack_id(e),
-                PackedBlob {
-                    kind: e.kind,
-                    id: *id,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                },
-            )
-        })
-        .collect();
+    let real: Vec<(PackId, PackedBlob)> = index.entries().collect();
     // Lie 1: every blob in a pack that does not exist.
     let missing = IndexFile {
         version: VERSION,

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::BlobKind;
+use crate::format::pack::{BlobKind, PackedBlob};
 use crate::id::{BlobId, IdBuildHasher, IndexId, PackId};
 
 /// Where one blob is.
@@ -168,6 +168,23 @@ impl Index {
         self.blobs.iter()
     }
 
+    /// Every blob as an index file would list it: its pack and its entry
+    /// there (the copy readers try first; [`Index::alternates`] aside).
+    pub fn entries(&self) -> impl Iterator<Item = (PackId, PackedBlob)> + '_ {
+        self.blobs.iter().map(|(id, e)| {
+            (
+                self.pack_id(e),
+                PackedBlob {
+                    kind: e.kind,
+                    id: *id,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_length: e.raw_length,
+                },
+            )
+        })
+    }
+
     /// Number of blobs.
     pub fn len(&self) -> usize {
         self.blobs.len()
@@ -204,7 +221,6 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::pack::PackedBlob;
     use crate::id::Hash;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
