@@ -19,7 +19,6 @@ use rewind_core::backend::{Backend, FileInfo, FileType, LocalBackend, WriteOutco
 use rewind_core::check::{self, CheckOptions, CheckReport, Subset};
 use rewind_core::format::index::{IndexFile, IndexPack, VERSION};
 use rewind_core::format::pack::PackedBlob;
-use rewind_core::format::RepoFile;
 use rewind_core::id::{Hash, IndexId, PackId, SnapshotId};
 use rewind_core::repository::Repository;
 use rewind_core::Result;
@@ -110,24 +109,6 @@ fn pack_path(repo_dir: &Path, pack: &PackId) -> PathBuf {
         .join(pack.to_hex())
 }
 
-/// Stores `file` under a name that sorts after the backup's own index
-/// files (each seal has a fresh nonce, so a new name): readers merge index
-/// files in name order, so a lie is the copy tried first, and a check that
-/// trusted the merged index alone would call the blobs lost.
-fn plant(repo: &Repository, file: &IndexFile, honest: &[IndexId]) -> IndexId {
-    let last = honest.iter().max().map(IndexId::to_hex).unwrap_or_default();
-    for _ in 0..100_000 {
-        let (id, bytes) = file.seal(repo.crypto());
-        if id.to_hex() > last {
-            repo.backend()
-                .write(FileType::Index, &id.to_hex(), &bytes)
-                .unwrap();
-            return id;
-        }
-    }
-    panic!("no name sorted after {last}");
-}
-
 fn index_file(pack: PackId, size: u64, blobs: Vec<PackedBlob>) -> IndexFile {
     IndexFile {
         version: VERSION,
@@ -188,30 +169,29 @@ fn index_files_that_lie_are_named_and_lose_nothing() {
         s.real.len()
     );
     let blobs = || s.real.iter().map(|(_, b)| *b);
+    // Each lie is written under a name that sorts after every index file
+    // there: readers merge index files in name order, so a lie is the copy
+    // tried first, and a check that trusted the merged index alone would
+    // call the blobs lost.
     // (a) Every blob in a pack that does not exist.
     let nowhere = PackId(Hash([0xee; 32]));
-    let a = plant(
-        &repo,
-        &index_file(nowhere, 1 << 20, blobs().collect()),
-        &s.honest,
-    );
+    let a = write_last(&repo, &index_file(nowhere, 1 << 20, blobs().collect()));
     // (b) Every blob at the wrong place of a real pack of the right size
     // (tampered copies: the bytes there are something else).
     let (target, _) = s.real[0];
     let target_size = std::fs::metadata(pack_path(&s.repo_dir, &target))
         .unwrap()
         .len();
-    let b = plant(
+    let b = write_last(
         &repo,
         &index_file(
             target,
             target_size,
             blobs().map(|b| PackedBlob { offset: 9, ..b }).collect(),
         ),
-        &s.honest,
     );
     // (c) The real entries of a real pack, with another size.
-    let c = plant(
+    let c = write_last(
         &repo,
         &index_file(
             target,
@@ -222,7 +202,6 @@ fn index_files_that_lie_are_named_and_lose_nothing() {
                 .map(|(_, b)| *b)
                 .collect(),
         ),
-        &s.honest,
     );
     let mut lies = vec![a, b, c];
     lies.sort();

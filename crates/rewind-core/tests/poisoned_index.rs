@@ -10,36 +10,9 @@ use std::path::PathBuf;
 
 use common::*;
 use rewind_core::archiver::{self, BackupOptions, Progress};
-use rewind_core::backend::FileType;
 use rewind_core::format::index::{IndexFile, IndexPack, VERSION};
 use rewind_core::format::pack::PackedBlob;
-use rewind_core::format::RepoFile;
 use rewind_core::id::{Hash, PackId};
-use rewind_core::repository::Repository;
-
-/// Writes `file` sealed again and again (each seal has a fresh nonce, so a
-/// new name) until its name sorts after every other index file: readers
-/// merge index files in name order, so the lie is the copy tried first.
-fn write_last(repo: &Repository, file: &IndexFile) {
-    let names: Vec<String> = repo
-        .backend()
-        .list(FileType::Index)
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
-    let last = names.iter().max().cloned().unwrap_or_default();
-    for _ in 0..200 {
-        let (id, bytes) = file.seal(repo.crypto());
-        if id.to_hex() > last {
-            repo.backend()
-                .write(FileType::Index, &id.to_hex(), &bytes)
-                .unwrap();
-            return;
-        }
-    }
-    panic!("no name sorted last in 200 tries");
-}
 
 #[test]
 fn lying_index_files_do_not_hide_the_real_copies() {

@@ -11,6 +11,9 @@ use std::sync::Arc;
 use rewind_core::archiver::Progress;
 use rewind_core::backend::{Backend, FileInfo, FileType, LocalBackend, WriteOutcome};
 use rewind_core::crypto::KdfParams;
+use rewind_core::format::index::IndexFile;
+use rewind_core::format::RepoFile;
+use rewind_core::id::IndexId;
 use rewind_core::repository::Repository;
 use rewind_core::restorer::{self, RestoreOptions, RestoreStart};
 use rewind_core::{Error, Result};
@@ -191,4 +194,29 @@ pub fn pack_bytes(repo: &Repository) -> u64 {
         .iter()
         .map(|f| f.size)
         .sum()
+}
+
+/// Seals `file` again and again (each seal has a fresh nonce, so a new
+/// name) until its name sorts after every index file there, writes it and
+/// returns its id: readers merge index files in name order, so the file
+/// written is the copy they try first.
+pub fn write_last(repo: &Repository, file: &IndexFile) -> IndexId {
+    let last = repo
+        .backend()
+        .list(FileType::Index)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .max()
+        .unwrap_or_default();
+    for _ in 0..100_000 {
+        let (id, bytes) = file.seal(repo.crypto());
+        if id.to_hex() > last {
+            repo.backend()
+                .write(FileType::Index, &id.to_hex(), &bytes)
+                .unwrap();
+            return id;
+        }
+    }
+    panic!("no name sorted after {last}");
 }
