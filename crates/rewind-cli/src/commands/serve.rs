@@ -226,10 +226,15 @@ fn parse_size(s: &str) -> Result<u64> {
     }
 }
 
-/// Parses `--expires`: a duration from now or a date; refuses a time that
-/// has passed (the token would open nothing).
+/// Parses `--expires`: a duration from now, a time or a date; refuses a
+/// time that has passed (the token would open nothing).
 fn parse_expiry(s: &str) -> Result<jiff::Timestamp> {
-    let at = parse_expiry_time(s)?;
+    let at = parse_time(
+        "--expires",
+        s,
+        Counted::FromNow,
+        "a duration (90d, 6m, 1y) or a date (2027-06-30)",
+    )?;
     if at <= jiff::Timestamp::now() {
         return Err(usage(format!(
             "--expires {s}: {} has passed, and a token that expired already would open nothing; give a later date or a duration (90d, 1y)",
@@ -240,12 +245,27 @@ fn parse_expiry(s: &str) -> Result<jiff::Timestamp> {
     Ok(at)
 }
 
-fn parse_expiry_time(s: &str) -> Result<jiff::Timestamp> {
+/// Which way a duration given for a time counts from now.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// Into the future (`--expires 90d`).
+    FromNow,
+    /// Into the past (`--since 3d`).
+    Ago,
+}
+
+/// Parses a time given as a duration (counted from now as `counted` says),
+/// an RFC 3339 time or a date (local midnight). Errors name `flag` and say
+/// what it accepts (`forms`).
+fn parse_time(flag: &str, s: &str, counted: Counted, forms: &str) -> Result<jiff::Timestamp> {
     if let Ok(span) = rewind_core::retention::parse_duration(s) {
         let now = jiff::Zoned::now();
-        return Ok(now
-            .checked_add(span)
-            .map_err(|e| usage(format!("--expires {s}: {e}")))?
+        let at = match counted {
+            Counted::FromNow => now.checked_add(span),
+            Counted::Ago => now.checked_sub(span),
+        };
+        return Ok(at
+            .map_err(|e| usage(format!("{flag} {s}: {e}")))?
             .timestamp());
     }
     if let Ok(ts) = s.parse::<jiff::Timestamp>() {
@@ -254,12 +274,10 @@ fn parse_expiry_time(s: &str) -> Result<jiff::Timestamp> {
     if let Ok(d) = s.parse::<jiff::civil::Date>() {
         return Ok(d
             .to_zoned(jiff::tz::TimeZone::system())
-            .map_err(|e| usage(format!("--expires {s}: {e}")))?
+            .map_err(|e| usage(format!("{flag} {s}: {e}")))?
             .timestamp());
     }
-    Err(usage(format!(
-        "--expires {s:?}: give a duration (90d, 6m, 1y) or a date (2027-06-30)"
-    )))
+    Err(usage(format!("{flag} {s:?}: give {forms}")))
 }
 
 pub fn run(a: &Args, g: &Global) -> Result<u8> {
@@ -279,24 +297,12 @@ pub fn run(a: &Args, g: &Global) -> Result<u8> {
 
 /// Parses `--since`: a time, a date (local midnight) or a duration ago.
 fn parse_since(s: &str) -> Result<jiff::Timestamp> {
-    if let Ok(span) = rewind_core::retention::parse_duration(s) {
-        return Ok(jiff::Zoned::now()
-            .checked_sub(span)
-            .map_err(|e| usage(format!("--since {s}: {e}")))?
-            .timestamp());
-    }
-    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
-        return Ok(ts);
-    }
-    if let Ok(d) = s.parse::<jiff::civil::Date>() {
-        return Ok(d
-            .to_zoned(jiff::tz::TimeZone::system())
-            .map_err(|e| usage(format!("--since {s}: {e}")))?
-            .timestamp());
-    }
-    Err(usage(format!(
-        "--since {s:?}: give a time (2026-11-28T09:00:00Z), a date (2026-11-28) or a duration ago (3d, 12h)"
-    )))
+    parse_time(
+        "--since",
+        s,
+        Counted::Ago,
+        "a time (2026-11-28T09:00:00Z), a date (2026-11-28) or a duration ago (3d, 12h)",
+    )
 }
 
 fn quarantine(data: &DataArg, token: &str, since: &str, apply: bool, g: &Global) -> Result<u8> {
