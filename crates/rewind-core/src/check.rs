@@ -450,6 +450,44 @@ fn check_index(
         .collect();
     r.packs = listed.len();
 
+    let mut packs = pack_facts(files, &listed);
+    let mut found = Vec::new();
+    if opts.read_data || opts.subset.is_some() {
+        found.extend(read_packs(repo, files, &mut packs, opts, r));
+    }
+    found.extend(read_contested_headers(repo, files, &mut packs, r));
+    let lost = lost_blobs(files, &packs);
+    report_bad_packs(files, &packs, &lost, r);
+    r.errors.extend(found);
+    report_unindexed_packs(repo, &listed, &packs, !damaged.is_empty(), opts, r);
+    name_lying_files(repo, files, &packs, &lost, r);
+    if index.duplicates() > 0 {
+        r.notes.push(if r.lying_index.is_empty() {
+            format!(
+                "{} blobs are stored in more than one pack (harmless; prune reclaims the space)",
+                index.duplicates()
+            )
+        } else {
+            format!(
+                "{} index entries name a blob that another entry names too, among them those of \
+                 the index files that lie (see the errors)",
+                index.duplicates()
+            )
+        });
+    }
+    let mut seen = HashSet::new();
+    r.damaged_packs.retain(|p| seen.insert(*p));
+    Ok(lost)
+}
+
+/// What check knows of each pack some index file lists before it reads
+/// any: where it is listed, its size in the storage (`listed`: name ->
+/// size), whether a listing gives that size, whether its listings
+/// disagree on what it holds.
+fn pack_facts(
+    files: &[(IndexId, IndexFile)],
+    listed: &HashMap<String, u64>,
+) -> BTreeMap<PackId, PackFacts> {
     let mut packs: BTreeMap<PackId, PackFacts> = BTreeMap::new();
     for (fi, (_, f)) in files.iter().enumerate() {
         for (pi, p) in f.packs.iter().enumerate() {
@@ -473,30 +511,42 @@ fn check_index(
             facts.contested = rest.iter().any(|l| places(l) != first);
         }
     }
+    packs
+}
 
-    let mut found = Vec::new();
-    if opts.read_data || opts.subset.is_some() {
-        found.extend(read_packs(repo, files, &mut packs, opts, r));
-    }
-    found.extend(read_contested_headers(repo, files, &mut packs, r));
-
-    // A blob is lost when it has an entry that fails and none that holds.
+/// The blobs that are lost: an entry that gives them fails (see
+/// [`judge`]), and no entry that holds gives them.
+fn lost_blobs(
+    files: &[(IndexId, IndexFile)],
+    packs: &BTreeMap<PackId, PackFacts>,
+) -> HashSet<BlobId, IdBuildHasher> {
     let mut lost: HashSet<BlobId, IdBuildHasher> = HashSet::default();
-    each_entry(files, &packs, |_, _, b, v| {
+    each_entry(files, packs, |_, _, b, v| {
         if v.is_some() {
             lost.insert(b.id);
         }
     });
     if !lost.is_empty() {
-        each_entry(files, &packs, |_, _, b, v| {
+        each_entry(files, packs, |_, _, b, v| {
             if v.is_none() {
                 lost.remove(&b.id);
             }
         });
     }
+    lost
+}
 
-    // Packs missing or not of any listed size.
-    for (id, facts) in &packs {
+/// Reports every pack that is missing or has none of the sizes its
+/// listings give: how many of its blobs are lost (`lost`), how many have a
+/// good copy elsewhere, and which index files list it. A missing pack that
+/// loses blobs, and every pack of the wrong size, goes to `damaged_packs`.
+fn report_bad_packs(
+    files: &[(IndexId, IndexFile)],
+    packs: &BTreeMap<PackId, PackFacts>,
+    lost: &HashSet<BlobId, IdBuildHasher>,
+    r: &mut CheckReport,
+) {
+    for (id, facts) in packs {
         if facts.actual.is_some() && facts.size_confirmed {
             continue;
         }
@@ -547,11 +597,25 @@ fn check_index(
             }
         }
     }
-    r.errors.extend(found);
+}
 
+/// Packs in the storage (`listed`) that no index file lists (`packs`).
+/// With damaged index files (`index_damaged`) they may hold what those
+/// listed: an error, and the index wants rebuilding. Else each is a
+/// leftover of an interrupted backup (a note), or, when `--read-data`
+/// reads it whole and it is not a pack of this repository, garbage stored
+/// under a valid name (an error).
+fn report_unindexed_packs(
+    repo: &Repository,
+    listed: &HashMap<String, u64>,
+    packs: &BTreeMap<PackId, PackFacts>,
+    index_damaged: bool,
+    opts: &CheckOptions,
+    r: &mut CheckReport,
+) {
     let indexed: HashSet<String> = packs.keys().map(PackId::to_hex).collect();
     let unindexed = listed.keys().filter(|n| !indexed.contains(*n)).count();
-    if unindexed > 0 && !damaged.is_empty() {
+    if unindexed > 0 && index_damaged {
         // Not harmless: they may hold what the damaged index files listed.
         r.errors.push(format!(
             "{unindexed} packs are in no readable index file; with damaged index files they \
@@ -577,25 +641,6 @@ fn check_index(
             }
         }
     }
-
-    name_lying_files(repo, files, &packs, &lost, r);
-    if index.duplicates() > 0 {
-        r.notes.push(if r.lying_index.is_empty() {
-            format!(
-                "{} blobs are stored in more than one pack (harmless; prune reclaims the space)",
-                index.duplicates()
-            )
-        } else {
-            format!(
-                "{} index entries name a blob that another entry names too, among them those of \
-                 the index files that lie (see the errors)",
-                index.duplicates()
-            )
-        });
-    }
-    let mut seen = HashSet::new();
-    r.damaged_packs.retain(|p| seen.insert(*p));
-    Ok(lost)
 }
 
 /// Names every index file that lists blobs where they are not, when
