@@ -965,9 +965,6 @@ enum Cut {
     Client(String),
 }
 
-/// The request body as a blocking reader for the backend: counts and
-/// hashes what passes, and fails the last read if the content's hash is
-/// not its name, so that no file is ever linked under a wrong name.
 /// What the connection side hands the writer.
 enum Piece {
     Data(Bytes),
@@ -977,6 +974,9 @@ enum Piece {
     Abort(String),
 }
 
+/// The request body as a blocking reader for the backend: counts and
+/// hashes what passes, and fails the last read if the content's hash is
+/// not its name, so that no file is ever linked under a wrong name.
 struct BodyReader {
     rx: tokio::sync::mpsc::Receiver<Piece>,
     /// Content-Length, if the client gave one.
