@@ -1189,6 +1189,10 @@ async fn admit_upload(
     Ok((room, slot, memory))
 }
 
+/// Stores one file from the request body: refuses what the token's role
+/// may not store, admits the upload, records who stores it, streams the
+/// body to the storage (which checks it against its name as it passes) and
+/// answers with the outcome.
 async fn put_file(
     ctx: &Ctx,
     repo: &Arc<Repo>,
@@ -1206,57 +1210,97 @@ async fn put_file(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let max_object = ctx.app.config.max_object_size;
     let (room, slot, memory) = match admit_upload(ctx, repo, role, t, length, limits).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
     if t != FileType::Running {
-        let rec = crate::writes::Record {
-            version: crate::writes::VERSION,
-            time: Timestamp::now(),
-            token: ctx.token.clone(),
-            role,
-            size: length,
-        };
-        let r = repo.clone();
-        let n = name.clone();
-        if let Err(e) = blocking(move || {
-            crate::writes::record(r.writes.as_ref(), r.backend.as_ref(), t, &n, &rec)
-        })
-        .await
-        {
-            log(&format!(
-                "recording that token {} stores {} {name} of {} failed: {e}",
-                ctx.token,
-                t.what(),
-                ctx.repo
-            ));
-            return ctx.failed(&e);
+        if let Err(failed) = record_writer(ctx, repo, role, t, &name, length).await {
+            return failed;
         }
-        repo.writers
-            .lock()
-            .expect("writers")
-            .remove(&(t, name.clone()));
     }
-    let gathers = repo.backend.write_from_gathers();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let cut = Arc::new(Mutex::new(None));
-    let mut reader = BodyReader {
+    let reader = BodyReader {
         rx,
         length,
         buf: Bytes::new(),
         hasher: blake3::Hasher::new(),
         expect: (t != FileType::Config).then(|| name.clone()),
         seen: 0,
-        max_object,
+        max_object: ctx.app.config.max_object_size,
         room,
         cut: cut.clone(),
     };
+    let job = spawn_write(repo, role, t, name.clone(), reader);
+    send_body(req, tx).await;
+    let joined = job.await;
+    // The write has ended: its memory and its slot go back.
+    drop(memory);
+    drop(slot);
+    let written = match joined {
+        Ok(x) => x,
+        Err(e) => return ctx.failed(&Error::io("server task", io::Error::other(e.to_string()))),
+    };
+    let cut = cut.lock().expect("cut").clone();
+    answer_put(ctx, repo, t, name, limits, written, cut).await
+}
+
+/// Records in the write log that this token stores `t`/`name`, before the
+/// file is written (see [`crate::writes::record`]), and drops what
+/// [`Repo::writers`] holds for it, which that record may replace. On
+/// failure, the answer to give: nothing is stored without its record.
+async fn record_writer(
+    ctx: &Ctx,
+    repo: &Arc<Repo>,
+    role: Role,
+    t: FileType,
+    name: &str,
+    size: Option<u64>,
+) -> std::result::Result<(), Response> {
+    let rec = crate::writes::Record {
+        version: crate::writes::VERSION,
+        time: Timestamp::now(),
+        token: ctx.token.clone(),
+        role,
+        size,
+    };
+    let r = repo.clone();
+    let n = name.to_string();
+    if let Err(e) =
+        blocking(move || crate::writes::record(r.writes.as_ref(), r.backend.as_ref(), t, &n, &rec))
+            .await
+    {
+        log(&format!(
+            "recording that token {} stores {} {name} of {} failed: {e}",
+            ctx.token,
+            t.what(),
+            ctx.repo
+        ));
+        return Err(ctx.failed(&e));
+    }
+    repo.writers
+        .lock()
+        .expect("writers")
+        .remove(&(t, name.to_string()));
+    Ok(())
+}
+
+/// Starts the write of `t`/`name` from `reader` on a blocking thread; it
+/// ends with the storage's outcome and the bytes read. A backup token's
+/// config or key file is refused if the repository got a config meanwhile.
+fn spawn_write(
+    repo: &Arc<Repo>,
+    role: Role,
+    t: FileType,
+    name: String,
+    mut reader: BodyReader,
+) -> tokio::task::JoinHandle<(Result<WriteOutcome>, u64)> {
     let b = repo.backend.clone();
-    let n2 = name.clone();
+    let gathers = b.write_from_gathers();
+    let length = reader.length;
     let only_at_init = role == Role::Backup && matches!(t, FileType::Config | FileType::Key);
-    let job = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         // Again right before the write: `init` may have finished meanwhile.
         if only_at_init {
             match b.list(FileType::Config) {
@@ -1270,14 +1314,23 @@ async fn put_file(
             // default write_from grows its own, up to twice that).
             let mut data = Vec::with_capacity(length.unwrap_or(0) as usize);
             match reader.read_to_end(&mut data) {
-                Ok(_) => b.write(t, &n2, &data),
-                Err(e) => Err(Error::io(format!("read the {} {n2} to store", t.what()), e)),
+                Ok(_) => b.write(t, &name, &data),
+                Err(e) => Err(Error::io(
+                    format!("read the {} {name} to store", t.what()),
+                    e,
+                )),
             }
         } else {
-            b.write_from(t, &n2, &mut reader)
+            b.write_from(t, &name, &mut reader)
         };
         (r, reader.seen)
-    });
+    })
+}
+
+/// Hands the request body to the writer piece by piece, then how it ended:
+/// whole, broken off, or idle for longer than [`BODY_IDLE`]. Stops early
+/// when the writer has stopped reading.
+async fn send_body(req: Request, tx: tokio::sync::mpsc::Sender<Piece>) {
     let mut body = req.into_body();
     loop {
         let piece = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
@@ -1294,16 +1347,22 @@ async fn put_file(
             break;
         }
     }
-    drop(tx);
-    let joined = job.await;
-    // The write has ended: its memory and its slot go back.
-    drop(memory);
-    drop(slot);
-    let (result, seen) = match joined {
-        Ok(x) => x,
-        Err(e) => return ctx.failed(&Error::io("server task", io::Error::other(e.to_string()))),
-    };
-    let cut = cut.lock().expect("cut").clone();
+}
+
+/// The answer to an upload of `t`/`name`: the storage's outcome and the
+/// bytes read (`written`, from [`spawn_write`]), or why the body was cut
+/// short (`cut`). A file stored is counted, and a running marker is
+/// remembered as its token's.
+async fn answer_put(
+    ctx: &Ctx,
+    repo: &Arc<Repo>,
+    t: FileType,
+    name: String,
+    limits: Limits,
+    written: (Result<WriteOutcome>, u64),
+    cut: Option<Cut>,
+) -> Response {
+    let (result, seen) = written;
     match (result, cut) {
         (Ok(WriteOutcome::Created), _) => {
             if t == FileType::Running {
