@@ -386,9 +386,12 @@ pub fn with_progress<T>(
 ) -> T {
     let tty = crate::output::stdout_is_tty() && !global.json && !global.quiet;
     let json = global.json;
-    let done = std::sync::atomic::AtomicBool::new(false);
+    let done = &std::sync::atomic::AtomicBool::new(false);
+    // The work's end wakes the reporter at once (a plain sleep added up to
+    // a tick, 100 ms, to every command).
+    let (wake, woken) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
-        s.spawn(|| {
+        s.spawn(move || {
             let bar = tty.then(|| {
                 let b = indicatif::ProgressBar::new(0);
                 b.set_style(
@@ -433,18 +436,23 @@ pub fn with_progress<T>(
                     break;
                 }
                 tick += 1;
-                std::thread::sleep(Duration::from_millis(100));
+                // A message or a hang-up (the work ended): look again now.
+                let _ = woken.recv_timeout(Duration::from_millis(100));
             }
         });
         // Stop the progress thread even if `work` panics, or the scope
         // would wait for it forever.
-        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        struct Done<'a>(
+            &'a std::sync::atomic::AtomicBool,
+            std::sync::mpsc::Sender<()>,
+        );
         impl Drop for Done<'_> {
             fn drop(&mut self) {
                 self.0.store(true, Ordering::SeqCst);
+                let _ = self.1.send(());
             }
         }
-        let _done = Done(&done);
+        let _done = Done(done, wake);
         work()
     })
 }
