@@ -256,6 +256,11 @@ fn changed_region(old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let (mut o, mut n) = (Vec::new(), Vec::new());
     let mut i = 0;
     while i < len && n.len() < REGION_MAX {
+        // Equal stretches go by 64 bytes at a time (a memcmp).
+        if i + 64 <= len && old[i..i + 64] == new[i..i + 64] {
+            i += 64;
+            continue;
+        }
         if old[i] == new[i] {
             i += 1;
             continue;
@@ -307,6 +312,36 @@ fn zlib_header(data: &[u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// Region noise and a lost magic number between the old and the new first
+/// chunk of a file. The old chunk is read only where it can tell something
+/// (ordinary edits of text are most changes, and reading costs): for the
+/// region, when it compressed well and the new one compresses worse (noise
+/// in place of compressible bytes always costs stored bytes; the sizes are
+/// the index's); for the magic number, when the new chunk has no known
+/// format and is not text.
+fn first_chunks(repo: &Repository, sizes: &Sizes, old: &BlobId, new: &BlobId) -> (bool, bool) {
+    let Ok(new_first) = sizes.read(repo, new) else {
+        return (false, false);
+    };
+    let (old_ratio, new_ratio) = (
+        ratio(sizes, std::slice::from_ref(old)),
+        ratio(sizes, std::slice::from_ref(new)),
+    );
+    let want_region =
+        matches!((old_ratio, new_ratio), (Some(o), Some(n)) if o < COMPRESSIBLE && n > o);
+    let want_magic = format_of(&new_first).is_none() && !healthy(&Expect::Text, &new_first);
+    if !want_region && !want_magic {
+        return (false, false);
+    }
+    let Ok(old_first) = sizes.read(repo, old) else {
+        return (false, false);
+    };
+    (
+        want_region && region_turned_to_noise(&old_first, &new_first),
+        want_magic && magic_lost(&old_first, &new_first),
+    )
 }
 
 /// True when `old` starts with a format's magic number that `new` lost.
@@ -367,10 +402,9 @@ fn examine(repo: &Repository, sizes: &Sizes, old: &FileAt, new: &FileAt) -> Mark
     // and the format by its magic number, whatever the name says.
     if let (Some(o), Some(n)) = (oc.first(), nc.first()) {
         if o != n {
-            if let (Ok(old_first), Ok(new_first)) = (sizes.read(repo, o), sizes.read(repo, n)) {
-                m.region = region_turned_to_noise(&old_first, &new_first);
-                m.magic = magic_lost(&old_first, &new_first);
-            }
+            let (m_region, m_magic) = first_chunks(repo, sizes, o, n);
+            m.region = m_region;
+            m.magic = m_magic;
         }
     }
     // The old name's promise, for both: a renamed file keeps its format.
