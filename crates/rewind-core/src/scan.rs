@@ -316,11 +316,12 @@ fn zlib_header(data: &[u8]) -> bool {
 
 /// Region noise and a lost magic number between the old and the new first
 /// chunk of a file. The old chunk is read only where it can tell something
-/// (ordinary edits of text are most changes, and reading costs): for the
-/// region, when it compressed well and the new one compresses worse (noise
-/// in place of compressible bytes always costs stored bytes; the sizes are
-/// the index's); for the magic number, when the new chunk has no known
-/// format and is not text.
+/// (ordinary edits are most changes, and with a cold cache each read waits
+/// on the disk): when the new chunk has noise in its first 64 KiB, and then
+/// for the region when the old one compressed well and the new one
+/// compresses worse (noise in place of compressible bytes always costs
+/// stored bytes; the sizes are the index's), for the magic number when the
+/// new chunk has no known format and is not text.
 fn first_chunks(repo: &Repository, sizes: &Sizes, old: &BlobId, new: &BlobId) -> (bool, bool) {
     let Ok(new_first) = sizes.read(repo, new) else {
         return (false, false);
@@ -329,9 +330,15 @@ fn first_chunks(repo: &Repository, sizes: &Sizes, old: &BlobId, new: &BlobId) ->
         ratio(sizes, std::slice::from_ref(old)),
         ratio(sizes, std::slice::from_ref(new)),
     );
-    let want_region =
-        matches!((old_ratio, new_ratio), (Some(o), Some(n)) if o < COMPRESSIBLE && n > o);
-    let want_magic = format_of(&new_first).is_none() && !healthy(&Expect::Text, &new_first);
+    // Encryption from the start of the file (every mode in use: it must
+    // break the header) leaves noise in the first 64 KiB.
+    let head_noise = new_first[..new_first.len().min(REGION_MAX)]
+        .chunks(4096)
+        .any(|b| b.len() >= REGION_MIN && compressibility(b) >= NOISE);
+    let want_region = head_noise
+        && matches!((old_ratio, new_ratio), (Some(o), Some(n)) if o < COMPRESSIBLE && n > o);
+    let want_magic =
+        head_noise && format_of(&new_first).is_none() && !healthy(&Expect::Text, &new_first);
     if !want_region && !want_magic {
         return (false, false);
     }
@@ -620,10 +627,18 @@ fn examine_changed(
         });
         candidates.truncate(MAX_EXAMINED);
     }
-    let marks: Vec<Marks> = candidates
-        .par_iter()
-        .map(|(o, n)| examine(repo, sizes, o, n))
-        .collect();
+    // Reads of old chunks wait on the disk when the cache is cold: more
+    // of them at once than there are cores.
+    let run = || -> Vec<Marks> {
+        candidates
+            .par_iter()
+            .map(|(o, n)| examine(repo, sizes, o, n))
+            .collect()
+    };
+    let marks = match rayon::ThreadPoolBuilder::new().num_threads(8).build() {
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
+    };
     let mut found = Examined {
         total,
         suspects: 0,
