@@ -331,10 +331,13 @@ fn first_chunks(repo: &Repository, sizes: &Sizes, old: &BlobId, new: &BlobId) ->
         ratio(sizes, std::slice::from_ref(new)),
     );
     // Encryption from the start of the file (every mode in use: it must
-    // break the header) leaves noise in the first 64 KiB.
-    let head_noise = new_first[..new_first.len().min(REGION_MAX)]
-        .chunks(4096)
-        .any(|b| b.len() >= REGION_MIN && compressibility(b) >= NOISE);
+    // break the header) leaves noise in the first 64 KiB. A chunk under
+    // 4 KiB (a small file: a git object, a note) is too short to judge
+    // that way, and cheap to compare.
+    let head_noise = new_first.len() < 4096
+        || new_first[..new_first.len().min(REGION_MAX)]
+            .chunks(4096)
+            .any(|b| b.len() >= REGION_MIN && compressibility(b) >= NOISE);
     let want_region = head_noise
         && matches!((old_ratio, new_ratio), (Some(o), Some(n)) if o < COMPRESSIBLE && n > o);
     let want_magic =
