@@ -1493,19 +1493,6 @@ fn put_started(
     s
 }
 
-/// Reads an answer to its end: (status, headers and body).
-fn answer_of(mut s: TcpStream) -> (u16, String) {
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    (status, text)
-}
-
 #[test]
 fn uploads_to_s3_storage_are_bounded_in_memory_and_per_token() {
     let env = Env::new();

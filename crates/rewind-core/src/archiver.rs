@@ -827,6 +827,12 @@ fn scan_against(
     let scanned = crate::scan::Sizes::new(repo)
         .and_then(|sizes| crate::scan::scan(repo, &sizes, &parent.tree, root, files_before))
         .and_then(|mut r| {
+            // Without a suspect now, the earlier ones add up to what the
+            // previous backup already held against the line (its window
+            // only loses its oldest snapshot): no second listing.
+            if r.suspect_keys.is_empty() {
+                return Ok(r);
+            }
             let mut want = paths.to_vec();
             want.sort();
             let group: Vec<(SnapshotId, SnapshotFile)> = repo

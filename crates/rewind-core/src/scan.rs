@@ -792,7 +792,7 @@ pub fn accumulate(
     earlier: &[(crate::id::SnapshotId, crate::format::snapshot::SnapshotFile)],
     files: u64,
 ) {
-    if result.verdict == Verdict::Suspicious {
+    if result.verdict == Verdict::Suspicious || result.suspect_keys.is_empty() {
         return;
     }
     let mut by_time: Vec<_> = earlier.iter().collect();

@@ -181,6 +181,16 @@ pub fn http(
     req += "\r\n";
     s.write_all(req.as_bytes()).unwrap();
     let _ = s.write_all(body);
+    let (status, text) = answer_of(s);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Reads an answer to its end: (status, headers and body).
+pub fn answer_of(mut s: TcpStream) -> (u16, String) {
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
     let text = String::from_utf8_lossy(&resp).into_owned();
@@ -188,10 +198,6 @@ pub fn http(
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer to {method} {path}: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (status, body)
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    (status, text)
 }
