@@ -47,17 +47,29 @@ pub fn weed_binary() -> PathBuf {
     );
 }
 
-fn free_port() -> u16 {
-    // Below 50000, so that weed's default gRPC offset (+10000) stays valid
-    // even where we do not set it.
+/// A loopback port for a test server to listen on: random in
+/// 20000..32000, below the kernel's ephemeral range (32768 and up), so that
+/// no client connection of a parallel test can take it between the pick and
+/// the server's bind; never the same port twice in one process.
+pub fn loopback_port() -> u16 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let p = l.local_addr().expect("local addr").port();
-        if p < 50000 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+        let mut h = RandomState::new().build_hasher();
+        h.write_usize(taken.len());
+        let p = 20000 + (h.finish() % 12000) as u16;
+        if !taken.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            taken.push(p);
             return p;
         }
     }
 }
+
+/// How many times a server whose port was taken between the pick and its
+/// bind is started again on fresh ports.
+const START_ATTEMPTS: usize = 5;
 
 impl SeaweedFs {
     /// Starts a server with these buckets and waits until S3 answers.
@@ -66,20 +78,31 @@ impl SeaweedFs {
             .prefix("rewind-weed-")
             .tempdir()
             .expect("tempdir");
-        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
         let mut s = SeaweedFs {
             child: None,
-            endpoint: format!("http://127.0.0.1:{}", ports[0]),
+            endpoint: String::new(),
             buckets: buckets.iter().map(|b| b.to_string()).collect(),
-            ports,
+            ports: Vec::new(),
             dir,
             weed: weed_binary(),
         };
-        s.spawn();
-        s
+        for attempt in 1..=START_ATTEMPTS {
+            // Every port explicit, gRPC ones included: weed's default
+            // (HTTP port + 10000) would land in the ephemeral range.
+            s.ports = (0..11).map(|_| loopback_port()).collect();
+            s.endpoint = format!("http://127.0.0.1:{}", s.ports[0]);
+            match s.spawn() {
+                Ok(()) => return s,
+                Err(log) if log.contains("address already in use") && attempt < START_ATTEMPTS => {
+                    let _ = std::fs::remove_dir_all(s.dir.path().join("data"));
+                }
+                Err(log) => panic!("weed mini did not start:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> Result<(), String> {
         let p = &self.ports;
         let log = std::fs::File::create(self.dir.path().join("weed.log")).expect("log file");
         let mut c = Command::new(&self.weed);
@@ -93,6 +116,11 @@ impl SeaweedFs {
             .arg(format!("-filer.port={}", p[3]))
             .arg(format!("-webdav.port={}", p[4]))
             .arg(format!("-admin.port={}", p[5]))
+            .arg(format!("-s3.port.grpc={}", p[6]))
+            .arg(format!("-master.port.grpc={}", p[7]))
+            .arg(format!("-volume.port.grpc={}", p[8]))
+            .arg(format!("-filer.port.grpc={}", p[9]))
+            .arg(format!("-admin.port.grpc={}", p[10]))
             .arg("-s3.port.iceberg=0")
             .arg("-s3.port.lance=0")
             .arg(format!("-bucket={}", self.buckets.join(",")))
@@ -104,23 +132,25 @@ impl SeaweedFs {
             .stderr(log);
         std::fs::create_dir_all(self.dir.path().join("data")).expect("data dir");
         self.child = Some(c.spawn().expect("start weed mini"));
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until weed says it runs; `Err(log)` if it exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         let log = self.dir.path().join("weed.log");
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if text.contains("All enabled components are running") {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("weed mini exited ({status}):\n{text}");
+                self.child = None;
+                return Err(format!("weed mini exited ({status}):\n{text}"));
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
@@ -175,7 +205,17 @@ impl SeaweedFs {
     /// Starts it again on the same ports and data.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        // The ports are not in the ephemeral range, so only a lingering
+        // socket of the killed server can hold one: wait it out.
+        for attempt in 1..=START_ATTEMPTS {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(log) if log.contains("address already in use") && attempt < START_ATTEMPTS => {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(log) => panic!("weed mini did not restart:\n{log}"),
+            }
+        }
     }
 }
 
@@ -249,7 +289,7 @@ impl SshServer {
         .to_string();
         // Privilege separation needs /run/sshd when sshd runs as root.
         let _ = std::fs::create_dir_all("/run/sshd");
-        let port = free_port();
+        let port = loopback_port();
         let host_pub = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
         let mut kh = String::new();
         for field in host_pub.split_whitespace().take(2) {
@@ -435,7 +475,7 @@ pub fn moto_binary() -> PathBuf {
 impl Moto {
     /// Starts moto_server with these buckets and waits until it answers.
     pub fn start(buckets: &[&str]) -> Moto {
-        let port = free_port();
+        let port = loopback_port();
         let child = Command::new(moto_binary())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())

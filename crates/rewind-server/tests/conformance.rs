@@ -1,7 +1,6 @@
 //! The storage conformance suite through a real `rewind serve` on loopback:
 //! the rest: client backend against the server, files named by their hash.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use rewind_backends::rest::{RestBackend, RestLocation};
@@ -10,12 +9,7 @@ use rewind_server::state::{Role, State};
 use rewind_server::{Config, Limits};
 
 fn serve(data: &std::path::Path, defaults: Limits) -> String {
-    // A free port: bind, read it, release it for the server.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = rewind_backends::testsupport::loopback_port();
     let config = Config {
         data: Some(data.to_path_buf()),
         storage: None,
