@@ -322,14 +322,25 @@ fn copy_tree(from: &Path, to: &Path) {
 /// Debian machine holds: changelogs in gzip, copyright texts, READMEs),
 /// copied with their mtimes into `to`. Deterministic for one machine.
 fn real_tree(to: &Path, n: usize, keep: impl Fn(&Path, u64) -> bool) -> Vec<PathBuf> {
+    real_tree_from(Path::new("/usr/share/doc"), to, n, keep)
+}
+
+/// Copies up to `n` regular files of this machine's `root` (600 bytes to
+/// 1 MiB, `keep` saying yes) into `to`, with their times.
+fn real_tree_from(
+    root: &Path,
+    to: &Path,
+    n: usize,
+    keep: impl Fn(&Path, u64) -> bool,
+) -> Vec<PathBuf> {
     let mut picked = Vec::new();
-    let mut all = files(Path::new("/usr/share/doc"));
+    let mut all = files(root);
     all.retain(|p| {
         std::fs::symlink_metadata(p)
             .is_ok_and(|m| m.is_file() && m.len() >= 600 && m.len() < 1 << 20 && keep(p, m.len()))
     });
     for p in all.into_iter().take(n) {
-        let rel = p.strip_prefix("/usr/share/doc").unwrap();
+        let rel = p.strip_prefix(root).unwrap();
         let dest = to.join(rel);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         assert!(std::process::Command::new("cp")
@@ -444,4 +455,92 @@ fn partial_encryption_with_mtimes_put_back_is_flagged_on_a_real_tree() {
         rules.iter().all(|r| r["threshold"].as_str().is_some()),
         "{scan}"
     );
+}
+
+/// A quieter attack than any one file shows: the first 256 bytes of each
+/// file encrypted (too few for a compressor to call noise) and a 512-byte
+/// footer appended (the file's key), mtimes moved as any write moves them.
+/// One file says little; the same change across files of three types is
+/// what ransomware does and people's work does not.
+#[test]
+fn the_same_small_change_across_many_types_is_flagged_on_a_real_tree() {
+    let env = Env::with_repo();
+    let src = env.path("tree");
+    let big = |_: &Path, len: u64| len >= 4 << 10;
+    let ext = |e: &'static str| {
+        move |p: &Path, len: u64| big(p, len) && p.extension().is_some_and(|x| x == e)
+    };
+    let plain = real_tree(&src.join("doc"), 60, |p, len| {
+        big(p, len) && !p.file_name().unwrap().to_string_lossy().contains('.')
+    });
+    let perl = real_tree_from(
+        Path::new("/usr/lib/x86_64-linux-gnu/perl-base"),
+        &src.join("perl"),
+        60,
+        ext("pm"),
+    );
+    let python = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("python3.")
+        })
+        .map(|root| real_tree_from(&root, &src.join("python"), 60, ext("pyc")))
+        .unwrap_or_default();
+    for (what, got) in [
+        ("extensionless docs", &plain),
+        ("perl modules", &perl),
+        ("python .pyc", &python),
+    ] {
+        assert!(
+            got.len() >= 20,
+            "only {} {what} of 4 KiB or more on this machine",
+            got.len()
+        );
+    }
+    env.backup([&src]);
+    let mut attacked = Vec::new();
+    for set in [&plain, &perl, &python] {
+        for p in set.iter().take(15) {
+            let mut data = std::fs::read(p).unwrap();
+            // A key stream of its own for each file.
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (data.len() as u64) << 8 ^ attacked.len() as u64;
+            let pad: Vec<u8> = (0..256 + 512)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect();
+            for (b, k) in data[..256].iter_mut().zip(&pad[..256]) {
+                *b ^= k;
+            }
+            data.extend_from_slice(&pad[256..]);
+            std::fs::write(p, data).unwrap();
+            attacked.push(p.clone());
+        }
+    }
+    let r = env.run(["--json", "backup", src.to_str().unwrap()]);
+    assert_eq!(r.code, Some(4), "the attack was not flagged: {r}");
+    let snaps = env.snapshots();
+    let scan = &snaps.last().unwrap()["scan"];
+    assert_eq!(scan["verdict"], "suspicious", "{scan}");
+    let c = &scan["counts"];
+    assert_eq!(c["mtime_kept"], 0, "{c}");
+    assert!(c["same_shape"].as_u64().unwrap() >= 30, "{c}");
+    assert!(
+        c["suspects"].as_u64().unwrap() >= attacked.len() as u64 * 9 / 10,
+        "{c}"
+    );
+    let reasons = scan["reasons"].to_string();
+    assert!(
+        reasons.contains("changed the same way") && reasons.contains("+512 bytes"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("bytes 0..256"), "{reasons}");
 }

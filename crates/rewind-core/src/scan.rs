@@ -233,11 +233,19 @@ struct Marks {
     region: bool,
     /// Content changed, modification time put back.
     mtime_kept: bool,
+    /// Changed the way many files of many types changed ([`same_shape`]).
+    shape: bool,
 }
 
 impl Marks {
     fn suspect(&self) -> bool {
-        self.noise || self.signature || self.text || self.magic || self.region || self.mtime_kept
+        self.noise
+            || self.signature
+            || self.text
+            || self.magic
+            || self.region
+            || self.mtime_kept
+            || self.shape
     }
 }
 
@@ -360,6 +368,163 @@ fn magic_lost(old: &[u8], new: &[u8]) -> bool {
         Some(kind) => format_of(new) != Some(kind),
         None => false,
     }
+}
+
+/// How a file changed, from what the tree says (no reads): the size
+/// difference and how many chunks stayed the same at each end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Outline {
+    delta: i64,
+    same_head: usize,
+    same_tail: usize,
+}
+
+fn outline(old: &Node, new: &Node) -> Outline {
+    let (a, b) = (content(old), content(new));
+    let same = |x: &(&BlobId, &BlobId)| x.0 == x.1;
+    Outline {
+        delta: new.size as i64 - old.size as i64,
+        same_head: a.iter().zip(b).take_while(same).count(),
+        same_tail: a.iter().rev().zip(b.iter().rev()).take_while(same).count(),
+    }
+}
+
+/// A shape counts when at least this many files changed that way...
+const SHAPE_FILES: usize = 10;
+/// ...of at least this many types (extensions; none is one).
+const SHAPE_TYPES: usize = 3;
+/// Fewer rewritten bytes than this are not judged for randomness.
+const SHAPE_MIN_BYTES: usize = 64;
+
+/// The keys shared by at least [`SHAPE_FILES`] items of at least
+/// [`SHAPE_TYPES`] extensions.
+fn common_shapes<K: std::hash::Hash + Eq + Copy>(items: &[(K, Option<String>)]) -> HashSet<K> {
+    let mut by_key: HashMap<K, (usize, HashSet<&Option<String>>)> = HashMap::new();
+    for (k, ext) in items {
+        let e = by_key.entry(*k).or_default();
+        e.0 += 1;
+        e.1.insert(ext);
+    }
+    by_key
+        .into_iter()
+        .filter(|(_, (n, exts))| *n >= SHAPE_FILES && exts.len() >= SHAPE_TYPES)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// The first and last offsets at which two versions of a chunk differ
+/// (within the shorter one).
+fn changed_range(old: &[u8], new: &[u8]) -> Option<(usize, usize)> {
+    let len = old.len().min(new.len());
+    let first = (0..len).find(|&i| old[i] != new[i])?;
+    let last = (first..len).rev().find(|&i| old[i] != new[i])?;
+    Some((first, last))
+}
+
+/// Whether a few bytes look random: as many distinct byte values as random
+/// bytes of that length have (90 % of the expected count; text and
+/// structured binary have far fewer), or for 512 bytes and more,
+/// compressibility. Works from 64 bytes, where zstd says nothing.
+fn looks_random(bytes: &[u8]) -> bool {
+    if bytes.len() >= REGION_MIN {
+        return compressibility(&bytes[..bytes.len().min(REGION_MAX)]) >= NOISE;
+    }
+    let mut seen = [false; 256];
+    for b in bytes {
+        seen[usize::from(*b)] = true;
+    }
+    let distinct = seen.iter().filter(|s| **s).count() as f64;
+    let expected = 256.0 * (1.0 - (255.0f64 / 256.0).powi(bytes.len() as i32));
+    distinct >= 0.9 * expected
+}
+
+/// The same change in many files of many types: ransomware appends a
+/// footer of one size and encrypts one range of every file, whatever it
+/// holds; people's work changes files each in its own way. Among the
+/// changed pairs not already suspect, those whose outline (size
+/// difference, chunks kept at each end, first chunk changed) is common are
+/// read (both first chunks) and keyed by the exact range that changed; a
+/// file is a suspect when its key is common too and the rewritten bytes
+/// look random. Returns the marks and the largest shape found.
+fn same_shape(
+    repo: &Repository,
+    sizes: &Sizes,
+    candidates: &[(&FileAt, &FileAt)],
+    marks: &[Marks],
+) -> (Vec<bool>, Option<Shape>) {
+    use rayon::prelude::*;
+    let open: Vec<usize> = (0..candidates.len())
+        .filter(|&i| !marks[i].suspect())
+        .filter(|&i| outline(&candidates[i].0.node, &candidates[i].1.node).same_head == 0)
+        .collect();
+    let items: Vec<(Outline, Option<String>)> = open
+        .iter()
+        .map(|&i| {
+            let (o, n) = candidates[i];
+            (outline(&o.node, &n.node), extension(&o.path))
+        })
+        .collect();
+    let common = common_shapes(&items);
+    let mut out = vec![false; candidates.len()];
+    if common.is_empty() {
+        return (out, None);
+    }
+    let read: Vec<usize> = open
+        .iter()
+        .zip(&items)
+        .filter(|(_, (k, _))| common.contains(k))
+        .map(|(i, _)| *i)
+        .collect();
+    // (candidate, key, extension) of each read pair whose rewritten bytes
+    // look random.
+    let keyed: Vec<(usize, ShapeKey, Option<String>)> = read
+        .par_iter()
+        .filter_map(|&i| {
+            let (o, n) = candidates[i];
+            let (oc, nc) = (content(&o.node).first()?, content(&n.node).first()?);
+            let (old, new) = (sizes.read(repo, oc).ok()?, sizes.read(repo, nc).ok()?);
+            let (start, end) = changed_range(&old, &new)?;
+            let bytes = &new[start..=end];
+            (bytes.len() >= SHAPE_MIN_BYTES && looks_random(bytes)).then(|| {
+                let key = (outline(&o.node, &n.node), start, end);
+                (i, key, extension(&o.path))
+            })
+        })
+        .collect();
+    let exact: Vec<_> = keyed.iter().map(|(_, k, e)| (*k, e.clone())).collect();
+    let common = common_shapes(&exact);
+    let mut groups: HashMap<ShapeKey, (usize, HashSet<Option<String>>)> = HashMap::new();
+    for (i, key, ext) in keyed {
+        if common.contains(&key) {
+            out[i] = true;
+            let g = groups.entry(key).or_default();
+            g.0 += 1;
+            g.1.insert(ext);
+        }
+    }
+    let largest = groups
+        .into_iter()
+        .max_by_key(|(k, (n, _))| (*n, k.1, k.2))
+        .map(|((outline, start, end), (files, exts))| Shape {
+            files,
+            types: exts.len(),
+            delta: outline.delta,
+            start,
+            end,
+        });
+    (out, largest)
+}
+
+/// An outline and the exact range of the first chunk that changed.
+type ShapeKey = (Outline, usize, usize);
+
+/// A change many files share ([`same_shape`]).
+struct Shape {
+    files: usize,
+    types: usize,
+    delta: i64,
+    start: usize,
+    end: usize,
 }
 
 fn head(repo: &Repository, sizes: &Sizes, n: &Node) -> Option<Vec<u8>> {
@@ -592,6 +757,8 @@ struct Examined {
     signature_exts: BTreeMap<String, u64>,
     /// [`path_key`] of each suspect examined.
     keys: Vec<u64>,
+    /// The largest change many files share.
+    shape: Option<Shape>,
 }
 
 /// A suspect file's key across snapshots: the first 8 bytes of the BLAKE3
@@ -632,13 +799,18 @@ fn examine_changed(
     }
     // Reads of old chunks wait on the disk when the cache is cold: more
     // of them at once than there are cores.
-    let run = || -> Vec<Marks> {
-        candidates
+    let run = || -> (Vec<Marks>, Option<Shape>) {
+        let mut marks: Vec<Marks> = candidates
             .par_iter()
             .map(|(o, n)| examine(repo, sizes, o, n))
-            .collect()
+            .collect();
+        let (shaped, shape) = same_shape(repo, sizes, &candidates, &marks);
+        for (m, s) in marks.iter_mut().zip(shaped) {
+            m.shape = s;
+        }
+        (marks, shape)
     };
-    let marks = match rayon::ThreadPoolBuilder::new().num_threads(8).build() {
+    let (marks, shape) = match rayon::ThreadPoolBuilder::new().num_threads(8).build() {
         Ok(pool) => pool.install(run),
         Err(_) => run(),
     };
@@ -648,6 +820,7 @@ fn examine_changed(
         top: Vec::new(),
         signature_exts: BTreeMap::new(),
         keys: Vec::new(),
+        shape,
     };
     for ((o, n), m) in candidates.iter().zip(&marks) {
         counts.turned_to_noise += u64::from(m.noise);
@@ -655,6 +828,7 @@ fn examine_changed(
         counts.text_turned_binary += u64::from(m.text);
         counts.lost_magic += u64::from(m.magic);
         counts.region_noise += u64::from(m.region);
+        counts.same_shape += u64::from(m.shape);
         if m.signature {
             *found
                 .signature_exts
@@ -871,6 +1045,12 @@ fn reasons(
             counts.region_noise
         ));
     }
+    if let Some(s) = found.shape.as_ref().filter(|_| counts.same_shape > 0) {
+        reasons.push(format!(
+            "{} file(s) changed the same way: {} of {} types, size {:+} bytes, bytes {}..{} of each rewritten with random-looking data",
+            counts.same_shape, s.files, s.types, s.delta, s.start, s.end + 1
+        ));
+    }
     if counts.lost_magic > 0 {
         reasons.push(format!(
             "{} file(s) lost the magic number of their format",
@@ -1046,6 +1226,32 @@ mod tests {
             .filter(|i| zlib_header(&i.to_be_bytes()))
             .count();
         assert!(passing < 100, "{passing} of 65536 two-byte starts");
+    }
+
+    #[test]
+    fn one_change_across_many_files_of_many_types_is_a_shape() {
+        // 256 bytes encrypted: too few for zstd, enough to count bytes.
+        assert!(looks_random(&noise(256, 9)));
+        assert!(looks_random(&noise(64, 10)));
+        assert!(!looks_random(&text(256)));
+        assert!(!looks_random(
+            &(0..=255u8).map(|b| b / 16).collect::<Vec<_>>()
+        ));
+        assert!(!looks_random(&1_700_000_000u64.to_le_bytes().repeat(32)));
+        let old = text(8192);
+        let mut new = old.clone();
+        new[..256].copy_from_slice(&noise(256, 11));
+        assert_eq!(changed_range(&old, &new), Some((0, 255)));
+        assert_eq!(changed_range(&old, &old), None);
+        // Ten files of three types share a shape; nine, or ten of two
+        // types, do not.
+        let exts = ["pdf", "docx", "jpg"];
+        let items: Vec<(u8, Option<String>)> = (0..10)
+            .map(|i| (1, Some(exts[i % 3].to_string())))
+            .chain((0..9).map(|i| (2, Some(exts[i % 3].to_string()))))
+            .chain((0..12).map(|i| (3, Some(exts[i % 2].to_string()))))
+            .collect();
+        assert_eq!(common_shapes(&items), HashSet::from([1]));
     }
 
     fn id(n: u8) -> crate::id::SnapshotId {

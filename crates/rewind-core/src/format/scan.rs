@@ -78,6 +78,11 @@ pub struct ScanCounts {
     /// intermittent encryption, which leaves the rest of the file alone.
     #[serde(default)]
     pub region_noise: u64,
+    /// Of those: files changed the same way as many files of many types
+    /// (one size difference, one rewritten range, random-looking bytes),
+    /// not suspect by any other sign.
+    #[serde(default)]
+    pub same_shape: u64,
     /// Suspect files, extrapolated to all changed files when sampled.
     pub suspects: u64,
     /// Distinct suspect files over this snapshot and the earlier ones of
