@@ -14,6 +14,9 @@ command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 # `rewind serve` tests: a certificate for TLS (openssl) and an HTTP/2 client (curl).
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# Agent alert tests: a real SMTP server (Debian's aiosmtpd, run with the
+# system python3).
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

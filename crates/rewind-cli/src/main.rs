@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod output;
+mod agent;
 mod commands;
 mod interrupt;
 
@@ -29,6 +30,9 @@ pub mod exit {
     pub const NO_REPOSITORY: u8 = 10;
     /// Wrong password.
     pub const WRONG_PASSWORD: u8 = 12;
+    /// `rewind status`: a job needs attention (its last backup failed or
+    /// is too old, a check failed, or a snapshot is suspicious).
+    pub const UNHEALTHY: u8 = 5;
     /// Interrupted by SIGINT or SIGTERM (the shell's code for SIGINT).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -85,6 +89,10 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Protect(a) => commands::protect::protect(a, &cli.global),
         Command::Unprotect(a) => commands::protect::unprotect(a, &cli.global),
         Command::Serve(a) => commands::serve::run(a, &cli.global),
+        Command::Agent(a) => commands::agent::agent(a, &cli.global),
+        Command::Run(a) => commands::agent::run(a, &cli.global),
+        Command::Status(a) => commands::agent::status(a, &cli.global),
+        Command::Config(a) => commands::agent::config(a, &cli.global),
     }
 }
 

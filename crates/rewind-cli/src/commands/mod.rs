@@ -1,6 +1,7 @@
 //! Subcommands, one file each, and what they share: finding the
 //! repository, getting the password, naming snapshots, showing progress.
 
+pub mod agent;
 pub mod backup;
 pub mod browse;
 pub mod check;
@@ -75,6 +76,16 @@ pub struct Global {
         value_name = "FILE"
     )]
     pub token_file: Option<PathBuf>,
+    /// The agent's configuration file, for `agent`, `run`, `status` and
+    /// `config` (else $XDG_CONFIG_HOME/rewind/rewind.toml, or
+    /// /etc/rewind/rewind.toml for root).
+    #[arg(
+        long = "config",
+        env = "REWIND_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,6 +136,14 @@ pub enum Command {
     Notify(scan::NotifyArgs),
     /// Host repositories for clients that add backups but cannot destroy them.
     Serve(serve::Args),
+    /// Run the jobs of the configuration file on their schedules (scheduled backups).
+    Agent(agent::AgentArgs),
+    /// Run one job of the configuration file now.
+    Run(agent::RunArgs),
+    /// How each job of the configuration file is doing (exit 5 when one needs attention).
+    Status(agent::StatusArgs),
+    /// Check or start the agent's configuration file.
+    Config(agent::ConfigArgs),
 }
 
 /// Where the default repository and its key live.
@@ -154,15 +173,20 @@ pub fn cache_dir() -> Option<PathBuf> {
         .map(|c| c.join("rewind"))
 }
 
+/// `$XDG_CONFIG_HOME`, else `~/.config`.
+pub fn config_home() -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".config"))
+}
+
 pub fn defaults() -> Defaults {
     let data = std::env::var_os("XDG_DATA_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| home().join(".local/share"));
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".config"));
+    let config = config_home();
     Defaults {
         repo: data.join("rewind/repo"),
         key_file: config.join("rewind/default-repo.password"),
