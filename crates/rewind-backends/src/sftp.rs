@@ -529,6 +529,7 @@ impl Backend for SftpBackend {
             FileType::Policy,
             FileType::PruneState,
             FileType::Running,
+            FileType::Proof,
         ]
         .iter()
         .map(|t| root.join(t.dir()))

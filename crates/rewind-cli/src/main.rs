@@ -89,10 +89,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Protect(a) => commands::protect::protect(a, &cli.global),
         Command::Unprotect(a) => commands::protect::unprotect(a, &cli.global),
         Command::Serve(a) => commands::serve::run(a, &cli.global),
+        Command::VerifyRestore(a) => commands::verify::run(a, &cli.global),
         Command::Agent(a) => commands::agent::agent(a, &cli.global),
         Command::Run(a) => commands::agent::run(a, &cli.global),
         Command::Status(a) => commands::agent::status(a, &cli.global),
         Command::Config(a) => commands::agent::config(a, &cli.global),
+        Command::Completions(a) => commands::docs::completions(a),
+        Command::Man(a) => commands::docs::man(a),
     }
 }
 

@@ -613,3 +613,142 @@ fn agent_install_writes_a_unit_that_runs_this_config() {
     assert_eq!(r.code, Some(1), "{r}");
     assert!(r.stderr.contains("not a schedule"), "{r}");
 }
+
+#[test]
+fn a_restore_test_job_proves_the_newest_snapshot_and_status_shows_it() {
+    let w = World::new();
+    w.configure(
+        "",
+        "schedule = \"daily 03:00\"\nrestore_test = \"daily 06:00\"\nrestore_test_sample = \"25%\"\n",
+    );
+    assert_eq!(w.rewind(&["run", "home"]).code, Some(0));
+    let r = w.rewind(&["run", "home", "--task", "restore-test"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = w.rewind(&["--json", "status"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let s: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let proof = &s["jobs"][0]["last_proven_restore"];
+    assert_eq!(proof["outcome"], "success", "{s}");
+    assert_eq!(proof["files"], 5, "25% of 20 files: {s}");
+    let snap = w.snapshots()[0]["id"].clone();
+    assert_eq!(proof["snapshot"], snap, "{s}");
+    assert!(w
+        .rewind(&["status"])
+        .out()
+        .contains("last proven restorable point"));
+    // A bad sample is named with its line.
+    w.configure(
+        "",
+        "schedule = \"daily 03:00\"\nrestore_test_sample = \"lots\"\n",
+    );
+    let r = w.rewind(&["config", "check"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("jobs.home.restore_test_sample"), "{r}");
+}
+
+#[test]
+fn a_watch_job_backs_up_once_changes_settle_and_not_without_changes() {
+    let w = World::new();
+    w.configure(
+        "",
+        "schedule = \"watch\"\nmin_interval = \"2s\"\nsettle = \"1s\"\nforget = false\n",
+    );
+    let (mut agent, rx) = w.agent();
+    let mut seen = Vec::new();
+    expect_line(&rx, "watching 1 path(s)", 10, &mut seen);
+    // The first backup at once, then nothing while nothing changes.
+    expect_line(&rx, "backup: success", 30, &mut seen);
+    std::thread::sleep(Duration::from_secs(4));
+    while let Ok(l) = rx.try_recv() {
+        seen.push(l);
+    }
+    assert_eq!(
+        seen.iter()
+            .filter(|l| l.contains("backup: started"))
+            .count(),
+        1,
+        "{}",
+        seen.join("\n")
+    );
+    // A file saved: backed up within settle + min_interval (and the time
+    // the backup takes).
+    let saved = Instant::now();
+    std::fs::write(w.src.join("d0/new.txt"), b"saved by a person").unwrap();
+    expect_line(&rx, "have settled", 15, &mut seen);
+    expect_line(&rx, "backup: success", 30, &mut seen);
+    let latency = saved.elapsed();
+    assert!(latency < Duration::from_secs(15), "{latency:?}");
+    let snaps = w.snapshots();
+    assert_eq!(snaps.len(), 2);
+    let r = w.env.ok([
+        "ls",
+        snaps[1]["id"].as_str().unwrap(),
+        w.src.join("d0").to_str().unwrap(),
+    ]);
+    assert!(r.out().contains("new.txt"), "{r}");
+    signal(&agent, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut agent, 20), Some(0));
+}
+
+#[test]
+fn metrics_completions_and_man_pages() {
+    let w = World::new();
+    w.configure("", "schedule = \"every 1h\"\ncheck = \"daily 05:00\"\n");
+    let port = rewind_backends::testsupport::loopback_port();
+    let mut c = w.cmd();
+    c.args(["agent", "--metrics-listen", &format!("127.0.0.1:{port}")]);
+    let mut agent = c.spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = agent.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    expect_line(&rx, "metrics on http://", 10, &mut seen);
+    expect_line(&rx, "backup: success", 30, &mut seen);
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let m = get("/metrics");
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(
+        m.contains("rewind_last_run_ok{job=\"home\",task=\"backup\"} 1")
+            && m.contains("rewind_last_success_timestamp_seconds{job=\"home\",task=\"backup\"}")
+            && m.contains("rewind_failures{job=\"home\",task=\"check\"} 0")
+            && m.contains("# TYPE rewind_agent_up gauge"),
+        "{m}"
+    );
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+    // The same address twice: the second agent says so (and another
+    // agent on the same state is refused first).
+    let r = w.rewind(&["agent"]);
+    assert!(
+        r.code != Some(0) && r.stderr.contains("another rewind agent"),
+        "{r}"
+    );
+    signal(&agent, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut agent, 20), Some(0));
+    // Completions and man pages come from the CLI definition.
+    let r = w.rewind(&["completions", "bash"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.out().contains("verify-restore") && r.out().contains("complete"),
+        "bash completion"
+    );
+    let r = w.rewind(&["man"]);
+    assert!(r.out().contains(".TH rewind"), "{r}");
+    let dir = w.env.path("man");
+    let r = w.rewind(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(dir.join("rewind-agent.1").is_file() && dir.join("rewind-verify-restore.1").is_file());
+}

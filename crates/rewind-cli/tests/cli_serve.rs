@@ -101,6 +101,24 @@ fn everything_works_through_the_server_and_tokens_are_managed_on_it() {
     let diff = c.ok(["diff", &ids[0], &ids[1]]);
     assert!(diff.out().contains("notes.txt"), "{diff}");
     assert!(c.ok(["find", "notes.txt"]).out().contains("notes.txt"));
+    // A restore test through the backup token is stored on the server
+    // (adding a result claims nothing about other files) and shown.
+    let t = c.ok(["verify-restore", "--sample", "5"]);
+    assert!(t.out().contains("PASSED"), "{t}");
+    assert!(
+        !t.stderr.contains("could not be stored"),
+        "a backup token must be able to store a restore test: {t}"
+    );
+    assert!(c
+        .ok(["snapshots"])
+        .out()
+        .contains("newest proven restorable point"));
+    assert_eq!(
+        fs::read_dir(server.repo_dir("laptop").join("proofs"))
+            .unwrap()
+            .count(),
+        1
+    );
 
     // A read token restores and checks, but cannot back up.
     let r = client(&env, &server, "laptop", &read_token);

@@ -145,6 +145,8 @@ pub enum Domain<'a> {
     PruneState,
     /// A marker announcing a running backup or prune.
     Running,
+    /// A restore test's result.
+    Proof,
 }
 
 impl Domain<'_> {
@@ -162,6 +164,7 @@ impl Domain<'_> {
             Domain::Policy => b"rewind/policy/v1".to_vec(),
             Domain::PruneState => b"rewind/prune-state/v1".to_vec(),
             Domain::Running => b"rewind/running/v1".to_vec(),
+            Domain::Proof => b"rewind/proof/v1".to_vec(),
         }
     }
 }

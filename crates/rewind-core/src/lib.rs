@@ -38,6 +38,7 @@ pub mod forget;
 pub mod format;
 pub mod id;
 pub mod progress;
+pub mod proof;
 pub mod prune;
 pub mod repair;
 pub mod repository;

@@ -546,6 +546,48 @@ fn reads_and_restores_the_v1_fixture() {
         .unwrap()
         .errors
         .is_empty());
+
+    // Added 2026-11-30 (`extend_fixture_v1_proofs`): a restore test of the
+    // `daily` snapshot, stored in `proofs/`.
+    let (proofs, damaged) = rewind_core::proof::proofs(&repo).unwrap();
+    assert_eq!((proofs.len(), damaged), (1, 0));
+    let p = &proofs[0];
+    assert!(p.passed(), "{p:?}");
+    assert_eq!(p.snapshot, by_tag(&snaps, "daily").0);
+    assert_eq!((p.tested, p.live_compared), (5, 0));
+    assert!(p.files >= p.tested && p.entries > p.files);
+}
+
+/// Adds a restore test (`proofs/`, DESIGN §3.11) to a copy of the
+/// committed fixture, written by today's code; the old files stay as they
+/// are. `REWIND_FIXTURE_OUT=/tmp/fixture-out cargo test -p rewind-core
+/// --test fixture_v1 -- --ignored extend_fixture_v1_proofs`, then copy
+/// `/tmp/fixture-out/repo/proofs` into the fixture.
+#[test]
+#[ignore = "extends the fixture; run once for the proofs/ addition"]
+fn extend_fixture_v1_proofs() {
+    let out = PathBuf::from(std::env::var("REWIND_FIXTURE_OUT").expect("REWIND_FIXTURE_OUT"));
+    assert!(!out.exists(), "{} exists", out.display());
+    fs::create_dir_all(&out).unwrap();
+    let fixture: Fixture =
+        serde_json::from_slice(&fs::read(fixture_dir().join("fixture.json")).unwrap()).unwrap();
+    let dir = fixture_copy(&out);
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&dir));
+    let repo = Repository::open(backend, fixture.passwords[0].as_bytes()).unwrap();
+    let snaps = repo.snapshots().unwrap();
+    let (id, snap) = by_tag(&snaps, "daily");
+    let scratch = out.join("scratch");
+    let p = rewind_core::proof::restore_test(
+        &repo,
+        *id,
+        snap,
+        rewind_core::proof::Sample::Files(5),
+        &scratch,
+        1,
+    )
+    .unwrap();
+    assert!(p.passed(), "{p:?}");
+    repo.write_file(&p).unwrap();
 }
 
 // ---------------------------------------------------------------------------

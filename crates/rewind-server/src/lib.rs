@@ -16,6 +16,7 @@ mod http;
 pub mod metrics;
 pub mod quarantine;
 pub mod state;
+pub mod text;
 pub mod tls;
 pub mod writes;
 

@@ -83,8 +83,9 @@ pub struct Moved {
 
 /// The order files leave in: what refers to others first, so that at any
 /// moment the repository reads as well as it can.
-const ORDER: [FileType; 6] = [
+const ORDER: [FileType; 7] = [
     FileType::Snapshot,
+    FileType::Proof,
     FileType::Index,
     FileType::Policy,
     FileType::PruneState,

@@ -110,6 +110,10 @@ struct JobFile {
     command_filename: Option<String>,
     schedule: Spanned<String>,
     jitter: Option<Spanned<String>>,
+    /// `watch`: at most one backup per this long (default 5m).
+    min_interval: Option<Spanned<String>>,
+    /// `watch`: back up once changes have been quiet this long (default 10s).
+    settle: Option<Spanned<String>>,
     /// Retention after each backup: `false` for none; else the `keep`
     /// rules, or the repository's policy when there are none.
     forget: Option<bool>,
@@ -117,6 +121,8 @@ struct JobFile {
     prune: Option<Spanned<String>>,
     check: Option<Spanned<String>>,
     check_read_data_subset: Option<String>,
+    restore_test: Option<Spanned<String>>,
+    restore_test_sample: Option<Spanned<String>>,
     copy_to: Option<CopyTo>,
     #[serde(default)]
     hooks: Hooks,
@@ -177,12 +183,18 @@ pub struct Job {
     pub command_filename: Option<String>,
     pub schedule: Schedule,
     pub jitter: SignedDuration,
+    pub min_interval: SignedDuration,
+    pub settle: SignedDuration,
     pub forget: bool,
     /// `forget` flags (`--keep-daily`, `7`, ...).
     pub keep: Vec<String>,
     pub prune: Option<Schedule>,
     pub check: Option<Schedule>,
     pub check_read_data_subset: Option<String>,
+    /// When to run a restore test (`rewind verify-restore`).
+    pub restore_test: Option<Schedule>,
+    /// Its `--sample`.
+    pub restore_test_sample: String,
     pub copy_to: Option<CopyTo>,
     pub hooks: Hooks,
     pub hook_timeout: SignedDuration,
@@ -318,6 +330,12 @@ fn job(source: &Source<'_>, name: String, j: JobFile, notify: &NotifyFile) -> Re
             at(j.paths[0].span(), &key("paths"))
         );
     }
+    if matches!(sched, Schedule::Watch) && j.paths.is_empty() {
+        bail!(
+            "{}: `watch` needs `paths` to watch",
+            at(j.schedule.span(), &key("schedule"))
+        );
+    }
     let mut paths = Vec::new();
     for p in &j.paths {
         let pb = expand_home(p.get_ref());
@@ -393,11 +411,25 @@ fn job(source: &Source<'_>, name: String, j: JobFile, notify: &NotifyFile) -> Re
     Ok(Job {
         schedule: sched,
         jitter: duration(&j.jitter, &key("jitter"), 0)?,
+        min_interval: duration(&j.min_interval, &key("min_interval"), 300)?,
+        settle: duration(&j.settle, &key("settle"), 10)?,
         forget: j.forget.unwrap_or(true),
         keep,
         prune: opt_schedule(&j.prune, "prune")?,
         check: opt_schedule(&j.check, "check")?,
         check_read_data_subset: j.check_read_data_subset,
+        restore_test: opt_schedule(&j.restore_test, "restore_test")?,
+        restore_test_sample: match &j.restore_test_sample {
+            None => "100".into(),
+            Some(s) => {
+                s.get_ref()
+                    .parse::<rewind_core::proof::Sample>()
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: {e}", at(s.span(), &key("restore_test_sample")))
+                    })?;
+                s.get_ref().clone()
+            }
+        },
         repository: j.repository,
         password_file: j.password_file.map(|p| expand_home(&p.to_string_lossy())),
         password_command: j.password_command,

@@ -9,6 +9,7 @@ pub mod notify;
 pub mod run;
 pub mod schedule;
 pub mod state;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,10 +40,11 @@ pub fn schedule_of(job: &Job, task: Task) -> Option<&Schedule> {
         Task::Backup => Some(&job.schedule),
         Task::Prune => job.prune.as_ref(),
         Task::Check => job.check.as_ref(),
+        Task::RestoreTest => job.restore_test.as_ref(),
     }
 }
 
-const TASKS: [Task; 3] = [Task::Backup, Task::Prune, Task::Check];
+const TASKS: [Task; 4] = [Task::Backup, Task::Prune, Task::Check, Task::RestoreTest];
 
 /// The random delay of one slot of one job: the same for the same slot (a
 /// restarted agent does not draw again), below `jitter`.
@@ -154,14 +156,15 @@ impl Shared {
             log: &log,
         };
         let run = runner.run(job, task, slot_ts);
+        // Recorded first: what the log says has happened is in the record.
+        let stopping = self.stop.load(Ordering::SeqCst);
+        self.update(|st| record(st, job, run.clone(), stopping));
         log(&format!(
             "job {} {}: {}",
             job.name,
             task.name(),
             describe(&run)
         ));
-        let stopping = self.stop.load(Ordering::SeqCst);
-        self.update(|st| record(st, job, run.clone(), stopping));
         run
     }
 }
@@ -293,8 +296,99 @@ fn recover(st: &mut State, dir: &Path, held: Option<&str>) -> Vec<String> {
     said
 }
 
+/// Prometheus metrics of the jobs, from the state file.
+pub fn metrics(config_path: &Path) -> String {
+    use std::fmt::Write;
+    let Ok(cfg) = config::load(config_path) else {
+        return "rewind_agent_up 1\nrewind_agent_config_valid 0\n".into();
+    };
+    let st = State::load(&cfg.state_dir).unwrap_or_default();
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(
+            out,
+            "# HELP rewind_{name} {help}\n# TYPE rewind_{name} gauge"
+        );
+        for (labels, v) in rows {
+            let _ = writeln!(out, "rewind_{name}{labels} {v}");
+        }
+    };
+    let mut rows: HashMap<&str, Vec<(String, f64)>> = HashMap::new();
+    for job in &cfg.jobs {
+        for task in TASKS {
+            if schedule_of(job, task).is_none() {
+                continue;
+            }
+            let l = format!("{{job=\"{}\",task=\"{}\"}}", job.name, task.name());
+            let t = st.get(&job.name, task);
+            let mut put = |k: &'static str, v: f64| rows.entry(k).or_default().push((l.clone(), v));
+            if let Some(r) = t.and_then(|t| t.last_success.as_ref()) {
+                put("last_success_timestamp_seconds", r.end.as_second() as f64);
+            }
+            if let Some(r) = t.and_then(|t| t.last.as_ref()) {
+                put("last_run_timestamp_seconds", r.start.as_second() as f64);
+                put(
+                    "last_run_duration_seconds",
+                    r.end.duration_since(r.start).as_secs_f64(),
+                );
+                put("last_run_ok", if r.outcome.ok() { 1.0 } else { 0.0 });
+                if let Some(f) = r.files {
+                    put("last_run_files", f as f64);
+                }
+                if let Some(b) = r.bytes_added {
+                    put("last_run_added_bytes", b as f64);
+                }
+            }
+            put("failures", t.map_or(0, |t| t.failures) as f64);
+            put(
+                "running",
+                if t.is_some_and(|t| t.running.is_some()) {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+        }
+    }
+    for (name, help) in [
+        (
+            "last_success_timestamp_seconds",
+            "When the task last succeeded (end, Unix seconds).",
+        ),
+        (
+            "last_run_timestamp_seconds",
+            "When the task last started (Unix seconds).",
+        ),
+        ("last_run_duration_seconds", "How long the last run took."),
+        ("last_run_ok", "1 when the last run succeeded."),
+        (
+            "last_run_files",
+            "Files in the last backup (or tested by the last restore test).",
+        ),
+        (
+            "last_run_added_bytes",
+            "Bytes the last backup added to the repository.",
+        ),
+        ("failures", "Failed runs since the last success."),
+        ("running", "1 while the task runs."),
+    ] {
+        metric(name, help, rows.remove(name).unwrap_or_default());
+    }
+    metric(
+        "alerts_pending",
+        "Alerts not sent yet.",
+        vec![(String::new(), st.pending.len() as f64)],
+    );
+    metric(
+        "agent_up",
+        "1 while the agent answers.",
+        vec![(String::new(), 1.0)],
+    );
+    out
+}
+
 /// `rewind agent`: runs the jobs until SIGTERM or SIGINT.
-pub fn agent(config_path: &Path) -> Result<u8> {
+pub fn agent(config_path: &Path, metrics_listen: Option<std::net::SocketAddr>) -> Result<u8> {
     let cfg = config::load(config_path)?;
     let _agent_lock = Lock::take(&cfg.state_dir, "agent", false)?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -313,6 +407,13 @@ pub fn agent(config_path: &Path) -> Result<u8> {
     for line in update(&dir, |st| recover(st, &dir, None))? {
         log(&line);
     }
+    if let Some(addr) = metrics_listen {
+        let path = config_path.to_path_buf();
+        let at =
+            rewind_server::text::serve_text(addr, "/metrics", Arc::new(move || metrics(&path)))
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+        log(&format!("metrics on http://{at}/metrics"));
+    }
     log(&format!(
         "agent started: {} job(s) from {}, state in {}",
         cfg.jobs.len(),
@@ -324,6 +425,8 @@ pub fn agent(config_path: &Path) -> Result<u8> {
         stop: stop.clone(),
         exe: std::env::current_exe().context("finding the rewind binary")?,
     });
+    let mut watches = watch::Watches::new();
+    set_watches(&mut watches, &shared.config());
     // One worker per repository at a time: jobs on one repository run one
     // after another, different repositories side by side.
     let mut workers: HashMap<String, std::thread::JoinHandle<()>> = HashMap::new();
@@ -340,6 +443,7 @@ pub fn agent(config_path: &Path) -> Result<u8> {
                         new.jobs.len()
                     ));
                     *shared.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                    set_watches(&mut watches, &shared.config());
                 }
                 Err(e) => log(&format!(
                     "error: the new configuration is not valid, the old one stays: {e:#}"
@@ -349,67 +453,8 @@ pub fn agent(config_path: &Path) -> Result<u8> {
         workers.retain(|_, h| !h.is_finished());
         let cfg = shared.config();
         let now = Zoned::now();
-        let mut by_repo: HashMap<String, Vec<(usize, Task, Zoned)>> = HashMap::new();
-        let st = shared.state();
-        for (i, job) in cfg.jobs.iter().enumerate() {
-            if workers.contains_key(&job.repository_key()) {
-                continue;
-            }
-            for task in TASKS {
-                let Some(sched) = schedule_of(job, task) else {
-                    continue;
-                };
-                let ts = st.get(&job.name, task);
-                if let Some(slot) = ts.and_then(|t| t.rerun) {
-                    let slot = slot.to_zoned(now.time_zone().clone());
-                    by_repo
-                        .entry(job.repository_key())
-                        .or_default()
-                        .push((i, task, slot));
-                    continue;
-                }
-                let last = ts.and_then(|t| t.last_slot);
-                if last.is_none() && task != Task::Backup {
-                    // Maintenance starts counting when the agent first sees
-                    // the job; the first backup runs at once.
-                    shared.update(|st| st.task(&job.name, task).last_slot = Some(now.timestamp()));
-                    continue;
-                }
-                if let Ok(slot) = due(sched, job.jitter, &job.name, last, &now) {
-                    by_repo
-                        .entry(job.repository_key())
-                        .or_default()
-                        .push((i, task, slot));
-                }
-            }
-        }
-        for (repo, tasks) in by_repo {
-            let lock_name = state::repository_lock_name(&repo);
-            let shared = shared.clone();
-            let cfg = cfg.clone();
-            let lock_dir = cfg.state_dir.clone();
-            let handle = std::thread::spawn(move || {
-                let _repo_lock = Lock::take(&lock_dir, &lock_name, true);
-                for (i, task, slot) in tasks {
-                    if shared.stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let job = &cfg.jobs[i];
-                    match Lock::take(&lock_dir, &format!("job-{}", job.name), false) {
-                        Ok(Some(_job_lock)) => {
-                            shared.run_task(job, task, Some(slot));
-                        }
-                        Ok(None) => log(&format!(
-                            "job {} {}: already running (`rewind run`?); this slot is skipped",
-                            job.name,
-                            task.name()
-                        )),
-                        Err(e) => log(&format!("job {}: {e:#}", job.name)),
-                    }
-                }
-            });
-            workers.insert(repo, handle);
-        }
+        let by_repo = due_tasks(&shared, &cfg, &workers, &watches, &now);
+        start_workers(&shared, &cfg, by_repo, &mut workers);
         let now_ts = Timestamp::now();
         if now_ts.duration_since(last_beat) >= SignedDuration::from_secs(60) {
             last_beat = now_ts;
@@ -434,11 +479,156 @@ pub fn agent(config_path: &Path) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
+/// Watches the paths of every `watch` job of `cfg` (and no others).
+fn set_watches(watches: &mut watch::Watches, cfg: &Config) {
+    let mut names = Vec::new();
+    for job in cfg
+        .jobs
+        .iter()
+        .filter(|j| matches!(j.schedule, Schedule::Watch))
+    {
+        names.push(job.name.as_str());
+        let ignore = watch::ignored(job.repository.as_deref(), &cfg.state_dir);
+        match watches.watch(&job.name, &job.paths, ignore) {
+            Ok(()) => log(&format!(
+                "job {}: watching {} path(s); a backup once changes settle ({}), at most every {}",
+                job.name,
+                job.paths.len(),
+                show_duration(job.settle),
+                show_duration(job.min_interval)
+            )),
+            Err(why) => log(&format!(
+                "warning: job {}: cannot watch ({why}); backing up every {} instead",
+                job.name,
+                show_duration(job.min_interval)
+            )),
+        }
+    }
+    watches.retain(&names);
+}
+
+/// Whether a `watch` job's backup is due: never ran; or `min_interval`
+/// since its last run and changes that settled (or, unwatchable, just the
+/// interval).
+fn watch_due(watches: &watch::Watches, job: &Job, last: Option<Timestamp>, now: &Zoned) -> bool {
+    let Some(last) = last else { return true };
+    if now.timestamp().duration_since(last) < job.min_interval {
+        return false;
+    }
+    let settle = Duration::from_secs(job.settle.as_secs().max(0) as u64);
+    !watches.is_watched(&job.name) || watches.settled(&job.name, settle)
+}
+
+type Due = HashMap<String, Vec<(usize, Task, Zoned)>>;
+
+/// The tasks due now, by repository (none of a repository whose worker is
+/// still busy).
+fn due_tasks(
+    shared: &Shared,
+    cfg: &Config,
+    workers: &HashMap<String, std::thread::JoinHandle<()>>,
+    watches: &watch::Watches,
+    now: &Zoned,
+) -> Due {
+    let mut by_repo: Due = HashMap::new();
+    let st = shared.state();
+    for (i, job) in cfg.jobs.iter().enumerate() {
+        if workers.contains_key(&job.repository_key()) {
+            continue;
+        }
+        for task in TASKS {
+            let Some(sched) = schedule_of(job, task) else {
+                continue;
+            };
+            let ts = st.get(&job.name, task);
+            if let Some(slot) = ts.and_then(|t| t.rerun) {
+                let slot = slot.to_zoned(now.time_zone().clone());
+                by_repo
+                    .entry(job.repository_key())
+                    .or_default()
+                    .push((i, task, slot));
+                continue;
+            }
+            let last = ts.and_then(|t| t.last_slot);
+            if last.is_none() && task != Task::Backup {
+                // Maintenance starts counting when the agent first sees
+                // the job; the first backup runs at once.
+                shared.update(|st| st.task(&job.name, task).last_slot = Some(now.timestamp()));
+                continue;
+            }
+            if matches!(sched, Schedule::Watch) {
+                if watch_due(watches, job, last, now) {
+                    // What changes from now on is the next run's.
+                    if let Some(first) = watches.clear(&job.name) {
+                        log(&format!(
+                            "job {}: changes since {:.1} s ago have settled",
+                            job.name,
+                            first.elapsed().as_secs_f64()
+                        ));
+                    }
+                    by_repo
+                        .entry(job.repository_key())
+                        .or_default()
+                        .push((i, task, now.clone()));
+                }
+                continue;
+            }
+            if let Ok(slot) = due(sched, job.jitter, &job.name, last, now) {
+                by_repo
+                    .entry(job.repository_key())
+                    .or_default()
+                    .push((i, task, slot));
+            }
+        }
+    }
+    by_repo
+}
+
+/// Starts a worker per repository for its due tasks.
+fn start_workers(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    by_repo: Due,
+    workers: &mut HashMap<String, std::thread::JoinHandle<()>>,
+) {
+    for (repo, tasks) in by_repo {
+        let lock_name = state::repository_lock_name(&repo);
+        let shared = shared.clone();
+        let cfg = cfg.clone();
+        let lock_dir = cfg.state_dir.clone();
+        let handle = std::thread::spawn(move || {
+            let _repo_lock = Lock::take(&lock_dir, &lock_name, true);
+            for (i, task, slot) in tasks {
+                if shared.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let job = &cfg.jobs[i];
+                match Lock::take(&lock_dir, &format!("job-{}", job.name), false) {
+                    Ok(Some(_job_lock)) => {
+                        shared.run_task(job, task, Some(slot));
+                    }
+                    Ok(None) => log(&format!(
+                        "job {} {}: already running (`rewind run`?); this slot is skipped",
+                        job.name,
+                        task.name()
+                    )),
+                    Err(e) => log(&format!("job {}: {e:#}", job.name)),
+                }
+            }
+        });
+        workers.insert(repo, handle);
+    }
+}
+
 /// Alerts for jobs whose last successful backup is older than allowed
 /// (`missed_after`, else twice the interval): also after the agent itself
 /// was down, since the age comes from the record.
 fn missed(shared: &Shared, cfg: &Config, now: &Zoned) {
     for job in &cfg.jobs {
+        // A watched folder that does not change needs no backup.
+        if matches!(job.schedule, Schedule::Watch) && job.notify.missed_after.is_none() {
+            continue;
+        }
         let limit = job
             .notify
             .missed_after

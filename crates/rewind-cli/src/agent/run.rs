@@ -157,7 +157,7 @@ impl Runner<'_> {
                 Some(4) if task == Task::Backup => Outcome::Suspicious,
                 _ => Outcome::Failed,
             };
-            if task == Task::Backup {
+            if matches!(task, Task::Backup | Task::RestoreTest) {
                 read_summary(&r.stdout, run);
             }
             if run.outcome != Outcome::Success {
@@ -392,6 +392,14 @@ pub fn task_args(job: &Job, task: Task) -> Vec<String> {
             }
         }
         Task::Prune => a.push("prune".into()),
+        Task::RestoreTest => {
+            a.extend(["verify-restore".into(), "--sample".into()]);
+            a.push(job.restore_test_sample.clone());
+            a.extend(["--host".into(), job.host.clone().unwrap_or_else(hostname)]);
+            for p in &job.paths {
+                a.extend(["--path".into(), p.display().to_string()]);
+            }
+        }
         Task::Check => {
             a.push("check".into());
             if let Some(s) = &job.check_read_data_subset {
@@ -413,12 +421,16 @@ fn read_summary(stdout: &str, run: &mut Run) {
         }
         run.snapshot = v["snapshot_id"].as_str().map(|s| s.to_string());
         run.bytes_added = v["bytes_added_stored"].as_u64();
-        run.files = Some(
-            ["files_new", "files_changed", "files_unchanged"]
-                .iter()
-                .filter_map(|k| v[*k].as_u64())
-                .sum(),
-        );
+        run.files = match v["tested"].as_u64() {
+            // A restore test: the files it restored and compared.
+            Some(tested) => Some(tested),
+            None => Some(
+                ["files_new", "files_changed", "files_unchanged"]
+                    .iter()
+                    .filter_map(|k| v[*k].as_u64())
+                    .sum(),
+            ),
+        };
         return;
     }
 }

@@ -23,6 +23,9 @@ pub enum Schedule {
     /// A cron expression: 5 fields (minute hour day month weekday), or 6
     /// and 7 with seconds first and a year last.
     Cron(Box<jiff_cron::Schedule>),
+    /// When the paths change (continuous protection, `agent::watch`): no
+    /// times of its own.
+    Watch,
 }
 
 impl FromStr for Schedule {
@@ -46,6 +49,7 @@ impl FromStr for Schedule {
             ["weekly"] => Ok(Schedule::Weekly(Weekday::Sunday, Time::midnight())),
             ["weekly", day] => Ok(Schedule::Weekly(parse_weekday(day)?, Time::midnight())),
             ["weekly", day, t] => Ok(Schedule::Weekly(parse_weekday(day)?, parse_time(t)?)),
+            ["watch"] => Ok(Schedule::Watch),
             _ if (5..=7).contains(&words.len()) => {
                 // The cron crate wants seconds first.
                 let expr = if words.len() == 5 {
@@ -59,7 +63,7 @@ impl FromStr for Schedule {
             }
             _ => Err(format!(
                 "{s:?} is not a schedule: use `every 15m`, `hourly`, `daily 02:30`, \
-                 `weekly sun 03:00` or a cron expression such as `30 2 * * *`"
+                 `weekly sun 03:00`, `watch` or a cron expression such as `30 2 * * *`"
             )),
         }
     }
@@ -72,6 +76,7 @@ impl fmt::Display for Schedule {
             Schedule::Daily(t) => write!(f, "daily {}", t.strftime("%H:%M")),
             Schedule::Weekly(d, t) => write!(f, "weekly {:?} {}", d, t.strftime("%H:%M")),
             Schedule::Cron(c) => write!(f, "cron {}", c.source()),
+            Schedule::Watch => write!(f, "watch (on changes)"),
         }
     }
 }
@@ -91,6 +96,7 @@ impl Schedule {
             Schedule::Daily(at) => next_daily(t, *at, None),
             Schedule::Weekly(day, at) => next_daily(t, *at, Some(*day)),
             Schedule::Cron(c) => c.after(t.clone()).next(),
+            Schedule::Watch => None,
         }
     }
 

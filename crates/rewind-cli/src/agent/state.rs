@@ -27,6 +27,7 @@ pub enum Task {
     Backup,
     Prune,
     Check,
+    RestoreTest,
 }
 
 impl Task {
@@ -35,6 +36,7 @@ impl Task {
             Task::Backup => "backup",
             Task::Prune => "prune",
             Task::Check => "check",
+            Task::RestoreTest => "restore-test",
         }
     }
 }

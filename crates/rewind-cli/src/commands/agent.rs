@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp, Zoned};
 
 use super::Global;
 use crate::agent::schedule::show_duration;
-use crate::agent::state::{Outcome, State, Task};
+use crate::agent::state::{Outcome, Run, State, Task};
 use crate::agent::{self, config};
 
 /// The configuration file: `--config`, else the default place.
@@ -18,6 +18,9 @@ fn config_path(global: &Global) -> PathBuf {
 
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
+    /// Serve Prometheus metrics of the jobs at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     pub command: Option<AgentCommand>,
 }
@@ -53,6 +56,7 @@ pub enum TaskArg {
     Backup,
     Prune,
     Check,
+    RestoreTest,
 }
 
 #[derive(clap::Args, Debug)]
@@ -78,7 +82,7 @@ pub enum ConfigCommand {
 
 pub fn agent(args: &AgentArgs, global: &Global) -> Result<u8> {
     match &args.command {
-        None => agent::agent(&config_path(global)),
+        None => agent::agent(&config_path(global), args.metrics_listen),
         Some(AgentCommand::Install {
             user,
             system,
@@ -92,6 +96,7 @@ pub fn run(args: &RunArgs, global: &Global) -> Result<u8> {
         TaskArg::Backup => Task::Backup,
         TaskArg::Prune => Task::Prune,
         TaskArg::Check => Task::Check,
+        TaskArg::RestoreTest => Task::RestoreTest,
     };
     agent::run_now(&config_path(global), &args.job, task)
 }
@@ -109,7 +114,7 @@ fn check(path: &Path, global: &Global) -> Result<u8> {
     let mut jobs = Vec::new();
     for job in &cfg.jobs {
         let mut tasks = Vec::new();
-        for task in [Task::Backup, Task::Prune, Task::Check] {
+        for task in [Task::Backup, Task::Prune, Task::Check, Task::RestoreTest] {
             let Some(s) = agent::schedule_of(job, task) else {
                 continue;
             };
@@ -274,67 +279,12 @@ pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
     let cfg = config::load(&config_path(global))?;
     let st = State::load(&cfg.state_dir)?;
     let now = Zoned::now();
-    let mut rows = Vec::new();
-    let mut unhealthy = false;
-    for job in &cfg.jobs {
-        let backup = st.get(&job.name, Task::Backup);
-        let last = backup.and_then(|t| t.last.clone());
-        let success = backup.and_then(|t| t.last_success.clone());
-        let interval = job.schedule.interval(&now);
-        let allowed = interval.checked_mul(2).unwrap_or(SignedDuration::MAX);
-        let age = success
-            .as_ref()
-            .map(|r| now.timestamp().duration_since(r.end));
-        let next = match agent::due(
-            &job.schedule,
-            job.jitter,
-            &job.name,
-            backup.and_then(|t| t.last_slot),
-            &now,
-        ) {
-            Ok(_) => now.timestamp(),
-            Err(at) => at.timestamp(),
-        };
-        let mut problems = Vec::new();
-        match &age {
-            None => problems.push("no successful backup yet".to_string()),
-            Some(a) if *a > allowed => problems.push(format!(
-                "last success {} ago, more than twice the interval ({})",
-                show_duration(*a),
-                show_duration(interval)
-            )),
-            _ => {}
-        }
-        if let Some(l) = &last {
-            if !l.outcome.ok() && l.outcome != Outcome::Interrupted {
-                problems.push(format!(
-                    "last run failed: {}",
-                    l.message.as_deref().unwrap_or("see the agent's log")
-                ));
-            }
-            if l.outcome == Outcome::Suspicious {
-                problems.push(format!(
-                    "snapshot {} looks like ransomware: look with `rewind scan`, then `rewind mark`",
-                    l.snapshot.as_deref().unwrap_or("?")
-                ));
-            }
-        }
-        let check = st.get(&job.name, Task::Check).and_then(|t| t.last.clone());
-        if let Some(c) = &check {
-            if !c.outcome.ok() {
-                problems.push(format!(
-                    "last check failed: {}",
-                    c.message.as_deref().unwrap_or("see the agent's log")
-                ));
-            }
-        }
-        unhealthy |= !problems.is_empty();
-        rows.push((job, last, success, age, next, check, problems));
-    }
+    let rows: Vec<Row> = cfg.jobs.iter().map(|job| job_row(job, &st, &now)).collect();
+    let unhealthy = rows.iter().any(|r| !r.7.is_empty());
     if global.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(job, last, success, age, next, check, problems)| {
+            .map(|(job, last, success, age, next, check, proven, problems)| {
                 serde_json::json!({
                     "job": job.name,
                     "healthy": problems.is_empty(),
@@ -344,6 +294,7 @@ pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
                     "last_success_age_secs": age.map(|a| a.as_secs()),
                     "next_run": next.to_string(),
                     "last_check": check,
+                    "last_proven_restore": proven,
                 })
             })
             .collect();
@@ -357,7 +308,7 @@ pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
             })
         );
     } else {
-        for (job, last, _success, age, next, check, problems) in &rows {
+        for (job, last, _success, age, next, check, proven, problems) in &rows {
             outln!(
                 "job {}: {}",
                 job.name,
@@ -382,12 +333,26 @@ pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
             if let Some(a) = age {
                 outln!("  last success {} ago", show_duration(*a));
             }
-            outln!("  next run     {}", local(*next));
+            if matches!(job.schedule, crate::agent::schedule::Schedule::Watch) {
+                outln!(
+                    "  next run     when the paths change (at most every {})",
+                    show_duration(job.min_interval)
+                );
+            } else {
+                outln!("  next run     {}", local(*next));
+            }
             if let Some(c) = check {
                 outln!(
                     "  last check   {} ({})",
                     local(c.start),
                     format!("{:?}", c.outcome).to_ascii_lowercase()
+                );
+            }
+            if let Some(p) = proven {
+                outln!(
+                    "  last proven restorable point: {} (restore test {})",
+                    p.snapshot.as_deref().map_or("?", |s| &s[..s.len().min(8)]),
+                    local(p.end)
                 );
             }
             for p in problems {
@@ -406,6 +371,85 @@ pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
     } else {
         crate::exit::OK
     })
+}
+
+/// One job's line of `status`: the job, its last run, last success, the
+/// success's age, the next run, the last check, the last proven restore,
+/// and what needs attention.
+type Row<'a> = (
+    &'a config::Job,
+    Option<Run>,
+    Option<Run>,
+    Option<SignedDuration>,
+    Timestamp,
+    Option<Run>,
+    Option<Run>,
+    Vec<String>,
+);
+
+fn job_row<'a>(job: &'a config::Job, st: &State, now: &Zoned) -> Row<'a> {
+    let backup = st.get(&job.name, Task::Backup);
+    let last = backup.and_then(|t| t.last.clone());
+    let success = backup.and_then(|t| t.last_success.clone());
+    let interval = job.schedule.interval(now);
+    let allowed = interval.checked_mul(2).unwrap_or(SignedDuration::MAX);
+    let age = success
+        .as_ref()
+        .map(|r| now.timestamp().duration_since(r.end));
+    let next = match agent::due(
+        &job.schedule,
+        job.jitter,
+        &job.name,
+        backup.and_then(|t| t.last_slot),
+        now,
+    ) {
+        Ok(_) => now.timestamp(),
+        Err(at) => at.timestamp(),
+    };
+    let mut problems = Vec::new();
+    match &age {
+        None => problems.push("no successful backup yet".to_string()),
+        Some(a) if *a > allowed => problems.push(format!(
+            "last success {} ago, more than twice the interval ({})",
+            show_duration(*a),
+            show_duration(interval)
+        )),
+        _ => {}
+    }
+    if let Some(l) = &last {
+        if !l.outcome.ok() && l.outcome != Outcome::Interrupted {
+            problems.push(format!(
+                "last run failed: {}",
+                l.message.as_deref().unwrap_or("see the agent's log")
+            ));
+        }
+        if l.outcome == Outcome::Suspicious {
+            problems.push(format!(
+                "snapshot {} looks like ransomware: look with `rewind scan`, then `rewind mark`",
+                l.snapshot.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    let check = st.get(&job.name, Task::Check).and_then(|t| t.last.clone());
+    if let Some(c) = &check {
+        if !c.outcome.ok() {
+            problems.push(format!(
+                "last check failed: {}",
+                c.message.as_deref().unwrap_or("see the agent's log")
+            ));
+        }
+    }
+    let proof = st.get(&job.name, Task::RestoreTest);
+    if let Some(t) = proof.and_then(|t| t.last.as_ref()) {
+        if !t.outcome.ok() && t.outcome != Outcome::Interrupted {
+            problems.push(format!(
+                "last restore test failed: {}",
+                t.message.as_deref().unwrap_or("see the agent's log")
+            ));
+        }
+    }
+    let proven = proof.and_then(|t| t.last_success.clone());
+    (job, last, success, age, next, check, proven, problems)
 }
 
 fn local(t: Timestamp) -> String {
@@ -459,6 +503,27 @@ fn install(config_path: &Path, user: bool, system: bool, no_enable: bool) -> Res
         .with_context(|| format!("cannot create {}", unit_dir.display()))?;
     std::fs::write(&unit, &text).with_context(|| format!("cannot write {}", unit.display()))?;
     outln!("wrote {}:\n{text}", unit.display());
+    // Completions and man pages, where this scope's tools look for them.
+    let share = if system {
+        PathBuf::from("/usr/local/share")
+    } else {
+        std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
+            })
+    };
+    let completion = share.join("bash-completion/completions/rewind");
+    super::docs::write_completion(clap_complete::Shell::Bash, &completion)?;
+    let man = share.join("man/man1");
+    let pages = super::docs::write_man_pages(&man)?;
+    outln!(
+        "wrote the bash completion {} and {} man pages in {}",
+        completion.display(),
+        pages.len(),
+        man.display()
+    );
     if no_enable {
         return Ok(crate::exit::OK);
     }

@@ -7,6 +7,7 @@ pub mod browse;
 pub mod check;
 pub mod copy;
 pub mod copy_target;
+pub mod docs;
 pub mod forget;
 pub mod init;
 pub mod key;
@@ -19,6 +20,7 @@ pub mod scan;
 pub mod serve;
 pub mod snapshots;
 pub mod stats;
+pub mod verify;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -136,6 +138,8 @@ pub enum Command {
     Notify(scan::NotifyArgs),
     /// Host repositories for clients that add backups but cannot destroy them.
     Serve(serve::Args),
+    /// Prove a snapshot restorable: restore a sample of its files and compare them (a restore test).
+    VerifyRestore(verify::Args),
     /// Run the jobs of the configuration file on their schedules (scheduled backups).
     Agent(agent::AgentArgs),
     /// Run one job of the configuration file now.
@@ -144,6 +148,10 @@ pub enum Command {
     Status(agent::StatusArgs),
     /// Check or start the agent's configuration file.
     Config(agent::ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (or write every page into a folder with --dir).
+    Man(docs::ManArgs),
 }
 
 /// Where the default repository and its key live.

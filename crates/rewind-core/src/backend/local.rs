@@ -96,6 +96,7 @@ impl Backend for LocalBackend {
             FileType::Policy,
             FileType::PruneState,
             FileType::Running,
+            FileType::Proof,
         ] {
             let d = self.dir(t);
             fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;

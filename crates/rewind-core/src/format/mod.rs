@@ -5,6 +5,7 @@ pub mod config;
 pub mod index;
 pub mod pack;
 pub mod policy;
+pub mod proof;
 pub mod prune;
 pub mod scan;
 pub mod snapshot;
@@ -33,11 +34,13 @@ pub enum FileType {
     PruneState,
     /// Markers of running backups and prunes (not locks: nothing waits on them).
     Running,
+    /// Restore tests' results (§3.11).
+    Proof,
 }
 
 impl FileType {
     /// Every type, in the order `init` creates them.
-    pub const ALL: [FileType; 8] = [
+    pub const ALL: [FileType; 9] = [
         FileType::Config,
         FileType::Key,
         FileType::Snapshot,
@@ -46,6 +49,7 @@ impl FileType {
         FileType::Policy,
         FileType::PruneState,
         FileType::Running,
+        FileType::Proof,
     ];
 
     /// Its directory in the repository layout (DESIGN §2), `""` for the
@@ -60,6 +64,7 @@ impl FileType {
             FileType::Policy => "policy",
             FileType::PruneState => "prune",
             FileType::Running => "running",
+            FileType::Proof => "proofs",
         }
     }
 
@@ -74,6 +79,7 @@ impl FileType {
             FileType::Policy => "policy",
             FileType::PruneState => "prune state",
             FileType::Running => "running marker",
+            FileType::Proof => "restore test",
         }
     }
 }
