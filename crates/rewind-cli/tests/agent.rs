@@ -752,3 +752,79 @@ fn metrics_completions_and_man_pages() {
     assert_eq!(r.code, Some(0), "{r}");
     assert!(dir.join("rewind-agent.1").is_file() && dir.join("rewind-verify-restore.1").is_file());
 }
+
+#[test]
+fn a_dump_job_and_an_offsite_copy_run_through_the_agent_code() {
+    let w = World::new();
+    // A second repository as the offsite copy, with its own password.
+    let offsite = w.env.path("offsite");
+    std::fs::write(w.env.path("offsite-password"), "offsite secret").unwrap();
+    let mut c = w.env.bare_cmd();
+    c.env("REWIND_PASSWORD", "offsite secret")
+        .args(["-r", offsite.to_str().unwrap(), "init"]);
+    assert_eq!(run_cmd(c).code, Some(0));
+    w.configure(
+        "",
+        &format!(
+            "schedule = \"daily 03:00\"\ncopy_to = {{ repository = {:?}, password_file = {:?} }}\n\n[jobs.db]\nrepository = {:?}\npassword_file = {:?}\ncommand = [\"sh\", \"-c\", \"echo 'CREATE TABLE t;'\"]\ncommand_filename = \"app.sql\"\nschedule = \"daily 01:30\"\n",
+            offsite,
+            w.env.path("offsite-password"),
+            w.repo,
+            w.env.path("password")
+        ),
+    );
+    assert_eq!(w.rewind(&["run", "home"]).code, Some(0));
+    let mut c = w.env.bare_cmd();
+    c.env("REWIND_PASSWORD", "offsite secret").args([
+        "-r",
+        offsite.to_str().unwrap(),
+        "--json",
+        "snapshots",
+    ]);
+    let r = run_cmd(c);
+    let copied: Vec<serde_json::Value> = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(copied.len(), 1, "the offsite copy: {r}");
+    let r = w.rewind(&["run", "db"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = w.env.ok(["dump", "latest", "/app.sql"]);
+    assert_eq!(r.out(), "CREATE TABLE t;\n");
+    // A dump command that fails saves no snapshot and fails the run.
+    let text = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(&w.config, text.replace("echo 'CREATE TABLE t;'", "exit 7")).unwrap();
+    let before = w.snapshots().len();
+    let r = w.rewind(&["run", "db"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(w.snapshots().len(), before);
+}
+
+#[test]
+fn a_restore_test_job_detects_a_damaged_pack_and_alerts() {
+    let w = World::new();
+    let (url, alerts) = webhook();
+    w.configure(
+        &format!("[notify]\nwebhook = {url:?}\n"),
+        "schedule = \"daily 03:00\"\nrestore_test = \"daily 06:00\"\nrestore_test_sample = \"100%\"\n",
+    );
+    assert_eq!(w.rewind(&["run", "home"]).code, Some(0));
+    let big = packs(&w.env.repo)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut b = std::fs::read(&big).unwrap();
+    let mid = b.len() / 3;
+    b[mid] ^= 0x40;
+    std::fs::write(&big, b).unwrap();
+    let r = w.rewind(&["run", "home", "--task", "restore-test"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    let a = alerts
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an alert");
+    assert_eq!(
+        (a["event"].as_str(), a["task"].as_str()),
+        (Some("failure"), Some("restore-test")),
+        "{a}"
+    );
+    let r = w.rewind(&["status"]);
+    assert_eq!(r.code, Some(5), "{r}");
+    assert!(r.out().contains("last restore test failed"), "{r}");
+}

@@ -756,3 +756,62 @@ pub fn run_now(config_path: &Path, name: &str, task: Task) -> Result<u8> {
         Outcome::Failed => crate::exit::FATAL,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_below_its_bound_and_is_the_same_for_a_slot() {
+        let slot = jiff::civil::date(2026, 6, 1)
+            .at(2, 30, 0, 0)
+            .in_tz("UTC")
+            .unwrap();
+        let bound = SignedDuration::from_mins(10);
+        let mut seen = std::collections::HashSet::new();
+        for job in 0..200 {
+            let j = jitter_for(&format!("job{job}"), &slot, bound);
+            assert!(j >= SignedDuration::ZERO && j < bound, "{j:?}");
+            assert_eq!(j, jitter_for(&format!("job{job}"), &slot, bound));
+            seen.insert(j.as_secs());
+        }
+        // Spread over the window, not one value.
+        assert!(seen.len() > 100, "{}", seen.len());
+        assert_eq!(
+            jitter_for("x", &slot, SignedDuration::ZERO),
+            SignedDuration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_slot_is_due_after_its_jitter_and_never_ran_is_due_now() {
+        let s: Schedule = "daily 02:30".parse().unwrap();
+        let at = |h: i8, m: i8| {
+            jiff::civil::date(2026, 6, 1)
+                .at(h, m, 0, 0)
+                .in_tz("UTC")
+                .unwrap()
+        };
+        let now = at(2, 31);
+        assert!(due(&s, SignedDuration::ZERO, "j", None, &now).is_ok());
+        let last = Some(at(0, 0).timestamp() - SignedDuration::from_hours(24));
+        assert_eq!(
+            due(&s, SignedDuration::ZERO, "j", last, &now),
+            Ok(at(2, 30))
+        );
+        let j = jitter_for("j", &at(2, 30), SignedDuration::from_hours(1));
+        let r = due(&s, SignedDuration::from_hours(1), "j", last, &now);
+        if j > SignedDuration::from_mins(1) {
+            assert_eq!(r, Err(at(2, 30).checked_add(j).unwrap()));
+        }
+        // Done for today: the next is tomorrow's.
+        let done = Some(at(2, 30).timestamp());
+        assert_eq!(
+            due(&s, SignedDuration::ZERO, "j", done, &now),
+            Err(jiff::civil::date(2026, 6, 2)
+                .at(2, 30, 0, 0)
+                .in_tz("UTC")
+                .unwrap())
+        );
+    }
+}
