@@ -216,7 +216,14 @@ impl Runner<'_> {
             c.env("REWIND_PASSWORD_COMMAND", cmd);
         }
         c.args(args);
-        self.child(c)
+        let r = self.child(c);
+        // What the command said on stderr (warnings, the default
+        // repository's password file, errors) goes to the agent's log.
+        let what = args.first().map(String::as_str).unwrap_or("rewind");
+        for line in r.stderr.lines().filter(|l| !l.trim().is_empty()).take(20) {
+            (self.log)(&format!("job {} {what}: | {line}", job.name));
+        }
+        r
     }
 
     /// Runs a command to its end, stopping it (one SIGTERM, then after 60 s

@@ -532,8 +532,9 @@ fn install(config_path: &Path, user: bool, system: bool, no_enable: bool) -> Res
         std::process::Command::new("systemctl")
             .args(scope)
             .args(args)
-            .status()
-            .map(|s| s.success())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map(|o| o.status.success())
             .unwrap_or(false)
     };
     if ctl(&["daemon-reload"]) && ctl(&["enable", "--now", "rewind-agent.service"]) {
