@@ -828,3 +828,46 @@ fn a_restore_test_job_detects_a_damaged_pack_and_alerts() {
     assert_eq!(r.code, Some(5), "{r}");
     assert!(r.out().contains("last restore test failed"), "{r}");
 }
+
+#[test]
+fn a_suspicious_snapshot_stays_a_problem_until_a_person_marks_it() {
+    let w = World::new();
+    let docs = w.src.join("docs");
+    for i in 0..40 {
+        let text = format!("line {i} of a document that compresses well\n").repeat(200);
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join(format!("doc{i}.txt")), text).unwrap();
+    }
+    let (url, alerts) = webhook();
+    w.configure(
+        &format!("[notify]\nwebhook = {url:?}\n"),
+        "schedule = \"daily 03:00\"\nforget = false\n",
+    );
+    assert_eq!(w.rewind(&["run", "home"]).code, Some(0));
+    for i in 0..40 {
+        write_random(&docs.join(format!("doc{i}.txt")), 8000);
+    }
+    let r = w.rewind(&["run", "home"]);
+    assert_eq!(r.code, Some(4), "{r}");
+    let a = alerts
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an alert");
+    assert_eq!(a["event"], "suspicious", "{a}");
+    // Another backup, clean: the attack's snapshot is still unresolved.
+    assert_eq!(w.rewind(&["run", "home"]).code, Some(0));
+    let r = w.rewind(&["status"]);
+    assert_eq!(r.code, Some(5), "{r}\n{}", w.state());
+    assert!(r.out().contains("no one has marked it"), "{r}");
+    let m = w.rewind(&["--json", "status"]);
+    let s: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+    assert_eq!(s["jobs"][0]["last_success"]["snapshots"], 3, "{s}");
+    // A person looks and marks it; the next backup sees that.
+    let id = s["jobs"][0]["last_success"]["unresolved"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.env.ok(["mark", "clean", &id]);
+    assert_eq!(w.rewind(&["run", "home"]).code, Some(0));
+    let r = w.rewind(&["status"]);
+    assert_eq!(r.code, Some(0), "{r}");
+}

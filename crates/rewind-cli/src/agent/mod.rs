@@ -287,6 +287,8 @@ fn recover(st: &mut State, dir: &Path, held: Option<&str>) -> Vec<String> {
                     snapshot: None,
                     files: None,
                     bytes_added: None,
+                    snapshots: None,
+                    unresolved: Vec::new(),
                     message: Some("the agent was killed during the run".into()),
                 });
                 t.rerun = r.slot;
@@ -338,6 +340,10 @@ pub fn metrics(config_path: &Path) -> String {
                 if let Some(b) = r.bytes_added {
                     put("last_run_added_bytes", b as f64);
                 }
+                if let Some(n) = r.snapshots {
+                    put("snapshots", n as f64);
+                    put("unresolved_suspicious_snapshots", r.unresolved.len() as f64);
+                }
             }
             put("failures", t.map_or(0, |t| t.failures) as f64);
             put(
@@ -368,6 +374,14 @@ pub fn metrics(config_path: &Path) -> String {
         (
             "last_run_added_bytes",
             "Bytes the last backup added to the repository.",
+        ),
+        (
+            "snapshots",
+            "This job's snapshots in the repository, after its last backup.",
+        ),
+        (
+            "unresolved_suspicious_snapshots",
+            "Of those: suspicious, not marked by a person.",
         ),
         ("failures", "Failed runs since the last success."),
         ("running", "1 while the task runs."),

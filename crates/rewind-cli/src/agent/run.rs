@@ -87,6 +87,8 @@ impl Runner<'_> {
             snapshot: None,
             files: None,
             bytes_added: None,
+            snapshots: None,
+            unresolved: Vec::new(),
             message: None,
         };
         if task == Task::Backup {
@@ -118,6 +120,9 @@ impl Runner<'_> {
             }
         }
         if task == Task::Backup && run.outcome.ok() {
+            self.take_stock(job, &mut run);
+        }
+        if task == Task::Backup && run.outcome.ok() {
             let env = hook_env(job, task, &run, outcome_name(run.outcome));
             if let Err(m) = self.hooks(job, &job.hooks.after, "after", &env) {
                 run.outcome = Outcome::Failed;
@@ -129,6 +134,31 @@ impl Runner<'_> {
             self.on_failure(job, &run);
         }
         run
+    }
+
+    /// After a backup: how many snapshots of this job the repository
+    /// holds, and which of them look like ransomware with no person's
+    /// mark (they stay a problem in `status` until marked). A listing that
+    /// fails leaves both unknown; the backup stands.
+    fn take_stock(&self, job: &Job, run: &mut Run) {
+        let mut args = vec![
+            "snapshots".to_string(),
+            "--host".into(),
+            job.host.clone().unwrap_or_else(hostname),
+        ];
+        for p in &job.paths {
+            args.extend(["--path".into(), p.display().to_string()]);
+        }
+        let r = self.rewind(job, &args);
+        let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout) else {
+            return;
+        };
+        run.snapshots = Some(list.len() as u64);
+        run.unresolved = list
+            .iter()
+            .filter(|s| s["suspicious"] == true)
+            .filter_map(|s| s["id"].as_str().map(str::to_string))
+            .collect();
     }
 
     fn on_failure(&self, job: &Job, run: &Run) {

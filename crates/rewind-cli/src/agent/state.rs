@@ -84,6 +84,14 @@ pub struct Run {
     pub files: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_added: Option<u64>,
+    /// After a backup: this host's snapshots of these paths in the
+    /// repository...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<u64>,
+    /// ...and those of them that look like ransomware and that no person
+    /// has marked (ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
     /// What went wrong, in the words of the command that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

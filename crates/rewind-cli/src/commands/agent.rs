@@ -423,12 +423,22 @@ fn job_row<'a>(job: &'a config::Job, st: &State, now: &Zoned) -> Row<'a> {
                 l.message.as_deref().unwrap_or("see the agent's log")
             ));
         }
-        if l.outcome == Outcome::Suspicious {
+        // (Without a listing after it, the run's own verdict.)
+        if l.outcome == Outcome::Suspicious && l.snapshots.is_none() {
             problems.push(format!(
                 "snapshot {} looks like ransomware: look with `rewind scan`, then `rewind mark`",
                 l.snapshot.as_deref().unwrap_or("?")
             ));
         }
+    }
+    // Suspicious snapshots no person has marked, as of the last successful
+    // backup (which lists them).
+    for id in success.iter().flat_map(|s| &s.unresolved) {
+        let short = &id[..id.len().min(8)];
+        problems.push(format!(
+            "snapshot {short} looks like ransomware and no one has marked it: look with \
+             `rewind scan {short}`, then `rewind mark clean|suspicious {short}`"
+        ));
     }
     let check = st.get(&job.name, Task::Check).and_then(|t| t.last.clone());
     if let Some(c) = &check {
