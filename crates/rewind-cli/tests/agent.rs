@@ -725,6 +725,9 @@ fn metrics_completions_and_man_pages() {
         m.contains("rewind_last_run_ok{job=\"home\",task=\"backup\"} 1")
             && m.contains("rewind_last_success_timestamp_seconds{job=\"home\",task=\"backup\"}")
             && m.contains("rewind_failures{job=\"home\",task=\"check\"} 0")
+            && m.contains("rewind_repository_snapshots{job=\"home\",task=\"backup\"} 1")
+            && m.contains("rewind_repository_bytes{job=\"home\",task=\"backup\"}")
+            && m.contains("rewind_snapshots{job=\"home\",task=\"backup\"} 1")
             && m.contains("# TYPE rewind_agent_up gauge"),
         "{m}"
     );

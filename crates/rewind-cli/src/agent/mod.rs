@@ -289,6 +289,8 @@ fn recover(st: &mut State, dir: &Path, held: Option<&str>) -> Vec<String> {
                     bytes_added: None,
                     snapshots: None,
                     unresolved: Vec::new(),
+                    repository_bytes: None,
+                    repository_snapshots: None,
                     message: Some("the agent was killed during the run".into()),
                 });
                 t.rerun = r.slot;
@@ -340,6 +342,12 @@ pub fn metrics(config_path: &Path) -> String {
                 if let Some(b) = r.bytes_added {
                     put("last_run_added_bytes", b as f64);
                 }
+                if let Some(b) = r.repository_bytes {
+                    put("repository_bytes", b as f64);
+                }
+                if let Some(n) = r.repository_snapshots {
+                    put("repository_snapshots", n as f64);
+                }
                 if let Some(n) = r.snapshots {
                     put("snapshots", n as f64);
                     put("unresolved_suspicious_snapshots", r.unresolved.len() as f64);
@@ -374,6 +382,14 @@ pub fn metrics(config_path: &Path) -> String {
         (
             "last_run_added_bytes",
             "Bytes the last backup added to the repository.",
+        ),
+        (
+            "repository_bytes",
+            "The repository's stored bytes (packs), after the job's last backup.",
+        ),
+        (
+            "repository_snapshots",
+            "All snapshots in the repository (any host), after the job's last backup.",
         ),
         (
             "snapshots",

@@ -89,6 +89,8 @@ impl Runner<'_> {
             bytes_added: None,
             snapshots: None,
             unresolved: Vec::new(),
+            repository_bytes: None,
+            repository_snapshots: None,
             message: None,
         };
         if task == Task::Backup {
@@ -136,8 +138,8 @@ impl Runner<'_> {
         run
     }
 
-    /// After a backup: how many snapshots of this job the repository
-    /// holds, and which of them look like ransomware with no person's
+    /// After a backup: the repository's size and snapshots, how many
+    /// snapshots of this job it holds, and which of them look like ransomware with no person's
     /// mark (they stay a problem in `status` until marked). A listing that
     /// fails leaves both unknown; the backup stands.
     fn take_stock(&self, job: &Job, run: &mut Run) {
@@ -148,6 +150,11 @@ impl Runner<'_> {
         ];
         for p in &job.paths {
             args.extend(["--path".into(), p.display().to_string()]);
+        }
+        let stats = self.rewind(job, &["stats".to_string()]);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stats.stdout) {
+            run.repository_bytes = v["pack_bytes"].as_u64();
+            run.repository_snapshots = v["snapshots"].as_u64();
         }
         let r = self.rewind(job, &args);
         let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout) else {

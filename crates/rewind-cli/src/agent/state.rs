@@ -92,6 +92,12 @@ pub struct Run {
     /// has marked (ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved: Vec<String>,
+    /// After a backup: the repository's stored bytes (packs) and all its
+    /// snapshots, any host (`rewind stats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_snapshots: Option<u64>,
     /// What went wrong, in the words of the command that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -280,23 +280,34 @@ pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
     let st = State::load(&cfg.state_dir)?;
     let now = Zoned::now();
     let rows: Vec<Row> = cfg.jobs.iter().map(|job| job_row(job, &st, &now)).collect();
-    let unhealthy = rows.iter().any(|r| !r.7.is_empty());
+    let unhealthy = rows.iter().any(|r| !r.problems.is_empty());
     if global.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(job, last, success, age, next, check, proven, problems)| {
-                serde_json::json!({
-                    "job": job.name,
-                    "healthy": problems.is_empty(),
-                    "problems": problems,
-                    "last_run": last,
-                    "last_success": success,
-                    "last_success_age_secs": age.map(|a| a.as_secs()),
-                    "next_run": next.to_string(),
-                    "last_check": check,
-                    "last_proven_restore": proven,
-                })
-            })
+            .map(
+                |Row {
+                     job,
+                     last,
+                     success,
+                     age,
+                     next,
+                     check,
+                     proven,
+                     problems,
+                 }| {
+                    serde_json::json!({
+                        "job": job.name,
+                        "healthy": problems.is_empty(),
+                        "problems": problems,
+                        "last_run": last,
+                        "last_success": success,
+                        "last_success_age_secs": age.map(|a| a.as_secs()),
+                        "next_run": next.to_string(),
+                        "last_check": check,
+                        "last_proven_restore": proven,
+                    })
+                },
+            )
             .collect();
         outln!(
             "{}",
@@ -308,7 +319,17 @@ pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
             })
         );
     } else {
-        for (job, last, _success, age, next, check, proven, problems) in &rows {
+        for Row {
+            job,
+            last,
+            age,
+            next,
+            check,
+            proven,
+            problems,
+            ..
+        } in &rows
+        {
             outln!(
                 "job {}: {}",
                 job.name,
@@ -373,19 +394,20 @@ pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
     })
 }
 
-/// One job's line of `status`: the job, its last run, last success, the
-/// success's age, the next run, the last check, the last proven restore,
-/// and what needs attention.
-type Row<'a> = (
-    &'a config::Job,
-    Option<Run>,
-    Option<Run>,
-    Option<SignedDuration>,
-    Timestamp,
-    Option<Run>,
-    Option<Run>,
-    Vec<String>,
-);
+/// One job in `status`.
+struct Row<'a> {
+    job: &'a config::Job,
+    last: Option<Run>,
+    success: Option<Run>,
+    /// The last success's age.
+    age: Option<SignedDuration>,
+    next: Timestamp,
+    check: Option<Run>,
+    /// The last restore test that passed.
+    proven: Option<Run>,
+    /// What needs attention; empty when healthy.
+    problems: Vec<String>,
+}
 
 fn job_row<'a>(job: &'a config::Job, st: &State, now: &Zoned) -> Row<'a> {
     let backup = st.get(&job.name, Task::Backup);
@@ -459,7 +481,16 @@ fn job_row<'a>(job: &'a config::Job, st: &State, now: &Zoned) -> Row<'a> {
         }
     }
     let proven = proof.and_then(|t| t.last_success.clone());
-    (job, last, success, age, next, check, proven, problems)
+    Row {
+        job,
+        last,
+        success,
+        age,
+        next,
+        check,
+        proven,
+        problems,
+    }
 }
 
 fn local(t: Timestamp) -> String {
