@@ -309,17 +309,68 @@ impl Read for FileReader<'_> {
 }
 
 /// Writes a tar archive of `node` (a directory with everything below it, or
-/// one entry) to `out`, with paths relative to `name`.
+/// one entry) to `out`, with paths relative to `name`. GNU tar reads it back
+/// exactly: hard links stay links (the second and later paths of one inode
+/// are link entries), and a PAX extended header carries what the tar header
+/// cannot: the modification time to the nanosecond (before 1970 too) and the
+/// extended attributes (`SCHILY.xattr.NAME`, `tar -x --xattrs`).
 pub fn dump_tar(repo: &Repository, node: &Node, name: &Path, out: impl Write) -> Result<()> {
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Complete);
-    append(repo, &mut tar, node, name)?;
+    let mut links = HashMap::new();
+    append(repo, &mut tar, node, name, &mut links)?;
     if let NodeKind::Dir { subtree } = &node.kind {
         walk(repo, subtree, name, true, &mut |p, n| {
-            append(repo, &mut tar, n, p)
+            append(repo, &mut tar, n, p, &mut links)
         })?;
     }
     tar.finish().map_err(|e| Error::io("write tar", e))
+}
+
+/// One PAX record: `LEN key=value\n`, where LEN counts the whole record,
+/// its own digits included.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut r = len.to_string().into_bytes();
+    r.push(b' ');
+    r.extend_from_slice(key);
+    r.push(b'=');
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+/// A PAX time: seconds and nanoseconds as a decimal, negative before 1970.
+fn pax_time(t: &crate::format::tree::Time) -> String {
+    let total = i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
+    let sign = if total < 0 { "-" } else { "" };
+    let abs = total.unsigned_abs();
+    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+}
+
+/// The PAX extended header of an entry, if it needs one.
+fn pax_header<W: Write>(tar: &mut tar::Builder<W>, n: &Node, path: &Path) -> std::io::Result<()> {
+    let mut data = pax_record(b"mtime", pax_time(&n.mtime).as_bytes());
+    for x in &n.xattrs {
+        let mut key = b"SCHILY.xattr.".to_vec();
+        key.extend_from_slice(&x.name);
+        data.extend(pax_record(&key, &x.value));
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    // The conventional name; tar never extracts it.
+    let base = path.file_name().map(|f| f.as_bytes()).unwrap_or(b"root");
+    let mut name = b"PaxHeaders/".to_vec();
+    name.extend_from_slice(&base[..base.len().min(80)]);
+    h.set_path(OsStr::from_bytes(&name))?;
+    h.set_cksum();
+    tar.append(&h, data.as_slice())
 }
 
 fn append<W: Write>(
@@ -327,6 +378,7 @@ fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     n: &Node,
     path: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_mode(n.mode & 0o7777);
@@ -340,6 +392,23 @@ fn append<W: Write>(
         let _ = h.set_groupname(g);
     }
     let io = |e| Error::io(format!("write tar entry {}", path.display()), e);
+    if matches!(n.kind, NodeKind::Socket) {
+        return Ok(());
+    }
+    // The second and later paths of one inode: a link to the first.
+    if n.is_file() && n.links > 1 {
+        match links.entry((n.device, n.inode)) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                return tar.append_link(&mut h, path, first.get()).map_err(io);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(path.to_path_buf());
+            }
+        }
+    }
+    pax_header(tar, n, path).map_err(io)?;
     match &n.kind {
         NodeKind::Dir { .. } => {
             h.set_entry_type(tar::EntryType::Directory);
@@ -375,5 +444,23 @@ fn append<W: Write>(
             tar.append_data(&mut h, path, std::io::empty()).map_err(io)
         }
         NodeKind::Socket => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        assert_eq!(pax_record(b"mtime", b"1.5"), b"13 mtime=1.5\n");
+        // Long enough that the length needs three digits.
+        let r = pax_record(b"SCHILY.xattr.user.x", &[b'v'; 79]);
+        assert_eq!(r.len(), 104);
+        assert!(r.starts_with(b"104 SCHILY.xattr.user.x="));
+        let t = |secs, nanos| pax_time(&crate::format::tree::Time { secs, nanos });
+        assert_eq!(t(1, 5), "1.000000005");
+        assert_eq!(t(-1001, 999_999_958), "-1000.000000042");
+        assert_eq!(t(0, 0), "0.000000000");
     }
 }

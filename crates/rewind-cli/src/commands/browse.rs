@@ -209,7 +209,7 @@ pub fn dump(args: &DumpArgs, global: &Global) -> Result<u8> {
             NodeKind::Dir { .. } => browse::dump_tar(
                 &repo,
                 &n,
-                Path::new(std::ffi::OsStr::new(&n.name_lossy())),
+                Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&n.name)),
                 &mut out,
             )?,
             _ => bail!("{} is neither a file nor a directory", args.path.display()),
