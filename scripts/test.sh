@@ -17,6 +17,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # Agent alert tests: a real SMTP server (Debian's aiosmtpd, run with the
 # system python3).
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+# `rewind mount` tests: fusermount3 (the tests run where /dev/fuse exists).
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

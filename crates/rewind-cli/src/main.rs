@@ -6,6 +6,7 @@ mod output;
 mod agent;
 mod commands;
 mod interrupt;
+mod mount;
 
 use std::process::ExitCode;
 
@@ -74,6 +75,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Diff(a) => commands::browse::diff(a, &cli.global),
         Command::Dump(a) => commands::browse::dump(a, &cli.global),
         Command::Restore(a) => commands::restore::run(a, &cli.global),
+        Command::Mount(a) => commands::mount::run(a, &cli.global),
         Command::Key(a) => commands::key::run(a, &cli.global),
         Command::Check(a) => commands::check::run(a, &cli.global),
         Command::Forget(a) => commands::forget::run(a, &cli.global),

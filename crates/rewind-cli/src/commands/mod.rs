@@ -11,6 +11,7 @@ pub mod docs;
 pub mod forget;
 pub mod init;
 pub mod key;
+pub mod mount;
 pub mod policy;
 pub mod protect;
 pub mod prune;
@@ -108,6 +109,8 @@ pub enum Command {
     Dump(browse::DumpArgs),
     /// Restore a snapshot, or part of one.
     Restore(restore::Args),
+    /// Mount the history as a read-only file system (FUSE).
+    Mount(mount::Args),
     /// Manage the passwords that open the repository.
     Key(key::Args),
     /// Verify the repository's structure, and optionally all data.
