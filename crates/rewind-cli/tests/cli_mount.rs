@@ -181,3 +181,41 @@ fn the_mounted_history_is_the_backed_up_tree_read_only_and_current() {
     assert_eq!(wait_exit(&mut child, 20), Some(0));
     assert!(!mp.join("snapshots").exists(), "still mounted");
 }
+
+/// The same file system over a `rest:` repository (a rewind server with a
+/// read token): every read goes through the server.
+#[test]
+fn a_server_repository_mounts_with_a_read_token() {
+    if let Some(why) = fuse_missing() {
+        eprintln!("SKIPPED: FUSE is not available here ({why})");
+        return;
+    }
+    let env = Env::new();
+    let server = common::server::Server::start(&env, &[]);
+    let backup = server.token(&env, "laptop", "backup", &[]);
+    let read = server.token(&env, "laptop", "read", &[]);
+    let c = common::server::client(&env, &server, "laptop", &backup);
+    let src = env.path("src");
+    random_tree(&src, 12, 70_000);
+    c.ok(["init"]);
+    c.ok(["backup", src.to_str().unwrap()]);
+    let reader = common::server::client(&env, &server, "laptop", &read);
+    let mp = env.path("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let mut cmd = reader.cmd_at(&reader.url);
+    cmd.arg("mount").arg(&mp).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let _cleanup = Unmount(mp.clone());
+    let until = Instant::now() + Duration::from_secs(20);
+    while !mp.join("latest").exists() {
+        assert!(Instant::now() < until, "the mount did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_trees_equal(
+        &src,
+        &mp.join("latest").join(src.strip_prefix("/").unwrap()),
+        &[],
+    );
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    assert_eq!(wait_exit(&mut child, 20), Some(0));
+}
