@@ -97,6 +97,26 @@ pub fn parse_option(s: &str) -> Result<(String, String)> {
 
 /// Opens the backend of a location, wrapped in [`Verified`].
 pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>> {
+    open_cached(location, options, None)
+}
+
+/// [`open`], with the index and snapshot files of a remote repository
+/// cached under `cache_root/meta/<hash of the location>/`
+/// (rewind_core::backend::cache); a local repository is not cached.
+pub fn open_cached(
+    location: &Location,
+    options: &Options,
+    cache_root: Option<&std::path::Path>,
+) -> Result<Arc<dyn Backend>> {
+    let cache = |where_: String| {
+        cache_root.map(|root| {
+            let key = rewind_core::id::Hash::of(where_.as_bytes()).to_hex();
+            rewind_core::backend::cache::MetaCache::new(
+                root.join("meta").join(&key[..32]),
+                rewind_core::backend::cache::DEFAULT_MAX_BYTES,
+            )
+        })
+    };
     for k in options.keys() {
         let known = matches!(
             k.as_str(),
@@ -119,11 +139,32 @@ pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>> 
     }
     // Every backend is wrapped once, here: ranged reads of the wrong length
     // are refused in one place.
+    fn verified<B: Backend + 'static>(
+        b: B,
+        cache: Option<rewind_core::backend::cache::MetaCache>,
+    ) -> Arc<dyn Backend> {
+        match cache {
+            Some(c) => Arc::new(Verified::with_cache(b, c)),
+            None => Arc::new(Verified::new(b)),
+        }
+    }
     Ok(match location {
         Location::Local(p) => Arc::new(Verified::new(LocalBackend::new(p))),
-        Location::S3(l) => Arc::new(Verified::new(s3::S3Backend::open(l, options)?)),
-        Location::Sftp(l) => Arc::new(Verified::new(sftp::SftpBackend::open(l, options)?)),
-        Location::Rest(l) => Arc::new(Verified::new(rest::RestBackend::open(l, options)?)),
+        Location::S3(l) => {
+            let b = s3::S3Backend::open(l, options)?;
+            let c = cache(b.location());
+            verified(b, c)
+        }
+        Location::Sftp(l) => {
+            let b = sftp::SftpBackend::open(l, options)?;
+            let c = cache(b.location());
+            verified(b, c)
+        }
+        Location::Rest(l) => {
+            let b = rest::RestBackend::open(l, options)?;
+            let c = cache(b.location());
+            verified(b, c)
+        }
     })
 }
 

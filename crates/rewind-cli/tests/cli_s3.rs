@@ -82,6 +82,41 @@ fn a_repository_on_s3_does_everything_a_local_one_does() {
     c.env("REWIND_PASSWORD", "wrong").arg("snapshots");
     assert_eq!(run_cmd(c).code, Some(12));
 
+    // The index and snapshot files are cached locally; a damaged cached
+    // file is not trusted (fetched again), and --no-cache leaves none.
+    let cache = s3.env.path("home/.cache/rewind/meta");
+    let cached = |sub: &str| -> Vec<std::path::PathBuf> {
+        let mut v = Vec::new();
+        for d in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(d.path().join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                v.push(f.path());
+            }
+        }
+        v
+    };
+    assert_eq!(cached("snapshots").len(), 2, "{cache:?}");
+    assert!(!cached("index").is_empty());
+    for f in cached("snapshots") {
+        std::fs::write(&f, b"not what the name says").unwrap();
+    }
+    let listed = s3.ok(["--json", "snapshots"]);
+    assert_eq!(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&listed.stdout)
+            .unwrap()
+            .len(),
+        2
+    );
+    for f in cached("snapshots") {
+        assert_ne!(std::fs::read(&f).unwrap(), b"not what the name says");
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
+    s3.ok(["--no-cache", "snapshots"]);
+    assert!(cached("snapshots").is_empty());
+
     // Forget and prune at once, then everything still checks and restores.
     s3.ok([
         "forget",

@@ -89,6 +89,10 @@ pub struct Global {
         value_name = "FILE"
     )]
     pub config: Option<PathBuf>,
+    /// Do not use or fill the local cache of a remote repository's index
+    /// and snapshot files ($XDG_CACHE_HOME/rewind/meta).
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -272,7 +276,12 @@ impl Global {
                 .entry("rest.token-file".into())
                 .or_insert_with(|| f.display().to_string());
         }
-        Ok(rewind_backends::open(&location, &options)?)
+        let cache = if self.no_cache { None } else { cache_dir() };
+        Ok(rewind_backends::open_cached(
+            &location,
+            &options,
+            cache.as_deref(),
+        )?)
     }
 
     /// Opens the repository.

@@ -4,6 +4,7 @@
 //! (SFTP, S3, the rewind server) implement the same trait; the rest of the
 //! core never sees paths or URLs.
 
+pub mod cache;
 mod local;
 pub mod retry;
 mod verified;

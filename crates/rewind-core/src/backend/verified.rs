@@ -17,22 +17,36 @@
 //! read itself would prevent, and hashing here too would hash every small
 //! file twice. Packs are never hashed per read: each blob authenticates on
 //! its own, and `check --read-data` hashes whole packs.
+//!
+//! Given a [`MetaCache`] (remote repositories), it serves index and
+//! snapshot files from the local cache, each checked against its name
+//! there (super::cache).
 
 use std::time::{Duration, SystemTime};
 
+use super::cache::MetaCache;
 use super::{Backend, FileInfo, FileType, ObjectLock, WriteOutcome};
 use crate::error::{Error, Result};
 
 /// A [`Backend`] whose ranged reads are checked for their length.
 #[derive(Debug)]
 pub struct Verified<B: ?Sized> {
+    cache: Option<MetaCache>,
     inner: B,
 }
 
 impl<B: Backend> Verified<B> {
     /// Wraps a backend.
     pub fn new(inner: B) -> Verified<B> {
-        Verified { inner }
+        Verified { cache: None, inner }
+    }
+
+    /// Wraps a backend whose index and snapshot files are cached in `cache`.
+    pub fn with_cache(inner: B, cache: MetaCache) -> Verified<B> {
+        Verified {
+            cache: Some(cache),
+            inner,
+        }
     }
 }
 
@@ -57,7 +71,15 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
     }
 
     fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
-        self.inner.read(t, name)
+        let Some(cache) = &self.cache else {
+            return self.inner.read(t, name);
+        };
+        if let Some(data) = cache.get(t, name) {
+            return Ok(data);
+        }
+        let data = self.inner.read(t, name)?;
+        cache.put(t, name, &data);
+        Ok(data)
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
@@ -84,11 +106,19 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
     }
 
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
-        self.inner.write(t, name, data)
+        let out = self.inner.write(t, name, data)?;
+        if let Some(cache) = &self.cache {
+            cache.put(t, name, data);
+        }
+        Ok(out)
     }
 
     fn delete(&self, t: FileType, name: &str) -> Result<()> {
-        self.inner.delete(t, name)
+        self.inner.delete(t, name)?;
+        if let Some(cache) = &self.cache {
+            cache.remove(t, name);
+        }
+        Ok(())
     }
 
     fn write_from(
