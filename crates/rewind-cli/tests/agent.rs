@@ -160,22 +160,6 @@ fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     panic!("{what}: not within {secs} s");
 }
 
-fn signal(child: &Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
-}
-
-fn wait_exit(child: &mut Child, secs: u64) -> Option<i32> {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < until {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("the agent did not exit within {secs} s");
-}
-
 #[test]
 fn config_mistakes_name_the_file_line_and_key() {
     let w = World::new();

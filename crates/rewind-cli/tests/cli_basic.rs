@@ -157,29 +157,6 @@ fn zero_setup_recovers_from_a_failed_first_run() {
 
 // ------------------------------------------------------------------ 2
 
-fn set_xattr(path: &Path, name: &str, value: &str) -> bool {
-    if has_cmd("setfattr") {
-        let st = std::process::Command::new("setfattr")
-            .args(["-n", name, "-v", value])
-            .arg(path)
-            .status()
-            .unwrap();
-        return st.success();
-    }
-    false
-}
-
-fn get_xattr(path: &Path, name: &str) -> Option<String> {
-    let o = std::process::Command::new("getfattr")
-        .args(["--only-values", "-n", name])
-        .arg(path)
-        .output()
-        .ok()?;
-    o.status
-        .success()
-        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
 #[test]
 fn round_trip_preserves_everything() {
     let env = Env::with_repo();

@@ -11,24 +11,11 @@ use std::process::{Command, Stdio};
 use common::*;
 
 fn setfattr(path: &Path, name: &str, value: &str) {
-    let ok = Command::new("setfattr")
-        .args(["-n", name, "-v", value])
-        .arg(path)
-        .status()
-        .expect("setfattr (Debian's attr; scripts/test.sh installs it)")
-        .success();
-    assert!(ok, "setfattr on {}", path.display());
-}
-
-fn getfattr(path: &Path, name: &str) -> Option<String> {
-    let o = Command::new("getfattr")
-        .args(["--only-values", "-n", name])
-        .arg(path)
-        .output()
-        .ok()?;
-    o.status
-        .success()
-        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    assert!(
+        set_xattr(path, name, value),
+        "setfattr on {} (Debian's attr; scripts/test.sh installs it)",
+        path.display()
+    );
 }
 
 #[test]
@@ -108,11 +95,11 @@ fn a_dumped_folder_extracts_with_gnu_tar_exactly() {
     assert_eq!(a.ino(), b.ino(), "the hard link came back as two files");
     assert_eq!(a.nlink(), 2);
     assert_eq!(
-        getfattr(&back.join("a.txt"), "user.comment").as_deref(),
+        get_xattr(&back.join("a.txt"), "user.comment").as_deref(),
         Some("kept by the tar")
     );
     assert_eq!(
-        getfattr(&back.join("sub"), "user.folder").as_deref(),
+        get_xattr(&back.join("sub"), "user.folder").as_deref(),
         Some("a folder's attribute")
     );
     // -1000.000000042 s: 1001 s before 1970 plus 999,999,958 ns.

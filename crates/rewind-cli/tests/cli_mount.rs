@@ -62,22 +62,6 @@ fn mount(env: &Env, at: &Path) -> (Child, mpsc::Receiver<String>) {
     (child, rx)
 }
 
-fn wait_exit(child: &mut Child, secs: u64) -> Option<i32> {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < until {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("rewind mount did not exit in {secs} s");
-}
-
-fn signal(child: &Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
-}
-
 #[test]
 fn the_mounted_history_is_the_backed_up_tree_read_only_and_current() {
     if let Some(why) = fuse_missing() {

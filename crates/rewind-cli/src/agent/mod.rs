@@ -277,21 +277,8 @@ fn recover(st: &mut State, dir: &Path, held: Option<&str>) -> Vec<String> {
                     r.start
                 ));
                 t.last = Some(Run {
-                    task: *task,
-                    slot: r.slot,
-                    start: r.start,
-                    end: r.start,
-                    outcome: Outcome::Interrupted,
-                    exit_code: None,
-                    attempts: 0,
-                    snapshot: None,
-                    files: None,
-                    bytes_added: None,
-                    snapshots: None,
-                    unresolved: Vec::new(),
-                    repository_bytes: None,
-                    repository_snapshots: None,
                     message: Some("the agent was killed during the run".into()),
+                    ..Run::begun(*task, r.slot, r.start, Outcome::Interrupted)
                 });
                 t.rerun = r.slot;
             }

@@ -76,23 +76,7 @@ impl Runner<'_> {
     /// Runs `task` of `job` for `slot` and says how it went.
     pub fn run(&self, job: &Job, task: Task, slot: Option<Timestamp>) -> Run {
         let start = Timestamp::now();
-        let mut run = Run {
-            task,
-            slot,
-            start,
-            end: start,
-            outcome: Outcome::Failed,
-            exit_code: None,
-            attempts: 0,
-            snapshot: None,
-            files: None,
-            bytes_added: None,
-            snapshots: None,
-            unresolved: Vec::new(),
-            repository_bytes: None,
-            repository_snapshots: None,
-            message: None,
-        };
+        let mut run = Run::begun(task, slot, start, Outcome::Failed);
         if task == Task::Backup {
             let env = hook_env(job, task, &run, "pending");
             if let Err(m) = self.hooks(job, &job.hooks.before, "before", &env) {

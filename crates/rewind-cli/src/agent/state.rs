@@ -103,6 +103,30 @@ pub struct Run {
     pub message: Option<String>,
 }
 
+impl Run {
+    /// A run of `task` for `slot` that began at `start` and has no result
+    /// yet (outcome `outcome` until one is set).
+    pub fn begun(task: Task, slot: Option<Timestamp>, start: Timestamp, outcome: Outcome) -> Run {
+        Run {
+            task,
+            slot,
+            start,
+            end: start,
+            outcome,
+            exit_code: None,
+            attempts: 0,
+            snapshot: None,
+            files: None,
+            bytes_added: None,
+            snapshots: None,
+            unresolved: Vec::new(),
+            repository_bytes: None,
+            repository_snapshots: None,
+            message: None,
+        }
+    }
+}
+
 /// A run that began and has not ended (yet, or ever: killed).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Started {

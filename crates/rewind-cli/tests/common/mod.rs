@@ -552,3 +552,46 @@ impl RemoteRepo {
         fs::remove_dir_all(&t).unwrap();
     }
 }
+
+/// Sends `sig` to a child process.
+pub fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+/// Waits up to `secs` for a child to exit and gives its exit code; kills it
+/// and fails the test when it does not.
+#[track_caller]
+pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<i32> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < until {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("the process did not exit within {secs} s");
+}
+
+/// Sets an extended attribute with `setfattr` (Debian's attr); false
+/// where that is not possible.
+pub fn set_xattr(path: &Path, name: &str, value: &str) -> bool {
+    has_cmd("setfattr")
+        && Command::new("setfattr")
+            .args(["-n", name, "-v", value])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// An extended attribute's value, read with `getfattr`.
+pub fn get_xattr(path: &Path, name: &str) -> Option<String> {
+    let o = Command::new("getfattr")
+        .args(["--only-values", "-n", name])
+        .arg(path)
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
