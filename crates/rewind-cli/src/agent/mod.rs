@@ -53,12 +53,10 @@ fn jitter_for(job: &str, slot: &Zoned, jitter: SignedDuration) -> SignedDuration
     if secs <= 0 {
         return SignedDuration::ZERO;
     }
-    // FNV-1a of the job and the slot: spread, stable, not a secret.
-    let mut n = 0xcbf2_9ce4_8422_2325u64;
-    for b in format!("{job}\0{}", slot.timestamp().as_second()).bytes() {
-        n ^= u64::from(b);
-        n = n.wrapping_mul(0x0100_0000_01b3);
-    }
+    // A hash of the job and the slot: spread, stable, not a secret.
+    let h =
+        rewind_core::id::Hash::of(format!("{job}\0{}", slot.timestamp().as_second()).as_bytes());
+    let n = u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"));
     SignedDuration::from_secs((n % secs as u64) as i64)
 }
 

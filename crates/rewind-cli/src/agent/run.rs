@@ -492,8 +492,5 @@ pub fn outcome_name(o: Outcome) -> &'static str {
 
 /// This machine's name, as `backup` records it.
 pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
+    rewind_core::source::local_hostname()
 }

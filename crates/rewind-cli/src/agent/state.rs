@@ -286,18 +286,8 @@ impl Lock {
 
 /// A lock name for a repository location (any string).
 pub fn repository_lock_name(location: &str) -> String {
-    let h = fnv1a(location.as_bytes());
-    format!("repo-{h:016x}")
-}
-
-/// FNV-1a: a stable short name, not a security boundary.
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    let h = rewind_core::id::Hash::of(location.as_bytes()).to_hex();
+    format!("repo-{}", &h[..16])
 }
 
 #[cfg(test)]
