@@ -76,6 +76,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Dump(a) => commands::browse::dump(a, &cli.global),
         Command::Restore(a) => commands::restore::run(a, &cli.global),
         Command::Mount(a) => commands::mount::run(a, &cli.global),
+        Command::Ui(a) => commands::ui::run(a, &cli.global),
         Command::Key(a) => commands::key::run(a, &cli.global),
         Command::Check(a) => commands::check::run(a, &cli.global),
         Command::Forget(a) => commands::forget::run(a, &cli.global),

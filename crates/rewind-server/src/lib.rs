@@ -18,6 +18,7 @@ pub mod quarantine;
 pub mod state;
 pub mod text;
 pub mod tls;
+pub mod ui;
 pub mod writes;
 
 #[doc(hidden)]

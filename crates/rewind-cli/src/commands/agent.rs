@@ -275,6 +275,52 @@ check_read_data_subset = "5%"
     Ok(crate::exit::OK)
 }
 
+/// The agent's status as `agent status --json` prints it, or `None` where
+/// no agent is configured (the web UI shows it).
+pub fn status_json(global: &Global) -> Option<serde_json::Value> {
+    let cfg = config::load(&config_path(global)).ok()?;
+    let st = State::load(&cfg.state_dir).ok()?;
+    let now = Zoned::now();
+    let rows: Vec<Row> = cfg.jobs.iter().map(|job| job_row(job, &st, &now)).collect();
+    Some(rows_json(&rows, &st))
+}
+
+fn rows_json(rows: &[Row], st: &State) -> serde_json::Value {
+    let v: Vec<_> = rows
+        .iter()
+        .map(
+            |Row {
+                 job,
+                 last,
+                 success,
+                 age,
+                 next,
+                 check,
+                 proven,
+                 problems,
+             }| {
+                serde_json::json!({
+                    "job": job.name,
+                    "healthy": problems.is_empty(),
+                    "problems": problems,
+                    "last_run": last,
+                    "last_success": success,
+                    "last_success_age_secs": age.map(|a| a.as_secs()),
+                    "next_run": next.to_string(),
+                    "last_check": check,
+                    "last_proven_restore": proven,
+                })
+            },
+        )
+        .collect();
+    serde_json::json!({
+        "healthy": rows.iter().all(|r| r.problems.is_empty()),
+        "jobs": v,
+        "pending_alerts": st.pending.len(),
+        "agent_heartbeat": st.heartbeat.map(|t| t.to_string()),
+    })
+}
+
 pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
     let cfg = config::load(&config_path(global))?;
     let st = State::load(&cfg.state_dir)?;
@@ -282,42 +328,7 @@ pub fn status(_args: &StatusArgs, global: &Global) -> Result<u8> {
     let rows: Vec<Row> = cfg.jobs.iter().map(|job| job_row(job, &st, &now)).collect();
     let unhealthy = rows.iter().any(|r| !r.problems.is_empty());
     if global.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(
-                |Row {
-                     job,
-                     last,
-                     success,
-                     age,
-                     next,
-                     check,
-                     proven,
-                     problems,
-                 }| {
-                    serde_json::json!({
-                        "job": job.name,
-                        "healthy": problems.is_empty(),
-                        "problems": problems,
-                        "last_run": last,
-                        "last_success": success,
-                        "last_success_age_secs": age.map(|a| a.as_secs()),
-                        "next_run": next.to_string(),
-                        "last_check": check,
-                        "last_proven_restore": proven,
-                    })
-                },
-            )
-            .collect();
-        outln!(
-            "{}",
-            serde_json::json!({
-                "healthy": !unhealthy,
-                "jobs": v,
-                "pending_alerts": st.pending.len(),
-                "agent_heartbeat": st.heartbeat.map(|t| t.to_string()),
-            })
-        );
+        outln!("{}", rows_json(&rows, &st));
     } else {
         for Row {
             job,

@@ -21,6 +21,7 @@ pub mod scan;
 pub mod serve;
 pub mod snapshots;
 pub mod stats;
+pub mod ui;
 pub mod verify;
 
 use std::io::{IsTerminal, Write};
@@ -115,6 +116,8 @@ pub enum Command {
     Restore(restore::Args),
     /// Mount the history as a read-only file system (FUSE).
     Mount(mount::Args),
+    /// Browse, download and restore in a web browser (on this machine).
+    Ui(ui::Args),
     /// Manage the passwords that open the repository.
     Key(key::Args),
     /// Verify the repository's structure, and optionally all data.
