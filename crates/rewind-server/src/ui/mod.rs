@@ -7,7 +7,7 @@
 //! stores repositories it cannot read). Pages are rendered on the server
 //! ([`pages`]); there is no script at all.
 //!
-//! Security (DESIGN §16): every request but the login page and the style
+//! Security (DESIGN §16b): every request but the login page and the style
 //! sheet needs a session cookie (`HttpOnly`, `SameSite=Strict`); every
 //! change (a POST) needs the session's CSRF token and, where the browser
 //! sends one, an `Origin` of this server; a strict Content-Security-Policy
@@ -97,6 +97,8 @@ pub struct UiConfig {
     pub restore_here: bool,
     /// The agent's status, if an agent runs here.
     pub agent: Option<AgentStatus>,
+    /// Whether the pages are served over TLS (the cookie is then `Secure`).
+    pub secure_cookie: bool,
 }
 
 /// A listing of the snapshots, shared by the pages of a session.
@@ -139,7 +141,8 @@ impl Session {
 pub struct Ui {
     config: UiConfig,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
-    failed_logins: Mutex<VecDeque<Instant>>,
+    /// Failed logins of the last minute, by the address they came from.
+    failed_logins: Mutex<HashMap<Option<std::net::IpAddr>, VecDeque<Instant>>>,
     token_used: Mutex<bool>,
     pub(crate) jobs: transfer::Jobs,
 }
@@ -150,7 +153,7 @@ impl Ui {
         Arc::new(Ui {
             config,
             sessions: Mutex::new(HashMap::new()),
-            failed_logins: Mutex::new(VecDeque::new()),
+            failed_logins: Mutex::new(HashMap::new()),
             token_used: Mutex::new(false),
             jobs: transfer::Jobs::default(),
         })
@@ -239,24 +242,48 @@ impl Ui {
         id
     }
 
-    /// Whether another login may be tried now.
-    fn login_allowed(&self) -> bool {
-        let mut f = self.failed_logins.lock().expect("logins");
-        while f
-            .front()
-            .is_some_and(|t| t.elapsed() > Duration::from_secs(60))
-        {
-            f.pop_front();
-        }
-        f.len() < MAX_FAILED_LOGINS
+    /// Whether another login may be tried now from `peer`.
+    fn login_allowed(&self, peer: Option<std::net::IpAddr>) -> bool {
+        let mut all = self.failed_logins.lock().expect("logins");
+        all.retain(|_, f| {
+            while f
+                .front()
+                .is_some_and(|t| t.elapsed() > Duration::from_secs(60))
+            {
+                f.pop_front();
+            }
+            !f.is_empty()
+        });
+        all.get(&peer).map_or(0, |f| f.len()) < MAX_FAILED_LOGINS
     }
 
-    fn login_failed(&self) {
+    fn login_failed(&self, peer: Option<std::net::IpAddr>) {
         self.failed_logins
             .lock()
             .expect("logins")
+            .entry(peer)
+            .or_default()
             .push_back(Instant::now());
     }
+
+    /// `Path=...` of the session cookie, and `Secure` over TLS.
+    fn cookie_attributes(&self) -> String {
+        format!(
+            "Path={}/; HttpOnly; SameSite=Strict{}",
+            self.config.base,
+            if self.config.secure_cookie {
+                "; Secure"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// The address a request came from (the servers put it in the request's
+/// extensions).
+fn peer(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions().get::<SocketAddr>().map(|a| a.ip())
 }
 
 const COOKIE: &str = "rewind_session";
@@ -338,7 +365,7 @@ fn secure(r: &mut Response) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -448,12 +475,10 @@ async fn post(ui: &Arc<Ui>, s: Arc<Session>, path: &str, form: Vec<(String, Vec<
                 .expect("sessions")
                 .retain(|_, x| !Arc::ptr_eq(x, &s));
             let mut r = redirect(&format!("{}/login", ui.config.base));
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                HeaderValue::from_static(
-                    "rewind_session=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict",
-                ),
-            );
+            let gone = format!("{COOKIE}=; Max-Age=0; {}", ui.cookie_attributes());
+            if let Ok(v) = HeaderValue::from_str(&gone) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
             r
         }
         "/restore" => transfer::start_restore(ui, s, form).await,
@@ -464,7 +489,7 @@ async fn post(ui: &Arc<Ui>, s: Arc<Session>, path: &str, form: Vec<(String, Vec<
 fn logged_in(ui: &Ui, repo: Arc<Repository>, label: String) -> Response {
     let id = ui.start_session(repo, label);
     let mut r = redirect(&format!("{}/", ui.config.base));
-    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+    let cookie = format!("{COOKIE}={id}; {}", ui.cookie_attributes());
     r.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).expect("hex cookie"),
@@ -488,7 +513,8 @@ async fn login_get(ui: &Arc<Ui>, req: Request) -> Response {
     if given.is_empty() {
         return login_page(ui, StatusCode::OK, None);
     }
-    if !ui.login_allowed() {
+    let peer = peer(&req);
+    if !ui.login_allowed(peer) {
         return too_many();
     }
     match &ui.config.access {
@@ -500,7 +526,7 @@ async fn login_get(ui: &Arc<Ui>, req: Request) -> Response {
                 *used = true;
                 return logged_in(ui, repo.clone(), label.clone());
             }
-            ui.login_failed();
+            ui.login_failed(peer);
             login_page(
                 ui,
                 StatusCode::FORBIDDEN,
@@ -512,7 +538,8 @@ async fn login_get(ui: &Arc<Ui>, req: Request) -> Response {
 }
 
 async fn login_post(ui: &Arc<Ui>, req: Request) -> Response {
-    if !ui.login_allowed() {
+    let peer = peer(&req);
+    if !ui.login_allowed(peer) {
         return too_many();
     }
     let form = match read_form(req).await {
@@ -520,7 +547,7 @@ async fn login_post(ui: &Arc<Ui>, req: Request) -> Response {
         Err(r) => return r,
     };
     let Access::Served(open) = &ui.config.access else {
-        ui.login_failed();
+        ui.login_failed(peer);
         return login_page(
             ui,
             StatusCode::FORBIDDEN,
@@ -536,7 +563,7 @@ async fn login_post(ui: &Arc<Ui>, req: Request) -> Response {
     match opened {
         Ok(o) => logged_in(ui, o.repo, o.label),
         Err(msg) => {
-            ui.login_failed();
+            ui.login_failed(peer);
             login_page(ui, StatusCode::FORBIDDEN, Some(&msg))
         }
     }
@@ -605,6 +632,7 @@ pub fn run_local(
             hosts,
             restore_here: true,
             agent,
+            secure_cookie: false,
         });
         ready(&format!("http://{addr}/login?token={token}"));
         let router = ui.router();
@@ -631,7 +659,7 @@ async fn axum_serve(
     use tower::ServiceExt;
     tokio::pin!(stop);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(_) => {
@@ -645,7 +673,9 @@ async fn axum_serve(
         tokio::spawn(async move {
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    router.clone().oneshot(req.map(Body::new))
+                    let mut req = req.map(Body::new);
+                    req.extensions_mut().insert(peer);
+                    router.clone().oneshot(req)
                 });
             let mut builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());

@@ -119,7 +119,7 @@ pub(crate) fn node_at(
     if path == Path::new("/") {
         return Ok(None);
     }
-    match rewind_core::restorer::find_node(repo, &snap.tree, path)? {
+    match lookup(repo, &snap.tree, path)? {
         Some(n) => Ok(Some(n)),
         None => Err(Error::Missing {
             what: "path",
@@ -130,6 +130,31 @@ pub(crate) fn node_at(
             ),
         }),
     }
+}
+
+/// The node at `path` (not the root) below `root`, `None` where the
+/// snapshot has nothing there.
+fn lookup(repo: &Repository, root: &BlobId, path: &Path) -> Result<Option<Node>> {
+    let mut tree = repo.read_tree(root)?;
+    let mut comps = path.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(n),
+        _ => None,
+    });
+    let mut next = comps.next();
+    while let Some(c) = next {
+        let Some(n) = tree.find(c.as_bytes()).cloned() else {
+            return Ok(None);
+        };
+        next = comps.next();
+        if next.is_none() {
+            return Ok(Some(n));
+        }
+        match &n.kind {
+            NodeKind::Dir { subtree } => tree = repo.read_tree(subtree)?,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 fn group_key(s: &SnapshotFile) -> (String, Vec<String>) {
@@ -587,7 +612,7 @@ fn versions(ui: &Ui, s: &Session, q: &Query) -> Result<Page> {
     }
     let mut runs: Vec<Version> = Vec::new();
     for (sid, s2) in snaps.iter().filter(|(_, x)| group_key(x) == key) {
-        let node = rewind_core::restorer::find_node(&s.repo, &s2.tree, &path)?;
+        let node = lookup(&s.repo, &s2.tree, &path)?;
         let k = node.as_ref().and_then(content_key);
         match runs.last_mut() {
             Some(v)
