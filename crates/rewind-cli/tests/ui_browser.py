@@ -102,6 +102,11 @@ with sync_playwright() as p:
     expect(page.locator("main")).to_contain_text("40 added, 40 removed")
     shot(page, "7-changes")
 
+    step("compare any two snapshots")
+    page.goto(base + "/")
+    page.get_by_role("button", name="Show the changes").click()
+    expect(page.locator("main")).to_contain_text("40 added, 40 removed")
+
     step("the repository page")
     page.get_by_role("link", name="Repository", exact=True).click()
     expect(page.locator("h1")).to_have_text("Repository")

@@ -219,6 +219,7 @@ a.day.bad { background:var(--bad); color:#fff; }
 form.inline { display:inline; margin:0; }
 nav form.inline button { background:#fff; color:var(--fg); border-color:var(--line); padding:.2rem .6rem; }
 label { display:block; margin:.6rem 0 .2rem; font-weight:600; }
+form.actions select { width:auto; }
 input[type=text], input[type=password], input[type=search], select { font:inherit; padding:.35rem .5rem; border:1px solid var(--line); border-radius:.3rem; width:100%; max-width:40rem; }
 fieldset { border:1px solid var(--line); border-radius:.4rem; margin:.8rem 0; background:#fff; max-width:40rem; }
 fieldset label { font-weight:normal; display:block; }

@@ -174,6 +174,7 @@ fn badges(s: &SnapshotFile, proven: Option<&jiff::Timestamp>) -> String {
     if let Some(r) = &s.scan {
         match (r.effective(), &r.overruled) {
             (Verdict::Suspicious, _) => b.push_str(r#"<span class="badge bad">Suspicious</span>"#),
+            (Verdict::Clean, None) => b.push_str(r#"<span class="badge ok">Scanned: clean</span>"#),
             (Verdict::Clean, Some(o)) if r.verdict == Verdict::Suspicious => {
                 let _ = write!(
                     b,
@@ -261,6 +262,7 @@ fn timeline(ui: &Ui, s: &Session) -> Result<Page> {
         ));
         timeline_alert(ui, &mut p, group);
         calendar(&mut p, group);
+        compare_form(b, &mut p, group);
         p.push(r#"<table><thead><tr><th>Time</th><th>Snapshot</th><th>State</th><th class="num">Files</th><th class="num">Size</th><th></th></tr></thead><tbody>"#);
         for (i, (id, snap)) in group.iter().enumerate().rev() {
             let files =
@@ -337,6 +339,35 @@ fn timeline_alert(ui: &Ui, p: &mut Page, group: &[(SnapshotId, SnapshotFile)]) {
         None => p.push("<p>Every snapshot of this set looks suspicious: there is no clean one before the attack.</p>"),
     }
     p.push("</div>");
+}
+
+/// Two lists of a group's snapshots and a button: the changes between any
+/// two of them.
+fn compare_form(b: &str, p: &mut Page, group: &[(SnapshotId, SnapshotFile)]) {
+    if group.len() < 2 {
+        return;
+    }
+    let options = |selected: usize| {
+        let mut o = String::new();
+        for (i, (id, s)) in group.iter().enumerate().rev() {
+            let _ = write!(
+                o,
+                r#"<option value="{}"{}>{} ({})</option>"#,
+                id.to_hex(),
+                if i == selected { " selected" } else { "" },
+                html::time(s.time),
+                id.short()
+            );
+        }
+        o
+    };
+    let n = group.len();
+    let _ = write!(
+        p.body,
+        r#"<form method="get" action="{b}/diff" class="actions"><span>Compare</span><select name="a" aria-label="older snapshot">{}</select><span>with</span><select name="b" aria-label="newer snapshot">{}</select><button type="submit">Show the changes</button></form>"#,
+        options(n - 2),
+        options(n - 1)
+    );
 }
 
 /// Months with snapshots, newest first (at most 12), as day grids: a day
@@ -661,13 +692,22 @@ fn versions(ui: &Ui, s: &Session, q: &Query) -> Result<Page> {
             Some(n) if n.is_file() => {
                 let _ = write!(
                     p.body,
-                    r#"<tr class="{cls}"><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td><a class="download" href="{}">Download</a> · <a href="{}">Folder</a></td></tr>"#,
+                    r#"<tr class="{cls}"><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td><a class="download" href="{}">Download</a>{} · <a href="{}">Folder</a></td></tr>"#,
                     html::time(from),
                     html::time(v.last),
                     html::size(n.size),
                     html::node_time(n.mtime),
                     v.count,
                     href(b, "file", &sid, &path),
+                    if ui.restore_here() {
+                        format!(
+                            r#" · <a href="{b}/restore?snap={}&amp;path={}">Restore</a>"#,
+                            sid.to_hex(),
+                            enc(path.as_os_str().as_bytes())
+                        )
+                    } else {
+                        String::new()
+                    },
                     href(b, "snapshot", &sid, parent)
                 );
             }
