@@ -269,10 +269,15 @@ fn failed_logins_are_limited() {
     for _ in 0..rewind_server::ui::MAX_FAILED_LOGINS {
         assert_eq!(ui.get("/login?token=guess", None).status, 403);
     }
-    // Even the right token waits now: guessing has no more tries.
-    let r = ui.get(&ui.login, None);
+    // Guessing has no more tries this minute...
+    let r = ui.get("/login?token=guess", None);
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.header("retry-after"), "60");
+    // ...but the guesses of others cannot lock the token's owner out.
+    assert_eq!(ui.get(&ui.login, None).status, 303);
+    // POST /login is not how `rewind ui` logs in, and counts for nothing.
+    let r = http(&ui.addr, "POST", "/login", &[], b"token=x");
+    assert_eq!(r.status, 403);
 }
 
 #[test]
@@ -407,6 +412,18 @@ fn hostile_names_are_text_and_paths_stay_inside_the_snapshot() {
     assert!(!r.text().contains("root:"), "a file of this machine leaked");
     let r = ui.get("/snapshot/0123456789abcdef", Some(&cookie));
     assert_eq!(r.status, 404);
+    // A folder link that names a file shows its versions.
+    let one = src.join(std::ffi::OsStr::from_bytes(hostile[0]));
+    let r = ui.get(
+        &format!("/snapshot/{id}?path={}", enc(one.as_os_str().as_bytes())),
+        Some(&cookie),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("Versions of &lt;script&gt;alert(1)"),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]
@@ -700,8 +717,35 @@ fn rewind_serve_shows_the_pages_to_read_and_admin_tokens_with_the_password() {
         "{}",
         r.text()
     );
+    // A login form posted from another site is refused (login CSRF).
+    let r = http(
+        &addr,
+        "POST",
+        "/ui/login",
+        &[
+            (
+                "Content-Type",
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("Origin", "https://attacker.example".to_string()),
+        ],
+        format!("token={read}&password={}", env.password).as_bytes(),
+    );
+    assert_eq!(r.status, 403);
     // The protocol is still there beside it.
     c.ok(["snapshots"]);
+    // Revoking the token ends its sessions (looked at every 5 s).
+    let names = server.admin(&env, &["token", "list"]).out();
+    let name = names
+        .split_whitespace()
+        .find(|w| w.starts_with("laptop-read"))
+        .unwrap()
+        .to_string();
+    let r = server.admin(&env, &["token", "revoke", &name]);
+    assert_eq!(r.code, Some(0), "{r}");
+    std::thread::sleep(Duration::from_millis(5500));
+    let r = http(&addr, "GET", "/ui/", &h, b"");
+    assert_eq!(r.status, 303, "a revoked token's session still works");
     assert!(
         server.log().contains("web UI: token laptop-read"),
         "{}",

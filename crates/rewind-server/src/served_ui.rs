@@ -52,9 +52,19 @@ pub(crate) fn login(app: Arc<App>) -> ServedLogin {
             "web UI: token {} opened repository {}",
             t.name, t.repo
         ));
+        // The session lasts while the token works (not revoked, not
+        // expired, still not a backup token).
+        let (app2, presented) = (app.clone(), token.to_string());
+        let still_valid: crate::ui::Validity = Arc::new(move || {
+            app2.state().is_ok_and(|st| {
+                st.authenticate(&presented, Timestamp::now())
+                    .is_ok_and(|t| t.role != Role::Backup)
+            })
+        });
         Ok(Opened {
             repo: Arc::new(opened),
             label: t.repo,
+            still_valid: Some(still_valid),
         })
     })
 }

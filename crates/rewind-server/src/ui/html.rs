@@ -41,16 +41,28 @@ pub fn esc_bytes(b: &[u8]) -> String {
     esc(&display_bytes(b))
 }
 
-/// Bytes as text for people (`\xNN` for bytes that are not UTF-8, and for
-/// control characters).
+/// Bytes as text for people: `\xNN` for bytes that are not UTF-8 and for
+/// control characters, `\u{NNNN}` for invisible and reordering ones, `\\`
+/// for a backslash (so that no two names look the same).
 pub fn display_bytes(b: &[u8]) -> String {
     let mut out = String::with_capacity(b.len());
     for chunk in b.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c.is_control() {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            } else {
-                out.push(c);
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                // Invisible characters and ones that reorder text (a name
+                // that reads as another): shown by their code.
+                '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{061c}'
+                | '\u{feff}' => {
+                    let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+                }
+                c => out.push(c),
             }
         }
         for byte in chunk.invalid() {
@@ -240,6 +252,12 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
         );
         assert_eq!(esc_bytes(b"a\xffb\n"), "a\\xffb\\x0a");
+        // A name spelling an escape differs from the byte it spells.
+        assert_eq!(display_bytes(b"a\\xff"), "a\\\\xff");
+        assert_eq!(
+            display_bytes("x\u{202e}txt.exe".as_bytes()),
+            "x\\u{202e}txt.exe"
+        );
     }
 
     #[test]

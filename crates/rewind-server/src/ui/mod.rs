@@ -58,7 +58,23 @@ pub struct Opened {
     pub repo: Arc<Repository>,
     /// Its name, for the page header.
     pub label: String,
+    /// Whether the login still holds (the token not revoked or expired):
+    /// asked at most every [`RECHECK`], and the session ends when not.
+    pub still_valid: Option<Validity>,
 }
+
+/// Tells whether a session's login still holds.
+pub type Validity = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// How often a session's login is checked again.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// Sessions kept at most; past it the least recently used goes.
+const MAX_SESSIONS: usize = 32;
+
+/// Logins checked at once (each opens a repository: a key derivation of
+/// 64 MiB); more get 429.
+const LOGINS_AT_ONCE: usize = 2;
 
 /// Opens a server's repository for a token and a password, or says why not
 /// (shown on the login page).
@@ -111,6 +127,8 @@ pub(crate) struct Session {
     pub csrf: String,
     last_seen: Mutex<Instant>,
     snapshots: Mutex<Option<(Instant, SnapshotList)>>,
+    still_valid: Option<Validity>,
+    checked: Mutex<Instant>,
 }
 
 impl Session {
@@ -144,6 +162,7 @@ pub struct Ui {
     /// Failed logins of the last minute, by the address they came from.
     failed_logins: Mutex<HashMap<Option<std::net::IpAddr>, VecDeque<Instant>>>,
     token_used: Mutex<bool>,
+    login_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) jobs: transfer::Jobs,
 }
 
@@ -155,6 +174,7 @@ impl Ui {
             sessions: Mutex::new(HashMap::new()),
             failed_logins: Mutex::new(HashMap::new()),
             token_used: Mutex::new(false),
+            login_slots: Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE)),
             jobs: transfer::Jobs::default(),
         })
     }
@@ -219,26 +239,49 @@ impl Ui {
 
     fn session(&self, req: &Request) -> Option<Arc<Session>> {
         let id = cookie(req, COOKIE)?;
-        let mut sessions = self.sessions.lock().expect("sessions");
-        sessions.retain(|_, s| s.last_seen.lock().expect("seen").elapsed() < SESSION_IDLE);
-        let s = sessions.get(id)?.clone();
+        let s = {
+            let mut sessions = self.sessions.lock().expect("sessions");
+            sessions.retain(|_, s| s.last_seen.lock().expect("seen").elapsed() < SESSION_IDLE);
+            sessions.get(id)?.clone()
+        };
+        // A revoked or expired token ends its sessions.
+        if let Some(valid) = &s.still_valid {
+            let due = s.checked.lock().expect("checked").elapsed() >= RECHECK;
+            if due {
+                if !valid() {
+                    self.sessions.lock().expect("sessions").remove(id);
+                    return None;
+                }
+                *s.checked.lock().expect("checked") = Instant::now();
+            }
+        }
         *s.last_seen.lock().expect("seen") = Instant::now();
         Some(s)
     }
 
-    fn start_session(&self, repo: Arc<Repository>, label: String) -> String {
+    fn start_session(&self, o: Opened) -> String {
         let id = random_token();
         let s = Session {
-            repo,
-            label,
+            repo: o.repo,
+            label: o.label,
             csrf: random_token(),
             last_seen: Mutex::new(Instant::now()),
             snapshots: Mutex::new(None),
+            still_valid: o.still_valid,
+            checked: Mutex::new(Instant::now()),
         };
-        self.sessions
-            .lock()
-            .expect("sessions")
-            .insert(id.clone(), Arc::new(s));
+        let mut sessions = self.sessions.lock().expect("sessions");
+        while sessions.len() >= MAX_SESSIONS {
+            let oldest = sessions
+                .iter()
+                .min_by_key(|(_, s)| *s.last_seen.lock().expect("seen"))
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => sessions.remove(&k),
+                None => break,
+            };
+        }
+        sessions.insert(id.clone(), Arc::new(s));
         id
     }
 
@@ -264,6 +307,13 @@ impl Ui {
             .entry(peer)
             .or_default()
             .push_back(Instant::now());
+    }
+
+    /// Takes back the attempt counted before a login that worked.
+    fn login_worked(&self, peer: Option<std::net::IpAddr>) {
+        if let Some(f) = self.failed_logins.lock().expect("logins").get_mut(&peer) {
+            f.pop_back();
+        }
     }
 
     /// `Path=...` of the session cookie, and `Secure` over TLS.
@@ -379,12 +429,7 @@ async fn handle(AxState(ui): AxState<Arc<Ui>>, req: Request) -> Response {
 
 async fn route(ui: &Arc<Ui>, req: Request) -> Response {
     if !ui.config.hosts.is_empty() {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let host = host_of(&req);
         if !ui.config.hosts.iter().any(|h| h == host) {
             return plain(
                 StatusCode::MISDIRECTED_REQUEST,
@@ -423,23 +468,8 @@ async fn route(ui: &Arc<Ui>, req: Request) -> Response {
         );
     };
     if req.method() == Method::POST {
-        if let Some(o) = req.headers().get(header::ORIGIN) {
-            let host = req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            let o = o.to_str().unwrap_or("");
-            let origin_host = o
-                .strip_prefix("http://")
-                .or_else(|| o.strip_prefix("https://"))
-                .unwrap_or("");
-            if origin_host != host {
-                return plain(
-                    StatusCode::FORBIDDEN,
-                    "refused: the form was sent from another site",
-                );
-            }
+        if let Some(r) = cross_site(&req) {
+            return r;
         }
         let form = match read_form(req).await {
             Ok(f) => f,
@@ -457,6 +487,31 @@ async fn route(ui: &Arc<Ui>, req: Request) -> Response {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and POST");
     }
     pages::get(ui, s, &path, query(&req)).await
+}
+
+/// The host a request was sent to: `Host`, or the authority of an HTTP/2
+/// request.
+fn host_of(req: &Request) -> &str {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// A refusal for a POST whose `Origin` is another site's.
+fn cross_site(req: &Request) -> Option<Response> {
+    let o = req.headers().get(header::ORIGIN)?.to_str().unwrap_or("");
+    let origin_host = o
+        .strip_prefix("http://")
+        .or_else(|| o.strip_prefix("https://"))
+        .unwrap_or("");
+    (origin_host != host_of(req)).then(|| {
+        plain(
+            StatusCode::FORBIDDEN,
+            "refused: the form was sent from another site",
+        )
+    })
 }
 
 async fn read_form(req: Request) -> std::result::Result<Vec<(String, Vec<u8>)>, Response> {
@@ -486,8 +541,8 @@ async fn post(ui: &Arc<Ui>, s: Arc<Session>, path: &str, form: Vec<(String, Vec<
     }
 }
 
-fn logged_in(ui: &Ui, repo: Arc<Repository>, label: String) -> Response {
-    let id = ui.start_session(repo, label);
+fn logged_in(ui: &Ui, o: Opened) -> Response {
+    let id = ui.start_session(o);
     let mut r = redirect(&format!("{}/", ui.config.base));
     let cookie = format!("{COOKIE}={id}; {}", ui.cookie_attributes());
     r.headers_mut().insert(
@@ -500,7 +555,7 @@ fn logged_in(ui: &Ui, repo: Arc<Repository>, label: String) -> Response {
 fn too_many() -> Response {
     let mut r = plain(
         StatusCode::TOO_MANY_REQUESTS,
-        "too many failed logins: wait a minute and try again",
+        "too many logins: wait a minute and try again",
     );
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
@@ -510,49 +565,65 @@ fn too_many() -> Response {
 async fn login_get(ui: &Arc<Ui>, req: Request) -> Response {
     let q = query(&req);
     let given = param_str(&q, "token");
+    let Access::Local { repo, label, token } = &ui.config.access else {
+        return login_page(ui, StatusCode::OK, None);
+    };
     if given.is_empty() {
         return login_page(ui, StatusCode::OK, None);
     }
+    // The right token always works (once): failed guesses by others must
+    // not lock its owner out. Guesses are limited.
+    {
+        let mut used = ui.token_used.lock().expect("used");
+        if !*used && same_secret(given, token) {
+            *used = true;
+            drop(used);
+            return logged_in(
+                ui,
+                Opened {
+                    repo: repo.clone(),
+                    label: label.clone(),
+                    still_valid: None,
+                },
+            );
+        }
+    }
     let peer = peer(&req);
     if !ui.login_allowed(peer) {
         return too_many();
     }
-    match &ui.config.access {
-        Access::Local { repo, label, token } => {
-            // The token opens one session: a second use (the address left
-            // in a history or a log) fails.
-            let mut used = ui.token_used.lock().expect("used");
-            if !*used && same_secret(given, token) {
-                *used = true;
-                return logged_in(ui, repo.clone(), label.clone());
-            }
-            ui.login_failed(peer);
-            login_page(
-                ui,
-                StatusCode::FORBIDDEN,
-                Some("That login address is not valid, or it was used already: each one works once. Start `rewind ui` again for a new one."),
-            )
-        }
-        Access::Served(_) => login_page(ui, StatusCode::OK, None),
-    }
+    ui.login_failed(peer);
+    login_page(
+        ui,
+        StatusCode::FORBIDDEN,
+        Some("That login address is not valid, or it was used already: each one works once. Start `rewind ui` again for a new one."),
+    )
 }
 
 async fn login_post(ui: &Arc<Ui>, req: Request) -> Response {
-    let peer = peer(&req);
-    if !ui.login_allowed(peer) {
-        return too_many();
-    }
-    let form = match read_form(req).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
     let Access::Served(open) = &ui.config.access else {
-        ui.login_failed(peer);
         return login_page(
             ui,
             StatusCode::FORBIDDEN,
             Some("Open the address that `rewind ui` printed; it logs you in."),
         );
+    };
+    if let Some(r) = cross_site(&req) {
+        return r;
+    }
+    let peer = peer(&req);
+    if !ui.login_allowed(peer) {
+        return too_many();
+    }
+    let Ok(_slot) = ui.login_slots.clone().try_acquire_owned() else {
+        return too_many();
+    };
+    // Counted before the slow check, so that logins sent at once cannot
+    // all pass the limit; taken back if it works.
+    ui.login_failed(peer);
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
     };
     let token = param_str(&form, "token").to_string();
     let password = param(&form, "password").unwrap_or_default().to_vec();
@@ -561,11 +632,11 @@ async fn login_post(ui: &Arc<Ui>, req: Request) -> Response {
         .await
         .unwrap_or_else(|e| Err(format!("login failed: {e}")));
     match opened {
-        Ok(o) => logged_in(ui, o.repo, o.label),
-        Err(msg) => {
-            ui.login_failed(peer);
-            login_page(ui, StatusCode::FORBIDDEN, Some(&msg))
+        Ok(o) => {
+            ui.login_worked(peer);
+            logged_in(ui, o)
         }
+        Err(msg) => login_page(ui, StatusCode::FORBIDDEN, Some(&msg)),
     }
 }
 

@@ -37,8 +37,8 @@ type Query = Vec<(String, Vec<u8>)>;
 /// Snapshots with their ids.
 type Snapshots = Vec<(SnapshotId, SnapshotFile)>;
 
-/// Search hits below each (tree, path) already searched.
-type SearchMemo = HashMap<(BlobId, PathBuf), Arc<Vec<(PathBuf, Node)>>>;
+/// The folders a search read, by (tree, path).
+type SearchMemo = HashMap<(BlobId, PathBuf), Arc<Seen>>;
 
 pub(crate) async fn get(ui: &Arc<Ui>, s: Arc<Session>, path: &str, q: Query) -> Response {
     if let Some(id) = path.strip_prefix("/file/") {
@@ -475,7 +475,7 @@ fn folder(ui: &Ui, s: &Session, id: &str, q: &Query) -> Result<Page> {
             kind: NodeKind::Dir { subtree },
             ..
         }) => subtree,
-        Some(_) => return versions(ui, s, q),
+        Some(_) => return versions_of(ui, s, &id.to_hex(), path),
     };
     let t = s.repo.read_tree(&tree)?;
     let mut nodes: Vec<&Node> = t.nodes.iter().collect();
@@ -627,9 +627,12 @@ fn content_key(n: &Node) -> Option<(Vec<BlobId>, u64, rewind_core::format::tree:
 }
 
 fn versions(ui: &Ui, s: &Session, q: &Query) -> Result<Page> {
+    versions_of(ui, s, param_str(q, "snap"), snap_path(q)?)
+}
+
+fn versions_of(ui: &Ui, s: &Session, id: &str, path: PathBuf) -> Result<Page> {
     let b = ui.base();
-    let (id, snap) = s.snapshot(param_str(q, "snap"))?;
-    let path = snap_path(q)?;
+    let (id, snap) = s.snapshot(id)?;
     node_at(&s.repo, &snap, &id, &path)?;
     let key = group_key(&snap);
     let snaps = s.snapshots()?;
@@ -642,8 +645,18 @@ fn versions(ui: &Ui, s: &Session, q: &Query) -> Result<Page> {
         count: usize,
     }
     let mut runs: Vec<Version> = Vec::new();
+    // The same folder is often the same tree in many snapshots: each is
+    // looked into once.
+    let mut seen: HashMap<BlobId, Option<Node>> = HashMap::new();
     for (sid, s2) in snaps.iter().filter(|(_, x)| group_key(x) == key) {
-        let node = lookup(&s.repo, &s2.tree, &path)?;
+        let node = match seen.get(&s2.tree) {
+            Some(n) => n.clone(),
+            None => {
+                let n = lookup(&s.repo, &s2.tree, &path)?;
+                seen.insert(s2.tree, n.clone());
+                n
+            }
+        };
         let k = node.as_ref().and_then(content_key);
         match runs.last_mut() {
             Some(v)
@@ -770,32 +783,94 @@ impl NameMatch {
     }
 }
 
-/// Hits below one tree, relative to it; subtrees shared between snapshots
-/// are searched once.
-fn search_tree(
-    repo: &Repository,
-    m: &NameMatch,
-    tree: &BlobId,
-    base: &Path,
-    memo: &mut SearchMemo,
-) -> Result<Arc<Vec<(PathBuf, Node)>>> {
-    if let Some(h) = memo.get(&(*tree, base.to_path_buf())) {
-        return Ok(h.clone());
-    }
-    let t = repo.read_tree(tree)?;
-    let mut out = Vec::new();
-    for n in &t.nodes {
-        let p = base.join(OsStr::from_bytes(&n.name));
-        if m.matches(&p, n) {
-            out.push((p.clone(), n.clone()));
+/// What a search keeps of a hit.
+#[derive(Clone)]
+struct Hit {
+    path: PathBuf,
+    dir: bool,
+    file: bool,
+    size: u64,
+    mtime: rewind_core::format::tree::Time,
+}
+
+/// One folder (a tree at a path) as a search saw it: its own hits and its
+/// subfolders. Folders shared by snapshots are read once.
+struct Seen {
+    hits: Vec<Hit>,
+    subfolders: Vec<(BlobId, PathBuf)>,
+}
+
+/// Hits one search keeps at most (beyond them it stops and says so).
+const SEARCH_MAX_HITS: usize = 20_000;
+
+/// How long one search may read trees.
+const SEARCH_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Search<'a> {
+    repo: &'a Repository,
+    m: NameMatch,
+    seen: SearchMemo,
+    kept: usize,
+    started: std::time::Instant,
+    /// Why it stopped early, if it did.
+    cut: Option<String>,
+}
+
+impl Search<'_> {
+    /// Reads the folders below `tree` that were not read yet.
+    fn visit(&mut self, tree: BlobId, base: PathBuf) -> Result<()> {
+        let mut stack = vec![(tree, base)];
+        while let Some((tree, base)) = stack.pop() {
+            if self.cut.is_some() || self.seen.contains_key(&(tree, base.clone())) {
+                continue;
+            }
+            if self.started.elapsed() > SEARCH_TIME {
+                self.cut = Some(format!(
+                    "the search stopped after {} s",
+                    SEARCH_TIME.as_secs()
+                ));
+                continue;
+            }
+            let t = self.repo.read_tree(&tree)?;
+            let mut here = Seen {
+                hits: Vec::new(),
+                subfolders: Vec::new(),
+            };
+            for n in &t.nodes {
+                let p = base.join(OsStr::from_bytes(&n.name));
+                if self.kept < SEARCH_MAX_HITS && self.m.matches(&p, n) {
+                    self.kept += 1;
+                    here.hits.push(Hit {
+                        path: p.clone(),
+                        dir: n.is_dir(),
+                        file: n.is_file(),
+                        size: n.size,
+                        mtime: n.mtime,
+                    });
+                }
+                if let NodeKind::Dir { subtree } = &n.kind {
+                    here.subfolders.push((*subtree, p.clone()));
+                    stack.push((*subtree, p));
+                }
+            }
+            if self.kept >= SEARCH_MAX_HITS {
+                self.cut = Some(format!("over {SEARCH_MAX_HITS} matches"));
+            }
+            self.seen.insert((tree, base), Arc::new(here));
         }
-        if let NodeKind::Dir { subtree } = &n.kind {
-            out.extend(search_tree(repo, m, subtree, &p, memo)?.iter().cloned());
+        Ok(())
+    }
+
+    /// Every hit of one snapshot (after [`Search::visit`] of its root).
+    fn hits_of(&self, root: BlobId, f: &mut dyn FnMut(&Hit)) {
+        let mut stack = vec![(root, PathBuf::from("/"))];
+        while let Some(key) = stack.pop() {
+            if let Some(seen) = self.seen.get(&key) {
+                seen.hits.iter().for_each(&mut *f);
+                stack.extend(seen.subfolders.iter().cloned());
+            }
         }
     }
-    let out = Arc::new(out);
-    memo.insert((*tree, base.to_path_buf()), out.clone());
-    Ok(out)
 }
 
 fn search(ui: &Ui, s: &Session, q: &Query) -> Result<Page> {
@@ -810,22 +885,35 @@ fn search(ui: &Ui, s: &Session, q: &Query) -> Result<Page> {
     if text.is_empty() {
         return Ok(p);
     }
-    let m = NameMatch::new(&text)?;
     let snaps = s.snapshots()?;
-    let mut memo = HashMap::new();
-    // Path -> (newest snapshot holding it, its node, snapshots holding it).
-    let mut hits: BTreeMap<PathBuf, (SnapshotId, jiff::Timestamp, Node, usize)> = BTreeMap::new();
-    for (id, snap) in snaps.iter() {
-        for (path, node) in search_tree(&s.repo, &m, &snap.tree, Path::new("/"), &mut memo)?.iter()
-        {
-            let e = hits
-                .entry(path.clone())
-                .or_insert((*id, snap.time, node.clone(), 0));
-            e.3 += 1;
-            if snap.time >= e.1 {
-                *e = (*id, snap.time, node.clone(), e.3);
-            }
+    let mut search = Search {
+        repo: &s.repo,
+        m: NameMatch::new(&text)?,
+        seen: HashMap::new(),
+        kept: 0,
+        started: std::time::Instant::now(),
+        cut: None,
+    };
+    // Path -> (newest snapshot holding it, its hit, snapshots holding it),
+    // newest snapshots first, so that a search cut short has the recent.
+    let mut hits: BTreeMap<PathBuf, (SnapshotId, jiff::Timestamp, Hit, usize)> = BTreeMap::new();
+    for (id, snap) in snaps.iter().rev() {
+        search.visit(snap.tree, PathBuf::from("/"))?;
+        search.hits_of(snap.tree, &mut |h| {
+            hits.entry(h.path.clone())
+                .or_insert_with(|| (*id, snap.time, h.clone(), 0))
+                .3 += 1;
+        });
+        if search.cut.is_some() {
+            break;
         }
+    }
+    if let Some(why) = &search.cut {
+        let _ = write!(
+            p.body,
+            r#"<div class="note">Not every snapshot was searched: {}. Give more of the name to narrow it.</div>"#,
+            esc(why)
+        );
     }
     let _ = write!(
         p.body,
@@ -839,7 +927,7 @@ fn search(ui: &Ui, s: &Session, q: &Query) -> Result<Page> {
     }
     p.push(r#"<table><thead><tr><th>Path</th><th class="num">Size</th><th>Modified</th><th>Newest snapshot</th><th class="num">In snapshots</th></tr></thead><tbody>"#);
     for (path, (id, t, n, count)) in hits.iter().take(SEARCH_PATHS) {
-        let link = if n.is_dir() {
+        let link = if n.dir {
             href(b, "snapshot", id, path)
         } else {
             href(b, "versions", id, path)
@@ -848,7 +936,7 @@ fn search(ui: &Ui, s: &Session, q: &Query) -> Result<Page> {
             p.body,
             r#"<tr><td class="name"><a href="{link}">{}</a></td><td class="num">{}</td><td>{}</td><td>{}</td><td class="num">{count}</td></tr>"#,
             esc_bytes(path.as_os_str().as_bytes()),
-            if n.is_file() {
+            if n.file {
                 html::size(n.size)
             } else {
                 String::new()
@@ -1029,7 +1117,7 @@ fn run_text(v: Option<&serde_json::Value>) -> String {
             let snap = o
                 .get("snapshot")
                 .and_then(|s| s.as_str())
-                .map(|s| format!(", snapshot {}", &s[..s.len().min(8)]))
+                .map(|s| format!(", snapshot {}", s.chars().take(8).collect::<String>()))
                 .unwrap_or_default();
             format!("{at} ({outcome}{snap})")
         }

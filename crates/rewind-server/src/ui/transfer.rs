@@ -145,6 +145,21 @@ impl Write for ChannelWriter {
     }
 }
 
+/// A name from a snapshot (a host name) made safe as one path component:
+/// no `/`, no NUL, not `.`-led, never empty.
+fn safe_name(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.');
+    if cleaned.is_empty() {
+        "snapshot".into()
+    } else {
+        cleaned.to_string()
+    }
+}
+
 /// A directory node for a snapshot's root (what `dump_tar` archives).
 fn root_node(name: &[u8], tree: rewind_core::id::BlobId, time: jiff::Timestamp) -> Node {
     Node {
@@ -186,7 +201,7 @@ pub(crate) async fn download_archive(
             None => {
                 let name = format!(
                     "{}-{}",
-                    snap.hostname,
+                    safe_name(&snap.hostname),
                     snap.time
                         .to_zoned(jiff::tz::TimeZone::system())
                         .strftime("%Y-%m-%d-%H%M%S")
@@ -261,7 +276,8 @@ fn default_target(name: &str, time: jiff::Timestamp) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join("rewind-restore").join(format!(
-        "{name}-{}",
+        "{}-{}",
+        safe_name(name),
         time.to_zoned(jiff::tz::TimeZone::system())
             .strftime("%Y-%m-%d-%H%M%S")
     ))
@@ -281,7 +297,7 @@ pub(crate) fn restore_form(ui: &Ui, s: &Session, q: &Query) -> Result<Page> {
     let name = path
         .file_name()
         .map(|n| html::display_bytes(n.as_bytes()))
-        .unwrap_or_else(|| snap.hostname.clone());
+        .unwrap_or_else(|| safe_name(&snap.hostname));
     let mut p = Page::new(if last_clean {
         "Restore the last clean state".to_string()
     } else {
@@ -463,10 +479,13 @@ pub(crate) fn job_page(ui: &Arc<Ui>, s: Arc<Session>, n: &str) -> Response {
                 st.dirs,
                 st.others,
                 st.files_skipped,
-                if st.files_failed > 0 {
-                    format!("; {} files FAILED", st.files_failed)
-                } else {
-                    String::new()
+                match (st.files_failed, st.deleted) {
+                    (0, 0) => String::new(),
+                    (0, d) => format!("; {d} entries the snapshot does not have were removed"),
+                    (f, 0) => format!("; {f} files FAILED"),
+                    (f, d) => format!(
+                        "; {f} files FAILED; {d} entries the snapshot does not have were removed"
+                    ),
                 }
             ));
             if !st.errors.is_empty() {
