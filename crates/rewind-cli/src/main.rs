@@ -5,6 +5,7 @@
 mod output;
 mod agent;
 mod commands;
+mod imap;
 mod interrupt;
 mod mount;
 

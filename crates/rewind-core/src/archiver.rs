@@ -911,30 +911,59 @@ pub fn backup(
         errors: scanner.errors.load(Ordering::Relaxed),
         ..Default::default()
     };
-    let dry_run = opts.dry_run;
-    let (root_id, stats) = store(repo, root, &mut summary, dry_run, progress)?;
-    summary.blobs_added = stats.data_blobs + stats.tree_blobs;
-    summary.bytes_added_raw = stats.bytes_raw;
-    summary.bytes_added_stored = stats.bytes_stored;
+    let (root_id, stats) = store(repo, root, &mut summary, opts.dry_run, progress)?;
+    let written = Written {
+        marker,
+        parent,
+        paths: path_strings,
+        root: root_id,
+        stats,
+        start,
+    };
+    finish(repo, opts, written, summary, progress)
+}
+
+/// What a backup wrote, before its snapshot.
+struct Written {
+    marker: Option<Running>,
+    parent: Option<(SnapshotId, SnapshotFile)>,
+    paths: Vec<String>,
+    root: BlobId,
+    stats: crate::repository::WriterStats,
+    start: Instant,
+}
+
+/// Ends a backup whose blobs and trees are written: the figures, the
+/// ransomware scan against the parent, and the snapshot, last (W3).
+fn finish(
+    repo: &Repository,
+    opts: &BackupOptions,
+    w: Written,
+    mut summary: BackupSummary,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    summary.blobs_added = w.stats.data_blobs + w.stats.tree_blobs;
+    summary.bytes_added_raw = w.stats.bytes_raw;
+    summary.bytes_added_stored = w.stats.bytes_stored;
     let warnings = progress.all_warnings();
     summary.errors = summary.errors.max(warnings.len() as u64);
-    let (scan, scan_error) = match &parent {
-        Some((_, ps)) if !opts.skip_scan && !dry_run => {
+    let (scan, scan_error) = match &w.parent {
+        Some((_, ps)) if !opts.skip_scan && !opts.dry_run => {
             let files_now = summary.files_new + summary.files_changed + summary.files_unchanged;
-            scan_against(repo, ps, &root_id, opts, &path_strings, files_now)
+            scan_against(repo, ps, &w.root, opts, &w.paths, files_now)
         }
         _ => (None, None),
     };
-    summary.duration_secs = start.elapsed().as_secs_f64();
+    summary.duration_secs = w.start.elapsed().as_secs_f64();
     let snapshot = SnapshotFile {
         version: VERSION,
         time: opts.time.unwrap_or_else(jiff::Timestamp::now),
-        tree: root_id,
-        paths: path_strings,
+        tree: w.root,
+        paths: w.paths,
         hostname: opts.hostname.clone(),
         username: opts.username.clone(),
         tags: opts.tags.clone(),
-        parent: parent.map(|(id, _)| id),
+        parent: w.parent.map(|(id, _)| id),
         program: format!("rewind {}", env!("CARGO_PKG_VERSION")),
         summary,
         protection: None,
@@ -943,10 +972,10 @@ pub fn backup(
         rewritten: None,
         scan,
     };
-    let snapshot_id = if dry_run {
+    let snapshot_id = if opts.dry_run {
         None
     } else {
-        still_safe(repo, marker.as_ref())?;
+        still_safe(repo, w.marker.as_ref())?;
         Some(repo.save_snapshot(&snapshot)?)
     };
     Ok(BackupOutcome {
@@ -1109,6 +1138,57 @@ pub fn backup_stream(
         warnings: Vec::new(),
         scan_error: None,
     })
+}
+
+/// A source that is not this machine's file system (a mailbox, a cloud
+/// drive): it writes its own blobs and trees, given the parent snapshot's
+/// root tree to reuse what did not change.
+pub trait TreeSource {
+    /// What the snapshot's `paths` say (where the data came from, e.g.
+    /// `imap://me@host`); the parent is the last snapshot of this host with
+    /// the same paths.
+    fn paths(&self) -> Vec<String>;
+
+    /// Stores everything and returns the root tree. `summary` gets the
+    /// file counts (`files_new`, `files_changed`, `files_unchanged`,
+    /// `dirs`, `bytes_read`, `total_bytes`). An error stops the backup: no
+    /// snapshot is written.
+    fn store(
+        &mut self,
+        repo: &Repository,
+        writer: &BlobWriter<'_>,
+        parent_root: Option<&Tree>,
+        summary: &mut BackupSummary,
+        progress: &Progress,
+    ) -> Result<BlobId>;
+}
+
+/// Backs up a [`TreeSource`]: the same marker, parent, ransomware scan and
+/// write ordering as a backup of files (the snapshot is written last).
+pub fn backup_source(
+    repo: &Repository,
+    opts: &BackupOptions,
+    source: &mut dyn TreeSource,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    let marker = announce(repo, opts)?;
+    let paths = source.paths();
+    let (parent, parent_root) = parent_with_root(repo, opts, &paths, progress)?;
+    let mut summary = BackupSummary::default();
+    let (root, stats) = repo.write_blobs_with(opts.dry_run, |writer| {
+        source.store(repo, writer, parent_root.as_ref(), &mut summary, progress)
+    })?;
+    progress.scan_done.store(true, Ordering::SeqCst);
+    let written = Written {
+        marker,
+        parent,
+        paths,
+        root,
+        stats,
+        start,
+    };
+    finish(repo, opts, written, summary, progress)
 }
 
 fn tree_name_ok(name: &str) -> Result<()> {

@@ -47,7 +47,7 @@ impl Progress {
         }
     }
 
-    pub(crate) fn warn(&self, path: &Path, message: impl Into<String>) {
+    pub fn warn(&self, path: &Path, message: impl Into<String>) {
         self.warnings.lock().expect("warnings").push(Warning {
             path: path.to_path_buf(),
             message: message.into(),

@@ -58,6 +58,9 @@ impl Sample {
     fn of(self, files: u64) -> u64 {
         match self {
             Sample::Files(n) => n.min(files),
+            // No file (none could be listed): nothing to sample, and no
+            // clamp(1, 0).
+            Sample::Percent(_) if files == 0 => 0,
             Sample::Percent(p) => ((files as f64 * p / 100.0).ceil() as u64).clamp(1, files),
         }
     }
@@ -280,5 +283,17 @@ mod tests {
         for bad in ["0", "0%", "101%", "x", "-3"] {
             assert!(bad.parse::<Sample>().is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::Sample;
+
+    #[test]
+    fn a_share_of_no_files_is_none() {
+        assert_eq!(Sample::Percent(100.0).of(0), 0);
+        assert_eq!(Sample::Percent(1.0).of(3), 1);
+        assert_eq!(Sample::Files(5).of(0), 0);
     }
 }

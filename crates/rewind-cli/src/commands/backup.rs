@@ -97,6 +97,24 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if args.stdin_from_command && args.command.is_empty() {
         return Err(super::usage("--stdin-from-command needs a command after --, e.g. `rewind backup --stdin-from-command -- pg_dump mydb`"));
     }
+    // A mailbox: one per backup, not mixed with files.
+    let mail = match args
+        .paths
+        .iter()
+        .filter(|p| crate::imap::is_imap(&p.to_string_lossy()))
+        .count()
+    {
+        0 => None,
+        1 if args.paths.len() == 1 => Some(
+            crate::imap::ImapUrl::parse(&args.paths[0].to_string_lossy())
+                .map_err(|e| super::usage(e.to_string()))?,
+        ),
+        _ => {
+            return Err(super::usage(
+                "back up a mailbox on its own: one imap:// address per backup, without files",
+            ))
+        }
+    };
     if args.dry_run && global.repo.is_none() && !super::defaults().repo.join("config").exists() {
         return Err(super::usage("--dry-run compares with a repository, and the default one does not exist yet: run `rewind backup` without --dry-run first"));
     }
@@ -124,11 +142,23 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     };
     let copy_to = open_copy_target(args, stored.as_ref(), &repo)?;
     let opts = options(args, excludes, global, &repo)?;
+    // The mailbox's login before the backup: a wrong password is said now.
+    let mut mail = match mail {
+        Some(url) => {
+            let secret = crate::imap::secret(&url)?;
+            Some(crate::imap::backup::MailSource::connect(url, secret)?)
+        }
+        None => None,
+    };
 
     // Ctrl-C or SIGTERM from here on stops the backup at a safe point
     // (no snapshot, no running marker left); not during the password prompt.
     let progress = Progress::with_cancel(crate::interrupt::install());
-    let outcome = if streaming {
+    let outcome = if let Some(source) = mail.as_mut() {
+        super::with_progress(global, "backing up mail", &progress, || {
+            archiver::backup_source(&repo, &opts, source, &progress)
+        })?
+    } else if streaming {
         run_stream(&repo, &opts, args, global, &progress)?
     } else {
         super::with_progress(global, "backing up", &progress, || {

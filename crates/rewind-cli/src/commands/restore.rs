@@ -27,8 +27,12 @@ pub struct Args {
     #[arg(long, conflicts_with = "snapshot")]
     pub last_clean: bool,
     /// Directory to restore into.
-    #[arg(short, long)]
-    pub target: PathBuf,
+    #[arg(short, long, required_unless_present = "to")]
+    pub target: Option<PathBuf>,
+    /// Restore a mail backup to a mailbox (imap://USER@HOST[/FOLDER]) or a
+    /// Maildir (maildir:DIR) instead of files.
+    #[arg(long, conflicts_with_all = ["target", "delete", "includes", "excludes", "verify"])]
+    pub to: Option<String>,
     /// Restore only paths matching (gitignore syntax, snapshot paths; repeatable).
     #[arg(short, long = "include")]
     pub includes: Vec<String>,
@@ -132,17 +136,71 @@ fn last_clean(
     Ok((clean, snap))
 }
 
+/// `--to imap://…` or `--to maildir:DIR`: the messages of a mail backup.
+fn restore_mail(
+    args: &Args,
+    global: &Global,
+    to: &str,
+    spec: &str,
+    sub: Option<PathBuf>,
+) -> Result<u8> {
+    let target =
+        crate::imap::restore::MailTarget::parse(to).map_err(|e| super::usage(e.to_string()))?;
+    let repo = global.open()?;
+    let (id, snap) = if args.last_clean {
+        last_clean(&repo, &args.select, global)?
+    } else {
+        args.select.resolve(&repo, spec)?
+    };
+    let secret = match &target {
+        crate::imap::restore::MailTarget::Imap(url) => Some(crate::imap::secret(url)?),
+        crate::imap::restore::MailTarget::Maildir(_) => None,
+    };
+    if args.dry_run {
+        return Err(super::usage("--dry-run is not supported with --to"));
+    }
+    let done = crate::imap::restore::restore(
+        &repo,
+        &snap.tree,
+        sub.as_deref().filter(|p| *p != std::path::Path::new("/")),
+        &target,
+        secret.as_deref(),
+    )?;
+    if global.json {
+        outln!(
+            "{}",
+            serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "folders": done.folders, "messages_restored": done.messages, "messages_already_there": done.already_there, "bytes": done.bytes})
+        );
+    } else if !global.quiet {
+        outln!(
+            "restored {} messages ({}) into {} folders of {to}; {} were already there",
+            done.messages,
+            bytes(done.bytes),
+            done.folders,
+            done.already_there
+        );
+    }
+    Ok(crate::exit::OK)
+}
+
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let spec_arg = args.snapshot.as_deref().unwrap_or("");
     let (spec, sub) = match spec_arg.find(":/") {
         Some(i) => (&spec_arg[..i], Some(snapshot_path(&spec_arg[i + 1..])?)),
         None => (spec_arg, None),
     };
+    if let Some(to) = &args.to {
+        return restore_mail(args, global, to, spec, sub);
+    }
+    let target = args
+        .target
+        .clone()
+        .expect("clap requires --target without --to");
     if args.delete && (!args.includes.is_empty() || !args.excludes.is_empty()) {
         return Err(super::usage("--delete cannot be combined with --include or --exclude: it would remove what the filters leave out"));
     }
     // Before the password: a target that cannot be one is a usage error.
-    if let Ok(md) = std::fs::metadata(&args.target) {
+    if let Ok(md) = std::fs::metadata(&target) {
         if !md.is_dir() {
             let what = if md.is_file() {
                 "a file"
@@ -151,7 +209,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             };
             return Err(super::usage(format!(
                 "--target {} is {what}, not a directory",
-                args.target.display()
+                target.display()
             )));
         }
     }
@@ -184,7 +242,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         },
     };
     let opts = RestoreOptions {
-        target: args.target.clone(),
+        target: target.clone(),
         overwrite: match args.overwrite {
             OverwriteArg::Never => Overwrite::Never,
             OverwriteArg::IfChanged => Overwrite::IfChanged,
@@ -201,7 +259,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
             "restoring snapshot {} of {} to {}",
             id.short(),
             crate::output::local_time(snap.time),
-            args.target.display()
+            target.display()
         );
     }
     let progress = Progress::default();
