@@ -17,6 +17,9 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # Agent alert tests: a real SMTP server (Debian's aiosmtpd, run with the
 # system python3).
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+# Mail backup tests: a real IMAP server (Dovecot, started by the tests on
+# loopback ports with a configuration of their own).
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
 # `rewind mount` tests: fusermount3 (the tests run where /dev/fuse exists).
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then

@@ -377,6 +377,14 @@ impl MailSource {
                 nodes.push(n);
             }
         }
+        if listed.is_empty() {
+            // An empty folder's record is as old as this backup.
+            let now = jiff::Timestamp::now();
+            newest = Time {
+                secs: now.as_second(),
+                nanos: 0,
+            };
+        }
         let record = FolderRecord {
             version: 1,
             name: f.raw.clone(),
