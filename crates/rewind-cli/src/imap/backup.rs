@@ -142,6 +142,19 @@ impl MailSource {
             }));
         }
         out.sort_by(|a, b| a.dirs.cmp(&b.dirs));
+        // Two names that become one directory (a `/` replaced, modified
+        // UTF-7 spelled two ways) each keep their own.
+        let mut taken = std::collections::HashSet::new();
+        for f in &mut out {
+            let base = f.dirs.last().cloned().unwrap_or_default();
+            let mut n = 1;
+            while !taken.insert(f.dirs.clone()) {
+                n += 1;
+                if let Some(last) = f.dirs.last_mut() {
+                    *last = format!("{base} ({n})");
+                }
+            }
+        }
         Ok(out)
     }
 }
@@ -156,11 +169,21 @@ fn dir_name(s: &str) -> String {
     }
 }
 
+/// The prefix of every error that comes from the mail server (not from
+/// the repository): those a new connection may cure.
+const IMAP_FAILURE: &str = "IMAP: ";
+
 fn failed(what: &str, e: impl std::fmt::Display) -> Error {
     Error::io(
-        format!("IMAP: {what}"),
+        format!("{IMAP_FAILURE}{what}"),
         std::io::Error::other(e.to_string()),
     )
+}
+
+/// Whether an error is the mail server's (else the repository's: those
+/// stop the backup).
+fn from_server(e: &Error) -> bool {
+    matches!(e, Error::Io { context, .. } if context.starts_with(IMAP_FAILURE))
 }
 
 fn node(name: &str, kind: NodeKind, mode: u32, size: u64, mtime: Time) -> Node {
@@ -206,10 +229,16 @@ fn flags_xattr(flags: &str) -> Vec<Xattr> {
     }]
 }
 
-/// The messages of a folder in the parent snapshot, by file name, when its
-/// UIDVALIDITY is `validity` (else its UIDs name other messages).
-fn parent_messages(repo: &Repository, dir: Option<&Tree>, validity: u32) -> HashMap<Vec<u8>, Node> {
-    let Some(t) = dir else {
+/// The messages of a folder in the parent snapshot, by file name, when it
+/// is the same folder: the same name and UIDVALIDITY (RFC 3501: then a UID
+/// names the same, unchanging message; else it may name another).
+fn parent_messages(
+    repo: &Repository,
+    dir: Option<&Tree>,
+    name: &str,
+    validity: Option<u32>,
+) -> HashMap<Vec<u8>, Node> {
+    let (Some(t), Some(validity)) = (dir, validity) else {
         return HashMap::new();
     };
     let record = t.find(FOLDER_FILE.as_bytes()).and_then(|n| {
@@ -220,7 +249,7 @@ fn parent_messages(repo: &Repository, dir: Option<&Tree>, validity: u32) -> Hash
             .ok()?;
         serde_json::from_slice::<FolderRecord>(&bytes).ok()
     });
-    if record.is_none_or(|r| r.uidvalidity != validity) {
+    if record.is_none_or(|r| r.uidvalidity != validity || r.name != name) {
         return HashMap::new();
     }
     t.nodes
@@ -260,7 +289,13 @@ impl Dir {
     fn write(self, writer: &BlobWriter<'_>, summary: &mut BackupSummary) -> Result<(BlobId, Time)> {
         let mut nodes = self.files;
         let mut newest = self.newest;
-        for (name, sub) in self.subdirs {
+        let files: std::collections::HashSet<Vec<u8>> =
+            nodes.iter().map(|n| n.name.clone()).collect();
+        for (mut name, sub) in self.subdirs {
+            // A subfolder named like a file of its folder (`.imap-folder.json`).
+            while files.contains(name.as_bytes()) {
+                name.push_str(" (folder)");
+            }
             let (subtree, t) = sub.write(writer, summary)?;
             newest = newest.max(t);
             summary.dirs += 1;
@@ -287,29 +322,38 @@ impl MailSource {
             .examine(&f.raw)
             .map_err(|e| failed(&format!("open folder {:?}", f.raw), e))?;
         let validity = mb.uid_validity.unwrap_or(0);
-        let mut old = parent_messages(repo, parent, validity);
+        let mut old = parent_messages(repo, parent, &f.raw, mb.uid_validity);
         let mut listed = Vec::new();
         if mb.exists > 0 {
             let fetched = s
                 .uid_fetch("1:*", "(UID FLAGS INTERNALDATE RFC822.SIZE)")
                 .map_err(|e| failed(&format!("list the messages of {:?}", f.raw), e))?;
+            let mut seen = std::collections::HashSet::new();
             for m in fetched.iter() {
-                let Some(uid) = m.uid else { continue };
+                // Unsolicited FETCH responses (another client changing
+                // flags) come in the same list: only answers with the
+                // asked-for items count, once per UID.
+                let (Some(uid), Some(date)) = (m.uid, m.internal_date()) else {
+                    continue;
+                };
+                if !seen.insert(uid) {
+                    continue;
+                }
                 let flags: Vec<String> = m
                     .flags()
                     .iter()
                     .map(|f| f.to_string())
                     .filter(|f| f != "\\Recent")
                     .collect();
-                let date = m.internal_date().map_or(Time::default(), |d| Time {
-                    secs: d.timestamp(),
-                    nanos: 0,
-                });
                 listed.push(Listed {
                     uid,
                     flags: flags.join(" "),
-                    date,
-                    size: u64::from(m.size.unwrap_or(0)),
+                    date: Time {
+                        secs: date.timestamp(),
+                        nanos: 0,
+                    },
+                    // Unknown: fetched alone.
+                    size: m.size.map_or(FETCH_BYTES, u64::from),
                 });
             }
         }
@@ -320,7 +364,7 @@ impl MailSource {
             newest = newest.max(m.date);
             let name = format!("{:010}.eml", m.uid);
             match old.remove(name.as_bytes()) {
-                Some(mut n) if n.size == m.size => {
+                Some(mut n) => {
                     n.xattrs = flags_xattr(&m.flags);
                     n.mtime = m.date;
                     n.ctime = m.date;
@@ -328,11 +372,11 @@ impl MailSource {
                     summary.total_bytes += n.size;
                     nodes.push(n);
                 }
-                _ => wanted.push(m),
+                None => wanted.push(m),
             }
         }
         // New messages, in batches of bounded size.
-        let by_uid: HashMap<u32, &Listed> = wanted.iter().map(|m| (m.uid, *m)).collect();
+        let mut by_uid: HashMap<u32, &Listed> = wanted.iter().map(|m| (m.uid, *m)).collect();
         let mut i = 0;
         while i < wanted.len() {
             progress.cancel.check()?;
@@ -354,7 +398,11 @@ impl MailSource {
                 let (Some(uid), Some(body)) = (m.uid, m.body()) else {
                     continue;
                 };
-                let Some(l) = by_uid.get(&uid) else { continue };
+                // Each wanted message once (an unsolicited FETCH has no
+                // body, a repeated one is skipped).
+                let Some(l) = by_uid.remove(&uid) else {
+                    continue;
+                };
                 let content = store_bytes(repo, writer, body)?;
                 let mut n = node(
                     &format!("{uid:010}.eml"),
@@ -427,19 +475,27 @@ impl TreeSource for MailSource {
         for f in &folders {
             progress.cancel.check()?;
             let parent = parent_dir(repo, parent_root, &f.dirs);
-            // A dropped connection gets one new one for the folder.
-            let mut result = self.folder(repo, writer, f, parent.as_ref(), summary, progress);
-            if matches!(result, Err(Error::Io { .. })) {
+            // A dropped connection gets one new one for the folder. The
+            // figures of a try count only if it worked.
+            let mut tried = BackupSummary::default();
+            let mut result = self.folder(repo, writer, f, parent.as_ref(), &mut tried, progress);
+            if result.as_ref().is_err_and(from_server) {
                 self.session = None;
-                result = self.folder(repo, writer, f, parent.as_ref(), summary, progress);
+                tried = BackupSummary::default();
+                result = self.folder(repo, writer, f, parent.as_ref(), &mut tried, progress);
             }
             let dir = root.at(&f.dirs);
             match result {
                 Ok((nodes, newest)) => {
                     dir.files = nodes;
                     dir.newest = newest;
+                    summary.files_new += tried.files_new;
+                    summary.files_unchanged += tried.files_unchanged;
+                    summary.bytes_read += tried.bytes_read;
+                    summary.total_bytes += tried.total_bytes;
                 }
-                Err(e @ Error::Interrupted) => return Err(e),
+                // The repository's errors (and Ctrl-C) stop the backup.
+                Err(e) if !from_server(&e) => return Err(e),
                 Err(e) => {
                     // The folder as the last backup had it, said as such.
                     let kept = parent.is_some();
@@ -459,6 +515,10 @@ impl TreeSource for MailSource {
                     self.session = None;
                     if let Some(t) = parent {
                         dir.files = t.nodes.into_iter().filter(|n| !n.is_dir()).collect();
+                        for n in dir.files.iter().filter(|n| n.name.ends_with(b".eml")) {
+                            summary.files_unchanged += 1;
+                            summary.total_bytes += n.size;
+                        }
                     }
                 }
             }

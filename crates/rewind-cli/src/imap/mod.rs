@@ -65,8 +65,9 @@ fn decode(s: &str) -> Result<String> {
 
 impl ImapUrl {
     pub fn parse(s: &str) -> Result<ImapUrl> {
+        // The address is not echoed: it may hold a password by mistake.
         let bad = |why: &str| {
-            anyhow!("{s:?} is not a mailbox address ({why}): write imap://USER@HOST[:PORT][/FOLDER], e.g. imap://me%40example.com@imap.example.com")
+            anyhow!("that is not a mailbox address ({why}): write imap://USER@HOST[:PORT][/FOLDER], e.g. imap://me%40example.com@imap.example.com")
         };
         let rest = s
             .strip_prefix("imaps://")
@@ -80,12 +81,35 @@ impl ImapUrl {
         if user.is_empty() {
             return Err(bad("the user is empty"));
         }
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
-                let p: u16 = p.parse().map_err(|_| bad("the port is not a number"))?;
-                (h.trim_start_matches('[').trim_end_matches(']'), Some(p))
+        if user.contains(':') {
+            return Err(bad(
+                "a password in the address is not accepted: give it in REWIND_IMAP_PASSWORD_FILE",
+            ));
+        }
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            // [IPv6]:PORT
+            let (h, rest) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("an IPv6 address needs its closing ]"))?;
+            let port = match rest.strip_prefix(':') {
+                Some(p) => Some(p.parse().map_err(|_| bad("the port is not a number"))?),
+                None if rest.is_empty() => None,
+                None => return Err(bad("text after the IPv6 address")),
+            };
+            (h, port)
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => {
+                    if p.contains(':') {
+                        return Err(bad("write an IPv6 address in brackets: [::1]"));
+                    }
+                    (
+                        h,
+                        Some(p.parse().map_err(|_| bad("the port is not a number"))?),
+                    )
+                }
+                None => (hostport, None),
             }
-            _ => (hostport, None),
         };
         if host.is_empty() {
             return Err(bad("the host is empty"));
@@ -265,6 +289,13 @@ pub fn connect(url: &ImapUrl, secret: &str) -> Result<Session> {
         std::net::ToSocketAddrs::to_socket_addrs(&(url.host.as_str(), url.port))
             .with_context(|| format!("cannot resolve the mail server {}", url.host))?
             .collect();
+    // tls=none: every address the name resolves to must be this machine.
+    if url.tls == Security::None && !addrs.iter().all(|a| a.ip().is_loopback()) {
+        bail!(
+            "tls=none is allowed only to this machine, and {} resolves elsewhere",
+            url.host
+        );
+    }
     let tcp = addrs
         .iter()
         .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(20)).ok())
@@ -272,7 +303,7 @@ pub fn connect(url: &ImapUrl, secret: &str) -> Result<Session> {
     // A server that stops answering is a failure, not a hang.
     tcp.set_read_timeout(Some(Duration::from_secs(120)))?;
     tcp.set_write_timeout(Some(Duration::from_secs(120)))?;
-    let mut client = match url.tls {
+    let client = match url.tls {
         Security::Tls => {
             let mut c = imap::Client::new(wrap_tls(url, tcp)?);
             c.read_greeting()
@@ -291,7 +322,6 @@ pub fn connect(url: &ImapUrl, secret: &str) -> Result<Session> {
             imap::Client::new(wrap_tls(url, tcp)?)
         }
     };
-    client.debug = std::env::var_os("REWIND_IMAP_DEBUG").is_some();
     let session = match url.auth {
         Auth::Password => client.login(&url.user, secret).map_err(|(e, _)| e),
         Auth::XOAuth2 => client
@@ -362,5 +392,48 @@ impl imap::Authenticator for XOAuth2 {
     type Response = String;
     fn process(&self, _: &[u8]) -> String {
         format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let u = ImapUrl::parse("imap://me%40example.com@imap.example.com/INBOX").unwrap();
+        assert_eq!(
+            (u.user.as_str(), u.host.as_str(), u.port),
+            ("me@example.com", "imap.example.com", 993)
+        );
+        assert_eq!(u.folder.as_deref(), Some("INBOX"));
+        assert_eq!(
+            u.location(),
+            "imap://me%40example%2Ecom@imap.example.com:993/INBOX"
+        );
+        let u = ImapUrl::parse("imap://a@[::1]:1143?tls=none").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("::1", 1143, Security::None)
+        );
+        assert_eq!(u.location(), "imap://a@[::1]:1143");
+        let u = ImapUrl::parse("imap://a@host?tls=starttls&auth=xoauth2").unwrap();
+        assert_eq!(
+            (u.port, u.tls, u.auth),
+            (143, Security::StartTls, Auth::XOAuth2)
+        );
+        for bad in [
+            "imap://host",
+            "imap://a:pw@host",
+            "imap://a@::1",
+            "imap://a@[::1",
+            "imap://a@host:x",
+            "imap://a@host?tls=maybe",
+            "imap://a@example.com?tls=none",
+            "http://a@host",
+        ] {
+            let e = ImapUrl::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("pw"), "{bad}: {e}");
+        }
     }
 }

@@ -151,7 +151,10 @@ fn message_id(msg: &[u8]) -> Option<String> {
     let header = String::from_utf8_lossy(&msg[..end]);
     let mut lines = header.lines().peekable();
     while let Some(l) = lines.next() {
-        if l.len() >= 11 && l[..11].eq_ignore_ascii_case("message-id:") {
+        if l.as_bytes()
+            .get(..11)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"message-id:"))
+        {
             let mut v = l[11..].trim().to_string();
             while lines.peek().is_some_and(|n| n.starts_with([' ', '\t'])) {
                 v.push_str(lines.next().unwrap_or("").trim());
@@ -277,7 +280,9 @@ fn to_imap(
                 continue;
             }
             let flags = flags_of(n);
-            let mut cmd = s.append(&name, &msg);
+            // The crate quotes APPEND's folder without escaping it.
+            let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+            let mut cmd = s.append(&quoted, &msg);
             cmd.flags(flags.iter().map(|f| imap::types::Flag::from(f.clone())));
             if let Some(d) = date_of(n.mtime) {
                 cmd.internal_date(d);
@@ -365,6 +370,8 @@ mod tests {
             Some("<a@b>")
         );
         assert_eq!(message_id(b"Subject: x\n\nMessage-ID: <body@x>"), None);
+        // A multibyte character across byte 11 of a header line.
+        assert_eq!(message_id("From: aaaaaü\r\n\r\n".as_bytes()), None);
         let f = |v: &[&str]| maildir_info(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(f(&["\\Seen", "\\Answered", "$Label"]), "RS");
         assert_eq!(f(&[]), "");
