@@ -8,6 +8,7 @@ mod commands;
 mod imap;
 mod interrupt;
 mod mount;
+mod rclone;
 
 use std::process::ExitCode;
 

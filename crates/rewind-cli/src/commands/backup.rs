@@ -97,7 +97,21 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if args.stdin_from_command && args.command.is_empty() {
         return Err(super::usage("--stdin-from-command needs a command after --, e.g. `rewind backup --stdin-from-command -- pg_dump mydb`"));
     }
-    // A mailbox: one per backup, not mixed with files.
+    // A mailbox or an rclone remote: one per backup, not mixed with files.
+    let remote = |p: &std::path::PathBuf| {
+        let p = p.to_string_lossy();
+        crate::imap::is_imap(&p) || crate::rclone::is_rclone(&p)
+    };
+    if args.paths.iter().any(remote) && args.paths.len() > 1 {
+        return Err(super::usage(
+            "back up a mailbox or an rclone remote on its own: one imap:// or rclone: source per backup, without files",
+        ));
+    }
+    let cloud = args
+        .paths
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| crate::rclone::is_rclone(p));
     let mail = match args
         .paths
         .iter()
@@ -142,6 +156,11 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     };
     let copy_to = open_copy_target(args, stored.as_ref(), &repo)?;
     let opts = options(args, excludes, global, &repo)?;
+    // The remote's listing before the backup: a bad remote is said now.
+    let mut cloud = match cloud {
+        Some(spec) => Some(crate::rclone::RcloneSource::start(&spec)?),
+        None => None,
+    };
     // The mailbox's login before the backup: a wrong password is said now.
     let mut mail = match mail {
         Some(url) => {
@@ -156,6 +175,10 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     let progress = Progress::with_cancel(crate::interrupt::install());
     let outcome = if let Some(source) = mail.as_mut() {
         super::with_progress(global, "backing up mail", &progress, || {
+            archiver::backup_source(&repo, &opts, source, &progress)
+        })?
+    } else if let Some(source) = cloud.as_mut() {
+        super::with_progress(global, "backing up", &progress, || {
             archiver::backup_source(&repo, &opts, source, &progress)
         })?
     } else if streaming {

@@ -29,8 +29,9 @@ pub struct Args {
     /// Directory to restore into.
     #[arg(short, long, required_unless_present = "to")]
     pub target: Option<PathBuf>,
-    /// Restore a mail backup to a mailbox (imap://USER@HOST[/FOLDER]) or a
-    /// Maildir (maildir:DIR) instead of files.
+    /// Restore elsewhere than a folder: a mail backup to a mailbox
+    /// (imap://USER@HOST[/FOLDER]) or a Maildir (maildir:DIR); files to an
+    /// rclone remote (rclone:REMOTE:PATH).
     #[arg(long, conflicts_with_all = ["target", "delete", "includes", "excludes", "verify"])]
     pub to: Option<String>,
     /// Restore only paths matching (gitignore syntax, snapshot paths; repeatable).
@@ -136,6 +137,57 @@ fn last_clean(
     Ok((clean, snap))
 }
 
+/// `--to rclone:REMOTE:PATH`: the files of a snapshot (or of a folder in
+/// it) to a remote.
+fn restore_remote(
+    args: &Args,
+    global: &Global,
+    to: &str,
+    spec: &str,
+    sub: Option<PathBuf>,
+) -> Result<u8> {
+    if args.dry_run {
+        return Err(super::usage("--dry-run is not supported with --to"));
+    }
+    let repo = global.open()?;
+    let (id, snap) = if args.last_clean {
+        last_clean(&repo, &args.select, global)?
+    } else {
+        args.select.resolve(&repo, spec)?
+    };
+    let tree = match sub.as_deref().filter(|p| *p != std::path::Path::new("/")) {
+        None => snap.tree,
+        Some(p) => match restorer::find_node(&repo, &snap.tree, p)? {
+            Some(rewind_core::format::tree::Node {
+                kind: NodeKind::Dir { subtree },
+                ..
+            }) => subtree,
+            _ => {
+                return Err(super::usage(format!(
+                    "{} is not a folder of snapshot {}: --to rclone: restores folders",
+                    p.display(),
+                    id.short()
+                )))
+            }
+        },
+    };
+    let done = crate::rclone::restore_to(&repo, &tree, to)?;
+    if global.json {
+        outln!(
+            "{}",
+            serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files_restored": done.files, "dirs": done.dirs, "bytes_written": done.bytes})
+        );
+    } else if !global.quiet {
+        outln!(
+            "restored {} files ({}) in {} folders to {to}",
+            done.files,
+            bytes(done.bytes),
+            done.dirs
+        );
+    }
+    Ok(crate::exit::OK)
+}
+
 /// `--to imap://…` or `--to maildir:DIR`: the messages of a mail backup.
 fn restore_mail(
     args: &Args,
@@ -144,6 +196,9 @@ fn restore_mail(
     spec: &str,
     sub: Option<PathBuf>,
 ) -> Result<u8> {
+    if crate::rclone::is_rclone(to) {
+        return restore_remote(args, global, to, spec, sub);
+    }
     let target =
         crate::imap::restore::MailTarget::parse(to).map_err(|e| super::usage(e.to_string()))?;
     let repo = global.open()?;
