@@ -37,20 +37,22 @@ pub fn is_rclone(source: &str) -> bool {
     source.starts_with("rclone:")
 }
 
-/// `REMOTE:PATH` as the snapshot names it: an on-the-fly remote's
-/// parameters (`:s3,access_key_id=…,secret_access_key=…:`, values may be
-/// quoted and hold `:` or `,`) may hold credentials and are left out.
+/// `REMOTE:PATH` as the snapshot names it: a remote's parameters
+/// (`:s3,access_key_id=…,secret_access_key=…:`, or `name,key=…:` after a
+/// configured remote; values may be quoted and hold `:` or `,`) may hold
+/// credentials and are left out.
 pub fn location(remote: &str) -> String {
-    let Some(rest) = remote.strip_prefix(':') else {
-        return format!("rclone:{remote}");
+    let (colon, rest) = match remote.strip_prefix(':') {
+        Some(r) => (":", r),
+        None => ("", remote),
     };
-    // The backend's name, then its parameters up to the first `:` outside
+    // The remote's name, then its parameters up to the first `:` outside
     // quotes; the path after it.
-    let kind_end = rest.find([',', ':']).unwrap_or(rest.len());
-    let kind = &rest[..kind_end];
+    let name_end = rest.find([',', ':']).unwrap_or(rest.len());
+    let name = &rest[..name_end];
     let mut quote: Option<char> = None;
     let mut path_at = None;
-    for (i, c) in rest.char_indices().skip(kind_end) {
+    for (i, c) in rest.char_indices().skip(name_end) {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
@@ -63,10 +65,40 @@ pub fn location(remote: &str) -> String {
         }
     }
     match path_at {
-        Some(at) => format!("rclone::{kind}:{}", &rest[at..]),
+        Some(at) => format!("rclone:{colon}{name}:{}", &rest[at..]),
         // No path: nothing of the parameters either.
-        None => format!("rclone::{kind}:"),
+        None => format!("rclone:{colon}{name}:"),
     }
+}
+
+/// rclone's words with the remote as given (parameters and all) replaced
+/// by its [`location`], and any `…secret…=VALUE`, `…pass…=VALUE`,
+/// `…key…=VALUE` or `…token…=VALUE` blanked.
+fn scrub(text: &str, remote: &str) -> String {
+    let shown = location(remote);
+    let text = text.replace(remote, shown.trim_start_matches("rclone:"));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(eq) = rest.find('=') {
+        let key_start = rest[..eq]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(0, |i| i + 1);
+        let key = rest[key_start..eq].to_ascii_lowercase();
+        out.push_str(&rest[..=eq]);
+        rest = &rest[eq + 1..];
+        if ["secret", "pass", "key", "token"]
+            .iter()
+            .any(|k| key.contains(k))
+        {
+            let end = rest
+                .find(|c: char| c == ',' || c == ':' || c == '"' || c == '\'' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            out.push_str("***");
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// One entry of `rclone lsjson`.
@@ -87,8 +119,9 @@ fn rclone() -> Command {
     c
 }
 
-/// Runs rclone to its end; its stdout, or its last error line said.
-fn run(args: &[&str], what: &str) -> anyhow::Result<Vec<u8>> {
+/// Runs rclone to its end; its stdout, or its last error line said (with
+/// the remote's secrets taken out, see [`scrub`]).
+fn run(args: &[&str], what: &str, remote: &str) -> anyhow::Result<Vec<u8>> {
     let out = rclone().args(args).output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             anyhow!("rclone is not installed (it reaches the cloud drives): install it, e.g. `apt install rclone`")
@@ -105,7 +138,7 @@ fn run(args: &[&str], what: &str) -> anyhow::Result<Vec<u8>> {
             .unwrap_or("")
             .trim()
             .to_string();
-        bail!("rclone could not {what}: {last}");
+        bail!("rclone could not {what}: {}", scrub(&last, remote));
     }
     Ok(out.stdout)
 }
@@ -114,17 +147,78 @@ fn run(args: &[&str], what: &str) -> anyhow::Result<Vec<u8>> {
 pub struct RcloneSource {
     remote: String,
     entries: Vec<Entry>,
-    server: Child,
+    /// Kept for its `Drop`: the content server lives as long as the source.
+    _server: Server,
     base: String,
     password: String,
     runtime: tokio::runtime::Runtime,
     client: reqwest::Client,
 }
 
-impl Drop for RcloneSource {
+/// A file as read: its chunks and its size.
+type ReadFile = (Vec<BlobId>, u64);
+
+/// Files read from the content server at once.
+const READERS: usize = 4;
+
+/// A file to read.
+struct Job<'e> {
+    dirs: Vec<Vec<u8>>,
+    name: Vec<u8>,
+    entry: &'e Entry,
+    hashes: Vec<Xattr>,
+    mtime: Time,
+}
+
+impl RcloneSource {
+    /// Reads one file into the repository: its chunks and size, or `None`
+    /// (said) where the remote side failed.
+    fn read_one(
+        &self,
+        j: &Job<'_>,
+        params: &rewind_core::crypto::ChunkerParams,
+        writer: &BlobWriter<'_>,
+        progress: &Progress,
+    ) -> Result<Option<ReadFile>> {
+        progress.cancel.check()?;
+        let path = Path::new(&j.entry.path);
+        let mut content = Vec::new();
+        let read = self.open(&j.entry.path).and_then(|mut body| {
+            chunk_stream(params, &mut body, |chunk: &[u8]| -> Result<()> {
+                progress.cancel.check()?;
+                content.push(writer.add_blob(BlobKind::Data, chunk)?.0);
+                progress
+                    .done_bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Ok(())
+            })
+        });
+        let size = match read {
+            Ok(n) => n,
+            Err(e) if from_remote(&e) => {
+                progress.warn(path, format!("cannot read: {e}"));
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if j.entry.size >= 0 && size != j.entry.size as u64 {
+            progress.warn(
+                path,
+                "changed while being read; the snapshot holds what was read",
+            );
+        }
+        progress.done_files.fetch_add(1, Ordering::Relaxed);
+        Ok(Some((content, size)))
+    }
+}
+
+/// The content server, stopped when dropped (whatever the way out).
+struct Server(Child);
+
+impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -148,6 +242,7 @@ impl RcloneSource {
         let features = run(
             &["backend", "features", &remote],
             &format!("use the remote {}", location(&remote)),
+            &remote,
         )?;
         let features: serde_json::Value =
             serde_json::from_slice(&features).context("rclone backend features printed no JSON")?;
@@ -159,33 +254,39 @@ impl RcloneSource {
             args.push("--hash");
         }
         args.push(&remote);
-        let listing = run(&args, &format!("list {}", location(&remote)))?;
+        let listing = run(&args, &format!("list {}", location(&remote)), &remote)?;
         let entries: Vec<Entry> =
             serde_json::from_slice(&listing).context("rclone lsjson printed no JSON list")?;
         let password = rewind_server::ui::random_token();
         let mut last = anyhow!("rclone serve http did not start");
         for _ in 0..5 {
             let port = free_port()?;
-            let mut server = rclone()
-                .args(["serve", "http", &remote, "--read-only", "--addr"])
-                .arg(format!("127.0.0.1:{port}"))
-                .args(["--user", "rewind", "--pass", &password])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("cannot start rclone serve http")?;
+            // The password in the environment, not on the command line
+            // (where `ps` shows it to everyone).
+            let mut server = Server(
+                rclone()
+                    .args(["serve", "http", &remote, "--read-only", "--addr"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .env("RCLONE_USER", "rewind")
+                    .env("RCLONE_PASS", &password)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("cannot start rclone serve http")?,
+            );
             let deadline = Instant::now() + Duration::from_secs(20);
             let up = loop {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     break true;
                 }
-                if server.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                if server.0.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
                     break false;
                 }
                 std::thread::sleep(Duration::from_millis(30));
             };
             if up {
-                let runtime = tokio::runtime::Builder::new_current_thread()
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
                     .enable_all()
                     .build()
                     .context("start the HTTP client's runtime")?;
@@ -196,15 +297,14 @@ impl RcloneSource {
                 return Ok(RcloneSource {
                     remote,
                     entries,
-                    server,
+                    _server: server,
                     base: format!("http://127.0.0.1:{port}/"),
                     password,
                     runtime,
                     client,
                 });
             }
-            let _ = server.kill();
-            let _ = server.wait();
+            drop(server);
             last = anyhow!("rclone serve http did not start on port {port}");
         }
         Err(last)
@@ -299,13 +399,22 @@ impl Read for BodyReader<'_> {
     }
 }
 
-fn time_of(s: &str) -> Time {
-    s.parse::<jiff::Timestamp>()
-        .map(|t| Time {
-            secs: t.as_second(),
-            nanos: t.subsec_nanosecond().max(0) as u32,
-        })
-        .unwrap_or_default()
+/// A listed time; `None` where rclone's text is not one.
+fn time_of(s: &str) -> Option<Time> {
+    let t = s.parse::<jiff::Timestamp>().ok()?;
+    let (secs, nanos) = (t.as_second(), t.subsec_nanosecond());
+    // Before 1970 the fraction is negative: borrow a second.
+    Some(if nanos < 0 {
+        Time {
+            secs: secs - 1,
+            nanos: (nanos + 1_000_000_000) as u32,
+        }
+    } else {
+        Time {
+            secs,
+            nanos: nanos as u32,
+        }
+    })
 }
 
 fn node(name: &[u8], kind: NodeKind, mode: u32, size: u64, mtime: Time) -> Node {
@@ -348,7 +457,7 @@ fn same(old: &Node, e: &Entry, hashes: &[Xattr]) -> bool {
         .collect();
     old.is_file()
         && size_ok
-        && old.mtime == time_of(&e.mod_time)
+        && time_of(&e.mod_time).is_some_and(|t| old.mtime == t)
         && common.iter().all(|(o, h)| o.value == h.value)
 }
 
@@ -369,6 +478,11 @@ impl Dir {
     fn write(self, writer: &BlobWriter<'_>, summary: &mut BackupSummary) -> Result<BlobId> {
         let mut nodes = self.files;
         for (name, sub) in self.subdirs {
+            // A folder listed after a file of its name: the file was kept.
+            if nodes.iter().any(|n| n.name == name) {
+                summary.errors += 1;
+                continue;
+            }
             let mtime = sub.mtime;
             let subtree = sub.write(writer, summary)?;
             summary.dirs += 1;
@@ -441,75 +555,107 @@ impl TreeSource for RcloneSource {
             entries.iter().filter(|e| !e.is_dir).count() as u64,
             Ordering::Relaxed,
         );
+        // Files to read, in listing order; read several at once below.
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut pending = std::collections::HashSet::new();
         for e in &entries {
             progress.cancel.check()?;
             let path = Path::new(&e.path);
-            let dirs: Vec<&[u8]> = path
-                .parent()
-                .into_iter()
-                .flat_map(|p| p.components())
-                .map(|c| std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()))
+            // Every part of the path a plain name rewind can store (no `..`,
+            // no root, no empty part).
+            let parts: Option<Vec<&[u8]>> = path
+                .components()
+                .map(|c| match c {
+                    std::path::Component::Normal(n) => {
+                        let b = std::os::unix::ffi::OsStrExt::as_bytes(n);
+                        rewind_core::format::tree::validate_name(b).ok().map(|()| b)
+                    }
+                    _ => None,
+                })
                 .collect();
-            let name = std::os::unix::ffi::OsStrExt::as_bytes(path.file_name().unwrap_or_default());
-            if name.is_empty() || rewind_core::format::tree::validate_name(name).is_err() {
+            let Some((name, dirs)) = parts.as_deref().and_then(|p| p.split_last()) else {
                 progress.warn(path, "a name rewind cannot store; left out");
                 summary.errors += 1;
                 continue;
-            }
-            if e.is_dir {
-                let mut all = dirs.clone();
-                all.push(name);
-                root.at(&all).mtime = time_of(&e.mod_time);
+            };
+            let name: &[u8] = name;
+            let Some(mtime) = time_of(&e.mod_time) else {
+                progress.warn(
+                    path,
+                    format!("rclone gave no readable time ({:?}); left out", e.mod_time),
+                );
+                summary.errors += 1;
                 continue;
+            };
+            if e.is_dir {
+                let mut all = dirs.to_vec();
+                all.push(name);
+                root.at(&all).mtime = mtime;
+                continue;
+            }
+            // Two entries of one name (Google Drive allows it; S3 has `a`
+            // beside `a/`): the first is kept.
+            {
+                let here = root.at(dirs);
+                if here.subdirs.contains_key(name)
+                    || here.files.iter().any(|n| n.name == name)
+                    || !pending.insert(e.path.as_str())
+                {
+                    progress.warn(
+                        path,
+                        "another entry has this name in its folder; this one is left out",
+                    );
+                    summary.errors += 1;
+                    continue;
+                }
             }
             let hashes = hash_xattrs(&e.hashes);
             if let Some(old) = parent.file(path).filter(|old| same(old, e, &hashes)) {
                 summary.files_unchanged += 1;
                 summary.total_bytes += old.size;
-                root.at(&dirs).files.push(old);
+                root.at(dirs).files.push(old);
                 continue;
             }
-            let mut content = Vec::new();
-            let read = self.open(&e.path).and_then(|mut body| {
-                chunk_stream(&params, &mut body, |chunk: &[u8]| -> Result<()> {
-                    progress.cancel.check()?;
-                    content.push(writer.add_blob(BlobKind::Data, chunk)?.0);
-                    progress
-                        .done_bytes
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    Ok(())
-                })
+            jobs.push(Job {
+                dirs: dirs.iter().map(|d| d.to_vec()).collect(),
+                name: name.to_vec(),
+                entry: e,
+                hashes,
+                mtime,
             });
-            let size = match read {
-                Ok(n) => n,
-                Err(e) if from_remote(&e) => {
-                    progress.warn(path, format!("cannot read: {e}"));
-                    summary.errors += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
+        }
+        // A few readers at once: one waiting for the service leaves the
+        // others (and the cores) busy.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(READERS)
+            .build()
+            .map_err(|e| Error::io("start reader threads", std::io::Error::other(e)))?;
+        let read: Vec<Result<Option<ReadFile>>> = pool.install(|| {
+            use rayon::prelude::*;
+            jobs.par_iter()
+                .map(|j| self.read_one(j, &params, writer, progress))
+                .collect()
+        });
+        for (j, r) in jobs.into_iter().zip(read) {
+            let Some((content, size)) = r? else {
+                summary.errors += 1;
+                continue;
             };
-            if e.size >= 0 && size != e.size as u64 {
-                progress.warn(
-                    path,
-                    "changed while being read; the snapshot holds what was read",
-                );
-            }
             let mut n = node(
-                name,
+                &j.name,
                 NodeKind::File {
                     content,
                     holes: Vec::new(),
                 },
                 0o100644,
                 size,
-                time_of(&e.mod_time),
+                j.mtime,
             );
-            n.xattrs = hashes;
+            n.xattrs = j.hashes;
             summary.files_new += 1;
             summary.bytes_read += size;
             summary.total_bytes += size;
-            progress.done_files.fetch_add(1, Ordering::Relaxed);
+            let dirs: Vec<&[u8]> = j.dirs.iter().map(Vec::as_slice).collect();
             root.at(&dirs).files.push(n);
         }
         progress.scan_done.store(true, Ordering::SeqCst);
@@ -532,17 +678,32 @@ pub fn restore_to(repo: &Repository, tree: &BlobId, to: &str) -> anyhow::Result<
     let remote = to
         .strip_prefix("rclone:")
         .filter(|r| r.contains(':'))
-        .ok_or_else(|| anyhow!("--to {to:?}: write rclone:REMOTE:PATH"))?;
+        .ok_or_else(|| anyhow!("--to: write rclone:REMOTE:PATH"))?;
+    let shown = location(remote);
     run(
         &["backend", "features", remote],
-        &format!("use the remote {}", location(remote)),
+        &format!("use the remote {shown}"),
+        remote,
     )?;
     let mut done = Uploaded::default();
+    // `remote:` is the remote's own top (its home on SFTP), not `remote:/`.
     let base = remote.trim_end_matches('/');
+    let join = |rel: &str| {
+        if base.ends_with(':') {
+            format!("{base}{rel}")
+        } else {
+            format!("{base}/{rel}")
+        }
+    };
     let mut stack = vec![(*tree, String::new())];
     while let Some((id, rel)) = stack.pop() {
         for n in &repo.read_tree(&id)?.nodes {
-            let name = String::from_utf8_lossy(&n.name);
+            let Ok(name) = std::str::from_utf8(&n.name) else {
+                bail!(
+                    "{rel}/{}: a name that is not UTF-8 cannot be written through rclone; restore to a folder instead",
+                    String::from_utf8_lossy(&n.name)
+                );
+            };
             let path = if rel.is_empty() {
                 name.to_string()
             } else {
@@ -554,42 +715,7 @@ pub fn restore_to(repo: &Repository, tree: &BlobId, to: &str) -> anyhow::Result<
                     stack.push((*subtree, path));
                 }
                 NodeKind::File { .. } => {
-                    let dest = format!("{base}/{path}");
-                    let mut child = rclone()
-                        .args(["rcat", "--size", &n.size.to_string(), &dest])
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .context("cannot run rclone rcat")?;
-                    let mut stdin = child.stdin.take().expect("piped");
-                    let mut reader = rewind_core::browse::FileReader::new(repo, n)?;
-                    let copied = std::io::copy(&mut reader, &mut stdin);
-                    drop(stdin);
-                    let out = child.wait_with_output().context("rclone rcat")?;
-                    copied.with_context(|| format!("send {path} to rclone"))?;
-                    if !out.status.success() {
-                        bail!(
-                            "rclone could not write {dest}: {}",
-                            String::from_utf8_lossy(&out.stderr)
-                                .lines()
-                                .last()
-                                .unwrap_or("")
-                        );
-                    }
-                    if let Ok(t) = jiff::Timestamp::new(n.mtime.secs, n.mtime.nanos as i32) {
-                        // A service without modification times says no: fine.
-                        let _ = run(
-                            &[
-                                "touch",
-                                "--no-create",
-                                "-t",
-                                &t.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
-                                &dest,
-                            ],
-                            "set a time",
-                        );
-                    }
+                    upload(repo, n, &join(&path), &path, remote)?;
                     done.files += 1;
                     done.bytes += n.size;
                 }
@@ -598,6 +724,54 @@ pub fn restore_to(repo: &Repository, tree: &BlobId, to: &str) -> anyhow::Result<
         }
     }
     Ok(done)
+}
+
+/// One file into `rclone rcat`; a failed read kills rcat before it sees an
+/// end, so that no cut-off file is left as if whole.
+fn upload(repo: &Repository, n: &Node, dest: &str, path: &str, remote: &str) -> anyhow::Result<()> {
+    let mut child = Server(
+        rclone()
+            .args(["rcat", "--size", &n.size.to_string(), dest])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run rclone rcat")?,
+    );
+    let mut stdin = child.0.stdin.take().expect("piped");
+    let mut stderr = child.0.stderr.take().expect("piped");
+    // Read rcat's words as they come, so that it never blocks on them.
+    let said = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let copied = rewind_core::browse::FileReader::new(repo, n)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut r| std::io::copy(&mut r, &mut stdin).map_err(anyhow::Error::from));
+    if let Err(e) = copied {
+        let _ = child.0.kill();
+        return Err(e.context(format!("send {path} to rclone")));
+    }
+    drop(stdin);
+    let status = child.0.wait().context("rclone rcat")?;
+    let said = said.join().unwrap_or_default();
+    if !status.success() {
+        bail!(
+            "rclone could not write {path}: {}",
+            scrub(said.lines().last().unwrap_or(""), remote)
+        );
+    }
+    if let Ok(t) = jiff::Timestamp::new(n.mtime.secs, n.mtime.nanos as i32) {
+        // A service without modification times says no: fine.
+        let stamp = t.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+        let _ = run(
+            &["touch", "--no-create", "-t", &stamp, dest],
+            "set a time",
+            remote,
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -621,5 +795,18 @@ mod tests {
             "rclone::webdav:dir"
         );
         assert_eq!(location(":s3,secret=unterminated'"), "rclone::s3:");
+        assert_eq!(
+            location("myS3,secret_access_key=X:bucket"),
+            "rclone:myS3:bucket"
+        );
+        let remote = ":s3,secret_access_key=TOPSECRET:b";
+        let said =
+            format!("Failed to create file system for \"{remote}\": 403, token=abc pass=xyz");
+        let s = super::scrub(&said, remote);
+        assert!(
+            !s.contains("TOPSECRET") && !s.contains("abc") && !s.contains("xyz"),
+            "{s}"
+        );
+        assert!(s.contains(":s3:b"), "{s}");
     }
 }

@@ -106,6 +106,7 @@ fn a_local_remote_is_backed_up_incrementally_and_restored_locally_and_to_a_remot
     assert_eq!(r.code, Some(0), "{r}");
     let s = r.summary();
     assert_eq!(s["files_new"], 8 + 3, "{s}");
+    assert!(!r.stderr.contains("warning"), "{r}");
     assert_eq!(
         env.snapshots()[0]["paths"][0],
         format!("rclone::local:{}", src.display())
@@ -221,6 +222,7 @@ fn a_webdav_remote_is_backed_up_without_its_password_in_the_snapshot() {
     );
     assert_eq!(r.code, Some(1), "{r}");
     assert!(r.stderr.contains("rclone could not"), "{r}");
+    assert!(!r.stderr.contains(&wrong), "the password is not said: {r}");
     assert_eq!(env.snapshots().len(), 1);
 }
 
@@ -255,6 +257,10 @@ fn an_s3_remote_on_seaweedfs_and_the_errors_a_person_meets() {
     let r = backup(&env, &s3("not-the-secret"));
     assert_eq!(r.code, Some(1), "{r}");
     assert!(r.stderr.contains("rclone could not list"), "{r}");
+    assert!(
+        !r.stderr.contains("not-the-secret"),
+        "the secret is not said: {r}"
+    );
     // An unknown remote name.
     let r = backup(&env, "nosuchremote:Documents");
     assert_eq!(r.code, Some(1), "{r}");

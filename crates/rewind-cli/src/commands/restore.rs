@@ -179,10 +179,11 @@ fn restore_remote(
         );
     } else if !global.quiet {
         outln!(
-            "restored {} files ({}) in {} folders to {to}",
+            "restored {} files ({}) in {} folders to {}",
             done.files,
             bytes(done.bytes),
-            done.dirs
+            done.dirs,
+            crate::rclone::location(to.trim_start_matches("rclone:"))
         );
     }
     Ok(crate::exit::OK)
