@@ -52,7 +52,10 @@ pub fn location(remote: &str) -> String {
     let name = &rest[..name_end];
     let mut quote: Option<char> = None;
     let mut path_at = None;
-    for (i, c) in rest.char_indices().skip(name_end) {
+    for (i, c) in rest[name_end..]
+        .char_indices()
+        .map(|(i, c)| (name_end + i, c))
+    {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
@@ -138,6 +141,13 @@ fn run(args: &[&str], what: &str, remote: &str) -> anyhow::Result<Vec<u8>> {
             .unwrap_or("")
             .trim()
             .to_string();
+        // rclone's log lines begin with a date and time: not news here.
+        let last = match last.get(..20) {
+            Some(stamp) if stamp.as_bytes()[4] == b'/' && stamp.as_bytes()[13] == b':' => {
+                last[20..].to_string()
+            }
+            _ => last,
+        };
         bail!("rclone could not {what}: {}", scrub(&last, remote));
     }
     Ok(out.stdout)
