@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
-use rewind_core::archiver::TreeSource;
+use rewind_core::archiver::{source_node, TreeSource};
 use rewind_core::chunker::chunk_stream;
 use rewind_core::format::pack::BlobKind;
 use rewind_core::format::snapshot::BackupSummary;
@@ -427,25 +427,6 @@ fn time_of(s: &str) -> Option<Time> {
     })
 }
 
-fn node(name: &[u8], kind: NodeKind, mode: u32, size: u64, mtime: Time) -> Node {
-    Node {
-        name: name.to_vec(),
-        kind,
-        mode,
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        user: None,
-        group: None,
-        size,
-        mtime,
-        ctime: mtime,
-        inode: 0,
-        device: 0,
-        links: 1,
-        xattrs: Vec::new(),
-    }
-}
-
 fn hash_xattrs(hashes: &BTreeMap<String, String>) -> Vec<Xattr> {
     hashes
         .iter()
@@ -496,7 +477,13 @@ impl Dir {
             let mtime = sub.mtime;
             let subtree = sub.write(writer, summary)?;
             summary.dirs += 1;
-            nodes.push(node(&name, NodeKind::Dir { subtree }, 0o040755, 0, mtime));
+            nodes.push(source_node(
+                &name,
+                NodeKind::Dir { subtree },
+                0o040755,
+                0,
+                mtime,
+            ));
         }
         Ok(writer
             .add_blob(BlobKind::Tree, &Tree::new(nodes).encode())?
@@ -651,7 +638,7 @@ impl TreeSource for RcloneSource {
                 summary.errors += 1;
                 continue;
             };
-            let mut n = node(
+            let mut n = source_node(
                 &j.name,
                 NodeKind::File {
                     content,

@@ -1163,6 +1163,29 @@ pub trait TreeSource {
     ) -> Result<BlobId>;
 }
 
+/// A node made by a [`TreeSource`] (a message, a cloud file, a folder of
+/// them): owned by the user running the backup, no inode, one link.
+pub fn source_node(name: &[u8], kind: NodeKind, mode: u32, size: u64, mtime: Time) -> Node {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    Node {
+        name: name.to_vec(),
+        kind,
+        mode,
+        uid,
+        gid,
+        user: None,
+        group: None,
+        size,
+        mtime,
+        ctime: mtime,
+        inode: 0,
+        device: 0,
+        links: 1,
+        xattrs: Vec::new(),
+    }
+}
+
 /// Backs up a [`TreeSource`]: the same marker, parent, ransomware scan and
 /// write ordering as a backup of files (the snapshot is written last).
 pub fn backup_source(

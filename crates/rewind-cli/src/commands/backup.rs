@@ -97,38 +97,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if args.stdin_from_command && args.command.is_empty() {
         return Err(super::usage("--stdin-from-command needs a command after --, e.g. `rewind backup --stdin-from-command -- pg_dump mydb`"));
     }
-    // A mailbox or an rclone remote: one per backup, not mixed with files.
-    let remote = |p: &std::path::PathBuf| {
-        let p = p.to_string_lossy();
-        crate::imap::is_imap(&p) || crate::rclone::is_rclone(&p)
-    };
-    if args.paths.iter().any(remote) && args.paths.len() > 1 {
-        return Err(super::usage(
-            "back up a mailbox or an rclone remote on its own: one imap:// or rclone: source per backup, without files",
-        ));
-    }
-    let cloud = args
-        .paths
-        .first()
-        .map(|p| p.to_string_lossy().into_owned())
-        .filter(|p| crate::rclone::is_rclone(p));
-    let mail = match args
-        .paths
-        .iter()
-        .filter(|p| crate::imap::is_imap(&p.to_string_lossy()))
-        .count()
-    {
-        0 => None,
-        1 if args.paths.len() == 1 => Some(
-            crate::imap::ImapUrl::parse(&args.paths[0].to_string_lossy())
-                .map_err(|e| super::usage(e.to_string()))?,
-        ),
-        _ => {
-            return Err(super::usage(
-                "back up a mailbox on its own: one imap:// address per backup, without files",
-            ))
-        }
-    };
+    let other = OtherSource::of(&args.paths)?;
     if args.dry_run && global.repo.is_none() && !super::defaults().repo.join("config").exists() {
         return Err(super::usage("--dry-run compares with a repository, and the default one does not exist yet: run `rewind backup` without --dry-run first"));
     }
@@ -156,30 +125,16 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     };
     let copy_to = open_copy_target(args, stored.as_ref(), &repo)?;
     let opts = options(args, excludes, global, &repo)?;
-    // The remote's listing before the backup: a bad remote is said now.
-    let mut cloud = match cloud {
-        Some(spec) => Some(crate::rclone::RcloneSource::start(&spec)?),
-        None => None,
-    };
-    // The mailbox's login before the backup: a wrong password is said now.
-    let mut mail = match mail {
-        Some(url) => {
-            let secret = crate::imap::secret(&url)?;
-            Some(crate::imap::backup::MailSource::connect(url, secret)?)
-        }
-        None => None,
-    };
+    // A mailbox's login or a remote's listing before the backup: a wrong
+    // password or a bad remote is said now.
+    let mut other = other.map(OtherSource::start).transpose()?;
 
     // Ctrl-C or SIGTERM from here on stops the backup at a safe point
     // (no snapshot, no running marker left); not during the password prompt.
     let progress = Progress::with_cancel(crate::interrupt::install());
-    let outcome = if let Some(source) = mail.as_mut() {
-        super::with_progress(global, "backing up mail", &progress, || {
-            archiver::backup_source(&repo, &opts, source, &progress)
-        })?
-    } else if let Some(source) = cloud.as_mut() {
+    let outcome = if let Some(source) = other.as_mut() {
         super::with_progress(global, "backing up", &progress, || {
-            archiver::backup_source(&repo, &opts, source, &progress)
+            archiver::backup_source(&repo, &opts, source.as_mut(), &progress)
         })?
     } else if streaming {
         run_stream(&repo, &opts, args, global, &progress)?
@@ -237,6 +192,46 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     } else {
         crate::exit::PARTIAL
     })
+}
+
+/// A source that is not this machine's files: a mailbox or an rclone
+/// remote, backed up on its own.
+enum OtherSource {
+    Mail(crate::imap::ImapUrl),
+    Cloud(String),
+}
+
+impl OtherSource {
+    /// The other source the paths name, if any (a usage error when it is
+    /// mixed with anything else).
+    fn of(paths: &[PathBuf]) -> Result<Option<OtherSource>> {
+        let texts: Vec<String> = paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let other = |p: &String| crate::imap::is_imap(p) || crate::rclone::is_rclone(p);
+        match texts.as_slice() {
+            [one] if crate::imap::is_imap(one) => Ok(Some(OtherSource::Mail(
+                crate::imap::ImapUrl::parse(one).map_err(|e| super::usage(e.to_string()))?,
+            ))),
+            [one] if crate::rclone::is_rclone(one) => Ok(Some(OtherSource::Cloud(one.clone()))),
+            many if many.iter().any(other) => Err(super::usage(
+                "back up a mailbox or an rclone remote on its own: one imap:// or rclone: source per backup, without files",
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// Logs in or lists.
+    fn start(self) -> Result<Box<dyn archiver::TreeSource>> {
+        Ok(match self {
+            OtherSource::Mail(url) => {
+                let secret = crate::imap::secret(&url)?;
+                Box::new(crate::imap::backup::MailSource::connect(url, secret)?)
+            }
+            OtherSource::Cloud(spec) => Box::new(crate::rclone::RcloneSource::start(&spec)?),
+        })
+    }
 }
 
 /// Opens the repository each new snapshot is copied to (given, else the

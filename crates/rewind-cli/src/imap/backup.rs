@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use rewind_core::archiver::TreeSource;
+use rewind_core::archiver::{source_node, TreeSource};
 use rewind_core::browse::FileReader;
 use rewind_core::chunker::chunk_stream;
 use rewind_core::format::pack::BlobKind;
@@ -186,25 +186,6 @@ fn from_server(e: &Error) -> bool {
     matches!(e, Error::Io { context, .. } if context.starts_with(IMAP_FAILURE))
 }
 
-fn node(name: &str, kind: NodeKind, mode: u32, size: u64, mtime: Time) -> Node {
-    Node {
-        name: name.as_bytes().to_vec(),
-        kind,
-        mode,
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        user: None,
-        group: None,
-        size,
-        mtime,
-        ctime: mtime,
-        inode: 0,
-        device: 0,
-        links: 1,
-        xattrs: Vec::new(),
-    }
-}
-
 /// Stores bytes as a file's chunks.
 fn store_bytes(repo: &Repository, writer: &BlobWriter<'_>, data: &[u8]) -> Result<Vec<BlobId>> {
     let mut content = Vec::new();
@@ -299,7 +280,13 @@ impl Dir {
             let (subtree, t) = sub.write(writer, summary)?;
             newest = newest.max(t);
             summary.dirs += 1;
-            nodes.push(node(&name, NodeKind::Dir { subtree }, 0o040700, 0, t));
+            nodes.push(source_node(
+                name.as_bytes(),
+                NodeKind::Dir { subtree },
+                0o040700,
+                0,
+                t,
+            ));
         }
         let tree = Tree::new(nodes);
         Ok((writer.add_blob(BlobKind::Tree, &tree.encode())?.0, newest))
@@ -404,8 +391,8 @@ impl MailSource {
                     continue;
                 };
                 let content = store_bytes(repo, writer, body)?;
-                let mut n = node(
-                    &format!("{uid:010}.eml"),
+                let mut n = source_node(
+                    format!("{uid:010}.eml").as_bytes(),
                     NodeKind::File {
                         content,
                         holes: Vec::new(),
@@ -443,8 +430,8 @@ impl MailSource {
         };
         let json = serde_json::to_vec_pretty(&record).expect("a record serializes");
         let content = store_bytes(repo, writer, &json)?;
-        nodes.push(node(
-            FOLDER_FILE,
+        nodes.push(source_node(
+            FOLDER_FILE.as_bytes(),
             NodeKind::File {
                 content,
                 holes: Vec::new(),
