@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# What the local metadata cache saves on S3: `snapshots` and `ls latest`
+# What the local metadata cache saves on S3: `snapshots`, `ls`, a
+# no-change backup, `ls -R` and `find` over every snapshot (tree blobs)
 # on a SeaweedFS repository of N snapshots (default 40), rewind without
 # its cache (--no-cache, every index and snapshot file fetched), rewind
 # with a warm cache, and restic (its own cache warm), in one run.
@@ -45,3 +46,11 @@ printf '%-28s %10.3f %10.3f %10.3f\n' "ls latest" \
   "$(t "$rewind" -r "$RW" --no-cache ls latest)" "$(t "$rewind" -r "$RW" ls latest)" "$(t restic -r "$RS" ls latest)"
 printf '%-28s %10.3f %10.3f %10.3f\n' "no-change backup" \
   "$(t "$rewind" -r "$RW" --no-cache backup "$src" --no-scan)" "$(t "$rewind" -r "$RW" backup "$src" --no-scan)" "$(t restic -r "$RS" backup "$src")"
+"$rewind" -r "$RW" ls -R latest >/dev/null   # fills the tree cache
+restic -r "$RS" ls latest >/dev/null
+printf '%-28s %10.3f %10.3f %10.3f\n' "ls -R latest" \
+  "$(t "$rewind" -r "$RW" --no-cache ls -R latest)" "$(t "$rewind" -r "$RW" ls -R latest)" "$(t restic -r "$RS" ls latest)"
+"$rewind" -r "$RW" find '*.html' >/dev/null
+printf '%-28s %10.3f %10.3f %10.3f\n' "find *.html (every snapshot)" \
+  "$(t "$rewind" -r "$RW" --no-cache find '*.html')" "$(t "$rewind" -r "$RW" find '*.html')" "$(t restic -r "$RS" find '*.html')"
+

@@ -1,6 +1,11 @@
-//! A local cache of a remote repository's index and snapshot files
-//! (`$XDG_CACHE_HOME/rewind/meta/<location>/`), so that a command on S3,
-//! SFTP or a rewind server does not fetch every one of them again.
+//! A local cache of a remote repository's index and snapshot files and of
+//! its tree blobs (`$XDG_CACHE_HOME/rewind/meta/<location>/`), so that a
+//! command on S3, SFTP or a rewind server does not fetch every one of them
+//! again.
+//!
+//! Tree blobs are kept sealed, as the pack holds them, under `trees/ID`:
+//! the repository opens them with the key, which authenticates them for
+//! that id (a damaged or swapped one fails and is fetched from its pack).
 //!
 //! Safe by construction: those files are named by the BLAKE3 of their
 //! bytes, so a cached file is used only when its bytes hash to its name (a
@@ -95,6 +100,50 @@ impl MetaCache {
         let _ = std::fs::remove_file(&tmp);
     }
 
+    fn tree_path(&self, id: &str) -> Option<PathBuf> {
+        valid_name(id).then(|| self.dir.join("trees").join(id))
+    }
+
+    /// A sealed tree blob, as [`MetaCache::put_tree`] stored it. Not
+    /// checked here: the caller opens it with the key.
+    pub fn get_tree(&self, id: &str) -> Option<Vec<u8>> {
+        let p = self.tree_path(id)?;
+        let data = std::fs::read(&p).ok()?;
+        if let Ok(f) = std::fs::File::options().write(true).open(&p) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        Some(data)
+    }
+
+    /// Keeps a sealed tree blob that opened. Failing to cache is not an
+    /// error.
+    pub fn put_tree(&self, id: &str, sealed: &[u8]) {
+        let Some(p) = self.tree_path(id) else { return };
+        if p.exists() {
+            return;
+        }
+        let Some(dir) = p.parent() else { return };
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let tmp = dir.join(format!(
+            ".{id}.{}.{}.tmp",
+            std::process::id(),
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        if std::fs::write(&tmp, sealed).is_ok() && std::fs::rename(&tmp, &p).is_ok() {
+            return;
+        }
+        let _ = std::fs::remove_file(&tmp);
+    }
+
+    /// Forgets a tree blob that did not open.
+    pub fn remove_tree(&self, id: &str) {
+        if let Some(p) = self.tree_path(id) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
     /// Forgets a file (deleted from the storage).
     pub fn remove(&self, t: FileType, name: &str) {
         if let Some(p) = self.path(t, name) {
@@ -106,8 +155,8 @@ impl MetaCache {
     fn trim(&self) {
         let mut files = Vec::new();
         let mut total = 0u64;
-        for t in [FileType::Index, FileType::Snapshot] {
-            let Ok(rd) = std::fs::read_dir(self.dir.join(t.dir())) else {
+        for sub in [FileType::Index.dir(), FileType::Snapshot.dir(), "trees"] {
+            let Ok(rd) = std::fs::read_dir(self.dir.join(sub)) else {
                 continue;
             };
             for e in rd.flatten() {

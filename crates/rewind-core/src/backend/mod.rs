@@ -203,6 +203,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Ok(std::collections::HashMap::new())
     }
 
+    /// A sealed tree blob from a local cache of this storage, if it keeps
+    /// one (remote repositories, [`cache`]); the caller authenticates it.
+    fn cached_tree(&self, id: &str) -> Option<Vec<u8>> {
+        let _ = id;
+        None
+    }
+
+    /// Offers a sealed tree blob that opened to the local cache, if any;
+    /// `None` forgets a cached one that did not open.
+    fn cache_tree(&self, id: &str, sealed: Option<&[u8]>) {
+        let _ = (id, sealed);
+    }
+
     /// True when this handle may only add files (a `backup` token of the
     /// rewind server): rewrites of snapshots through it would not count.
     fn adds_only(&self) -> Result<bool> {

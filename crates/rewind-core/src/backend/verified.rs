@@ -105,6 +105,19 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
         ))
     }
 
+    fn cached_tree(&self, id: &str) -> Option<Vec<u8>> {
+        self.cache.as_ref()?.get_tree(id)
+    }
+
+    fn cache_tree(&self, id: &str, sealed: Option<&[u8]>) {
+        if let Some(cache) = &self.cache {
+            match sealed {
+                Some(s) => cache.put_tree(id, s),
+                None => cache.remove_tree(id),
+            }
+        }
+    }
+
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
         let out = self.inner.write(t, name, data)?;
         if let Some(cache) = &self.cache {

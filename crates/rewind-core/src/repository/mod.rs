@@ -553,15 +553,31 @@ impl Repository {
         Err(first)
     }
 
-    /// Reads one copy of a blob.
+    /// Reads one copy of a blob. A tree blob comes from the local cache of
+    /// a remote repository where it is there and opens (else from its
+    /// pack, and into the cache).
     fn read_blob_at(&self, id: &BlobId, pack: &PackId, e: &IndexEntry) -> Result<Vec<u8>> {
+        let tree = e.kind == crate::format::pack::BlobKind::Tree;
+        let hex = tree.then(|| id.to_hex());
+        if let Some(hex) = &hex {
+            if let Some(sealed) = self.backend.cached_tree(hex) {
+                match self.open_blob(id, e.raw_length, &sealed, "the local cache") {
+                    Ok(data) => return Ok(data),
+                    Err(_) => self.backend.cache_tree(hex, None),
+                }
+            }
+        }
         let sealed = self.backend.read_range(
             FileType::Pack,
             &pack.to_hex(),
             u64::from(e.offset),
             e.length,
         )?;
-        self.open_blob(id, e.raw_length, &sealed, &pack.to_hex())
+        let data = self.open_blob(id, e.raw_length, &sealed, &pack.to_hex())?;
+        if let Some(hex) = &hex {
+            self.backend.cache_tree(hex, Some(&sealed));
+        }
+        Ok(data)
     }
 
     /// Reads several blobs in order, calling `f` with each plaintext.
