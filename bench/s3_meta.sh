@@ -5,7 +5,7 @@
 # its cache (--no-cache, every index and snapshot file fetched), rewind
 # with a warm cache, and restic (its own cache warm), in one run.
 #
-#   bench/s3_meta.sh [N]
+#   [SRC=DIR] bench/s3_meta.sh [N]   (SRC: the tree backed up, default /usr/share/doc/bash)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-40}
@@ -28,7 +28,7 @@ export REWIND_PASSWORD=bench RESTIC_PASSWORD=bench XDG_CACHE_HOME="$W/cache"
 unset REWIND_REPOSITORY RESTIC_REPOSITORY
 RW="s3:http://127.0.0.1:$port/rwb/repo"; RS="s3:http://127.0.0.1:$port/rsb/repo"
 src="$W/src"; mkdir -p "$src"
-cp -r /usr/share/doc/bash "$src/"
+cp -r "${SRC:-/usr/share/doc/bash}" "$src/"
 "$rewind" -r "$RW" init >/dev/null
 restic -r "$RS" init >/dev/null 2>&1
 for i in $(seq 1 "$N"); do
