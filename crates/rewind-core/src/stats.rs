@@ -54,6 +54,34 @@ pub struct Stats {
     pub compression_ratio: f64,
 }
 
+/// A timestamp for people: this machine's time zone, to the second.
+pub fn local_time(t: jiff::Timestamp) -> String {
+    t.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// A node's modification time for people ([`local_time`]; the seconds
+/// where it is out of range).
+pub fn node_time(t: crate::format::tree::Time) -> String {
+    jiff::Timestamp::new(t.secs, t.nanos as i32)
+        .map(local_time)
+        .unwrap_or_else(|_| t.secs.to_string())
+}
+
+/// `drwxr-xr-x` from a node.
+pub fn mode_string(node: &crate::format::tree::Node) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(node.type_char());
+    for shift in [6u32, 3, 0] {
+        let bits = (node.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
 /// A size for people: `1.50 GiB` (binary units), `512 B`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -379,24 +379,8 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(Body::new);
-                    req.extensions_mut().insert(peer);
-                    router.clone().oneshot(req)
-                });
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            // A client that opens a connection and sends nothing is let go.
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
-            builder
-                .http2()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(Some(Duration::from_secs(30)))
-                .keep_alive_timeout(Duration::from_secs(20));
+            let svc = router_service(router, peer);
+            let builder = connection_builder();
             let result = match tls {
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await
                 {
@@ -422,6 +406,46 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
     }
     log("stopping (signal)");
     Ok(())
+}
+
+/// The server's HTTP/1.1 and HTTP/2 settings for one connection: a client
+/// that opens a connection and sends nothing is let go after 30 s; HTTP/2
+/// connections are kept alive with pings.
+pub(crate) fn connection_builder(
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// `router` as a hyper service for one connection, each request told the
+/// address it came from (a `SocketAddr` extension).
+pub(crate) fn router_service(
+    router: Router,
+    peer: std::net::SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = std::result::Result<Response, std::convert::Infallible>,
+    > + Send
+                 + 'static,
+> + Clone {
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(peer);
+        router.clone().oneshot(req)
+    })
 }
 
 /// Removes, at start and then hourly, the temporary files of uploads that a

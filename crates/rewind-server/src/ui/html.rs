@@ -106,19 +106,8 @@ pub fn size(n: u64) -> String {
     rewind_core::stats::human_bytes(n)
 }
 
-/// A time in this machine's zone, to the second.
-pub fn time(t: jiff::Timestamp) -> String {
-    t.to_zoned(jiff::tz::TimeZone::system())
-        .strftime("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
-/// A node's modification time for people.
-pub fn node_time(t: rewind_core::format::tree::Time) -> String {
-    jiff::Timestamp::new(t.secs, t.nanos as i32)
-        .map(time)
-        .unwrap_or_else(|_| t.secs.to_string())
-}
+/// Times for people, as the command line shows them.
+pub use rewind_core::stats::{local_time as time, node_time};
 
 /// A page under construction: its title, where it sits in the menu, and
 /// the HTML of its body.

@@ -721,13 +721,13 @@ pub fn run_local(
     result
 }
 
-/// Serves `router` on `listener` until `stop` completes (HTTP/1.1).
+/// Serves `router` on `listener` until `stop` completes (the server's
+/// connection settings, [`crate::http::connection_builder`]).
 async fn axum_serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    use tower::ServiceExt;
     tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -740,21 +740,9 @@ async fn axum_serve(
             },
             _ = &mut stop => return Ok(()),
         };
-        let router = router.clone();
+        let svc = crate::http::router_service(router.clone(), peer);
         tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(Body::new);
-                    req.extensions_mut().insert(peer);
-                    router.clone().oneshot(req)
-                });
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
-            let _ = builder
+            let _ = crate::http::connection_builder()
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
                 .await;
         });

@@ -574,7 +574,7 @@ fn folder(ui: &Ui, s: &Session, id: &str, q: &Query) -> Result<Page> {
             p.body,
             r#"<tr><td class="name">{cell}</td><td class="num">{size}</td><td>{}</td><td><code>{}</code></td><td>{actions}</td></tr>"#,
             html::node_time(n.mtime),
-            mode_string(n)
+            rewind_core::stats::mode_string(n)
         );
     }
     p.push("</tbody></table>");
@@ -603,19 +603,6 @@ fn pager(p: &mut Page, link: &str, page: usize, pages: usize) {
         );
     }
     p.push("</div>");
-}
-
-/// `drwxr-xr-x`.
-fn mode_string(n: &Node) -> String {
-    let mut s = String::with_capacity(10);
-    s.push(n.type_char());
-    for shift in [6u32, 3, 0] {
-        let bits = (n.mode >> shift) & 7;
-        s.push(if bits & 4 != 0 { 'r' } else { '-' });
-        s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
-    }
-    s
 }
 
 /// What makes two versions of a file the same.
