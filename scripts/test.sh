@@ -20,6 +20,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # Mail backup tests: a real IMAP server (Dovecot, started by the tests on
 # loopback ports with a configuration of their own).
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+# Phone inbox tests: litmus, the WebDAV test suite.
+[ -x /usr/bin/litmus ] || need+=(litmus)
 # Cloud drive tests: rclone (its local, WebDAV and S3 remotes).
 command -v rclone >/dev/null 2>&1 || need+=(rclone)
 # `rewind mount` tests: fusermount3 (the tests run where /dev/fuse exists).

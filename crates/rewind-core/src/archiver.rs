@@ -74,6 +74,11 @@ pub struct BackupOptions {
     pub time: Option<jiff::Timestamp>,
     /// Skip the ransomware scan against the parent (`crate::scan`).
     pub skip_scan: bool,
+    /// Where the data came from, recorded as the snapshot's one path
+    /// instead of the source's (a server's phone inbox: `dav:NAME`); the
+    /// one source directory's entries are then the root tree's. Needs
+    /// exactly one path, a directory.
+    pub label: Option<String>,
 }
 
 impl BackupOptions {
@@ -597,6 +602,11 @@ fn resolve_sources(opts: &BackupOptions, progress: &Progress) -> Result<Vec<Path
 
 /// Refuses a source inside the repository and drops sources inside others.
 fn top_sources(abs: &[PathBuf], opts: &BackupOptions) -> Result<Vec<PathBuf>> {
+    if opts.label.is_some() && !(abs.len() == 1 && abs[0].is_dir()) {
+        return Err(Error::InvalidInput(
+            "a labelled backup takes exactly one directory".into(),
+        ));
+    }
     for a in abs {
         if let Some(repo_path) = opts.exclude_paths.iter().find(|r| a.starts_with(r)) {
             return Err(Error::InvalidInput(format!(
@@ -671,11 +681,13 @@ impl Scanner<'_> {
                 .and_then(|p| p.symlink_metadata())
                 .map(|m| m.dev())
                 .unwrap_or(0);
-            if path
-                .components()
-                .all(|c| !matches!(c, Component::Normal(_)))
+            if self.opts.label.is_some()
+                || path
+                    .components()
+                    .all(|c| !matches!(c, Component::Normal(_)))
             {
-                // The path is `/` itself: its entries are the root tree's.
+                // The path is `/` itself, or a labelled source: its
+                // entries are the root tree's.
                 root.children =
                     pool.install(|| self.scan_dir_contents(path, parent_root, root_dev));
                 continue;
@@ -866,10 +878,13 @@ pub fn backup(
     let abs = resolve_sources(opts, progress)?;
     let marker = announce(repo, opts)?;
     let abs = top_sources(&abs, opts)?;
-    let path_strings: Vec<String> = abs
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let path_strings: Vec<String> = match &opts.label {
+        Some(label) => vec![label.clone()],
+        None => abs
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+    };
     let excludes = build_excludes(opts)?;
     // The index now (after the marker, docs/DESIGN.md §8c): a damaged index
     // file costs dedup and may hide damage, so it is said.

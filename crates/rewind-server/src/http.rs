@@ -38,6 +38,8 @@ pub(crate) struct App {
     upload_memory: Arc<tokio::sync::Semaphore>,
     /// Uploads running, by token name ([`Config::max_uploads_per_token`]).
     uploads: Arc<Mutex<HashMap<String, usize>>>,
+    /// The phone inboxes ([`crate::inbox`]).
+    inboxes: crate::inbox::serve::Inboxes,
 }
 
 /// One running upload of a token: counted while it lives.
@@ -105,6 +107,7 @@ impl App {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             uploads: Arc::new(Mutex::new(HashMap::new())),
+            inboxes: crate::inbox::serve::Inboxes::new(config.data.clone(), config.inbox_schedule),
             config,
             repos: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
@@ -114,6 +117,10 @@ impl App {
     /// The state, re-read when it changed: a token added or revoked takes
     /// effect at the next request (a state kept in the store is looked at
     /// every 5 seconds at most).
+    pub(crate) fn inboxes(&self) -> &crate::inbox::serve::Inboxes {
+        &self.inboxes
+    }
+
     pub(crate) fn state(&self) -> Result<Arc<State>> {
         self.state_within(Duration::from_secs(5))
     }
@@ -217,6 +224,113 @@ impl App {
             .entry(name.to_string())
             .or_insert(repo)
             .clone())
+    }
+}
+
+impl App {
+    /// Stores a file in repository `repo_name` for a writer inside the
+    /// server (a phone inbox's snapshots, [`crate::inbox`]), under the
+    /// rules of a backup token named `who`: what a backup token may not
+    /// store is refused, the quota binds, the write log records the file
+    /// before it is stored, and a running marker is remembered as `who`'s.
+    pub(crate) fn store_as(
+        &self,
+        repo_name: &str,
+        who: &str,
+        t: FileType,
+        name: &str,
+        data: &[u8],
+    ) -> Result<WriteOutcome> {
+        let repo = self.repo(repo_name)?;
+        match t {
+            FileType::Policy | FileType::PruneState => {
+                return Err(Error::Refused(format!(
+                    "{who} adds backups only, and cannot store {} files",
+                    t.what()
+                )))
+            }
+            FileType::Config | FileType::Key
+                if !repo.backend.list(FileType::Config)?.is_empty() =>
+            {
+                return Err(Error::Refused(format!(
+                    "{who} adds backups only, and cannot add {} files to an existing repository",
+                    t.what()
+                )))
+            }
+            _ => {}
+        }
+        let st = self.state()?;
+        let limits = self.limits(&st, repo_name);
+        if let (Some(max), false) = (limits.max_size, t == FileType::Running) {
+            let used = repo.usage()?.0;
+            if used.saturating_add(data.len() as u64) > max {
+                return Err(Error::Refused(format!(
+                    "repository {repo_name} is at its quota: {} of {} used; nothing was stored. Forget and prune old snapshots, or raise it (rewind serve repo set {repo_name} --max-size SIZE)",
+                    rewind_core::stats::human_bytes(used),
+                    rewind_core::stats::human_bytes(max),
+                )));
+            }
+        }
+        if t != FileType::Running {
+            let rec = crate::writes::Record {
+                version: crate::writes::VERSION,
+                time: Timestamp::now(),
+                token: who.to_string(),
+                role: Role::Backup,
+                size: Some(data.len() as u64),
+            };
+            crate::writes::record(repo.writes.as_ref(), repo.backend.as_ref(), t, name, &rec)?;
+            repo.writers
+                .lock()
+                .expect("writers")
+                .remove(&(t, name.to_string()));
+        }
+        let outcome = repo.backend.write(t, name, data)?;
+        if outcome == WriteOutcome::Created {
+            if t == FileType::Running {
+                repo.markers
+                    .lock()
+                    .expect("markers")
+                    .insert(name.to_string(), who.to_string());
+                let key = state::marker_owner_key(repo_name, name);
+                if let Err(e) = self
+                    .marker_owners
+                    .write(FileType::Running, &key, who.as_bytes())
+                {
+                    log(&format!(
+                        "recording that {who} stored running marker {name} of {repo_name} failed ({e})"
+                    ));
+                }
+            }
+            repo.added(t, data.len() as u64);
+            self.metrics.bytes_in(repo_name, data.len() as u64);
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes a file for a writer inside the server ([`App::store_as`]):
+    /// only the running markers it stored itself.
+    pub(crate) fn delete_as(
+        &self,
+        repo_name: &str,
+        who: &str,
+        t: FileType,
+        name: &str,
+    ) -> Result<()> {
+        let repo = self.repo(repo_name)?;
+        let owner = repo.markers.lock().expect("markers").get(name).cloned();
+        if t != FileType::Running || owner.as_deref() != Some(who) {
+            return Err(Error::Refused(format!(
+                "{who} adds backups only, and cannot delete {} {name}",
+                t.what()
+            )));
+        }
+        repo.backend.delete(t, name)?;
+        repo.markers.lock().expect("markers").remove(name);
+        let key = state::marker_owner_key(repo_name, name);
+        let _ = self.marker_owners.delete(FileType::Running, &key);
+        *repo.usage.lock().expect("usage") = None;
+        Ok(())
     }
 }
 
@@ -353,6 +467,7 @@ pub(crate) async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>)
     ));
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(sweep_temporaries(app.clone()));
+    tokio::spawn(crate::inbox::serve::run(app.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("watch SIGTERM", e))?;
     loop {
@@ -650,6 +765,12 @@ async fn handle(AxState(app): AxState<Arc<App>>, req: Request) -> Response {
         .map(|a| a.to_string())
         .unwrap_or_else(|| "?".into());
     let path = req.uri().path().to_string();
+    if path == "/dav" || path.starts_with("/dav/") {
+        let resp = crate::inbox::serve::handle(app.clone(), req).await;
+        app.metrics
+            .request("-", method.as_str(), resp.status().as_u16());
+        return resp;
+    }
     let mut ctx = Ctx {
         app: app.clone(),
         peer,

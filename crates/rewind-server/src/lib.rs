@@ -13,6 +13,7 @@
 //! so that several servers can stand in front of one object store.
 
 mod http;
+pub mod inbox;
 pub mod metrics;
 pub mod quarantine;
 mod served_ui;
@@ -20,6 +21,7 @@ pub mod state;
 pub mod text;
 pub mod tls;
 pub mod ui;
+mod view;
 pub mod writes;
 
 #[doc(hidden)]
@@ -91,6 +93,8 @@ pub struct Config {
     /// Uploads one token may have running at once (any storage); more get
     /// 503.
     pub max_uploads_per_token: usize,
+    /// When the phone inboxes are snapshotted ([`inbox`]).
+    pub inbox_schedule: inbox::serve::Schedule,
 }
 
 impl Config {

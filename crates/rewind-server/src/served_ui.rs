@@ -3,23 +3,21 @@
 //! for one browser session.
 //!
 //! The repository is read straight from the server's storage, through a
-//! read-only view that tells who stored each file from the write log, as
-//! the server tells its clients: a snapshot rewrite that a backup token
-//! stored supersedes nothing here either (DESIGN §3.8), so the pages show
-//! the history an admin client sees.
+//! read-only [`RepoView`], so the pages show the history an admin client
+//! sees.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use rewind_core::backend::{Backend, FileInfo, FileType, WriteOutcome, Writer};
+use rewind_core::backend::Backend;
 use rewind_core::repository::Repository;
-use rewind_core::{Error, Result};
+use rewind_core::Error;
 
-use crate::http::{App, Repo};
+use crate::http::App;
 use crate::state::Role;
 use crate::ui::{Opened, ServedLogin};
+use crate::view::RepoView;
 
 /// The login of the server's UI.
 pub(crate) fn login(app: Arc<App>) -> ServedLogin {
@@ -37,11 +35,8 @@ pub(crate) fn login(app: Arc<App>) -> ServedLogin {
                 t.name
             ));
         }
-        let repo = app.repo(&t.repo).map_err(|e| e.to_string())?;
-        let view: Arc<dyn Backend> = Arc::new(ReadOnlyView {
-            repo: repo.clone(),
-            name: t.repo.clone(),
-        });
+        let view: Arc<dyn Backend> =
+            Arc::new(RepoView::read_only(&app, &t.repo).map_err(|e| e.to_string())?);
         let opened = Repository::open(view, password).map_err(|e| match e {
             Error::WrongPassword { .. } => {
                 format!("wrong password for repository {}", t.repo)
@@ -67,81 +62,4 @@ pub(crate) fn login(app: Arc<App>) -> ServedLogin {
             still_valid: Some(still_valid),
         })
     })
-}
-
-/// A repository's storage, read only, with its writers from the write log.
-struct ReadOnlyView {
-    repo: Arc<Repo>,
-    name: String,
-}
-
-impl std::fmt::Debug for ReadOnlyView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReadOnlyView({})", self.name)
-    }
-}
-
-fn refused() -> Error {
-    Error::Refused("the web UI only reads the repository".into())
-}
-
-impl Backend for ReadOnlyView {
-    fn location(&self) -> String {
-        self.name.clone()
-    }
-
-    fn create(&self) -> Result<()> {
-        Err(refused())
-    }
-
-    fn list(&self, t: FileType) -> Result<Vec<FileInfo>> {
-        self.repo.backend.list(t)
-    }
-
-    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
-        self.repo.backend.read(t, name)
-    }
-
-    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
-        self.repo.backend.read_range(t, name, offset, len)
-    }
-
-    fn write(&self, _: FileType, _: &str, _: &[u8]) -> Result<WriteOutcome> {
-        Err(refused())
-    }
-
-    fn delete(&self, _: FileType, _: &str) -> Result<()> {
-        Err(refused())
-    }
-
-    fn modified(&self, t: FileType, name: &str) -> Result<Option<std::time::SystemTime>> {
-        self.repo.backend.modified(t, name)
-    }
-
-    fn connections(&self) -> usize {
-        self.repo.backend.connections()
-    }
-
-    fn is_remote(&self) -> bool {
-        self.repo.backend.is_remote()
-    }
-
-    fn writers(&self, t: FileType) -> Result<HashMap<String, Writer>> {
-        let files = self.repo.backend.list(t)?;
-        Ok(self
-            .repo
-            .writers(t, &files)
-            .into_iter()
-            .map(|(name, r)| {
-                (
-                    name,
-                    Writer {
-                        token: r.token,
-                        adds_only: r.role != Role::Admin,
-                        time: Some(r.time),
-                    },
-                )
-            })
-            .collect())
-    }
 }

@@ -194,10 +194,15 @@ impl State {
                 "repository name {repo:?}: use letters, digits, '-', '_' and '.' (up to 64, not starting with '.')"
             )));
         }
-        if repo == "ui" {
-            return Err(Error::InvalidInput(
-                "repository name \"ui\" is taken by the web UI (/ui/): choose another".into(),
-            ));
+        if repo == "ui" || repo == "dav" {
+            return Err(Error::InvalidInput(format!(
+                "repository name {repo:?} is taken by the server's {} (/{repo}/): choose another",
+                if repo == "ui" {
+                    "web UI"
+                } else {
+                    "phone inboxes"
+                }
+            )));
         }
         let name = match name {
             Some(n) => n.to_string(),

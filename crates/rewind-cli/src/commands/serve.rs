@@ -112,6 +112,13 @@ struct RunArgs {
     /// Seconds an upload waits for upload memory before 503 (tests).
     #[arg(long, default_value_t = 30, value_name = "SECS", hide = true)]
     upload_memory_wait: u64,
+    /// Phone inboxes (`serve dav add`): a snapshot once this many seconds
+    /// have passed without an upload.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    inbox_settle: u64,
+    /// Phone inboxes: a snapshot at least this often, uploads or not.
+    #[arg(long, default_value_t = 24, value_name = "HOURS")]
+    inbox_every: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +152,14 @@ enum Action {
         /// Move the files (without it, only list them).
         #[arg(long)]
         apply: bool,
+    },
+    /// Phone inboxes: WebDAV folders at /dav/NAME/ that phones upload to
+    /// (photo and folder sync apps, the iOS Files app, DAVx5); the server
+    /// snapshots each into its repository when uploads settle
+    /// (--inbox-settle) and daily (--inbox-every), with the ransomware scan.
+    Dav {
+        #[command(subcommand)]
+        action: DavAction,
     },
     /// Print the SHA-256 fingerprint of the server's TLS certificate, which
     /// clients pin with -o rest.fingerprint=SHA256:HEX: the self-signed one
@@ -188,6 +203,46 @@ enum TokenAction {
         data: DataArg,
         /// The token's name.
         name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DavAction {
+    /// Make an inbox for the repository --repo NAME: a key in the
+    /// repository (its password is asked for, or read from
+    /// REWIND_PASSWORD, REWIND_PASSWORD_COMMAND or --password-file, and is
+    /// not kept), and a login; prints the URL, user and password (the only
+    /// time the password is shown).
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        /// Its name: the login's user and the URL, /dav/NAME/ (default:
+        /// the repository's name).
+        name: Option<String>,
+        /// Most bytes its files may take together (e.g. 50G); uploads past
+        /// it get 507.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// The server's address as phones reach it, to print the whole URL
+        /// (e.g. https://backup.example.com:8420).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// List the inboxes.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Remove an inbox: its login, and its files unless --keep-files (they
+    /// stay in the snapshots either way).
+    Remove {
+        #[command(flatten)]
+        data: DataArg,
+        /// The inbox.
+        name: String,
+        /// Keep DATA/dav/NAME/files.
+        #[arg(long)]
+        keep_files: bool,
     },
 }
 
@@ -285,6 +340,7 @@ pub fn run(a: &Args, g: &Global) -> Result<u8> {
         None => serve(&a.run, g),
         Some(Action::Token { action }) => token(action, g),
         Some(Action::Repo { action }) => repo(action, g),
+        Some(Action::Dav { action }) => dav(action, g),
         Some(Action::Fingerprint { data, tls_cert }) => fingerprint(data, tls_cert),
         Some(Action::Quarantine {
             data,
@@ -398,6 +454,107 @@ fn quarantine(data: &DataArg, token: &str, since: &str, apply: bool, g: &Global)
     })
 }
 
+fn dav(action: &DavAction, g: &Global) -> Result<u8> {
+    let options = storage_options(g)?;
+    let need_data = |data: &DataArg| -> Result<PathBuf> {
+        data.data.clone().ok_or_else(|| {
+            usage("phone inboxes live in the server's data directory: give --data DIR (REWIND_SERVE_DATA)")
+        })
+    };
+    match action {
+        DavAction::Add {
+            data,
+            name,
+            max_size,
+            url,
+        } => {
+            let dir = need_data(data)?;
+            let Some(repo) = g.repo.as_ref().map(|r| r.display().to_string()) else {
+                return Err(usage(
+                    "serve dav add needs --repo NAME: the repository the inbox's snapshots go to",
+                ));
+            };
+            if !rewind_backends::rest::valid_repo_name(&repo) {
+                return Err(usage(format!("{repo:?} is not a repository name")));
+            }
+            let name = name.clone().unwrap_or_else(|| repo.to_lowercase());
+            if !rewind_server::inbox::valid_name(&name) {
+                return Err(usage(format!(
+                    "inbox name {name:?}: use lower-case letters, digits, '-', '_' and '.' (up to 64, not starting with '.')"
+                )));
+            }
+            let max_size = max_size.as_deref().map(parse_size).transpose()?;
+            let place = rewind_server::quarantine::Place {
+                data: Some(&dir),
+                storage: data.storage.as_deref(),
+                options: &options,
+            };
+            let password = g.password()?;
+            let added = rewind_server::inbox::add(&place, &repo, &name, &password, max_size)
+                .map_err(|e| anyhow::anyhow!("cannot make inbox {name}: {e}"))?;
+            let base = url
+                .as_deref()
+                .unwrap_or("https://SERVER:PORT")
+                .trim_end_matches('/');
+            outln!("url: {base}/dav/{name}/");
+            outln!("user: {name}");
+            outln!("password: {}", added.password);
+            eprintln!(
+                "inbox {name} made for repository {repo} (key {} added to it, for the server's snapshots); the password above is not shown again. Files uploaded there are snapshotted once uploads settle and daily, into snapshots whose path is dav:{name}.",
+                &added.inbox.key_id[..8.min(added.inbox.key_id.len())]
+            );
+            Ok(exit::OK)
+        }
+        DavAction::List { data } => {
+            let dir = need_data(data)?;
+            let inboxes = rewind_server::inbox::list(&dir)?;
+            if g.json {
+                let rows: Vec<_> = inboxes
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "name": i.name, "repo": i.repo, "key": i.key_id,
+                            "created": i.created, "max_size": i.max_size,
+                        })
+                    })
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for i in &inboxes {
+                    outln!(
+                        "{}  repo {}  key {}  {}  made {}",
+                        i.name,
+                        i.repo,
+                        &i.key_id[..8.min(i.key_id.len())],
+                        i.max_size
+                            .map(|m| format!("max {}", rewind_core::stats::human_bytes(m)))
+                            .unwrap_or_else(|| "no size limit".into()),
+                        i.created.round(jiff::Unit::Second).unwrap_or(i.created)
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        DavAction::Remove {
+            data,
+            name,
+            keep_files,
+        } => {
+            let dir = need_data(data)?;
+            let inbox = rewind_server::inbox::remove(&dir, name, *keep_files)
+                .map_err(|e| usage(e.to_string()))?;
+            eprintln!(
+                "inbox {name} removed{}; its snapshots stay in repository {}. Its key ({}) stays there too, useless without the password removed with the inbox: `rewind key remove {}` takes it out.",
+                if *keep_files { " (its files stay in the data directory)" } else { "" },
+                inbox.repo,
+                &inbox.key_id[..8.min(inbox.key_id.len())],
+                &inbox.key_id[..8.min(inbox.key_id.len())],
+            );
+            Ok(exit::OK)
+        }
+    }
+}
+
 fn fingerprint(data: &Option<PathBuf>, tls_cert: &Option<PathBuf>) -> Result<u8> {
     let cert = match (tls_cert, data) {
         (Some(f), _) => f.clone(),
@@ -455,6 +612,10 @@ fn serve(a: &RunArgs, g: &Global) -> Result<u8> {
         max_upload_memory: parse_size(&a.max_upload_memory)?,
         max_uploads_per_token: a.max_uploads_per_token,
         upload_memory_wait: std::time::Duration::from_secs(a.upload_memory_wait),
+        inbox_schedule: rewind_server::inbox::serve::Schedule {
+            settle: std::time::Duration::from_secs(a.inbox_settle),
+            every: std::time::Duration::from_secs(a.inbox_every.max(1) * 3600),
+        },
     };
     tune_malloc();
     rewind_server::run(config)?;
