@@ -405,8 +405,14 @@ fn encrypted_uploads_are_flagged_and_the_last_clean_state_restores() {
         s.server.log()
     );
     let t = s.env.path("clean");
-    s.admin
-        .ok(["restore", "--last-clean", "--target", t.to_str().unwrap()]);
+    s.admin.ok([
+        "restore",
+        "--last-clean",
+        "--path",
+        "dav:phone",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
     same_files(&src, &t);
 }
 
