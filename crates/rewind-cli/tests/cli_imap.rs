@@ -18,10 +18,35 @@ use rewind_backends::testsupport::loopback_port;
 
 const PASSWORD: &str = "mail secret";
 
+/// The access token that the test's OAuth2 introspection endpoint calls
+/// active, for alice.
+const TOKEN: &str = "ya29.test-access-token";
+
+/// An OAuth2 token introspection endpoint (RFC 7662, as Dovecot's oauth2
+/// passdb asks it: GET with `Authorization: Bearer TOKEN`), in the system
+/// python3: [`TOKEN`] is alice's, anything else is inactive.
+const INTROSPECTION: &str = r#"
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.headers.get("Authorization", "") == "Bearer " + sys.argv[2]
+        body = json.dumps({"active": True, "username": "alice"} if ok else {"active": False}).encode()
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
 /// A Dovecot of the test's own: `alice` and `bob`, plain IMAP (STARTTLS
 /// offered) on `port`, IMAPS on `tls_port`, certificates signed by `ca`.
 struct Dovecot {
     child: Child,
+    /// The OAuth2 introspection endpoint ([`INTROSPECTION`]).
+    oauth: Child,
     dir: PathBuf,
     port: u16,
     tls_port: u16,
@@ -129,6 +154,23 @@ impl Dovecot {
             "ext.cnf",
         ]));
         let (port, tls_port) = (loopback_port(), loopback_port());
+        let oauth_port = loopback_port();
+        std::fs::write(dir.join("introspect.py"), INTROSPECTION).unwrap();
+        let oauth = Command::new("/usr/bin/python3")
+            .arg(dir.join("introspect.py"))
+            .arg(oauth_port.to_string())
+            .arg(TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the OAuth2 introspection endpoint");
+        std::fs::write(
+            dir.join("oauth2.conf"),
+            format!(
+                "introspection_mode = auth\nintrospection_url = http://127.0.0.1:{oauth_port}/introspect\nusername_attribute = username\nactive_attribute = active\nactive_value = true\n"
+            ),
+        )
+        .unwrap();
         let d = dir.display();
         let conf = format!(
             r#"base_dir = {d}/run
@@ -140,9 +182,14 @@ ssl = yes
 ssl_cert = <{d}/server.pem
 ssl_key = <{d}/server.key
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2
 first_valid_uid = 0
 mail_location = maildir:{d}/home/%u/Maildir
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2
+  args = {d}/oauth2.conf
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/passwd
@@ -187,6 +234,7 @@ service anvil {{
         }
         Dovecot {
             child,
+            oauth,
             ca,
             dir,
             port,
@@ -214,6 +262,8 @@ impl Drop for Dovecot {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let _ = self.oauth.kill();
+        let _ = self.oauth.wait();
         let _ = &self.dir;
     }
 }
@@ -575,6 +625,49 @@ fn bad_addresses_passwords_and_folders_are_clear_errors() {
     let r = mail_backup(&env, &dovecot.url("alice", "/INBOX?tls=none"));
     assert_eq!(r.code, Some(0), "{r}");
     assert_eq!(r.summary()["files_new"], 1);
+}
+
+/// XOAUTH2, as Gmail and Microsoft 365 take it: the token command's
+/// output is the access token, checked by Dovecot's oauth2 passdb against
+/// a real introspection endpoint.
+#[test]
+fn xoauth2_logs_in_with_the_token_command() {
+    if skip() {
+        return;
+    }
+    let (env, dovecot) = world();
+    dovecot
+        .client("alice")
+        .append("INBOX", "", &message("INBOX", 1, false));
+    let url = dovecot.url("alice", "?tls=none&auth=xoauth2");
+    let token_backup = |command: Option<&str>| {
+        let mut c = env.cmd();
+        if let Some(cmd) = command {
+            c.env("REWIND_IMAP_TOKEN_COMMAND", cmd);
+        }
+        c.args(["--json", "backup", &url]);
+        run_cmd(c)
+    };
+    // No token command.
+    let r = token_backup(None);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("REWIND_IMAP_TOKEN_COMMAND"), "{r}");
+    // An expired or wrong token: refused, nothing saved, the token not shown.
+    let r = token_backup(Some("echo ya29.expired"));
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("refused the login of alice"), "{r}");
+    assert!(!r.stderr.contains("ya29.expired"), "{r}");
+    // A token command that fails.
+    let r = token_backup(Some("exit 3"));
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("REWIND_IMAP_TOKEN_COMMAND"), "{r}");
+    assert!(env.snapshots().is_empty());
+    // The right one.
+    let r = token_backup(Some(&format!("echo {TOKEN}")));
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(r.summary()["files_new"], 1);
+    let log = std::fs::read_to_string(dovecot.dir.join("dovecot.log")).unwrap();
+    assert!(log.contains("method=XOAUTH2"), "{log}");
 }
 
 #[test]
