@@ -225,6 +225,190 @@ impl Drop for SeaweedFs {
     }
 }
 
+/// A SeaweedFS cluster on loopback: a master (replication `001`: every
+/// volume on two volume servers of the rack), `volumes` volume servers, a
+/// filer and its S3 gateway, each a process of its own on its own ports.
+pub struct SeaweedCluster {
+    dir: tempfile::TempDir,
+    master: Option<Child>,
+    /// The volume servers, by number (`None` once killed).
+    pub volumes: Vec<Option<Child>>,
+    filer: Option<Child>,
+    gateway: Option<Child>,
+    /// `http://127.0.0.1:PORT` of the S3 gateway.
+    pub endpoint: String,
+}
+
+impl SeaweedCluster {
+    /// Starts the cluster with `bucket` and waits until S3 answers.
+    pub fn start(volumes: usize, bucket: &str) -> SeaweedCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("rewind-weed-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        let weed = weed_binary();
+        let spawn = |name: &str, args: Vec<String>| -> Child {
+            let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log");
+            Command::new(&weed)
+                .args(args)
+                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("start weed")
+        };
+        let (mport, mgrpc) = (loopback_port(), loopback_port());
+        std::fs::create_dir_all(dir.path().join("master")).expect("dir");
+        let master = spawn(
+            "master",
+            vec![
+                "master".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={mport}"),
+                format!("-port.grpc={mgrpc}"),
+                "-mdir=master".into(),
+                "-defaultReplication=001".into(),
+                "-volumeSizeLimitMB=64".into(),
+            ],
+        );
+        wait_port(mport, &dir.path().join("master.log"));
+        let mut vols = Vec::new();
+        for i in 0..volumes {
+            let (p, g) = (loopback_port(), loopback_port());
+            std::fs::create_dir_all(dir.path().join(format!("volume{i}"))).expect("dir");
+            vols.push(Some(spawn(
+                &format!("volume{i}"),
+                vec![
+                    "volume".into(),
+                    "-ip=127.0.0.1".into(),
+                    "-ip.bind=127.0.0.1".into(),
+                    format!("-port={p}"),
+                    format!("-port.grpc={g}"),
+                    format!("-dir=volume{i}"),
+                    "-max=30".into(),
+                    format!("-mserver=127.0.0.1:{mport}.{mgrpc}"),
+                    "-rack=r1".into(),
+                ],
+            )));
+            wait_port(p, &dir.path().join(format!("volume{i}.log")));
+        }
+        let (fport, fgrpc, s3, s3grpc) = (
+            loopback_port(),
+            loopback_port(),
+            loopback_port(),
+            loopback_port(),
+        );
+        let filer = spawn(
+            "filer",
+            vec![
+                "filer".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={fport}"),
+                format!("-port.grpc={fgrpc}"),
+                format!("-master=127.0.0.1:{mport}.{mgrpc}"),
+            ],
+        );
+        wait_port(fport, &dir.path().join("filer.log"));
+        let gateway = spawn(
+            "s3",
+            vec![
+                "s3".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-filer=127.0.0.1:{fport}.{fgrpc}"),
+                format!("-port={s3}"),
+                format!("-port.grpc={s3grpc}"),
+                "-port.iceberg=0".into(),
+                "-port.lance=0".into(),
+            ],
+        );
+        wait_port(s3, &dir.path().join("s3.log"));
+        let c = SeaweedCluster {
+            dir,
+            master: Some(master),
+            volumes: vols,
+            filer: Some(filer),
+            gateway: Some(gateway),
+            endpoint: format!("http://127.0.0.1:{s3}"),
+        };
+        let raw = crate::s3lock::Raw::with_keys(&c.endpoint, bucket, ACCESS_KEY, SECRET_KEY);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        // The gateway answers before the filer has found its volumes.
+        let start = Instant::now();
+        while let Err(e) = rt.block_on(raw.create_bucket()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the cluster's S3 gateway did not create bucket {bucket}: {e}\n{}",
+                c.log("s3")
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        c
+    }
+
+    /// `s3:ENDPOINT/BUCKET/PREFIX`.
+    pub fn url(&self, bucket: &str, prefix: &str) -> String {
+        format!("s3:{}/{bucket}/{prefix}", self.endpoint)
+    }
+
+    /// Environment for a client: credentials and region.
+    pub fn env(&self) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+        ]
+    }
+
+    /// Kills volume server `i` (SIGKILL), as a crash would.
+    pub fn kill_volume(&mut self, i: usize) {
+        if let Some(mut c) = self.volumes[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A process's log (`master`, `volume0`, `filer`).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for SeaweedCluster {
+    fn drop(&mut self) {
+        let all = self
+            .gateway
+            .iter_mut()
+            .chain(self.filer.iter_mut())
+            .chain(self.volumes.iter_mut().flatten())
+            .chain(self.master.iter_mut());
+        for c in all {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits (up to 60 s) until something listens on `port`; panics with `log`.
+fn wait_port(port: u16, log: &Path) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing listens on port {port} after 60 s:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A real OpenSSH sshd on loopback for SFTP tests (Debian's openssh-server,
 /// installed by `scripts/test.sh`), with its own host key and a client key
 /// for the current user. Killed on drop.
