@@ -34,6 +34,18 @@ pub struct KeyOwner {
     pub username: String,
 }
 
+/// One index file read: opened, or damaged (its name and why).
+enum OpenedIndex {
+    File(IndexId, IndexFile),
+    Damaged(String, String),
+}
+
+/// Index files read at once while the index is loaded
+/// ([`Repository::load_index_batched`]): enough to keep every connection
+/// of a remote store busy, few enough that memory holds the merged index
+/// and not every file besides.
+const INDEX_BATCH: usize = 64;
+
 /// An open repository.
 #[derive(Debug)]
 pub struct Repository {
@@ -278,7 +290,7 @@ impl Repository {
         if let Some(i) = self.index.get() {
             return Ok(i.clone());
         }
-        let loaded = Arc::new(self.load_index()?.0);
+        let loaded = Arc::new(self.load_index_batched()?);
         Ok(self.index.get_or_init(|| loaded).clone())
     }
 
@@ -338,7 +350,32 @@ impl Repository {
         for (name, e) in &damaged {
             index.add_damaged(name.clone(), e.clone());
         }
+        index.seal();
         Ok((index, (files, damaged)))
+    }
+
+    /// The index alone (no index file kept): the files are read and opened
+    /// in parallel a batch at a time, merged in name order (the order of
+    /// [`Repository::read_index_files`], so the same copy of a duplicate
+    /// blob comes first) and dropped, so that memory holds the merged index
+    /// and one batch rather than every file at once. Marks first, as in
+    /// [`Repository::load_index`].
+    fn load_index_batched(&self) -> Result<Index> {
+        let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
+        let mut listed = self.backend.list(FileType::Index)?;
+        // Hex names sort as the ids they spell.
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
+        for batch in listed.chunks(INDEX_BATCH) {
+            for opened in self.open_index_files(batch)? {
+                match opened {
+                    OpenedIndex::File(id, f) => index.add_file(id, &f),
+                    OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
+                }
+            }
+        }
+        index.seal();
+        Ok(index)
     }
 
     /// Every index file, read and opened; the damaged ones as (name, error).
@@ -488,8 +525,28 @@ impl Repository {
     }
 
     fn read_index_files(&self) -> Result<IndexFiles> {
-        let files = self.backend.list(FileType::Index)?;
-        let parsed: Vec<(String, Result<(IndexId, IndexFile)>)> = files
+        let listed = self.backend.list(FileType::Index)?;
+        let mut ok = Vec::new();
+        let mut damaged = Vec::new();
+        for opened in self.open_index_files(&listed)? {
+            match opened {
+                OpenedIndex::File(id, f) => ok.push((id, f)),
+                OpenedIndex::Damaged(name, e) => damaged.push((name, e)),
+            }
+        }
+        // One order whatever the listing's: which copy of a duplicate blob
+        // readers try first does not depend on the storage.
+        ok.sort_by_key(|(id, _)| *id);
+        Ok((ok, damaged))
+    }
+
+    /// Reads and opens index files in parallel. A damaged one hides only
+    /// its packs' blobs: restores of other files go on, backups store those
+    /// blobs again, and check reports it. One removed since the listing (by
+    /// a prune or repair) is left out: its packs are in the files that
+    /// replaced it. Other errors (storage) stop.
+    fn open_index_files(&self, listed: &[crate::backend::FileInfo]) -> Result<Vec<OpenedIndex>> {
+        let parsed: Vec<(String, Result<(IndexId, IndexFile)>)> = listed
             .par_iter()
             .map(|f| {
                 let r = f
@@ -499,25 +556,18 @@ impl Repository {
                 (f.name.clone(), r)
             })
             .collect();
-        let mut ok = Vec::new();
-        let mut damaged = Vec::new();
+        let mut out = Vec::with_capacity(parsed.len());
         for (name, r) in parsed {
             match r {
-                Ok(f) => ok.push(f),
-                // A damaged index file hides only its packs' blobs: restores
-                // of other files go on, backups store those blobs again, and
-                // check reports it.
-                Err(e @ Error::Corrupt { .. }) => damaged.push((name, e.to_string())),
-                // Removed by a prune or repair since the listing: its packs
-                // are in the files that replaced it.
+                Ok((id, f)) => out.push(OpenedIndex::File(id, f)),
+                Err(e @ Error::Corrupt { .. }) => {
+                    out.push(OpenedIndex::Damaged(name, e.to_string()))
+                }
                 Err(Error::Missing { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        // One order whatever the listing's: which copy of a duplicate blob
-        // readers try first does not depend on the storage.
-        ok.sort_by_key(|(id, _)| *id);
-        Ok((ok, damaged))
+        Ok(out)
     }
 
     /// Reads, authenticates, decompresses and verifies one blob. When the
