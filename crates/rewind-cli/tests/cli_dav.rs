@@ -293,6 +293,73 @@ fn the_login_the_size_limit_and_paths_are_enforced() {
     assert!(body.contains("inbox phone is full"), "{body}");
     assert!(!files.join("two.bin").exists());
 
+    // COPY and MOVE cannot name a target outside the inbox: not a
+    // neighbour's name that starts like it, not `..`, not another inbox by
+    // URL; nothing is written there.
+    let outside = s.server.data.join("escaped");
+    let (code, body) = s.dav("PUT", "small.bin", &random_bytes(1000));
+    assert!(code == 201 || code == 204, "{code} {body}");
+    for dest in [
+        format!("/dav/phoneX{}", outside.display()),
+        "/dav/phone/../inbox.json".to_string(),
+        "/dav/phone/%2e%2e/inbox.json".to_string(),
+        format!("http://{addr}/dav/other/x"),
+        format!("http://{addr}/dav/phonex/x"),
+    ] {
+        for method in ["COPY", "MOVE"] {
+            let auth = s.auth(&s.password);
+            let (code, body) = http(
+                &addr,
+                method,
+                "/dav/phone/small.bin",
+                None,
+                &[
+                    ("Authorization", &auth),
+                    ("Destination", &dest),
+                    ("Overwrite", "T"),
+                ],
+                b"",
+            );
+            assert_eq!(code, 403, "{method} to {dest}: {body}");
+        }
+    }
+    assert!(!outside.exists());
+    assert!(
+        files.join("one.bin").exists(),
+        "a refused MOVE moved nothing"
+    );
+    // A COPY inside the inbox works, and counts against its size: a second
+    // copy of 600 KB does not fit.
+    let auth = s.auth(&s.password);
+    let (code, body) = http(
+        &addr,
+        "COPY",
+        "/dav/phone/one.bin",
+        None,
+        &[
+            ("Authorization", &auth),
+            ("Destination", "/dav/phone/copy.bin"),
+        ],
+        b"",
+    );
+    assert_eq!(code, 507, "{body}");
+    assert!(!files.join("copy.bin").exists());
+    let (code, body) = s.dav("DELETE", "one.bin", b"");
+    assert!(code == 204 || code == 200, "{code} {body}");
+    let (code, body) = http(
+        &addr,
+        "COPY",
+        "/dav/phone/small.bin",
+        None,
+        &[
+            ("Authorization", &auth),
+            ("Destination", &format!("http://{addr}/dav/phone/copy.bin")),
+        ],
+        b"",
+    );
+    assert!(code == 201 || code == 204, "{code} {body}");
+    assert_eq!(fs::read(files.join("copy.bin")).unwrap().len(), 1000);
+
     // The inbox's files are not the settings: inbox.json is mode 0600 and
     // out of reach.
     use std::os::unix::fs::PermissionsExt;
@@ -307,9 +374,26 @@ fn the_login_the_size_limit_and_paths_are_enforced() {
         "the password itself is kept"
     );
 
+    // An inbox whose name starts with "dav" is reached by its own name.
+    let r = dav_admin(
+        &s.env,
+        &s.server,
+        &["dav", "add", "--repo", "phone", "davina"],
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+    let (code, body) = http(&addr, "GET", "/dav/davina/", None, &[], b"");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("inbox davina"), "{body}");
+    // A stray file among the inboxes hides none of them.
+    fs::write(s.server.data.join("dav/notes.txt"), "x").unwrap();
+    fs::create_dir_all(s.server.data.join("dav/broken")).unwrap();
+    fs::write(s.server.data.join("dav/broken/inbox.json"), "{not json").unwrap();
+
     // List and remove.
     let r = s.server.admin(&s.env, &["dav", "list"]);
-    assert!(r.out().starts_with("phone  repo phone"), "{r}");
+    assert!(r.out().starts_with("davina  repo phone"), "{r}");
+    assert!(r.out().contains("\nphone  repo phone"), "{r}");
+    assert!(r.stderr.contains("warning: inbox broken"), "{r}");
     let r = s.server.admin(&s.env, &["dav", "remove", "phone"]);
     assert_eq!(r.code, Some(0), "{r}");
     assert!(r.stderr.contains("rewind key remove"), "{r}");

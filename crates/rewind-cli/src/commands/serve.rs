@@ -454,6 +454,11 @@ fn quarantine(data: &DataArg, token: &str, since: &str, apply: bool, g: &Global)
     })
 }
 
+/// The first 8 characters of a key id (all of it if shorter or not ASCII).
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
 fn dav(action: &DavAction, g: &Global) -> Result<u8> {
     let options = storage_options(g)?;
     let need_data = |data: &DataArg| -> Result<PathBuf> {
@@ -501,13 +506,16 @@ fn dav(action: &DavAction, g: &Global) -> Result<u8> {
             outln!("password: {}", added.password);
             eprintln!(
                 "inbox {name} made for repository {repo} (key {} added to it, for the server's snapshots); the password above is not shown again. Files uploaded there are snapshotted once uploads settle and daily, into snapshots whose path is dav:{name}.",
-                &added.inbox.key_id[..8.min(added.inbox.key_id.len())]
+                short(&added.inbox.key_id)
             );
             Ok(exit::OK)
         }
         DavAction::List { data } => {
             let dir = need_data(data)?;
-            let inboxes = rewind_server::inbox::list(&dir)?;
+            let (inboxes, problems) = rewind_server::inbox::list(&dir)?;
+            for p in &problems {
+                eprintln!("warning: {p}");
+            }
             if g.json {
                 let rows: Vec<_> = inboxes
                     .iter()
@@ -525,7 +533,7 @@ fn dav(action: &DavAction, g: &Global) -> Result<u8> {
                         "{}  repo {}  key {}  {}  made {}",
                         i.name,
                         i.repo,
-                        &i.key_id[..8.min(i.key_id.len())],
+                        short(&i.key_id),
                         i.max_size
                             .map(|m| format!("max {}", rewind_core::stats::human_bytes(m)))
                             .unwrap_or_else(|| "no size limit".into()),
@@ -547,8 +555,8 @@ fn dav(action: &DavAction, g: &Global) -> Result<u8> {
                 "inbox {name} removed{}; its snapshots stay in repository {}. Its key ({}) stays there too, useless without the password removed with the inbox: `rewind key remove {}` takes it out.",
                 if *keep_files { " (its files stay in the data directory)" } else { "" },
                 inbox.repo,
-                &inbox.key_id[..8.min(inbox.key_id.len())],
-                &inbox.key_id[..8.min(inbox.key_id.len())],
+                short(&inbox.key_id),
+                short(&inbox.key_id),
             );
             Ok(exit::OK)
         }

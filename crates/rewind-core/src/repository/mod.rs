@@ -362,18 +362,11 @@ impl Repository {
     /// [`Repository::load_index`].
     fn load_index_batched(&self) -> Result<Index> {
         let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
-        let mut listed = self.backend.list(FileType::Index)?;
-        // Hex names sort as the ids they spell.
-        listed.sort_by(|a, b| a.name.cmp(&b.name));
         let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
-        for batch in listed.chunks(INDEX_BATCH) {
-            for opened in self.open_index_files(batch)? {
-                match opened {
-                    OpenedIndex::File(id, f) => index.add_file(id, &f),
-                    OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
-                }
-            }
-        }
+        self.each_index_file(INDEX_BATCH, |opened| match opened {
+            OpenedIndex::File(id, f) => index.add_file(id, &f),
+            OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
+        })?;
         index.seal();
         Ok(index)
     }
@@ -525,19 +518,44 @@ impl Repository {
     }
 
     fn read_index_files(&self) -> Result<IndexFiles> {
-        let listed = self.backend.list(FileType::Index)?;
         let mut ok = Vec::new();
         let mut damaged = Vec::new();
-        for opened in self.open_index_files(&listed)? {
-            match opened {
-                OpenedIndex::File(id, f) => ok.push((id, f)),
-                OpenedIndex::Damaged(name, e) => damaged.push((name, e)),
-            }
-        }
+        self.each_index_file(usize::MAX, |opened| match opened {
+            OpenedIndex::File(id, f) => ok.push((id, f)),
+            OpenedIndex::Damaged(name, e) => damaged.push((name, e)),
+        })?;
         // One order whatever the listing's: which copy of a duplicate blob
         // readers try first does not depend on the storage.
         ok.sort_by_key(|(id, _)| *id);
         Ok((ok, damaged))
+    }
+
+    /// Reads and opens every index file, `batch` at a time in name order,
+    /// handing each to `f`. A file removed between the listing and its read
+    /// (a prune or repair replaced it) sends the listing round again for
+    /// the files that replaced it (up to three rounds), so that a load
+    /// beside a prune never misses their blobs.
+    fn each_index_file(&self, batch: usize, mut f: impl FnMut(OpenedIndex)) -> Result<()> {
+        let mut seen: std::collections::HashSet<String> = Default::default();
+        for _ in 0..3 {
+            let mut todo = self.backend.list(FileType::Index)?;
+            todo.retain(|x| seen.insert(x.name.clone()));
+            if todo.is_empty() {
+                break;
+            }
+            // Hex names sort as the ids they spell.
+            todo.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut gone = false;
+            for chunk in todo.chunks(batch.max(1)) {
+                let (opened, missing) = self.open_index_files(chunk)?;
+                gone |= missing;
+                opened.into_iter().for_each(&mut f);
+            }
+            if !gone {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Reads and opens index files in parallel. A damaged one hides only
@@ -545,7 +563,10 @@ impl Repository {
     /// blobs again, and check reports it. One removed since the listing (by
     /// a prune or repair) is left out: its packs are in the files that
     /// replaced it. Other errors (storage) stop.
-    fn open_index_files(&self, listed: &[crate::backend::FileInfo]) -> Result<Vec<OpenedIndex>> {
+    fn open_index_files(
+        &self,
+        listed: &[crate::backend::FileInfo],
+    ) -> Result<(Vec<OpenedIndex>, bool)> {
         let parsed: Vec<(String, Result<(IndexId, IndexFile)>)> = listed
             .par_iter()
             .map(|f| {
@@ -557,17 +578,18 @@ impl Repository {
             })
             .collect();
         let mut out = Vec::with_capacity(parsed.len());
+        let mut missing = false;
         for (name, r) in parsed {
             match r {
                 Ok((id, f)) => out.push(OpenedIndex::File(id, f)),
                 Err(e @ Error::Corrupt { .. }) => {
                     out.push(OpenedIndex::Damaged(name, e.to_string()))
                 }
-                Err(Error::Missing { .. }) => {}
+                Err(Error::Missing { .. }) => missing = true,
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok((out, missing))
     }
 
     /// Reads, authenticates, decompresses and verifies one blob. When the

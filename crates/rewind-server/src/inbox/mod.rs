@@ -118,23 +118,33 @@ pub fn load(data: &Path, name: &str) -> Result<Option<Inbox>> {
     Ok(Some(inbox))
 }
 
-/// Every inbox, by name.
-pub fn list(data: &Path) -> Result<Vec<Inbox>> {
+/// Every inbox, by name, and what could not be read (an entry that is no
+/// inbox's directory, a damaged settings file), each in words: one bad
+/// entry hides no other inbox.
+pub fn list(data: &Path) -> Result<(Vec<Inbox>, Vec<String>)> {
     let dir = root(data);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
     };
     let mut out = Vec::new();
+    let mut problems = Vec::new();
     for e in entries {
         let e = e.map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
-        if let Some(inbox) = load(data, &e.file_name().to_string_lossy())? {
-            out.push(inbox);
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        match load(data, &name) {
+            Ok(Some(inbox)) => out.push(inbox),
+            Ok(None) => {}
+            Err(err) => problems.push(format!("inbox {name}: {err}")),
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    problems.sort();
+    Ok((out, problems))
 }
 
 /// A new inbox and its password (shown once).

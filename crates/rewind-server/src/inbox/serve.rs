@@ -3,6 +3,7 @@
 //! snapshots, taken once uploads have settled and on a schedule.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -140,20 +141,17 @@ pub(crate) async fn handle(app: Arc<App>, req: Request) -> Response {
             "this server keeps no phone inboxes: they need its --data DIR",
         );
     };
+    // `/dav/NAME` or `/dav/NAME/…`: the name is the whole first segment.
     let name = req
         .uri()
         .path()
-        .trim_start_matches("/dav")
-        .trim_start_matches('/')
+        .strip_prefix("/dav/")
+        .unwrap_or("")
         .split('/')
         .next()
         .unwrap_or("")
         .to_string();
-    let dots = req.uri().path().split('/').any(|seg| {
-        let seg = percent_encoding::percent_decode_str(seg).collect::<Vec<u8>>();
-        seg == b".." || seg == b"."
-    });
-    if dots {
+    if !has_no_dots(req.uri().path()) {
         return answer(
             StatusCode::BAD_REQUEST,
             "a path with a `.` or `..` segment: give the path itself",
@@ -201,6 +199,19 @@ pub(crate) async fn handle(app: Arc<App>, req: Request) -> Response {
         );
         return r;
     }
+    // COPY and MOVE name their target in a header: it must be in this
+    // inbox too (dav-server checks only that it starts with the prefix).
+    if let Some(dest) = req.headers().get("destination") {
+        if !inside(dest, &inbox.name) {
+            return answer(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the Destination of a COPY or MOVE must be in this inbox, /dav/{}/",
+                    inbox.name
+                ),
+            );
+        }
+    }
     let method = req.method().clone();
     let req = match admit(&app, &data, &inbox, req).await {
         Ok(r) => r,
@@ -223,16 +234,52 @@ pub(crate) async fn handle(app: Arc<App>, req: Request) -> Response {
     resp.map(Body::new)
 }
 
-/// An upload within the inbox's size limit: refused with 507 when its
-/// announced length does not fit, else its body cut off where the room
-/// ends.
+/// True when no segment of `path`, percent-decoded, is `.` or `..` (nor
+/// holds a NUL or a backslash).
+fn has_no_dots(path: &str) -> bool {
+    path.split('/').all(|seg| {
+        let seg: Vec<u8> = percent_encoding::percent_decode_str(seg).collect();
+        seg != b".."
+            && seg != b"."
+            && !seg.contains(&0)
+            && !seg.contains(&b'\\')
+            && !seg.contains(&b'/')
+    })
+}
+
+/// True when a Destination header (a URL or an absolute path) names a
+/// place in inbox `name`: its path is `/dav/NAME` or below `/dav/NAME/`,
+/// with no `.` or `..` segment.
+fn inside(dest: &HeaderValue, name: &str) -> bool {
+    let Ok(d) = dest.to_str() else {
+        return false;
+    };
+    let path = match d.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => d,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let root = format!("/dav/{name}");
+    has_no_dots(path) && (path == root || path.starts_with(&format!("{root}/")))
+}
+
+/// An upload or a copy within the inbox's size limit: refused with 507
+/// when what it adds (a PUT's announced length, the size of a COPY's
+/// source) does not fit; a PUT's body is cut off where the room ends. What
+/// is admitted is counted at once, so uploads side by side cannot each
+/// take the whole room (the count is taken again from the files after
+/// each change).
 async fn admit(
     app: &Arc<App>,
     data: &Path,
     inbox: &Inbox,
     req: Request,
 ) -> std::result::Result<Request, Response> {
-    let Some(max) = inbox.max_size.filter(|_| req.method() == Method::PUT) else {
+    let copy = req.method().as_str() == "COPY";
+    let Some(max) = inbox
+        .max_size
+        .filter(|_| req.method() == Method::PUT || copy)
+    else {
         return Ok(req);
     };
     let used = match app.inboxes().with(data, &inbox.name, |l| l.used) {
@@ -246,14 +293,33 @@ async fn admit(
             u
         }
     };
-    let length: u64 = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let adds: u64 = if copy {
+        // The source, inside the inbox (the path has no `..`).
+        let rel: Vec<u8> = percent_encoding::percent_decode_str(
+            req.uri()
+                .path()
+                .strip_prefix(&format!("/dav/{}", inbox.name))
+                .unwrap_or(""),
+        )
+        .collect();
+        let rel = Path::new(std::ffi::OsStr::from_bytes(&rel));
+        let src = files_dir(data, &inbox.name).join(rel.strip_prefix("/").unwrap_or(rel));
+        tokio::task::spawn_blocking(move || match std::fs::symlink_metadata(&src) {
+            Ok(m) if m.is_dir() => size_of(&src),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .await
+        .unwrap_or(0)
+    } else {
+        req.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     let room = max.saturating_sub(used);
-    if length > room || room == 0 {
+    if adds > room || room == 0 {
         return Err(answer(
             StatusCode::INSUFFICIENT_STORAGE,
             format!(
@@ -263,6 +329,11 @@ async fn admit(
                 rewind_core::stats::human_bytes(max)
             ),
         ));
+    }
+    app.inboxes()
+        .with(data, &inbox.name, |l| l.used = Some(used + adds));
+    if copy {
+        return Ok(req);
     }
     let room = usize::try_from(room).unwrap_or(usize::MAX);
     Ok(req.map(|b| Body::new(http_body_util::Limited::new(b, room))))
@@ -292,10 +363,11 @@ pub(crate) async fn run(app: Arc<App>) {
     let schedule = app.inboxes().schedule;
     let every = (schedule.settle / 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
+    let mut said: Vec<String> = Vec::new();
     loop {
         tick.tick().await;
         let d = data.clone();
-        let inboxes = match tokio::task::spawn_blocking(move || super::list(&d)).await {
+        let (inboxes, problems) = match tokio::task::spawn_blocking(move || super::list(&d)).await {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
                 log(&format!("reading the inboxes: {e}"));
@@ -303,6 +375,14 @@ pub(crate) async fn run(app: Arc<App>) {
             }
             Err(_) => continue,
         };
+        // One bad entry stops no other inbox; it is said once, not at
+        // every tick.
+        if problems != said {
+            for p in &problems {
+                log(&format!("{p}; its snapshots wait until it is fixed"));
+            }
+            said = problems;
+        }
         for inbox in inboxes {
             let due = app
                 .inboxes()
@@ -310,7 +390,16 @@ pub(crate) async fn run(app: Arc<App>) {
             let Some(generation) = due else { continue };
             let (app, data) = (app.clone(), data.clone());
             tokio::task::spawn_blocking(move || {
-                let result = snapshot(&app, &data, &inbox);
+                // A panic is a failed snapshot, not an inbox stuck "running".
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    snapshot(&app, &data, &inbox)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(rewind_core::Error::io(
+                        "snapshot",
+                        std::io::Error::other("it panicked (a bug: please report it)"),
+                    ))
+                });
                 if let Err(e) = &result {
                     log(&format!(
                         "inbox {}: the snapshot into repository {} failed: {e}; trying again in {} s",
