@@ -664,10 +664,18 @@ fn rewind_serve_shows_the_pages_to_read_and_admin_tokens_with_the_password() {
     assert_eq!(http(&addr, "GET", "/ui/login", &[], b"").status, 200);
     let refused = server.admin(&env, &["token", "add", "--repo", "ui", "--role", "read"]);
     assert_ne!(refused.code, Some(0), "{refused}");
-    assert!(refused.stderr.contains("taken by the server's web UI"), "{refused}");
+    assert!(
+        refused.stderr.contains("taken by the server's web UI"),
+        "{refused}"
+    );
     let refused = server.admin(&env, &["token", "add", "--repo", "dav", "--role", "read"]);
     assert_ne!(refused.code, Some(0), "{refused}");
-    assert!(refused.stderr.contains("taken by the server's phone inboxes"), "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("taken by the server's phone inboxes"),
+        "{refused}"
+    );
     // A backup token may not look; a wrong password opens nothing.
     let r = served_login(&addr, &backup, &env.password);
     assert_eq!(r.status, 403);

@@ -471,8 +471,10 @@ struct Inventory {
     marks: HashMap<PackId, Timestamp>,
     state_files: Vec<crate::backend::FileInfo>,
     stored: HashMap<PackId, u64>,
-    used: HashSet<BlobId, IdBuildHasher>,
-    claimed: HashSet<BlobId, IdBuildHasher>,
+    /// Used blobs that no indexed, existing pack claimed: missing from
+    /// the index (step 5). Each claim takes its blob out of the used set,
+    /// so one set serves both (memory: docs/SCALE.md).
+    unclaimed: HashSet<BlobId, IdBuildHasher>,
     packs: HashMap<PackId, PackInfo>,
     order: Vec<PackId>,
     old_index: Vec<IndexId>,
@@ -565,22 +567,22 @@ impl Inventory {
         }
         let mut order: Vec<PackId> = packs.keys().copied().collect();
         order.sort_by_key(|id| (marks.contains_key(id), *id));
-        let mut claimed: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+        let mut unclaimed = used;
         for id in order.iter().filter(|id| stored.contains_key(*id)) {
             let info = packs.get_mut(id).expect("listed");
             for b in &info.blobs {
-                if used.contains(&b.id) && claimed.insert(b.id) {
+                if unclaimed.remove(&b.id) {
                     info.used.push(*b);
                     info.used_bytes += u64::from(b.length);
                 }
             }
         }
+        unclaimed.shrink_to_fit();
         Ok(Inventory {
             marks,
             state_files,
             stored,
-            used,
-            claimed,
+            unclaimed,
             packs,
             order,
             old_index,
@@ -679,12 +681,7 @@ fn decide_unindexed(
     d: &mut Decisions,
     r: &mut PruneReport,
 ) -> Result<()> {
-    let mut missing: HashSet<BlobId, IdBuildHasher> = inv
-        .used
-        .iter()
-        .filter(|b| !inv.claimed.contains(*b))
-        .copied()
-        .collect();
+    let mut missing: HashSet<BlobId, IdBuildHasher> = inv.unclaimed.clone();
     let mut unindexed: Vec<(PackId, u64)> = inv
         .stored
         .iter()

@@ -44,7 +44,7 @@ enum OpenedIndex {
 /// ([`Repository::load_index_batched`]): enough to keep every connection
 /// of a remote store busy, few enough that memory holds the merged index
 /// and not every file besides.
-const INDEX_BATCH: usize = 64;
+const INDEX_BATCH: usize = 16;
 
 /// An open repository.
 #[derive(Debug)]
