@@ -47,6 +47,15 @@ pub fn weed_binary() -> PathBuf {
     );
 }
 
+/// Environment for a client of the test servers: credentials and region.
+fn client_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_REGION", "us-east-1"),
+    ]
+}
+
 /// A loopback port for a test server to listen on: random in
 /// 20000..32000, below the kernel's ephemeral range (32768 and up), so that
 /// no client connection of a parallel test can take it between the pick and
@@ -167,11 +176,7 @@ impl SeaweedFs {
 
     /// Environment for a client: credentials and region.
     pub fn env(&self) -> Vec<(&'static str, &'static str)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_REGION", "us-east-1"),
-        ]
+        client_env()
     }
 
     /// Sets the client environment in this process.
@@ -360,11 +365,7 @@ impl SeaweedCluster {
 
     /// Environment for a client: credentials and region.
     pub fn env(&self) -> Vec<(&'static str, &'static str)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_REGION", "us-east-1"),
-        ]
+        client_env()
     }
 
     /// Kills volume server `i` (SIGKILL), as a crash would.

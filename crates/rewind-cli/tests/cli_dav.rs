@@ -34,8 +34,13 @@ struct Setup {
 }
 
 fn setup(server_args: &[&str], add_args: &[&str]) -> Setup {
+    setup_settling("1", server_args, add_args)
+}
+
+/// [`setup`] with a settle time of `settle` seconds.
+fn setup_settling(settle: &str, server_args: &[&str], add_args: &[&str]) -> Setup {
     let env = Env::new();
-    let mut args = vec!["--inbox-settle", "1"];
+    let mut args = vec!["--inbox-settle", settle];
     args.extend_from_slice(server_args);
     let server = Server::start(&env, &args);
     let admin = client(
@@ -530,61 +535,23 @@ fn put_tree(s: &Setup, root: &Path, dir: &Path) {
 
 #[test]
 fn a_server_killed_before_the_snapshot_takes_it_after_its_restart() {
-    let env = Env::new();
     // A long settle: the server is killed before the snapshot is due.
-    let mut server = Server::start(&env, &["--inbox-settle", "30"]);
-    let admin = client(
-        &env,
-        &server,
-        "phone",
-        &server.token(&env, "phone", "admin", &[]),
-    );
-    admin.ok(["init"]);
-    let r = dav_admin(&env, &server, &["dav", "add", "--repo", "phone"]);
-    let password = r
-        .out()
-        .lines()
-        .find_map(|l| l.strip_prefix("password: ").map(str::to_string))
-        .unwrap();
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("phone:{password}"))
-    );
+    let mut s = setup_settling("30", &[], &[]);
     let photo = random_bytes(300_000);
-    let (code, body) = http(
-        &server.addr,
-        "PUT",
-        "/dav/phone/photo.jpg",
-        None,
-        &[("Authorization", &auth)],
-        &photo,
-    );
+    let (code, body) = s.dav("PUT", "photo.jpg", &photo);
     assert_eq!(code, 201, "{body}");
-    assert!(admin_snapshots(&admin).is_empty());
+    assert!(s.snapshots().is_empty());
     signal(
-        server.child.as_ref().unwrap(),
+        s.server.child.as_ref().unwrap(),
         nix::sys::signal::Signal::SIGKILL,
     );
-    server.kill();
-    server.args = vec!["--inbox-settle".into(), "1".into()];
-    server.spawn(&env);
-    let start = Instant::now();
-    while admin_snapshots(&admin).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let t = env.path("r");
-    admin.ok(["restore", "latest", "--target", t.to_str().unwrap()]);
+    s.server.kill();
+    s.server.args = vec!["--inbox-settle".into(), "1".into()];
+    s.server.spawn(&s.env);
+    let snaps = s.wait_snapshots(1);
+    let t = s.restore(snaps[0]["id"].as_str().unwrap(), "r");
     assert_eq!(fs::read(t.join("photo.jpg")).unwrap(), photo);
-    admin.ok(["check", "--read-data"]);
-}
-
-fn admin_snapshots(admin: &RemoteRepo) -> Vec<serde_json::Value> {
-    serde_json::from_str(&admin.ok(["--json", "snapshots"]).out()).unwrap()
+    s.admin.ok(["check", "--read-data"]);
 }
 
 #[test]
