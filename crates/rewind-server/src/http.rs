@@ -242,22 +242,10 @@ impl App {
         data: &[u8],
     ) -> Result<WriteOutcome> {
         let repo = self.repo(repo_name)?;
-        match t {
-            FileType::Policy | FileType::PruneState => {
-                return Err(Error::Refused(format!(
-                    "{who} adds backups only, and cannot store {} files",
-                    t.what()
-                )))
-            }
-            FileType::Config | FileType::Key
-                if !repo.backend.list(FileType::Config)?.is_empty() =>
-            {
-                return Err(Error::Refused(format!(
-                    "{who} adds backups only, and cannot add {} files to an existing repository",
-                    t.what()
-                )))
-            }
-            _ => {}
+        if let Some(why) = backup_refusal(&repo, t)? {
+            return Err(Error::Refused(format!(
+                "{who} writes with a backup token's rights: {why}"
+            )));
         }
         let st = self.state()?;
         let limits = self.limits(&st, repo_name);
@@ -272,40 +260,36 @@ impl App {
             }
         }
         if t != FileType::Running {
-            let rec = crate::writes::Record {
-                version: crate::writes::VERSION,
-                time: Timestamp::now(),
-                token: who.to_string(),
-                role: Role::Backup,
-                size: Some(data.len() as u64),
-            };
-            crate::writes::record(repo.writes.as_ref(), repo.backend.as_ref(), t, name, &rec)?;
-            repo.writers
-                .lock()
-                .expect("writers")
-                .remove(&(t, name.to_string()));
+            repo.record_write(who, Role::Backup, t, name, Some(data.len() as u64))?;
         }
         let outcome = repo.backend.write(t, name, data)?;
         if outcome == WriteOutcome::Created {
             if t == FileType::Running {
-                repo.markers
-                    .lock()
-                    .expect("markers")
-                    .insert(name.to_string(), who.to_string());
-                let key = state::marker_owner_key(repo_name, name);
-                if let Err(e) = self
-                    .marker_owners
-                    .write(FileType::Running, &key, who.as_bytes())
-                {
-                    log(&format!(
-                        "recording that {who} stored running marker {name} of {repo_name} failed ({e})"
-                    ));
-                }
+                self.note_marker(&repo, repo_name, who, name);
             }
             repo.added(t, data.len() as u64);
             self.metrics.bytes_in(repo_name, data.len() as u64);
         }
         Ok(outcome)
+    }
+
+    /// Remembers that `who` stored running marker `name` of `repo_name`, in
+    /// this process and with the state (so that after a restart it can
+    /// still remove it before it is stale).
+    fn note_marker(&self, repo: &Repo, repo_name: &str, who: &str, name: &str) {
+        repo.markers
+            .lock()
+            .expect("markers")
+            .insert(name.to_string(), who.to_string());
+        let key = state::marker_owner_key(repo_name, name);
+        if let Err(e) = self
+            .marker_owners
+            .write(FileType::Running, &key, who.as_bytes())
+        {
+            log(&format!(
+                "recording that {who} stored running marker {name} of {repo_name} failed ({e}); after a restart it can remove the marker only once stale"
+            ));
+        }
     }
 
     /// Deletes a file for a writer inside the server ([`App::store_as`]):
@@ -380,6 +364,32 @@ impl Repo {
             }
         }
         out
+    }
+
+    /// Records in the write log that `who` stores `t`/`name`, before the
+    /// file is written (see [`crate::writes::record`]), and drops what
+    /// [`Repo::writers`] holds for it, which that record may replace.
+    fn record_write(
+        &self,
+        who: &str,
+        role: Role,
+        t: FileType,
+        name: &str,
+        size: Option<u64>,
+    ) -> Result<()> {
+        let rec = crate::writes::Record {
+            version: crate::writes::VERSION,
+            time: Timestamp::now(),
+            token: who.to_string(),
+            role,
+            size,
+        };
+        crate::writes::record(self.writes.as_ref(), self.backend.as_ref(), t, name, &rec)?;
+        self.writers
+            .lock()
+            .expect("writers")
+            .remove(&(t, name.to_string()));
+        Ok(())
     }
 
     fn added(&self, t: FileType, size: u64) {
@@ -1200,53 +1210,44 @@ impl Read for BodyReader {
 
 /// Why this role may not store a file of this type, if it may not.
 async fn role_refusal(ctx: &Ctx, repo: &Arc<Repo>, role: Role, t: FileType) -> Option<Response> {
-    match (role, t) {
-        (Role::Read, _) => {
-            return Some(ctx.refuse(
-                StatusCode::FORBIDDEN,
-                "role",
-                "a read token cannot store files",
-            ))
-        }
-        (Role::Backup, FileType::Policy) => {
-            // Policy files hold every setting of the repository; say which.
-            return Some(ctx.refuse(
-                StatusCode::FORBIDDEN,
-                "role",
-                "a backup token cannot change the repository's settings (its retention policy, copy target and alert URL): they are stored with an admin token",
-            ));
-        }
-        (Role::Backup, FileType::PruneState) => {
-            return Some(ctx.refuse(
-                StatusCode::FORBIDDEN,
-                "role",
-                format!(
-                    "a backup token cannot store {} files (admin only)",
-                    t.what()
-                ),
-            ))
-        }
-        (Role::Backup, FileType::Config | FileType::Key) => {
-            // Only while the repository is being created.
-            let b = repo.backend.clone();
-            match blocking(move || b.list(FileType::Config)).await {
-                Ok(c) if c.is_empty() => {}
-                Ok(_) => {
-                    return Some(ctx.refuse(
-                        StatusCode::FORBIDDEN,
-                        "role",
-                        format!(
-                        "a backup token cannot add {} files to an existing repository (admin only)",
-                        t.what()
-                    ),
-                    ))
-                }
-                Err(e) => return Some(ctx.failed(&e)),
+    match role {
+        Role::Read => Some(ctx.refuse(
+            StatusCode::FORBIDDEN,
+            "role",
+            "a read token cannot store files",
+        )),
+        Role::Backup => {
+            let r = repo.clone();
+            match blocking(move || backup_refusal(&r, t)).await {
+                Ok(None) => None,
+                Ok(Some(why)) => Some(ctx.refuse(StatusCode::FORBIDDEN, "role", why)),
+                Err(e) => Some(ctx.failed(&e)),
             }
         }
-        _ => {}
+        Role::Admin => None,
     }
-    None
+}
+
+/// Why a backup token (or a writer inside the server with its rules, such
+/// as a phone inbox) may not store a `t` file, if it may not: settings and
+/// prune states never, config and key files only while the repository is
+/// being created.
+fn backup_refusal(repo: &Repo, t: FileType) -> Result<Option<String>> {
+    Ok(match t {
+        // Policy files hold every setting of the repository; say which.
+        FileType::Policy => Some("a backup token cannot change the repository's settings (its retention policy, copy target and alert URL): they are stored with an admin token".into()),
+        FileType::PruneState => Some(format!(
+            "a backup token cannot store {} files (admin only)",
+            t.what()
+        )),
+        FileType::Config | FileType::Key if !repo.backend.list(FileType::Config)?.is_empty() => {
+            Some(format!(
+                "a backup token cannot add {} files to an existing repository (admin only)",
+                t.what()
+            ))
+        }
+        _ => None,
+    })
 }
 
 /// Whether an upload may start: its announced size, the quota, the
@@ -1414,19 +1415,8 @@ async fn record_writer(
     name: &str,
     size: Option<u64>,
 ) -> std::result::Result<(), Response> {
-    let rec = crate::writes::Record {
-        version: crate::writes::VERSION,
-        time: Timestamp::now(),
-        token: ctx.token.clone(),
-        role,
-        size,
-    };
-    let r = repo.clone();
-    let n = name.to_string();
-    if let Err(e) =
-        blocking(move || crate::writes::record(r.writes.as_ref(), r.backend.as_ref(), t, &n, &rec))
-            .await
-    {
+    let (r, who, n) = (repo.clone(), ctx.token.clone(), name.to_string());
+    if let Err(e) = blocking(move || r.record_write(&who, role, t, &n, size)).await {
         log(&format!(
             "recording that token {} stores {} {name} of {} failed: {e}",
             ctx.token,
@@ -1435,10 +1425,6 @@ async fn record_writer(
         ));
         return Err(ctx.failed(&e));
     }
-    repo.writers
-        .lock()
-        .expect("writers")
-        .remove(&(t, name.to_string()));
     Ok(())
 }
 
@@ -1522,21 +1508,18 @@ async fn answer_put(
     match (result, cut) {
         (Ok(WriteOutcome::Created), _) => {
             if t == FileType::Running {
-                repo.markers
-                    .lock()
-                    .expect("markers")
-                    .insert(name.clone(), ctx.token.clone());
-                let owners = ctx.app.marker_owners.clone();
-                let key = state::marker_owner_key(&ctx.repo, &name);
-                let token = ctx.token.clone();
-                if let Err(e) =
-                    blocking(move || owners.write(FileType::Running, &key, token.as_bytes())).await
-                {
-                    log(&format!(
-                        "recording that token {} stored running marker {name} of {} failed ({e}); after a restart it can remove the marker only once stale",
-                        ctx.token, ctx.repo
-                    ));
-                }
+                let (app, r, repo_name, who, n) = (
+                    ctx.app.clone(),
+                    repo.clone(),
+                    ctx.repo.clone(),
+                    ctx.token.clone(),
+                    name.clone(),
+                );
+                let _ = blocking(move || {
+                    app.note_marker(&r, &repo_name, &who, &n);
+                    Ok(())
+                })
+                .await;
             }
             repo.added(t, seen);
             ctx.app.metrics.bytes_in(&ctx.repo, seen);

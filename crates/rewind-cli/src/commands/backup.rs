@@ -148,8 +148,6 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if let Some(e) = &outcome.scan_error {
         eprintln!("warning: the ransomware scan could not run ({e}); the snapshot is saved without a verdict (rewind scan ID tries again)");
     }
-    let deliver =
-        |url: &str, body: &serde_json::Value| rewind_backends::notify::post_json(url, body);
     let after = rewind_core::after_backup::run(
         &repo,
         &outcome,
@@ -159,7 +157,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
                 .notify_url
                 .clone()
                 .or_else(|| settings.as_ref().and_then(|s| s.notify_url.clone())),
-            deliver: &deliver,
+            deliver: &rewind_backends::notify::post_json,
         },
     );
     let mut copy_failed = false;

@@ -48,9 +48,9 @@ pub(crate) struct Inboxes {
 /// What the server knows of one inbox while it runs.
 struct Live {
     handler: DavHandler,
-    /// The first change not in a snapshot yet (the server's start counts
-    /// as one: uploads may have come while it was down).
-    changed: Option<Instant>,
+    /// A change not in a snapshot yet (the server's start counts as one:
+    /// uploads may have come while it was down).
+    changed: bool,
     /// The last change.
     last_change: Instant,
     /// Changes counted, to tell whether any came during a snapshot.
@@ -89,7 +89,7 @@ impl Inboxes {
                     .strip_prefix(format!("/dav/{name}"))
                     .hide_symlinks(true)
                     .build_handler(),
-                changed: Some(now),
+                changed: true,
                 last_change: now,
                 generation: 0,
                 last_snapshot: None,
@@ -225,7 +225,7 @@ pub(crate) async fn handle(app: Arc<App>, req: Request) -> Response {
         // A failed PUT may have left part of a file: counted as a change.
         app.inboxes().with(&data, &inbox.name, |l| {
             let now = Instant::now();
-            l.changed.get_or_insert(now);
+            l.changed = true;
             l.last_change = now;
             l.generation += 1;
             l.used = None;
@@ -423,7 +423,7 @@ fn due(l: &mut Live, s: &Schedule) -> Option<u64> {
     if l.running || l.not_before.is_some_and(|t| now < t) {
         return None;
     }
-    let settled = l.changed.is_some() && now.duration_since(l.last_change) >= s.settle;
+    let settled = l.changed && now.duration_since(l.last_change) >= s.settle;
     let scheduled = l
         .last_snapshot
         .is_some_and(|t| now.duration_since(t) >= s.every);
@@ -445,7 +445,7 @@ fn done(l: &mut Live, generation: u64, ok: bool, s: &Schedule) {
         l.last_snapshot = Some(Instant::now());
         l.not_before = None;
         if l.generation == generation {
-            l.changed = None;
+            l.changed = false;
         }
     } else {
         l.not_before = Some(Instant::now() + retry_after(s));
@@ -470,15 +470,13 @@ fn snapshot(app: &Arc<App>, data: &Path, inbox: &Inbox) -> Result<()> {
             w.message
         ));
     }
-    let deliver =
-        |url: &str, body: &serde_json::Value| rewind_backends::notify::post_json(url, body);
     let after = rewind_core::after_backup::run(
         &repo,
         &outcome,
         &rewind_core::after_backup::AfterBackup {
             copy_to: None,
             notify_url: settings.and_then(|s| s.notify_url),
-            deliver: &deliver,
+            deliver: &rewind_backends::notify::post_json,
         },
     );
     let s = outcome.summary();
