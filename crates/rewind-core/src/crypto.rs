@@ -246,6 +246,16 @@ impl Crypto {
         &self.key
     }
 
+    /// A key for data this machine keeps about the repository (the
+    /// on-disk index table's MACs): derived from the master key and
+    /// `context`, so that only a holder of the key makes one that passes.
+    pub fn local_key(&self, context: &str) -> [u8; 32] {
+        let mut material = [0u8; 64];
+        material[..32].copy_from_slice(&self.key.encryption);
+        material[32..].copy_from_slice(&self.key.id_key);
+        blake3::derive_key(context, &material)
+    }
+
     /// Chunker parameters of the repository.
     pub fn chunker(&self) -> ChunkerParams {
         self.key.chunker

@@ -252,7 +252,7 @@ fn index_files_that_lie_are_named_and_lose_nothing() {
         .1;
     let chosen = index.get(&elsewhere.id).unwrap();
     assert!(
-        index.pack_id(chosen) == nowhere || (index.pack_id(chosen), chosen.offset) == (target, 9),
+        index.pack_id(&chosen) == nowhere || (index.pack_id(&chosen), chosen.offset) == (target, 9),
         "a lie is not the copy tried first: the test proves nothing"
     );
 

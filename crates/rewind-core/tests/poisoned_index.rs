@@ -49,7 +49,7 @@ fn lying_index_files_do_not_hide_the_real_copies() {
     let index = repo.index().unwrap();
     let (_, first) = &real[0];
     assert_eq!(
-        index.pack_id(index.get(&first.id).unwrap()),
+        index.pack_id(&index.get(&first.id).unwrap()),
         PackId(Hash([0xee; 32])),
         "the lie is not the copy tried first: the test proves nothing"
     );

@@ -192,7 +192,7 @@ fn each_pack_is_read_once_and_everything_lands_in_place() {
     let tree_packs: Vec<String> = index
         .blobs()
         .filter(|(_, e)| e.kind == rewind_core::format::pack::BlobKind::Tree)
-        .map(|(_, e)| index.pack_id(e).to_hex())
+        .map(|(_, e)| index.pack_id(&e).to_hex())
         .collect();
     let reads = b.pack_reads.lock().unwrap().clone();
     let data_reads: Vec<_> = reads

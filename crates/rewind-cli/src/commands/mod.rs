@@ -94,6 +94,18 @@ pub struct Global {
     /// and snapshot files ($XDG_CACHE_HOME/rewind/meta).
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Memory the index may take (e.g. 512M, 2G): an index larger than
+    /// this is kept as a table on disk in the cache
+    /// ($XDG_CACHE_HOME/rewind/index), and memory stays within it whatever
+    /// the repository's size. With --no-cache the index is held in memory.
+    #[arg(
+        long,
+        env = "REWIND_MAX_MEMORY",
+        global = true,
+        value_name = "SIZE",
+        default_value = "512M"
+    )]
+    pub max_memory: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -295,9 +307,40 @@ impl Global {
         Repository::probe(&*backend)
             .with_context(|| format!("cannot open repository {location}"))?;
         let password = self.password()?;
-        let repo = Repository::open(backend, &password)
+        let mut repo = Repository::open(backend, &password)
             .with_context(|| format!("cannot open repository {location}"))?;
+        self.bound_index(&mut repo)?;
         Ok(repo)
+    }
+
+    /// Applies --max-memory (and the cache) to a repository's index.
+    pub fn bound_index(&self, repo: &mut Repository) -> Result<()> {
+        let budget = parse_size(&self.max_memory).map_err(|_| {
+            usage(format!(
+                "--max-memory {:?}: give a size with K, M, G or T (KiB, MiB, ...), at least 16M, e.g. 512M",
+                self.max_memory
+            ))
+        })?;
+        if budget < 16 << 20 {
+            return Err(usage(format!(
+                "--max-memory {}: at least 16M is needed (the index's table keeps its pack list and a page map in memory)",
+                self.max_memory
+            )));
+        }
+        if let Some(cache) = (!self.no_cache).then(cache_dir).flatten() {
+            repo.set_index_table(&cache, budget);
+        }
+        Ok(())
+    }
+}
+
+/// Parses `500G`, `64MiB`, `1T` (binary units; `check`'s syntax), more than 0.
+pub fn parse_size(s: &str) -> Result<u64> {
+    match rewind_core::check::parse_size(s) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(usage(format!(
+            "size {s:?}: give a number with K, M, G or T (KiB, MiB, ...), more than 0, e.g. 500G"
+        ))),
     }
 }
 

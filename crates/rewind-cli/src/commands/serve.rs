@@ -271,15 +271,7 @@ enum RepoAction {
     },
 }
 
-/// Parses `500G`, `64MiB`, `1T` (binary units; `check`'s syntax), more than 0.
-fn parse_size(s: &str) -> Result<u64> {
-    match rewind_core::check::parse_size(s) {
-        Some(n) if n > 0 => Ok(n),
-        _ => Err(usage(format!(
-            "size {s:?}: give a number with K, M, G or T (KiB, MiB, ...), more than 0, e.g. 500G"
-        ))),
-    }
-}
+use super::parse_size;
 
 /// Parses `--expires`: a duration from now, a time or a date; refuses a
 /// time that has passed (the token would open nothing).

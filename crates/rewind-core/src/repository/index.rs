@@ -7,8 +7,18 @@
 //! hash table: its slack and the copy while it grows cost more than twice
 //! that at 10^7 blobs (docs/SCALE.md). Blobs added after sealing (what
 //! this process writes) go to a small hash map.
+//!
+//! With a memory budget and a directory ([`Index::use_table`]), an index
+//! larger than the budget is spilled to sorted runs while it loads and
+//! merged into an on-disk table ([`super::table`]); later loads start from
+//! that table and read only the index files written since, which stay in
+//! memory (docs/DESIGN.md §6b).
 
 use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::PathBuf;
+
+use super::table::{self, Run, Table, TableMeta, TableWriter};
 
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{BlobKind, PackedBlob};
@@ -56,6 +66,44 @@ pub struct Index {
     /// Packs that prune marked for deletion (docs/DESIGN.md §8c).
     marked: HashSet<PackId, IdBuildHasher>,
     pack_marked: Vec<bool>,
+    /// The on-disk table the index starts from (what `sorted` holds is
+    /// then what was written since, no id in both).
+    table: Option<Table>,
+    /// Where and when to spill while loading.
+    spill: Option<Spill>,
+}
+
+/// The budget and directory of an index that may spill to disk.
+struct Spill {
+    dir: PathBuf,
+    key: [u8; 32],
+    /// Entries held in memory before a run is spilled.
+    limit: usize,
+    runs: Vec<Run>,
+    marks: [u8; 32],
+    error: Option<io::Error>,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spill")
+            .field("dir", &self.dir)
+            .field("limit", &self.limit)
+            .field("runs", &self.runs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes of memory per entry while loading.
+const ENTRY_BYTES: u64 = std::mem::size_of::<(BlobId, IndexEntry)>() as u64;
+
+/// Of several copies of one blob (in the order of their packs), the one
+/// readers try first: the last not in a marked pack, else the last.
+fn choose(copies: &[IndexEntry], pack_marked: &[bool]) -> usize {
+    copies
+        .iter()
+        .rposition(|e| !pack_marked[e.pack as usize])
+        .unwrap_or(copies.len() - 1)
 }
 
 impl Index {
@@ -111,17 +159,94 @@ impl Index {
                 kind: b.kind,
             };
             match &mut self.staged {
-                Some(staged) => staged.push((b.id, e)),
+                Some(staged) => {
+                    if let Some(sp) = &mut self.spill {
+                        if staged.len() >= sp.limit && sp.error.is_none() {
+                            spill_run(sp, staged);
+                        }
+                    }
+                    staged.push((b.id, e));
+                }
                 None => self.add_late(b.id, e),
             }
         }
     }
 
+    /// Lets this index (before any file is added) spill to `dir` when it
+    /// holds more than half of `budget` bytes, and start from the newest
+    /// table there that was made with the same marked packs and of index
+    /// files all still `listed`. Returns the names of the index files that
+    /// table holds (not to be read again).
+    pub(crate) fn use_table(
+        &mut self,
+        dir: PathBuf,
+        key: [u8; 32],
+        budget: u64,
+        listed: &HashSet<String>,
+    ) -> HashSet<String> {
+        let marks = table::marks_hash(&self.marked);
+        let limit = usize::try_from((budget / 2 / ENTRY_BYTES).max(1024)).unwrap_or(usize::MAX);
+        let mut skip = HashSet::new();
+        for path in table::tables(&dir) {
+            let Ok((t, meta)) = Table::open(&path, &key) else {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            if meta.marks != marks || !meta.files.iter().all(|f| listed.contains(&f.to_hex())) {
+                continue;
+            }
+            skip = meta.files.iter().map(|f| f.to_hex()).collect();
+            self.start_from(t, meta);
+            break;
+        }
+        if let Some(staged) = &mut self.staged {
+            // Never past the limit by a doubling (reserved, not touched).
+            staged.reserve_exact(limit.saturating_sub(staged.len()).min(1 << 27));
+        }
+        self.spill = Some(Spill {
+            dir,
+            key,
+            limit,
+            runs: Vec::new(),
+            marks,
+            error: None,
+        });
+        skip
+    }
+
+    fn start_from(&mut self, t: Table, meta: TableMeta) {
+        for (id, size) in meta.packs {
+            let pos = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
+            self.packs.push(id);
+            self.pack_sizes.push(size);
+            self.pack_marked.push(self.marked.contains(&id));
+            self.pack_pos.insert(id, pos);
+        }
+        self.files = meta.files;
+        self.duplicates = meta.duplicates;
+        self.alternates = meta
+            .alternates
+            .into_iter()
+            .map(|(id, v)| (id, v.iter().map(table::unraw).collect()))
+            .collect();
+        self.table = Some(t);
+    }
+
+    /// The error that stopped the on-disk table, if one did: the caller
+    /// loads the index again in memory.
+    pub(crate) fn table_error(&mut self) -> Option<io::Error> {
+        self.spill.as_mut().and_then(|s| s.error.take())
+    }
+
+    /// Where the on-disk table this index uses is, if it uses one.
+    pub fn table_path(&self) -> Option<&std::path::Path> {
+        self.table.as_ref().map(Table::path)
+    }
+
     /// A blob added after sealing: to the tail; a second copy of a blob
     /// the index has is kept as an alternate.
     fn add_late(&mut self, id: BlobId, e: IndexEntry) {
-        let known = self.sorted_get(&id).copied();
-        match known.or_else(|| self.tail.get(&id).copied()) {
+        match self.get(&id) {
             None => {
                 self.tail.insert(id, e);
             }
@@ -134,54 +259,173 @@ impl Index {
         }
     }
 
+    /// Of the copies of one blob (in the order of their packs): counts
+    /// the duplicates, keeps the others as alternates, and returns the
+    /// one readers try first.
+    fn pick(&mut self, id: BlobId, copies: &[IndexEntry]) -> IndexEntry {
+        let chosen = copies[choose(copies, &self.pack_marked)];
+        if copies.len() > 1 {
+            self.duplicates += copies.len() as u64 - 1;
+        }
+        let known = self.alternates.remove(&id).unwrap_or_default();
+        let mut others: Vec<IndexEntry> = Vec::new();
+        for e in known.iter().chain(copies) {
+            if *e != chosen && !others.contains(e) {
+                others.push(*e);
+            }
+        }
+        if !others.is_empty() {
+            self.alternates.insert(id, others);
+        }
+        chosen
+    }
+
     /// Sorts the loaded blobs by id (in place) and picks, of several copies
     /// of a blob, the one readers try first: the last in the order of the
     /// packs (index files in name order) that is not in a marked pack, or
     /// the last if all are; the others become alternates. Lookups work from
     /// here on; blobs added later go to a small map.
+    ///
+    /// An index that spilled runs to disk, or whose blobs since its table
+    /// reach an eighth of its limit, is merged into a new on-disk table
+    /// instead (an error there is kept for [`Index::table_error`]).
     pub fn seal(&mut self) {
         let Some(mut v) = self.staged.take() else {
             return;
         };
-        // About 16 blobs per radix slot.
-        let bits = (usize::BITS - (v.len() / 16).leading_zeros()).min(24);
+        if let Some(sp) = &self.spill {
+            let spilled = !sp.runs.is_empty();
+            let big_delta = self.table.is_some() && v.len() >= sp.limit / 8;
+            if sp.error.is_none() && (spilled || big_delta) {
+                if let Err(e) = self.write_table(v) {
+                    if let Some(sp) = &mut self.spill {
+                        sp.error = Some(e);
+                    }
+                }
+                return;
+            }
+        }
+        let bits = radix_bits(v.len());
         radix_sort(&mut v, bits);
         // Copies of one id are next to each other: keep one in place.
         let mut out = 0;
         let mut i = 0;
+        let mut copies: Vec<IndexEntry> = Vec::new();
         while i < v.len() {
             let mut j = i + 1;
             while j < v.len() && v[j].0 == v[i].0 {
                 j += 1;
             }
-            let run = &v[i..j];
-            let chosen = run
-                .iter()
-                .rposition(|(_, e)| !self.pack_marked[e.pack as usize])
-                .unwrap_or(run.len() - 1);
-            if run.len() > 1 {
-                self.duplicates += run.len() as u64 - 1;
-                let first = run[chosen].1;
-                let mut others: Vec<IndexEntry> = Vec::new();
-                for (k, (_, e)) in run.iter().enumerate() {
-                    if k != chosen && *e != first && !others.contains(e) {
-                        others.push(*e);
-                    }
-                }
-                if !others.is_empty() {
-                    self.alternates.insert(run[0].0, others);
-                }
-            }
-            v[out] = run[chosen];
+            let id = v[i].0;
+            let chosen = if j - i == 1 {
+                v[i].1
+            } else {
+                copies.clear();
+                copies.extend(v[i..j].iter().map(|(_, e)| *e));
+                self.pick(id, &copies)
+            };
+            v[out] = (id, chosen);
             out += 1;
             i = j;
         }
         v.truncate(out);
+        // Blobs the table has too: one copy, the other an alternate (the
+        // table's packs come first).
+        if let Some(t) = self.table.take() {
+            let hits: Vec<Option<IndexEntry>> = t.get_sorted(v.iter().map(|(id, _)| id)).collect();
+            let mut out = 0;
+            for (k, hit) in hits.into_iter().enumerate() {
+                let (id, e) = v[k];
+                match hit {
+                    Some(te) if self.pick(id, &[te, e]) == te => {}
+                    _ => {
+                        v[out] = (id, e);
+                        out += 1;
+                    }
+                }
+            }
+            v.truncate(out);
+            self.table = Some(t);
+        }
         v.shrink_to_fit();
+        let bits = radix_bits(v.len());
         let radix = slot_starts(&v, bits);
         self.sorted = v;
         self.radix = radix;
         self.radix_bits = bits;
+    }
+
+    /// Merges the table this index started from (if any), the spilled
+    /// runs and `v` into a new table, and uses it.
+    fn write_table(&mut self, mut v: Vec<(BlobId, IndexEntry)>) -> io::Result<()> {
+        let bits = radix_bits(v.len());
+        radix_sort(&mut v, bits);
+        let sp = self.spill.as_mut().expect("a spilling index");
+        let runs = std::mem::take(&mut sp.runs);
+        let (dir, key, marks) = (sp.dir.clone(), sp.key, sp.marks);
+        let base = self.table.take();
+        type Stream<'a> = Box<dyn Iterator<Item = io::Result<(BlobId, IndexEntry)>> + 'a>;
+        let mut streams: Vec<Stream<'_>> = Vec::new();
+        if let Some(t) = &base {
+            streams.push(Box::new(t.iter().map(Ok)));
+        }
+        for r in runs {
+            streams.push(Box::new(r.into_iter()));
+        }
+        streams.push(Box::new(v.into_iter().map(Ok)));
+        let mut w = TableWriter::create(&dir, &key)?;
+        let mut copies: Vec<IndexEntry> = Vec::new();
+        let mut current: Option<BlobId> = None;
+        for item in table::merge(streams) {
+            let (id, e) = item?;
+            if current != Some(id) {
+                if let Some(c) = current {
+                    let chosen = self.pick(c, &copies);
+                    w.push(&c, &chosen)?;
+                }
+                copies.clear();
+                current = Some(id);
+            }
+            copies.push(e);
+        }
+        if let Some(c) = current {
+            let chosen = self.pick(c, &copies);
+            w.push(&c, &chosen)?;
+        }
+        if base.as_ref().is_some_and(Table::is_damaged) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a page of the index table failed authentication",
+            ));
+        }
+        drop(base);
+        let mut files: Vec<String> = self.files.iter().map(|f| f.to_hex()).collect();
+        files.sort();
+        let mut h = blake3::Hasher::new();
+        for f in &files {
+            h.update(f.as_bytes());
+        }
+        h.update(&marks);
+        let name = format!("table-{}", &h.finalize().to_hex()[..32]);
+        let meta = TableMeta {
+            packs: self.packs().collect(),
+            files: self.files.clone(),
+            alternates: self
+                .alternates
+                .iter()
+                .map(|(id, v)| (*id, v.iter().map(table::raw).collect()))
+                .collect(),
+            duplicates: self.duplicates,
+            marks,
+        };
+        let path = w.finish(meta, &name)?;
+        let (t, _) = Table::open(&path, &key)?;
+        table::tidy(&dir, &path);
+        self.table = Some(t);
+        self.sorted = Vec::new();
+        self.radix = Vec::new();
+        self.radix_bits = 0;
+        Ok(())
     }
 
     fn sorted_get(&self, id: &BlobId) -> Option<&IndexEntry> {
@@ -222,8 +466,20 @@ impl Index {
     }
 
     /// Looks a blob up.
-    pub fn get(&self, id: &BlobId) -> Option<&IndexEntry> {
-        self.sorted_get(id).or_else(|| self.tail.get(id))
+    pub fn get(&self, id: &BlobId) -> Option<IndexEntry> {
+        self.sorted_get(id)
+            .or_else(|| self.tail.get(id))
+            .copied()
+            .or_else(|| self.table.as_ref().and_then(|t| t.get(id)))
+    }
+
+    /// The on-disk table, if a page of it failed authentication since it
+    /// was opened (it was removed: the next load builds it again).
+    pub fn damaged_table(&self) -> Option<&std::path::Path> {
+        self.table
+            .as_ref()
+            .filter(|t| t.is_damaged())
+            .map(Table::path)
     }
 
     /// The other copies of a blob stored more than once (see
@@ -256,11 +512,12 @@ impl Index {
     }
 
     /// Every blob.
-    pub fn blobs(&self) -> impl Iterator<Item = (&BlobId, &IndexEntry)> {
-        self.sorted
+    pub fn blobs(&self) -> impl Iterator<Item = (BlobId, IndexEntry)> + '_ {
+        self.table
             .iter()
-            .map(|(id, e)| (id, e))
-            .chain(self.tail.iter())
+            .flat_map(Table::iter)
+            .chain(self.sorted.iter().copied())
+            .chain(self.tail.iter().map(|(id, e)| (*id, *e)))
     }
 
     /// Every blob as an index file would list it: its pack and its entry
@@ -268,10 +525,10 @@ impl Index {
     pub fn entries(&self) -> impl Iterator<Item = (PackId, PackedBlob)> + '_ {
         self.blobs().map(|(id, e)| {
             (
-                self.pack_id(e),
+                self.pack_id(&e),
                 PackedBlob {
                     kind: e.kind,
-                    id: *id,
+                    id,
                     offset: e.offset,
                     length: e.length,
                     raw_length: e.raw_length,
@@ -282,7 +539,8 @@ impl Index {
 
     /// Number of blobs.
     pub fn len(&self) -> usize {
-        self.sorted.len() + self.tail.len()
+        let on_disk = self.table.as_ref().map_or(0, |t| t.len() as usize);
+        on_disk + self.sorted.len() + self.tail.len()
     }
 
     /// True when empty.
@@ -304,12 +562,31 @@ impl Index {
     pub fn blobs_by_pack(&self) -> Vec<Vec<(BlobId, IndexEntry)>> {
         let mut out = vec![Vec::new(); self.packs.len()];
         for (id, e) in self.blobs() {
-            out[e.pack as usize].push((*id, *e));
+            out[e.pack as usize].push((id, e));
         }
         for v in &mut out {
             v.sort_by_key(|(_, e)| e.offset);
         }
         out
+    }
+}
+
+/// Radix bits for `n` entries: about 16 per slot.
+fn radix_bits(n: usize) -> u32 {
+    (usize::BITS - (n / 16).leading_zeros()).min(24)
+}
+
+/// Sorts `staged` and writes it as a run; an error stops spilling (kept
+/// for [`Index::table_error`]).
+fn spill_run(sp: &mut Spill, staged: &mut Vec<(BlobId, IndexEntry)>) {
+    let bits = radix_bits(staged.len());
+    radix_sort(staged, bits);
+    match Run::write(&sp.dir, staged) {
+        Ok(r) => {
+            sp.runs.push(r);
+            staged.clear();
+        }
+        Err(e) => sp.error = Some(e),
     }
 }
 
@@ -458,7 +735,7 @@ mod tests {
                     .unwrap_or(c.len() - 1);
                 let b = BlobId(Hash([id; 32]));
                 let e = idx.get(&b).unwrap();
-                prop_assert_eq!(idx.pack_id(e), pack(c[chosen].0));
+                prop_assert_eq!(idx.pack_id(&e), pack(c[chosen].0));
                 let first = (c[chosen].0, e.offset);
                 let mut others: Vec<(u8, u32)> = Vec::new();
                 for x in &c {
@@ -538,5 +815,242 @@ mod tests {
         assert_eq!(idx.alternates(&b).len(), 1);
         assert_eq!(idx.len(), 1);
         assert_eq!(idx.duplicates(), 1);
+    }
+
+    /// Index files of random blobs: `files` files of `per_file` blobs in
+    /// packs of 50, about one blob in 20 also stored in an earlier pack.
+    fn random_files(seed: u32, files: u32, per_file: u32) -> Vec<(IndexId, IndexFile)> {
+        let h = |x: &[u8]| Hash(*blake3::hash(x).as_bytes());
+        let mut out = Vec::new();
+        let mut all: Vec<BlobId> = Vec::new();
+        for f in 0..files {
+            let mut packs = Vec::new();
+            for p in 0..per_file / 50 {
+                let blobs = (0..50u32)
+                    .map(|k| {
+                        let n = (seed, f, p, k);
+                        let id = if k % 20 == 7 && !all.is_empty() {
+                            all[(f * 31 + p * 7 + k) as usize % all.len()]
+                        } else {
+                            BlobId(h(format!("{n:?}").as_bytes()))
+                        };
+                        all.push(id);
+                        PackedBlob {
+                            kind: if k % 9 == 0 {
+                                BlobKind::Tree
+                            } else {
+                                BlobKind::Data
+                            },
+                            id,
+                            offset: k * 100,
+                            length: 90 + k,
+                            raw_length: 200 + k,
+                        }
+                    })
+                    .collect();
+                packs.push(IndexPack {
+                    id: PackId(h(format!("pack {seed} {f} {p}").as_bytes())),
+                    size: 5000,
+                    blobs,
+                });
+            }
+            let id = IndexId(h(format!("file {seed} {f}").as_bytes()));
+            out.push((
+                id,
+                IndexFile {
+                    version: 1,
+                    supersedes: Vec::new(),
+                    packs,
+                },
+            ));
+        }
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    fn load(
+        files: &[(IndexId, IndexFile)],
+        marked: &HashSet<PackId, IdBuildHasher>,
+        table: Option<(&std::path::Path, u64)>,
+    ) -> (Index, HashSet<String>) {
+        let mut idx = Index::with_marked(marked.clone());
+        let mut skip = HashSet::new();
+        if let Some((dir, budget)) = table {
+            let listed = files.iter().map(|(id, _)| id.to_hex()).collect();
+            skip = idx.use_table(dir.to_owned(), [7; 32], budget, &listed);
+        }
+        for (id, f) in files {
+            if !skip.contains(&id.to_hex()) {
+                idx.add_file(*id, f);
+            }
+        }
+        idx.seal();
+        assert!(idx.table_error().is_none());
+        (idx, skip)
+    }
+
+    /// Both indexes answer the same for every blob of `files` and a few
+    /// others: the copy, whether it is live, and its alternates (as packs
+    /// and offsets, which do not depend on the order packs were added in).
+    fn assert_same(a: &Index, b: &Index, files: &[(IndexId, IndexFile)]) {
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.duplicates(), b.duplicates());
+        assert_eq!(a.blobs().count(), a.len());
+        let place = |i: &Index, e: &IndexEntry| {
+            (
+                i.pack_id(e),
+                e.offset,
+                e.length,
+                e.raw_length,
+                e.kind == BlobKind::Tree,
+            )
+        };
+        for (_, f) in files {
+            for p in &f.packs {
+                for blob in &p.blobs {
+                    let (x, y) = (a.get(&blob.id).unwrap(), b.get(&blob.id).unwrap());
+                    assert_eq!(place(a, &x), place(b, &y));
+                    assert_eq!(a.contains_live(&blob.id), b.contains_live(&blob.id));
+                    let mut ax: Vec<_> =
+                        a.alternates(&blob.id).iter().map(|e| place(a, e)).collect();
+                    let mut bx: Vec<_> =
+                        b.alternates(&blob.id).iter().map(|e| place(b, e)).collect();
+                    ax.sort();
+                    bx.sort();
+                    assert_eq!(ax, bx);
+                }
+            }
+        }
+        for k in 0..100u32 {
+            let id = BlobId(Hash(*blake3::hash(&k.to_be_bytes()).as_bytes()));
+            assert!(a.get(&id).is_none() && b.get(&id).is_none());
+        }
+    }
+
+    /// An index over its budget spills runs and merges them into a table
+    /// that answers as the in-memory index does, marked packs included.
+    #[test]
+    fn a_spilled_index_answers_as_the_index_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = random_files(1, 12, 500);
+        let marked: HashSet<PackId, IdBuildHasher> = files
+            .iter()
+            .step_by(3)
+            .map(|(_, f)| f.packs[1].id)
+            .collect();
+        let (mem, _) = load(&files, &marked, None);
+        // 1024 entries a run: six runs.
+        let (disk, _) = load(&files, &marked, Some((dir.path(), 1)));
+        assert!(disk.table_path().is_some());
+        assert!(disk.sorted.is_empty());
+        assert_same(&mem, &disk, &files);
+        // Nothing left behind but the table.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    /// A later load starts from the table and reads only the new files:
+    /// a few stay in memory, many make a new table; a table of files no
+    /// longer listed (a prune replaced them) or of other marks is not used.
+    #[test]
+    fn a_later_load_reads_only_the_files_written_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = HashSet::default();
+        let old = random_files(2, 12, 500);
+        let (first, _) = load(&old, &none, Some((dir.path(), 1)));
+        assert!(first.table_path().is_some());
+        drop(first);
+
+        let mut more = old.clone();
+        more.extend(random_files(3, 1, 100));
+        let (mem, _) = load(&more, &none, None);
+        let (disk, skip) = load(&more, &none, Some((dir.path(), 1)));
+        assert_eq!(skip.len(), old.len());
+        // The new file's blobs (less its duplicates) stay in memory.
+        assert!(
+            (90..=100).contains(&disk.sorted.len()),
+            "{}",
+            disk.sorted.len()
+        );
+        assert_same(&mem, &disk, &more);
+        let t1 = disk.table_path().unwrap().to_owned();
+        drop(disk);
+
+        // Many new blobs: a new table, the old one removed.
+        more.extend(random_files(4, 4, 500));
+        more.sort_by_key(|(id, _)| *id);
+        let (mem, _) = load(&more, &none, None);
+        let (disk, skip) = load(&more, &none, Some((dir.path(), 1)));
+        assert_eq!(skip.len(), old.len());
+        assert!(disk.sorted.is_empty());
+        assert_ne!(disk.table_path().unwrap(), t1);
+        assert!(!t1.exists());
+        assert_same(&mem, &disk, &more);
+        drop(disk);
+
+        // A file of the table is gone: built again from what is listed.
+        let fewer: Vec<_> = more[1..].to_vec();
+        let (mem, _) = load(&fewer, &none, None);
+        let (disk, skip) = load(&fewer, &none, Some((dir.path(), 1)));
+        assert!(skip.is_empty());
+        assert_same(&mem, &disk, &fewer);
+        drop(disk);
+
+        // Other marks: built again.
+        let marked: HashSet<PackId, IdBuildHasher> = [fewer[0].1.packs[0].id].into_iter().collect();
+        let (mem, _) = load(&fewer, &marked, None);
+        let (disk, skip) = load(&fewer, &marked, Some((dir.path(), 1)));
+        assert!(skip.is_empty());
+        assert_same(&mem, &disk, &fewer);
+    }
+
+    /// A table is trusted only with its key and its bytes: one made with
+    /// another key is removed and rebuilt; a page changed on disk fails
+    /// its MAC, answers "not found" (never a wrong place), and the table
+    /// is removed.
+    #[test]
+    fn a_damaged_or_foreign_table_is_never_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = HashSet::default();
+        let files = random_files(5, 8, 500);
+        let (disk, _) = load(&files, &none, Some((dir.path(), 1)));
+        let path = disk.table_path().unwrap().to_owned();
+        drop(disk);
+
+        let mut other = Index::with_marked(none.clone());
+        let listed = files.iter().map(|(id, _)| id.to_hex()).collect();
+        assert!(other
+            .use_table(dir.path().to_owned(), [8; 32], 1, &listed)
+            .is_empty());
+        assert!(!path.exists(), "a table that fails its MAC is removed");
+
+        let (disk, _) = load(&files, &none, Some((dir.path(), 1)));
+        let path = disk.table_path().unwrap().to_owned();
+        drop(disk);
+        let (disk, skip) = load(&files, &none, Some((dir.path(), 1)));
+        assert_eq!(skip.len(), files.len());
+        // Flip one byte of the third page's entries.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[3 * table::PAGE + 40] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut wrong = 0;
+        for (_, f) in &files {
+            for p in &f.packs {
+                for b in &p.blobs {
+                    if let Some(e) = disk.get(&b.id) {
+                        if disk.pack_id(&e) != p.id && disk.alternates(&b.id).is_empty() {
+                            wrong += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(wrong, 0);
+        assert!(disk.damaged_table().is_some());
+        assert!(!path.exists());
     }
 }

@@ -2,6 +2,7 @@
 
 mod index;
 mod running;
+mod table;
 mod writer;
 
 pub use index::{Index, IndexEntry};
@@ -64,6 +65,9 @@ pub struct Repository {
     /// The superseded snapshot copies the last listing set aside (copy,
     /// identity), so that forget need not read every snapshot again.
     superseded: std::sync::Mutex<Option<Vec<(SnapshotId, SnapshotId)>>>,
+    /// Where the index may spill to an on-disk table, and the memory it may
+    /// take before it does (docs/DESIGN.md §6b); None: always in memory.
+    index_table: Option<(std::path::PathBuf, u64)>,
 }
 
 /// Readable index files, and damaged ones as (name, error).
@@ -168,6 +172,7 @@ impl Repository {
             written: Default::default(),
             opened,
             superseded: std::sync::Mutex::new(None),
+            index_table: None,
         })
     }
 
@@ -250,6 +255,7 @@ impl Repository {
                 written: Default::default(),
                 opened,
                 superseded: std::sync::Mutex::new(None),
+                index_table: None,
             });
         }
         if !damaged.is_empty() && damaged.len() == keys.len() {
@@ -283,6 +289,14 @@ impl Repository {
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Lets the index take at most about `max_memory` bytes while it loads
+    /// and use an on-disk table in `cache/index/<repository id>` beyond
+    /// that (docs/DESIGN.md §6b). Without it the index is held in memory
+    /// whatever its size.
+    pub fn set_index_table(&mut self, cache: &std::path::Path, max_memory: u64) {
+        self.index_table = Some((cache.join("index").join(&self.config.id), max_memory));
     }
 
     /// The index, loaded on first use.
@@ -360,14 +374,42 @@ impl Repository {
     /// blob comes first) and dropped, so that memory holds the merged index
     /// and one batch rather than every file at once. Marks first, as in
     /// [`Repository::load_index`].
+    ///
+    /// With [`Repository::set_index_table`], an index over the budget goes
+    /// to an on-disk table, and a later load starts from that table and
+    /// reads only the index files written since; if the table cannot be
+    /// written (a full disk, say), the index is loaded again in memory.
     fn load_index_batched(&self) -> Result<Index> {
         let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
-        let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
-        self.each_index_file(INDEX_BATCH, |opened| match opened {
+        let mut index = Index::with_marked(marks.iter().map(|m| m.pack).collect());
+        let mut first = None;
+        let mut skip = std::collections::HashSet::new();
+        if let Some((dir, budget)) = &self.index_table {
+            let listed = self.backend.list(FileType::Index)?;
+            let names = listed.iter().map(|f| f.name.clone()).collect();
+            let key = self.crypto.local_key("rewind 2026-11 index table");
+            skip = index.use_table(dir.clone(), key, *budget, &names);
+            first = Some(listed);
+        }
+        self.each_index_file(INDEX_BATCH, first, skip, |opened| match opened {
             OpenedIndex::File(id, f) => index.add_file(id, &f),
             OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
         })?;
         index.seal();
+        if index.table_error().is_some() {
+            let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
+            self.each_index_file(
+                INDEX_BATCH,
+                None,
+                Default::default(),
+                |opened| match opened {
+                    OpenedIndex::File(id, f) => index.add_file(id, &f),
+                    OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
+                },
+            )?;
+            index.seal();
+            return Ok(index);
+        }
         Ok(index)
     }
 
@@ -402,10 +444,21 @@ impl Repository {
             }
         };
         if let Some(e) = index.get(id) {
-            return Ok(Some((index.pack_id(e), *e)));
+            return Ok(Some((index.pack_id(&e), e)));
         }
         let written = self.written.read().expect("written index");
-        Ok(written.get(id).map(|e| (written.pack_id(e), *e)))
+        if let Some(e) = written.get(id) {
+            return Ok(Some((written.pack_id(&e), e)));
+        }
+        if let Some(path) = index.damaged_table() {
+            return Err(Error::corrupt(
+                "index table",
+                path.display(),
+                "failed authentication and was removed (the next command builds it again from \
+                 the repository's index files): run the command again",
+            ));
+        }
+        Ok(None)
     }
 
     /// The newest readable prune state (None if no prune ran) and every
@@ -520,10 +573,15 @@ impl Repository {
     fn read_index_files(&self) -> Result<IndexFiles> {
         let mut ok = Vec::new();
         let mut damaged = Vec::new();
-        self.each_index_file(usize::MAX, |opened| match opened {
-            OpenedIndex::File(id, f) => ok.push((id, f)),
-            OpenedIndex::Damaged(name, e) => damaged.push((name, e)),
-        })?;
+        self.each_index_file(
+            usize::MAX,
+            None,
+            Default::default(),
+            |opened| match opened {
+                OpenedIndex::File(id, f) => ok.push((id, f)),
+                OpenedIndex::Damaged(name, e) => damaged.push((name, e)),
+            },
+        )?;
         // One order whatever the listing's: which copy of a duplicate blob
         // readers try first does not depend on the storage.
         ok.sort_by_key(|(id, _)| *id);
@@ -535,10 +593,22 @@ impl Repository {
     /// (a prune or repair replaced it) sends the listing round again for
     /// the files that replaced it (up to three rounds), so that a load
     /// beside a prune never misses their blobs.
-    fn each_index_file(&self, batch: usize, mut f: impl FnMut(OpenedIndex)) -> Result<()> {
-        let mut seen: std::collections::HashSet<String> = Default::default();
+    ///
+    /// `first` is the first listing if the caller made it; the files named
+    /// in `skip` are not read.
+    fn each_index_file(
+        &self,
+        batch: usize,
+        mut first: Option<Vec<crate::backend::FileInfo>>,
+        skip: std::collections::HashSet<String>,
+        mut f: impl FnMut(OpenedIndex),
+    ) -> Result<()> {
+        let mut seen = skip;
         for _ in 0..3 {
-            let mut todo = self.backend.list(FileType::Index)?;
+            let mut todo = match first.take() {
+                Some(l) => l,
+                None => self.backend.list(FileType::Index)?,
+            };
             todo.retain(|x| seen.insert(x.name.clone()));
             if todo.is_empty() {
                 break;
