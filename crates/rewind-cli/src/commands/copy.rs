@@ -105,7 +105,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         (None, _) => global,
     };
     let src = global.open()?;
-    let dst = open_destination(
+    let mut dst = open_destination(
         &args.to,
         PasswordFiles {
             explicit: args.to_password_file.as_deref(),
@@ -114,6 +114,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         &args.to_options,
         &src.config().id,
     )?;
+    global.bound_index(&mut dst)?;
     let wanted = if args.snapshots.is_empty() {
         args.select.matching(&src)?
     } else {

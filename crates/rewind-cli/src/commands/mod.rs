@@ -301,6 +301,7 @@ impl Global {
 
     /// Opens the repository.
     pub fn open(&self) -> Result<Repository> {
+        self.index_budget()?;
         let backend = self.backend()?;
         let location = backend.location();
         // No password prompt for a location that holds no repository.
@@ -315,22 +316,28 @@ impl Global {
 
     /// Applies --max-memory (and the cache) to a repository's index.
     pub fn bound_index(&self, repo: &mut Repository) -> Result<()> {
-        let budget = parse_size(&self.max_memory).map_err(|_| {
-            usage(format!(
-                "--max-memory {:?}: give a size with K, M, G or T (KiB, MiB, ...), at least 16M, e.g. 512M",
-                self.max_memory
-            ))
-        })?;
-        if budget < 16 << 20 {
-            return Err(usage(format!(
-                "--max-memory {}: at least 16M is needed (the index's table keeps its pack list and a page map in memory)",
-                self.max_memory
-            )));
-        }
+        let budget = self.index_budget()?;
         if let Some(cache) = (!self.no_cache).then(cache_dir).flatten() {
             repo.set_index_table(&cache, budget);
         }
         Ok(())
+    }
+
+    /// --max-memory, checked.
+    fn index_budget(&self) -> Result<u64> {
+        let budget = parse_size(&self.max_memory).map_err(|_| {
+            usage(format!(
+                "--max-memory {:?}: give a size with K, M, G or T (KiB, MiB, ...), at least 1M, e.g. 512M",
+                self.max_memory
+            ))
+        })?;
+        if budget < 1 << 20 {
+            return Err(usage(format!(
+                "--max-memory {}: at least 1M is needed",
+                self.max_memory
+            )));
+        }
+        Ok(budget)
     }
 }
 
