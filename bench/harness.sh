@@ -102,7 +102,7 @@ tool_bin() {
     rustic) echo rustic ;;
     bupstash) echo bupstash ;;
     kopia) echo kopia ;;
-    rewind) echo "$REWIND_BIN" ;;
+    rewind|rewind-unlocked) echo "$REWIND_BIN" ;;
   esac
 }
 
@@ -115,7 +115,7 @@ tool_version() {
     rustic) rustic --version 2>/dev/null | head -1 ;;
     bupstash) bupstash version 2>/dev/null | head -1 ;;
     kopia) kopia --version 2>/dev/null | head -1 ;;
-    rewind) "$REWIND_BIN" --version 2>/dev/null | head -1 || echo rewind ;;
+    rewind|rewind-unlocked) "$REWIND_BIN" --version 2>/dev/null | head -1 || echo rewind ;;
   esac
 }
 
@@ -128,6 +128,7 @@ tool_settings() {
     bupstash) echo "default (zstd:3; libsodium public-key encryption); check = list; check-read = get latest > /dev/null" ;;
     kopia) echo "default (AES256-GCM; compression none unless policy set)" ;;
     rewind) echo "rewind defaults" ;;
+    rewind-unlocked) echo "rewind defaults, the key from \`rewind unlock\` (no key derivation a command)" ;;
   esac
 }
 
@@ -140,6 +141,7 @@ tool_env() {  # prints env assignments for tool $1
     bupstash) echo "BUPSTASH_REPOSITORY=$REPO BUPSTASH_KEY=$CACHE/bench.key BUPSTASH_SEND_LOG=$CACHE/send.log BUPSTASH_QUERY_CACHE=$CACHE/query.cache" ;;
     kopia) echo "KOPIA_PASSWORD=$PASSWORD KOPIA_CONFIG_PATH=$CACHE/repository.config KOPIA_CACHE_DIRECTORY=$CACHE/cache KOPIA_CHECK_FOR_UPDATES=false" ;;
     rewind) echo "REWIND_REPOSITORY=$REPO REWIND_PASSWORD=$PASSWORD" ;;
+    rewind-unlocked) echo "REWIND_REPOSITORY=$REPO XDG_RUNTIME_DIR=$CACHE/run" ;;
   esac
 }
 
@@ -186,6 +188,10 @@ tool_cmd() {
     rewind:restore)     echo "$REWIND_BIN restore --quiet latest:$SRC --target ." ;;
     rewind:check)       echo "$REWIND_BIN check" ;;
     rewind:check-read)  echo "$REWIND_BIN check --read-data" ;;
+
+    # The same commands with the key kept by `rewind unlock` (made at init).
+    rewind-unlocked:init) echo "mkdir -p $CACHE/run && REWIND_PASSWORD=$PASSWORD $REWIND_BIN init && REWIND_PASSWORD=$PASSWORD $REWIND_BIN unlock --for 4h" ;;
+    rewind-unlocked:*)  tool_cmd rewind "$step" "$n" ;;
   esac
 }
 

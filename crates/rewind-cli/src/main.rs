@@ -99,6 +99,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Run(a) => commands::agent::run(a, &cli.global),
         Command::Status(a) => commands::agent::status(a, &cli.global),
         Command::Config(a) => commands::agent::config(a, &cli.global),
+        Command::Unlock(a) => commands::unlock::unlock(a, &cli.global),
+        Command::Lock(a) => commands::unlock::lock(a, &cli.global),
+        Command::KeyAgent(a) => commands::unlock::key_agent(a),
         Command::Completions(a) => commands::docs::completions(a),
         Command::Man(a) => commands::docs::man(a),
     }

@@ -52,7 +52,7 @@ impl NewPassword {
 }
 
 pub fn run(args: &Args, global: &Global) -> Result<u8> {
-    let mut repo = global.open()?;
+    let mut repo = global.open_with_password()?;
     let owner = super::init::owner();
     match &args.action {
         Action::List => {

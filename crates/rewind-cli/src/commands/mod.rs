@@ -22,6 +22,7 @@ pub mod serve;
 pub mod snapshots;
 pub mod stats;
 pub mod ui;
+pub mod unlock;
 pub mod verify;
 
 use std::io::{IsTerminal, Write};
@@ -170,6 +171,14 @@ pub enum Command {
     Status(agent::StatusArgs),
     /// Check or start the agent's configuration file.
     Config(agent::ConfigArgs),
+    /// Keep this repository's key in a key agent for a while (as ssh-agent
+    /// does): commands then need no password and skip its key derivation.
+    Unlock(unlock::UnlockArgs),
+    /// Make the key agent forget this repository's key (or every key).
+    Lock(unlock::LockArgs),
+    /// The key agent itself (started by `unlock`).
+    #[command(hide = true)]
+    KeyAgent(unlock::KeyAgentArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
     /// Print the man page (or write every page into a folder with --dir).
@@ -301,12 +310,32 @@ impl Global {
 
     /// Opens the repository.
     pub fn open(&self) -> Result<Repository> {
+        self.open_with(true)
+    }
+
+    /// Opens the repository with its password, never the key agent's key
+    /// (`key` commands: which password is in use matters there).
+    pub fn open_with_password(&self) -> Result<Repository> {
+        self.open_with(false)
+    }
+
+    fn open_with(&self, agent: bool) -> Result<Repository> {
         self.index_budget()?;
         let backend = self.backend()?;
         let location = backend.location();
         // No password prompt for a location that holds no repository.
-        Repository::probe(&*backend)
+        let config = Repository::probe(&*backend)
             .with_context(|| format!("cannot open repository {location}"))?;
+        let from_agent = if agent {
+            unlock::open_from_agent(backend.clone(), &config.id)
+                .with_context(|| format!("cannot open repository {location}"))?
+        } else {
+            None
+        };
+        if let Some(mut repo) = from_agent {
+            self.bound_index(&mut repo)?;
+            return Ok(repo);
+        }
         let password = self.password()?;
         let mut repo = Repository::open(backend, &password)
             .with_context(|| format!("cannot open repository {location}"))?;

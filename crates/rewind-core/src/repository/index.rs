@@ -922,7 +922,9 @@ mod tests {
             }
         }
         for k in 0..100u32 {
-            let id = BlobId(Hash(*blake3::hash(&(k + 1_000_000).to_le_bytes()).as_bytes()));
+            let id = BlobId(Hash(
+                *blake3::hash(&(k + 1_000_000).to_le_bytes()).as_bytes(),
+            ));
             assert!(a.get(&id).is_none() && b.get(&id).is_none());
         }
     }

@@ -176,6 +176,43 @@ impl Repository {
         })
     }
 
+    /// Opens the repository with a master key kept by the key agent
+    /// (`rewind unlock`) instead of a password: only if the key file it was
+    /// unlocked with is still there (a removed password stops opening it)
+    /// and the key is bound to this repository's config. None when either
+    /// fails: the caller asks for the password.
+    pub fn open_with_key(
+        backend: Arc<dyn Backend>,
+        key: crate::crypto::MasterKey,
+        key_file: &str,
+    ) -> Result<Option<Self>> {
+        let opened = jiff::Timestamp::now();
+        let (config, config_bytes) = Self::read_config(&*backend)?;
+        if key.config.as_deref() != Some(Hash::of(&config_bytes).to_hex().as_str()) {
+            return Ok(None);
+        }
+        let Ok(key_id) = key_file.parse::<Hash>() else {
+            return Ok(None);
+        };
+        match backend.read(FileType::Key, &key_id.to_hex()) {
+            Ok(b) if Hash::of(&b) == key_id => {}
+            Ok(_) | Err(Error::Missing { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let crypto = Crypto::new(key)?;
+        Ok(Some(Repository {
+            backend,
+            crypto,
+            config,
+            key_id: KeyId(key_id),
+            index: OnceLock::new(),
+            written: Default::default(),
+            opened,
+            superseded: std::sync::Mutex::new(None),
+            index_table: None,
+        }))
+    }
+
     /// Reads and checks the config without any password: tells whether a
     /// repository of a supported version is there.
     ///
