@@ -48,8 +48,8 @@ fn restore_equal(env: &Env, src: &Path, target: &str) {
 fn an_index_over_its_budget_lives_on_disk_and_restores_exactly() {
     let env = Env::with_repo();
     let src = env.path("src");
-    // 12,000 blobs: more than the 10,082 entries that 1M lets the index
-    // hold while it loads (half the budget, 52 bytes each).
+    // 12,000 blobs: more than the 5,041 entries that 1M lets the index
+    // hold while it loads (a quarter of the budget, 52 bytes each).
     for i in 0..12_000usize {
         write_random(&src.join(format!("d{}/f{i:05}", i % 16)), 100 + i % 300);
     }

@@ -173,7 +173,8 @@ impl Index {
     }
 
     /// Lets this index (before any file is added) spill to `dir` when it
-    /// holds more than half of `budget` bytes, and start from the newest
+    /// holds more than a quarter of `budget` bytes (its vector may then
+    /// take half), and start from the newest
     /// table there that was made with the same marked packs and of index
     /// files all still `listed`. Returns the names of the index files that
     /// table holds (not to be read again).
@@ -185,7 +186,9 @@ impl Index {
         listed: &HashSet<String>,
     ) -> HashSet<String> {
         let marks = table::marks_hash(&self.marked);
-        let limit = usize::try_from((budget / 2 / ENTRY_BYTES).max(1024)).unwrap_or(usize::MAX);
+        // A quarter of the budget in entries: the vector's doubling may take
+        // it to half.
+        let limit = usize::try_from((budget / 4 / ENTRY_BYTES).max(1024)).unwrap_or(usize::MAX);
         let mut skip = HashSet::new();
         for path in table::tables(&dir) {
             let Ok((t, meta)) = Table::open(&path, &key) else {
@@ -198,10 +201,6 @@ impl Index {
             skip = meta.files.iter().map(|f| f.to_hex()).collect();
             self.start_from(t, meta);
             break;
-        }
-        if let Some(staged) = &mut self.staged {
-            // Never past the limit by a doubling (reserved, not touched).
-            staged.reserve_exact(limit.saturating_sub(staged.len()).min(1 << 27));
         }
         self.spill = Some(Spill {
             dir,

@@ -761,13 +761,21 @@ impl Repository {
 
     /// Reads several blobs in order, calling `f` with each plaintext.
     /// Blobs that lie next to each other in one pack are fetched with one
-    /// read (up to 16 MiB), so a file stored in order is read sequentially.
+    /// read (up to 4 MiB on a local disk, 16 MiB remote), so a file stored in
+    /// order is read sequentially.
     pub fn read_blobs(
         &self,
         ids: &[BlobId],
         mut f: impl FnMut(&BlobId, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
-        const MAX_READ: u64 = 16 << 20;
+        // A local disk reads 4 MiB as fast per byte as 16, and each thread
+        // holds one read: 4 MiB keeps a restore's memory 20 MiB lower
+        // (docs/BENCHMARKS.md). Remote storage pays per request: 16 MiB.
+        let max_read: u64 = if self.backend.connections() <= 1 {
+            4 << 20
+        } else {
+            16 << 20
+        };
         let mut i = 0;
         while i < ids.len() {
             let Some((pack, first)) = self.locate(&ids[i])? else {
@@ -784,7 +792,7 @@ impl Repository {
                     Some((p, e))
                         if p == pack
                             && u64::from(e.offset) == end
-                            && end + u64::from(e.length) - start <= MAX_READ =>
+                            && end + u64::from(e.length) - start <= max_read =>
                     {
                         end += u64::from(e.length);
                         run.push((ids[j], e));

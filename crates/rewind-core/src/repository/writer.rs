@@ -165,16 +165,19 @@ impl BlobWriter<'_> {
         // Close the pack before it would pass the target, so its buffer never
         // grows (and reallocates) beyond the size it was made with.
         if !slot.is_empty() && slot.len() + sealed.len() > PACK_TARGET_SIZE {
-            let fresh = match self.recycled.try_recv() {
-                Ok(buf) => PackBuilder::reuse(buf),
-                Err(_) => PackBuilder::new(PACK_BUFFER_SIZE),
-            };
-            let full = std::mem::replace(slot, fresh);
+            let full = std::mem::replace(slot, PackBuilder::new(0));
             // Hand it over while holding the lock: the channel has no buffer,
             // so when every uploader is busy the other workers wait here
             // instead of filling more packs. Memory stays at one pack being
             // filled plus one per uploader.
             self.send(full)?;
+            // Only now the next buffer: the uploader that took this pack gave
+            // back its last one before it did (a buffer made before the
+            // hand-over would be a third 16 MiB while it waits).
+            *slot = match self.recycled.try_recv() {
+                Ok(buf) => PackBuilder::reuse(buf),
+                Err(_) => PackBuilder::new(PACK_BUFFER_SIZE),
+            };
         }
         b[kind as usize].add(kind, id, sealed, raw_length);
         drop(b);
