@@ -207,13 +207,85 @@ pub struct PruneReport {
 struct PackInfo {
     size: u64,
     blobs: Vec<PackedBlob>,
-    /// Used blobs whose kept copy is this one.
-    used: Vec<PackedBlob>,
+    /// Used blobs whose kept copy is this one: positions in `blobs` (4
+    /// bytes each, not a copy of the entry).
+    used: Vec<u32>,
     used_bytes: u64,
 }
 
 /// Blobs in use, and the root trees that could not be read (with why).
-type UsedBlobs = (HashSet<BlobId, IdBuildHasher>, Vec<(BlobId, String)>);
+type UsedBlobs = (UsedSet, Vec<(BlobId, String)>);
+
+/// The blobs snapshots use, compact: tree ids in a hash set (the walk asks
+/// of each whether it is new), data ids in a vector sorted and deduplicated
+/// whenever it doubles and at the end, with a bit per blob for "claimed by
+/// a pack": about 32 bytes a data blob rather than a hash set's ~55
+/// (docs/SCALE.md).
+#[derive(Default)]
+struct UsedSet {
+    trees: HashSet<BlobId, IdBuildHasher>,
+    data: Vec<BlobId>,
+    /// Length of `data` after its last deduplication.
+    deduped: usize,
+    claimed: Vec<u64>,
+}
+
+impl UsedSet {
+    /// Adds a tree; true if it was not there.
+    fn insert_tree(&mut self, id: BlobId) -> bool {
+        self.trees.insert(id)
+    }
+
+    fn insert_data(&mut self, id: BlobId) {
+        self.data.push(id);
+        if self.data.len() >= 2 * self.deduped.max(1 << 20) {
+            self.dedup();
+        }
+    }
+
+    fn dedup(&mut self) {
+        self.data.sort_unstable();
+        self.data.dedup();
+        self.deduped = self.data.len();
+    }
+
+    /// Sorts what is left and makes room for the claims.
+    fn seal(&mut self) {
+        self.dedup();
+        self.data.shrink_to_fit();
+        self.claimed = vec![0; self.data.len().div_ceil(64)];
+    }
+
+    fn len(&self) -> usize {
+        self.trees.len() + self.data.len()
+    }
+
+    /// Claims a used blob for a pack: true the first time (after
+    /// [`UsedSet::seal`]).
+    fn claim(&mut self, id: &BlobId) -> bool {
+        // An id may be both (a file whose bytes are a tree's): one claim.
+        let tree = self.trees.remove(id);
+        let data = match self.data.binary_search(id) {
+            Ok(k) if self.claimed[k / 64] & (1 << (k % 64)) == 0 => {
+                self.claimed[k / 64] |= 1 << (k % 64);
+                true
+            }
+            _ => false,
+        };
+        tree || data
+    }
+
+    /// The used blobs no pack claimed.
+    fn unclaimed(&self) -> HashSet<BlobId, IdBuildHasher> {
+        let data = self
+            .data
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| self.claimed[k / 64] & (1 << (k % 64)) == 0)
+            .map(|(_, id)| *id);
+        self.trees.iter().copied().chain(data).collect()
+    }
+}
 
 /// Every blob that a snapshot uses, reading trees level by level in parallel.
 ///
@@ -225,8 +297,8 @@ fn used_blobs(
     skip_bad_roots: bool,
     cancel: &Cancel,
 ) -> Result<UsedBlobs> {
-    let mut used: HashSet<BlobId, IdBuildHasher> = HashSet::default();
-    let mut frontier: Vec<BlobId> = roots.filter(|t| used.insert(*t)).collect();
+    let mut used = UsedSet::default();
+    let mut frontier: Vec<BlobId> = roots.filter(|t| used.insert_tree(*t)).collect();
     let bad_roots: std::sync::Mutex<Vec<(BlobId, String)>> = Default::default();
     let mut level = 0;
     while !frontier.is_empty() {
@@ -274,7 +346,9 @@ fn used_blobs(
             .collect::<Result<_>>()?;
         frontier = Vec::new();
         for (id, is_tree) in children.into_iter().flatten() {
-            if used.insert(id) && is_tree {
+            if !is_tree {
+                used.insert_data(id);
+            } else if used.insert_tree(id) {
                 frontier.push(id);
             }
         }
@@ -282,8 +356,9 @@ fn used_blobs(
     }
     let bad_roots = bad_roots.into_inner().expect("not poisoned");
     for (id, _) in &bad_roots {
-        used.remove(id);
+        used.trees.remove(id);
     }
+    used.seal();
     Ok((used, bad_roots))
 }
 
@@ -518,7 +593,7 @@ impl Inventory {
             .iter()
             .map(|(name, e)| (name.clone(), e.to_string()))
             .collect();
-        let (index_files, damaged) = repo.index_files()?;
+        let (index_files, damaged) = repo.index_files_lean()?;
         if let Some((name, e)) = damaged.first() {
             return Err(Error::Refused(format!(
                 "index file {name} is damaged ({e}); prune cannot tell which packs are in use"
@@ -570,14 +645,15 @@ impl Inventory {
         let mut unclaimed = used;
         for id in order.iter().filter(|id| stored.contains_key(*id)) {
             let info = packs.get_mut(id).expect("listed");
-            for b in &info.blobs {
-                if unclaimed.remove(&b.id) {
-                    info.used.push(*b);
+            for (k, b) in info.blobs.iter().enumerate() {
+                if unclaimed.claim(&b.id) {
+                    info.used
+                        .push(u32::try_from(k).expect("fewer than 4 billion blobs in a pack"));
                     info.used_bytes += u64::from(b.length);
                 }
             }
         }
-        unclaimed.shrink_to_fit();
+        let unclaimed = unclaimed.unclaimed();
         Ok(Inventory {
             marks,
             state_files,
@@ -997,7 +1073,7 @@ fn execute(repo: &Repository, plan: PrunePlan, opts: &PruneOptions) -> Result<Pr
         mark,
         unindex,
         rewrite_index,
-        work,
+        mut work,
         ..
     } = plan;
     let mut unindex: HashSet<PackId> = unindex.into_iter().collect();
@@ -1043,7 +1119,7 @@ fn execute(repo: &Repository, plan: PrunePlan, opts: &PruneOptions) -> Result<Pr
         }
     }
     if rewrite_index {
-        replace_index(repo, &work, &unindex, &mut delete, &mut report)?;
+        replace_index(repo, &mut work, &unindex, &mut delete, &mut report)?;
     }
 
     // 10. Delete.
@@ -1070,7 +1146,9 @@ fn repack_packs(
     }
     let ((), stats) = repo.rewrite_blobs(|w| {
         repack.par_iter().try_for_each(|id| {
-            let mut blobs = work.packs[id].used.clone();
+            let info = &work.packs[id];
+            let mut blobs: Vec<PackedBlob> =
+                info.used.iter().map(|&k| info.blobs[k as usize]).collect();
             blobs.sort_by_key(|b| b.offset);
             let kinds: HashMap<BlobId, BlobKind> = blobs.iter().map(|b| (b.id, b.kind)).collect();
             let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
@@ -1092,19 +1170,24 @@ fn repack_packs(
 /// kept still lists is not deleted.
 fn replace_index(
     repo: &Repository,
-    work: &Work,
+    work: &mut Work,
     unindex: &HashSet<PackId>,
     delete: &mut Vec<PackId>,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let mut listed: Vec<IndexPack> = work
-        .order
+    let order = std::mem::take(&mut work.order);
+    let mut listed: Vec<IndexPack> = order
         .iter()
         .filter(|id| !unindex.contains(*id))
-        .map(|id| IndexPack {
-            id: *id,
-            size: work.packs[id].size,
-            blobs: work.packs[id].blobs.clone(),
+        .map(|id| {
+            // Taken, not copied (the last use of a pack's blobs): the
+            // new index's list is the one copy in memory.
+            let info = work.packs.get_mut(id).expect("ordered packs are listed");
+            IndexPack {
+                id: *id,
+                size: info.size,
+                blobs: std::mem::take(&mut info.blobs),
+            }
         })
         .collect();
     listed.extend(work.recovered.iter().cloned());
