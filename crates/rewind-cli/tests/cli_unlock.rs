@@ -55,6 +55,24 @@ fn an_unlocked_repository_opens_without_its_password_until_locked() {
     let r = no_password(&env, &["snapshots"]);
     assert_ne!(r.code, Some(0), "{r}");
 
+    // A socket folder others may enter is refused: nothing unlocked.
+    let open_dir = env.path("shared-run");
+    std::fs::create_dir_all(open_dir.join("rewind")).unwrap();
+    std::fs::set_permissions(
+        open_dir.join("rewind"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let mut c = env.bare_cmd();
+    c.env("REWIND_REPOSITORY", &env.repo)
+        .env("XDG_RUNTIME_DIR", &open_dir)
+        .env("REWIND_PASSWORD", PASSWORD)
+        .arg("unlock");
+    let r = run_cmd(c);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("0700"), "{r}");
+    assert!(!open_dir.join("rewind/keys.sock").exists());
+
     // A wrong password unlocks nothing and starts no agent.
     let r = with_password(&env, "wrong", &[OsStr::new("unlock")]);
     assert_eq!(

@@ -88,8 +88,48 @@ pub fn socket_path() -> Option<PathBuf> {
     Some(dir.join("keys.sock"))
 }
 
+/// True if `dir` is a folder of this user that no one else may enter.
+fn private_dir(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.is_dir() && m.uid() == nix::unistd::getuid().as_raw() && m.mode() & 0o077 == 0
+    })
+}
+
+/// Connects to the agent, only in a private folder of this user and only
+/// to a listener of this user (SO_PEERCRED): never hands a key to, or takes
+/// one from, anyone else.
+fn connect(socket: &Path) -> std::io::Result<UnixStream> {
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    if std::fs::symlink_metadata(dir).is_err() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} does not exist", dir.display()),
+        ));
+    }
+    if !private_dir(dir) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a folder of this user closed to others",
+                dir.display()
+            ),
+        ));
+    }
+    let s = UnixStream::connect(socket)?;
+    let peer = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(std::io::Error::from)?;
+    if peer.uid() != nix::unistd::getuid().as_raw() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{} is another user's", socket.display()),
+        ));
+    }
+    Ok(s)
+}
+
 fn ask(socket: &Path, req: &Request) -> std::io::Result<Reply> {
-    let mut s = UnixStream::connect(socket)?;
+    let mut s = connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
     line.push(b'\n');
@@ -146,15 +186,42 @@ pub fn unlock(args: &UnlockArgs, global: &Global) -> Result<u8> {
     let password = global.password()?;
     let repo = Repository::open(backend, &password)
         .with_context(|| format!("cannot open repository {location}"))?;
-    if ask(
+    if repo.crypto().master_key().config.is_none() {
+        bail!(
+            "the key of {location} predates the binding of the config to the keys, so a kept key \
+             could not be told from another repository's: change the password \
+             (`rewind key passwd`) to get a bound key, then unlock"
+        );
+    }
+    if let Some(dir) = socket.parent().filter(|d| d.exists()) {
+        if !private_dir(dir) {
+            bail!(
+                "{} must be a folder of this user that others cannot enter (mode 0700) to hold \
+                 the key agent's socket: fix it or set XDG_RUNTIME_DIR; nothing was unlocked",
+                dir.display()
+            );
+        }
+    }
+    match ask(
         &socket,
         &Request::Get {
             repo: String::new(),
         },
-    )
-    .is_err()
-    {
-        start_agent(&socket)?;
+    ) {
+        Ok(_) => {}
+        // Nobody listens there: start the agent.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            start_agent(&socket)?
+        }
+        Err(e) => bail!(
+            "the key agent's socket {} cannot be used ({e}); nothing was unlocked",
+            socket.display()
+        ),
     }
     let reply = ask(
         &socket,
@@ -201,10 +268,11 @@ pub fn lock(args: &LockArgs, global: &Global) -> Result<u8> {
                 );
             }
         }
-        Err(_) => {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             // A socket nobody answers on: a dead agent's.
             let _ = std::fs::remove_file(&socket);
         }
+        Err(e) => bail!("cannot reach the key agent at {}: {e}", socket.display()),
     }
     Ok(0)
 }
@@ -219,10 +287,14 @@ fn start_agent(socket: &Path) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    let meta = std::fs::metadata(dir)?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if !private_dir(dir) {
+        bail!(
+            "{} must be a folder of this user that others cannot enter (mode 0700) to hold the \
+             key agent's socket: fix it or set XDG_RUNTIME_DIR",
+            dir.display()
+        );
     }
+    // A socket nobody listens on (a dead agent's).
     let _ = std::fs::remove_file(socket);
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("key-agent")
@@ -245,17 +317,33 @@ fn start_agent(socket: &Path) -> Result<()> {
 struct Held {
     key_file: String,
     key: MasterKey,
-    until: std::time::Instant,
+    /// Wall-clock time (it goes on through a suspend, as the "until"
+    /// shown does).
+    until: std::time::SystemTime,
     until_shown: String,
+}
+
+/// Longest unlock: 30 days.
+const MAX_SECONDS: u64 = 30 * 86_400;
+
+type Keys = Arc<Mutex<std::collections::HashMap<String, Held>>>;
+
+/// Removes the socket if it is still the one this agent made.
+fn remove_own(socket: &Path, ino: u64) {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::symlink_metadata(socket).is_ok_and(|m| m.ino() == ino) {
+        let _ = std::fs::remove_file(socket);
+    }
 }
 
 /// The agent itself (`rewind key-agent`, started by `unlock`).
 pub fn key_agent(args: &KeyAgentArgs) -> Result<u8> {
+    use std::os::unix::fs::MetadataExt;
     let listener = UnixListener::bind(&args.socket)
         .with_context(|| format!("cannot listen on {}", args.socket.display()))?;
     std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o600))?;
-    let held: Arc<Mutex<std::collections::HashMap<String, Held>>> = Arc::default();
-    let me = nix::unistd::getuid();
+    let ino = std::fs::symlink_metadata(&args.socket)?.ino();
+    let held: Keys = Arc::default();
     println!("ready");
     std::io::stdout().flush()?;
     // Expiry: the last key gone ends the agent (and its socket).
@@ -268,87 +356,110 @@ pub fn key_agent(args: &KeyAgentArgs) -> Result<u8> {
             loop {
                 std::thread::sleep(Duration::from_millis(250));
                 let mut h = held.lock().expect("keys");
-                let now = std::time::Instant::now();
+                let now = std::time::SystemTime::now();
                 h.retain(|_, k| k.until > now);
                 ever |= !h.is_empty();
-                // Gone, or never used within a minute of starting.
                 let idle = !ever && started.elapsed() > Duration::from_secs(60);
-                if (ever && h.is_empty()) || idle || !socket.exists() {
-                    let _ = std::fs::remove_file(&socket);
+                let ours = std::fs::symlink_metadata(&socket).is_ok_and(|m| m.ino() == ino);
+                if (ever && h.is_empty()) || idle || !ours {
+                    h.clear();
+                    remove_own(&socket, ino);
                     std::process::exit(0);
                 }
             }
         });
     }
+    let me = nix::unistd::getuid();
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let peer = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials);
         if !peer.is_ok_and(|c| c.uid() == me.as_raw()) {
             continue;
         }
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut line = String::new();
-        let mut reader = BufReader::new(&conn);
-        if reader.read_line(&mut line).is_err() {
-            continue;
-        }
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Put {
-                repo,
-                key_file,
-                key,
-                seconds,
-            }) => {
-                let until = std::time::Instant::now() + Duration::from_secs(seconds);
-                let until_shown = jiff::Zoned::now()
-                    .checked_add(jiff::SignedDuration::from_secs(seconds as i64))
-                    .map(|z| z.strftime("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_default();
-                held.lock().expect("keys").insert(
-                    repo,
-                    Held {
-                        key_file,
-                        key,
-                        until,
-                        until_shown: until_shown.clone(),
-                    },
-                );
-                Reply {
-                    until: Some(until_shown),
-                    ..Reply::default()
-                }
-            }
-            Ok(Request::Get { repo }) => {
-                let h = held.lock().expect("keys");
-                match h.get(&repo).filter(|k| k.until > std::time::Instant::now()) {
-                    Some(k) => Reply {
-                        key_file: Some(k.key_file.clone()),
-                        key: Some(k.key.clone()),
-                        until: Some(k.until_shown.clone()),
-                    },
-                    None => Reply::default(),
-                }
-            }
-            Ok(Request::Forget { repo }) => {
-                let mut h = held.lock().expect("keys");
-                match repo {
-                    Some(r) => {
-                        h.remove(&r);
-                    }
-                    None => h.clear(),
-                }
-                if h.is_empty() {
-                    let _ = (&conn).write_all(b"{}\n");
-                    let _ = std::fs::remove_file(&args.socket);
-                    std::process::exit(0);
-                }
-                Reply::default()
-            }
-            Err(_) => Reply::default(),
-        };
-        let mut out = serde_json::to_vec(&reply).unwrap_or_default();
-        out.push(b'\n');
-        let _ = (&conn).write_all(&out);
+        // Each client in its own thread: a slow one holds up no other.
+        let held = held.clone();
+        let socket = args.socket.clone();
+        std::thread::spawn(move || serve_one(&conn, &held, &socket, ino));
     }
     Ok(0)
+}
+
+/// Answers one request (one line of at most 64 KiB, within 5 s).
+fn serve_one(conn: &UnixStream, held: &Keys, socket: &Path, ino: u64) {
+    use std::io::Read;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut line = Vec::new();
+    let mut reader = conn.take(64 << 10);
+    let mut buf = [0u8; 4096];
+    while !line.contains(&b'\n') {
+        if std::time::Instant::now() > deadline {
+            return;
+        }
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+        }
+    }
+    let reply = match serde_json::from_slice::<Request>(&line) {
+        Ok(Request::Put {
+            repo,
+            key_file,
+            key,
+            seconds,
+        }) => {
+            let seconds = seconds.min(MAX_SECONDS);
+            let until = std::time::SystemTime::now() + Duration::from_secs(seconds);
+            let until_shown = jiff::Zoned::now()
+                .checked_add(jiff::SignedDuration::from_secs(seconds as i64))
+                .map(|z| z.strftime("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            held.lock().expect("keys").insert(
+                repo,
+                Held {
+                    key_file,
+                    key,
+                    until,
+                    until_shown: until_shown.clone(),
+                },
+            );
+            Reply {
+                until: Some(until_shown),
+                ..Reply::default()
+            }
+        }
+        Ok(Request::Get { repo }) => {
+            let h = held.lock().expect("keys");
+            match h
+                .get(&repo)
+                .filter(|k| k.until > std::time::SystemTime::now())
+            {
+                Some(k) => Reply {
+                    key_file: Some(k.key_file.clone()),
+                    key: Some(k.key.clone()),
+                    until: Some(k.until_shown.clone()),
+                },
+                None => Reply::default(),
+            }
+        }
+        Ok(Request::Forget { repo }) => {
+            let mut h = held.lock().expect("keys");
+            match repo {
+                Some(r) => {
+                    h.remove(&r);
+                }
+                None => h.clear(),
+            }
+            if h.is_empty() {
+                let _ = (&*conn).write_all(b"{}\n");
+                remove_own(socket, ino);
+                std::process::exit(0);
+            }
+            Reply::default()
+        }
+        Err(_) => Reply::default(),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    let _ = (&*conn).write_all(&out);
 }

@@ -71,6 +71,10 @@ pub struct Index {
     table: Option<Table>,
     /// Where and when to spill while loading.
     spill: Option<Spill>,
+    /// Blobs of the table whose copy readers try first is in `sorted` (a
+    /// newer copy, chosen by the rule of [`Index::seal`]): the table's
+    /// entry is an alternate, and is not listed again by `blobs`.
+    shadowed: HashSet<BlobId, IdBuildHasher>,
 }
 
 /// The budget and directory of an index that may spill to disk.
@@ -191,9 +195,16 @@ impl Index {
         let limit = usize::try_from((budget / 4 / ENTRY_BYTES).max(1024)).unwrap_or(usize::MAX);
         let mut skip = HashSet::new();
         for path in table::tables(&dir) {
-            let Ok((t, meta)) = Table::open(&path, &key) else {
-                let _ = std::fs::remove_file(&path);
-                continue;
+            let (t, meta) = match Table::open(&path, &key) {
+                Ok(x) => x,
+                // Damaged, another key's, another version: never trusted.
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                // Gone meanwhile (another process tidied), or out of file
+                // handles: not this load's to judge.
+                Err(_) => continue,
             };
             if meta.marks != marks || !meta.files.iter().all(|f| listed.contains(&f.to_hex())) {
                 continue;
@@ -337,7 +348,12 @@ impl Index {
                 let (id, e) = v[k];
                 match hit {
                     Some(te) if self.pick(id, &[te, e]) == te => {}
-                    _ => {
+                    Some(_) => {
+                        self.shadowed.insert(id);
+                        v[out] = (id, e);
+                        out += 1;
+                    }
+                    None => {
                         v[out] = (id, e);
                         out += 1;
                     }
@@ -417,8 +433,8 @@ impl Index {
             duplicates: self.duplicates,
             marks,
         };
-        let path = w.finish(meta, &name)?;
-        let (t, _) = Table::open(&path, &key)?;
+        let (path, file) = w.finish(meta, &name)?;
+        let (t, _) = Table::from_file(file, &path, &key)?;
         table::tidy(&dir, &path);
         self.table = Some(t);
         self.sorted = Vec::new();
@@ -515,6 +531,7 @@ impl Index {
         self.table
             .iter()
             .flat_map(Table::iter)
+            .filter(|(id, _)| !self.shadowed.contains(id))
             .chain(self.sorted.iter().copied())
             .chain(self.tail.iter().map(|(id, e)| (*id, *e)))
     }
@@ -539,7 +556,7 @@ impl Index {
     /// Number of blobs.
     pub fn len(&self) -> usize {
         let on_disk = self.table.as_ref().map_or(0, |t| t.len() as usize);
-        on_disk + self.sorted.len() + self.tail.len()
+        on_disk - self.shadowed.len() + self.sorted.len() + self.tail.len()
     }
 
     /// True when empty.
@@ -895,6 +912,9 @@ mod tests {
         assert_eq!(a.len(), b.len());
         assert_eq!(a.duplicates(), b.duplicates());
         assert_eq!(a.blobs().count(), a.len());
+        assert_eq!(b.blobs().count(), b.len());
+        let ids: HashSet<BlobId> = b.blobs().map(|(id, _)| id).collect();
+        assert_eq!(ids.len(), b.len(), "a blob listed twice");
         let place = |i: &Index, e: &IndexEntry| {
             (
                 i.pack_id(e),
@@ -968,20 +988,44 @@ mod tests {
 
         let mut more = old.clone();
         more.extend(random_files(3, 1, 100));
+        // A new pack that holds blobs the table has too.
+        let again: Vec<PackedBlob> = old[2].1.packs[0].blobs[..10].to_vec();
+        more.push((
+            IndexId(Hash([0xee; 32])),
+            IndexFile {
+                version: 1,
+                supersedes: Vec::new(),
+                packs: vec![IndexPack {
+                    id: PackId(Hash([0xef; 32])),
+                    size: 9,
+                    blobs: again,
+                }],
+            },
+        ));
         let (mem, _) = load(&more, &none, None);
         let (disk, skip) = load(&more, &none, Some((dir.path(), 1)));
         assert_eq!(skip.len(), old.len());
-        // The new file's blobs (less its duplicates) stay in memory.
+        // The new files' blobs (less their duplicates) stay in memory; the
+        // copies of the table's blobs in the new pack are chosen (it comes
+        // later) and shadow the table's entries.
         assert!(
-            (90..=100).contains(&disk.sorted.len()),
+            (90..=110).contains(&disk.sorted.len()),
             "{}",
             disk.sorted.len()
         );
+        assert_eq!(disk.shadowed.len(), 10);
         assert_same(&mem, &disk, &more);
         let t1 = disk.table_path().unwrap().to_owned();
         drop(disk);
 
-        // Many new blobs: a new table, the old one removed.
+        // Many new blobs: a new table, the old one removed (once it is
+        // more than a minute old: another process may be opening it).
+        std::fs::File::options()
+            .write(true)
+            .open(&t1)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120))
+            .unwrap();
         more.extend(random_files(4, 4, 500));
         more.sort_by_key(|(id, _)| *id);
         let (mem, _) = load(&more, &none, None);

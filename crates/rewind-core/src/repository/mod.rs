@@ -429,35 +429,38 @@ impl Repository {
     /// written (a full disk, say), the index is loaded again in memory.
     fn load_index_batched(&self) -> Result<Index> {
         let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
-        let mut index = Index::with_marked(marks.iter().map(|m| m.pack).collect());
-        let mut first = None;
-        let mut skip = std::collections::HashSet::new();
+        let marked = || marks.iter().map(|m| m.pack).collect();
         if let Some((dir, budget)) = &self.index_table {
-            let listed = self.backend.list(FileType::Index)?;
-            let names = listed.iter().map(|f| f.name.clone()).collect();
-            let key = self.crypto.local_key("rewind 2026-11 index table");
-            skip = index.use_table(dir.clone(), key, *budget, &names);
-            first = Some(listed);
-        }
-        self.each_index_file(INDEX_BATCH, first, skip, |opened| match opened {
-            OpenedIndex::File(id, f) => index.add_file(id, &f),
-            OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
-        })?;
-        index.seal();
-        if index.table_error().is_some() {
-            let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
-            self.each_index_file(
-                INDEX_BATCH,
-                None,
-                Default::default(),
-                |opened| match opened {
+            // Twice: a table found damaged is removed by the first try, and
+            // the second builds a new one (still within the budget).
+            for _ in 0..2 {
+                let mut index = Index::with_marked(marked());
+                let listed = self.backend.list(FileType::Index)?;
+                let names = listed.iter().map(|f| f.name.clone()).collect();
+                let key = self.crypto.local_key("rewind 2026-11 index table");
+                let skip = index.use_table(dir.clone(), key, *budget, &names);
+                self.each_index_file(INDEX_BATCH, Some(listed), skip, |opened| match opened {
                     OpenedIndex::File(id, f) => index.add_file(id, &f),
                     OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
-                },
-            )?;
-            index.seal();
-            return Ok(index);
+                })?;
+                index.seal();
+                if index.table_error().is_none() {
+                    return Ok(index);
+                }
+                // Dropped before the next try: it may hold much.
+            }
         }
+        let mut index = Index::with_marked(marked());
+        self.each_index_file(
+            INDEX_BATCH,
+            None,
+            Default::default(),
+            |opened| match opened {
+                OpenedIndex::File(id, f) => index.add_file(id, &f),
+                OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
+            },
+        )?;
+        index.seal();
         Ok(index)
     }
 

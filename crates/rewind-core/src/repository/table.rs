@@ -96,6 +96,9 @@ pub struct Table {
     /// Set when a page failed its MAC: the table was removed, and lookups
     /// answer "not found" from then on.
     damaged: AtomicBool,
+    /// Its inode: only this file is removed when it is found damaged (the
+    /// path may hold another process's table by then).
+    ino: u64,
 }
 
 impl std::fmt::Debug for Table {
@@ -181,7 +184,14 @@ impl Table {
     /// Opens a table and checks its header and metadata; the pages are
     /// checked as they are read.
     pub fn open(path: &Path, key: &[u8; 32]) -> io::Result<(Table, TableMeta)> {
-        let file = File::open(path)?;
+        Table::from_file(File::open(path)?, path, key)
+    }
+
+    /// [`Table::open`] of a file already open (one this process just wrote
+    /// and renamed to `path`: another process may remove that path).
+    pub fn from_file(file: File, path: &Path, key: &[u8; 32]) -> io::Result<(Table, TableMeta)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
         let mut header = vec![0u8; PAGE];
         file.read_exact_at(&mut header, 0)?;
         if header[MAC_AT..] != header_mac(key, &header[..MAC_AT]) {
@@ -198,11 +208,18 @@ impl Table {
         let pages = u64_at(60);
         let sections_len = u64_at(68);
         let want: [u8; 32] = header[76..108].try_into().expect("32");
-        if sections_len > 1 << 34 || pages.saturating_mul(PER_PAGE as u64) < entries {
+        let body_at = pages
+            .checked_add(1)
+            .and_then(|p| p.checked_mul(PAGE as u64))
+            .filter(|&at| at.checked_add(sections_len) == Some(meta.len()));
+        let Some(body_at) = body_at else {
+            return Err(bad("its sizes do not match the file's"));
+        };
+        if pages.saturating_mul(PER_PAGE as u64) < entries {
             return Err(bad("impossible sizes"));
         }
-        let mut body = vec![0u8; sections_len as usize];
-        file.read_exact_at(&mut body, (pages + 1) * PAGE as u64)?;
+        let mut body = vec![0u8; usize::try_from(sections_len).map_err(|_| bad("too large"))?];
+        file.read_exact_at(&mut body, body_at)?;
         if sections_mac(key, &table_id, &body) != want {
             return Err(bad("metadata fails authentication"));
         }
@@ -219,6 +236,7 @@ impl Table {
                 entries,
                 fences: s.fences,
                 damaged: AtomicBool::new(false),
+                ino: meta.ino(),
             },
             s.meta,
         ))
@@ -255,9 +273,18 @@ impl Table {
         if ok && n <= PER_PAGE && n > 0 {
             Some(n)
         } else {
-            self.damaged.store(true, Ordering::Relaxed);
-            let _ = std::fs::remove_file(&self.path);
+            self.set_damaged();
             None
+        }
+    }
+
+    /// Marks the table damaged and removes its file (if the path still
+    /// names it).
+    fn set_damaged(&self) {
+        use std::os::unix::fs::MetadataExt;
+        self.damaged.store(true, Ordering::Relaxed);
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 
@@ -285,6 +312,9 @@ impl Table {
             let n = match *cached {
                 Some((q, n)) if q == p => n,
                 _ => {
+                    // Forgotten first: after a failed read `buf` holds
+                    // bytes no MAC vouched for.
+                    *cached = None;
                     let n = self.page(p, buf)?;
                     *cached = Some((p, n));
                     n
@@ -301,7 +331,10 @@ impl Table {
                 }
             }
             if lo < n && slot(lo) == &id.0 .0[..] {
-                let (_, e) = get_entry(&buf[lo * ENTRY..lo * ENTRY + ENTRY])?;
+                let Some((_, e)) = get_entry(&buf[lo * ENTRY..lo * ENTRY + ENTRY]) else {
+                    self.set_damaged();
+                    return None;
+                };
                 return Some(e);
             }
             if lo > 0 || self.fences[p] != f {
@@ -321,7 +354,11 @@ impl Table {
         std::iter::from_fn(move || loop {
             if k < n {
                 k += 1;
-                return get_entry(&buf[(k - 1) * ENTRY..k * ENTRY]);
+                let e = get_entry(&buf[(k - 1) * ENTRY..k * ENTRY]);
+                if e.is_none() {
+                    self.set_damaged();
+                }
+                return e;
             }
             if p >= self.fences.len() {
                 return None;
@@ -366,7 +403,12 @@ impl TableWriter {
         let mut table_id = [0u8; 32];
         crate::crypto::random_bytes(&mut table_id);
         let tmp = dir.join(format!("tmp-{}", hex::encode(&table_id[..8])));
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&[0u8; PAGE])?;
         Ok(TableWriter {
             tmp,
@@ -419,7 +461,7 @@ impl TableWriter {
 
     /// Writes the metadata and the header, makes the table durable and
     /// renames it to `name` in its directory.
-    pub fn finish(mut self, meta: TableMeta, name: &str) -> io::Result<PathBuf> {
+    pub fn finish(mut self, meta: TableMeta, name: &str) -> io::Result<(PathBuf, File)> {
         self.flush_page()?;
         let body = postcard::to_stdvec(&Sections {
             fences: std::mem::take(&mut self.fences),
@@ -442,9 +484,10 @@ impl TableWriter {
         file.write_all_at(&header, 0)?;
         file.sync_all()?;
         let dest = self.tmp.with_file_name(name);
+        let file = file.try_clone()?;
         std::fs::rename(&self.tmp, &dest)?;
         self.tmp = PathBuf::new();
-        Ok(dest)
+        Ok((dest, file))
     }
 }
 
@@ -587,8 +630,9 @@ pub fn tables(dir: &Path) -> Vec<PathBuf> {
     v.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Removes the tables in `dir` but `keep`, and temporary files older than
-/// an hour (a process that died while writing one).
+/// Removes the tables in `dir` but `keep` (those older than a minute), and
+/// temporary files and runs older than an hour (a process that died while
+/// writing one).
 pub fn tidy(dir: &Path, keep: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -601,7 +645,16 @@ pub fn tidy(dir: &Path, keep: &Path) {
             .ok()
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|d| d.as_secs() > 3600);
-        if (name.starts_with("table-") && e.path() != keep) || (name.starts_with("tmp-") && old) {
+        let minute_old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|d| d.as_secs() > 60);
+        // Another process's table of the last minute may be about to be
+        // opened: it stays until a later tidy.
+        let stale_table = name.starts_with("table-") && e.path() != keep && minute_old;
+        if stale_table || ((name.starts_with("tmp-") || name.starts_with("run-")) && old) {
             let _ = std::fs::remove_file(e.path());
         }
     }
