@@ -95,10 +95,11 @@ pub struct Global {
     /// and snapshot files ($XDG_CACHE_HOME/rewind/meta).
     #[arg(long, global = true)]
     pub no_cache: bool,
-    /// Memory the index may take (e.g. 512M, 2G): an index larger than
-    /// this is kept as a table on disk in the cache
-    /// ($XDG_CACHE_HOME/rewind/index), and memory stays within it whatever
-    /// the repository's size. With --no-cache the index is held in memory.
+    /// Memory the index may take (e.g. 512M, 2G): an index that needs more
+    /// than a quarter of this (52 bytes a chunk) is kept as a table on disk
+    /// in the cache ($XDG_CACHE_HOME/rewind/index), and the index stays
+    /// within it whatever the repository's size (check still holds it
+    /// whole). With --no-cache the index is held in memory.
     #[arg(
         long,
         env = "REWIND_MAX_MEMORY",
