@@ -333,13 +333,14 @@ impl Global {
         } else {
             None
         };
-        if let Some(mut repo) = from_agent {
-            self.bound_index(&mut repo)?;
-            return Ok(repo);
-        }
-        let password = self.password()?;
-        let mut repo = Repository::open(backend, &password)
-            .with_context(|| format!("cannot open repository {location}"))?;
+        let mut repo = match from_agent {
+            Some(repo) => repo,
+            None => {
+                let password = self.password()?;
+                Repository::open(backend, &password)
+                    .with_context(|| format!("cannot open repository {location}"))?
+            }
+        };
         self.bound_index(&mut repo)?;
         Ok(repo)
     }
@@ -355,19 +356,13 @@ impl Global {
 
     /// --max-memory, checked.
     fn index_budget(&self) -> Result<u64> {
-        let budget = parse_size(&self.max_memory).map_err(|_| {
-            usage(format!(
+        match rewind_core::check::parse_size(&self.max_memory) {
+            Some(n) if n >= 1 << 20 => Ok(n),
+            _ => Err(usage(format!(
                 "--max-memory {:?}: give a size with K, M, G or T (KiB, MiB, ...), at least 1M, e.g. 512M",
                 self.max_memory
-            ))
-        })?;
-        if budget < 1 << 20 {
-            return Err(usage(format!(
-                "--max-memory {}: at least 1M is needed",
-                self.max_memory
-            )));
+            ))),
         }
-        Ok(budget)
     }
 }
 

@@ -111,7 +111,8 @@ fn connect(socket: &Path) -> std::io::Result<UnixStream> {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             format!(
-                "{} is not a folder of this user closed to others",
+                "{} must be a folder of this user that others cannot enter (mode 0700): fix it \
+                 or set XDG_RUNTIME_DIR",
                 dir.display()
             ),
         ));
@@ -192,15 +193,6 @@ pub fn unlock(args: &UnlockArgs, global: &Global) -> Result<u8> {
              could not be told from another repository's: change the password \
              (`rewind key passwd`) to get a bound key, then unlock"
         );
-    }
-    if let Some(dir) = socket.parent().filter(|d| d.exists()) {
-        if !private_dir(dir) {
-            bail!(
-                "{} must be a folder of this user that others cannot enter (mode 0700) to hold \
-                 the key agent's socket: fix it or set XDG_RUNTIME_DIR; nothing was unlocked",
-                dir.display()
-            );
-        }
     }
     match ask(
         &socket,

@@ -101,15 +101,6 @@ impl std::fmt::Debug for Spill {
 /// Bytes of memory per entry while loading.
 const ENTRY_BYTES: u64 = std::mem::size_of::<(BlobId, IndexEntry)>() as u64;
 
-/// Of several copies of one blob (in the order of their packs), the one
-/// readers try first: the last not in a marked pack, else the last.
-fn choose(copies: &[IndexEntry], pack_marked: &[bool]) -> usize {
-    copies
-        .iter()
-        .rposition(|e| !pack_marked[e.pack as usize])
-        .unwrap_or(copies.len() - 1)
-}
-
 impl Index {
     /// An empty index to load index files into, that knows which packs
     /// prune marked for deletion: their blobs can be read but must not be
@@ -143,17 +134,7 @@ impl Index {
 
     /// Adds one pack's blobs.
     pub fn add_pack(&mut self, p: &IndexPack) {
-        let pos = match self.pack_pos.get(&p.id) {
-            Some(&pos) => pos,
-            None => {
-                let pos = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
-                self.packs.push(p.id);
-                self.pack_sizes.push(p.size);
-                self.pack_marked.push(self.marked.contains(&p.id));
-                self.pack_pos.insert(p.id, pos);
-                pos
-            }
-        };
+        let pos = self.pack_position(p.id, p.size);
         for b in &p.blobs {
             let e = IndexEntry {
                 pack: pos,
@@ -174,6 +155,26 @@ impl Index {
                 None => self.add_late(b.id, e),
             }
         }
+    }
+
+    /// The position of a pack in [`Index::packs`], added there if new.
+    fn pack_position(&mut self, id: PackId, size: u64) -> u32 {
+        if let Some(&pos) = self.pack_pos.get(&id) {
+            return pos;
+        }
+        let pos = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
+        self.packs.push(id);
+        self.pack_sizes.push(size);
+        self.pack_marked.push(self.marked.contains(&id));
+        self.pack_pos.insert(id, pos);
+        pos
+    }
+
+    /// True if an index of `blobs` blobs stays in memory under `budget`
+    /// bytes: it fits a quarter of it (the loading vector's doubling may
+    /// take half). Past that it goes to the on-disk table.
+    pub(crate) fn fits(blobs: u64, budget: u64) -> bool {
+        blobs.saturating_mul(ENTRY_BYTES) <= budget / 4
     }
 
     /// Lets this index (before any file is added) spill to `dir` when it
@@ -226,11 +227,7 @@ impl Index {
 
     fn start_from(&mut self, t: Table, meta: TableMeta) {
         for (id, size) in meta.packs {
-            let pos = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
-            self.packs.push(id);
-            self.pack_sizes.push(size);
-            self.pack_marked.push(self.marked.contains(&id));
-            self.pack_pos.insert(id, pos);
+            self.pack_position(id, size);
         }
         self.files = meta.files;
         self.duplicates = meta.duplicates;
@@ -271,9 +268,13 @@ impl Index {
 
     /// Of the copies of one blob (in the order of their packs): counts
     /// the duplicates, keeps the others as alternates, and returns the
-    /// one readers try first.
+    /// one readers try first: the last not in a marked pack, else the last.
     fn pick(&mut self, id: BlobId, copies: &[IndexEntry]) -> IndexEntry {
-        let chosen = copies[choose(copies, &self.pack_marked)];
+        let k = copies
+            .iter()
+            .rposition(|e| !self.pack_marked[e.pack as usize])
+            .unwrap_or(copies.len() - 1);
+        let chosen = copies[k];
         if copies.len() > 1 {
             self.duplicates += copies.len() as u64 - 1;
         }
@@ -389,24 +390,20 @@ impl Index {
         }
         streams.push(Box::new(v.into_iter().map(Ok)));
         let mut w = TableWriter::create(&dir, &key)?;
+        // Copies of one id arrive together: each group is picked and
+        // written once the next id (or the end) arrives.
         let mut copies: Vec<IndexEntry> = Vec::new();
-        let mut current: Option<BlobId> = None;
-        for item in table::merge(streams) {
+        let mut merged = table::merge(streams).peekable();
+        while let Some(item) = merged.next() {
             let (id, e) = item?;
-            if current != Some(id) {
-                if let Some(c) = current {
-                    let chosen = self.pick(c, &copies);
-                    w.push(&c, &chosen)?;
-                }
-                copies.clear();
-                current = Some(id);
-            }
             copies.push(e);
+            if !matches!(merged.peek(), Some(Ok((next, _))) if *next == id) {
+                let chosen = self.pick(id, &copies);
+                w.push(&id, &chosen)?;
+                copies.clear();
+            }
         }
-        if let Some(c) = current {
-            let chosen = self.pick(c, &copies);
-            w.push(&c, &chosen)?;
-        }
+        drop(merged);
         if base.as_ref().is_some_and(Table::is_damaged) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -588,7 +585,7 @@ impl Index {
 }
 
 /// Radix bits for `n` entries: about 16 per slot.
-fn radix_bits(n: usize) -> u32 {
+pub(crate) fn radix_bits(n: usize) -> u32 {
     (usize::BITS - (n / 16).leading_zeros()).min(24)
 }
 
@@ -666,8 +663,13 @@ fn flag_pass(v: &mut [(BlobId, IndexEntry)], skip: u32, bits: u32) {
 /// Where each radix slot of `bits` bits starts in `v` (sorted or not, the
 /// counts are the same), and its end: `2^bits + 1` positions.
 fn slot_starts(v: &[(BlobId, IndexEntry)], bits: u32) -> Vec<u32> {
+    id_slot_starts(v.iter().map(|(id, _)| id), bits)
+}
+
+/// [`slot_starts`] of bare ids (prune's set of used blobs).
+pub(crate) fn id_slot_starts<'a>(ids: impl Iterator<Item = &'a BlobId>, bits: u32) -> Vec<u32> {
     let mut radix = vec![0u32; (1usize << bits) + 1];
-    for (id, _) in v {
+    for id in ids {
         radix[prefix(id, bits) + 1] += 1;
     }
     for k in 1..radix.len() {
@@ -692,7 +694,7 @@ fn words(id: &BlobId) -> [u64; 4] {
     clippy::big_endian_bytes,
     reason = "in memory only: the id's first bits, in byte order"
 )]
-fn prefix(id: &BlobId, bits: u32) -> usize {
+pub(crate) fn prefix(id: &BlobId, bits: u32) -> usize {
     if bits == 0 {
         return 0;
     }

@@ -5,6 +5,7 @@ mod running;
 mod table;
 mod writer;
 
+pub(crate) use index::{id_slot_starts, prefix as id_prefix, radix_bits};
 pub use index::{Index, IndexEntry};
 pub use running::{pid_namespace, Running, RunningMarkers, CLOCK_SKEW, REFRESH_EVERY, STALE_AFTER};
 pub use writer::{BlobWriter, WriterStats, PACKS_PER_INDEX};
@@ -163,17 +164,9 @@ impl Repository {
             let _ = backend.delete(FileType::Key, &key_id.to_hex());
             return Err(Error::AlreadyExists(backend.location()));
         }
-        Ok(Repository {
-            backend,
-            crypto,
-            config,
-            key_id,
-            index: OnceLock::new(),
-            written: Default::default(),
-            opened,
-            superseded: std::sync::Mutex::new(None),
-            index_table: None,
-        })
+        Ok(Repository::assemble(
+            backend, crypto, config, key_id, opened,
+        ))
     }
 
     /// Opens the repository with a master key kept by the key agent
@@ -200,17 +193,34 @@ impl Repository {
             Err(e) => return Err(e),
         }
         let crypto = Crypto::new(key)?;
-        Ok(Some(Repository {
+        Ok(Some(Repository::assemble(
             backend,
             crypto,
             config,
-            key_id: KeyId(key_id),
+            KeyId(key_id),
+            opened,
+        )))
+    }
+
+    /// A handle on an opened repository (nothing loaded yet).
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        crypto: Crypto,
+        config: Config,
+        key_id: KeyId,
+        opened: jiff::Timestamp,
+    ) -> Self {
+        Repository {
+            backend,
+            crypto,
+            config,
+            key_id,
             index: OnceLock::new(),
             written: Default::default(),
             opened,
             superseded: std::sync::Mutex::new(None),
             index_table: None,
-        }))
+        }
     }
 
     /// Reads and checks the config without any password: tells whether a
@@ -283,17 +293,13 @@ impl Repository {
                 }
             };
             check_config_binding(&crypto, &config_bytes, &location)?;
-            return Ok(Repository {
+            return Ok(Repository::assemble(
                 backend,
                 crypto,
                 config,
-                key_id: KeyId(k.name.parse()?),
-                index: OnceLock::new(),
-                written: Default::default(),
+                KeyId(k.name.parse()?),
                 opened,
-                superseded: std::sync::Mutex::new(None),
-                index_table: None,
-            });
+            ));
         }
         if !damaged.is_empty() && damaged.len() == keys.len() {
             return Err(Error::corrupt(
@@ -401,7 +407,7 @@ impl Repository {
                 .flat_map(|(_, f)| &f.packs)
                 .map(|p| p.blobs.len() as u64)
                 .sum();
-            if blobs.saturating_mul(52) > budget / 4 {
+            if !Index::fits(blobs, *budget) {
                 return Ok((None, (files, damaged)));
             }
         }
@@ -429,50 +435,38 @@ impl Repository {
     /// written (a full disk, say), the index is loaded again in memory.
     fn load_index_batched(&self) -> Result<Index> {
         let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
-        let marked = || marks.iter().map(|m| m.pack).collect();
-        if let Some((dir, budget)) = &self.index_table {
-            // Twice: a table found damaged is removed by the first try, and
-            // the second builds a new one (still within the budget).
-            for _ in 0..2 {
-                let mut index = Index::with_marked(marked());
+        // With a table: twice (a table found damaged is removed by the first
+        // try, and the second builds a new one within the budget), then in
+        // memory if the table still cannot be used.
+        let table_tries = if self.index_table.is_some() { 2 } else { 0 };
+        let key = self.crypto.local_key("rewind 2026-11 index table");
+        for attempt in 0..=table_tries {
+            let mut index = Index::with_marked(marks.iter().map(|m| m.pack).collect());
+            let (mut first, mut skip) = (None, Default::default());
+            if let (true, Some((dir, budget))) = (attempt < table_tries, &self.index_table) {
                 let listed = self.backend.list(FileType::Index)?;
                 let names = listed.iter().map(|f| f.name.clone()).collect();
-                let key = self.crypto.local_key("rewind 2026-11 index table");
-                let skip = index.use_table(dir.clone(), key, *budget, &names);
-                self.each_index_file(INDEX_BATCH, Some(listed), skip, |opened| match opened {
-                    OpenedIndex::File(id, f) => index.add_file(id, &f),
-                    OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
-                })?;
-                index.seal();
-                if index.table_error().is_none() {
-                    return Ok(index);
-                }
-                // Dropped before the next try: it may hold much.
+                skip = index.use_table(dir.clone(), key, *budget, &names);
+                first = Some(listed);
             }
-        }
-        let mut index = Index::with_marked(marked());
-        self.each_index_file(
-            INDEX_BATCH,
-            None,
-            Default::default(),
-            |opened| match opened {
+            self.each_index_file(INDEX_BATCH, first, skip, |opened| match opened {
                 OpenedIndex::File(id, f) => index.add_file(id, &f),
                 OpenedIndex::Damaged(name, e) => index.add_damaged(name, e),
-            },
-        )?;
-        index.seal();
-        Ok(index)
+            })?;
+            index.seal();
+            if attempt == table_tries || index.table_error().is_none() {
+                return Ok(index);
+            }
+            // Dropped before the next try: it may hold much.
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// Every index file, read and opened; the damaged ones as (name, error).
     /// Also sets the merged index if it was not loaded yet, so that a caller
     /// that needs both reads the files once.
     pub fn index_files(&self) -> Result<IndexFiles> {
-        let (index, files) = self.load_index(false)?;
-        if let Some(index) = index {
-            let _ = self.index.set(Arc::new(index));
-        }
-        Ok(files)
+        self.index_files_with(false)
     }
 
     /// [`Repository::index_files`], but when the merged index would pass
@@ -481,7 +475,11 @@ impl Repository {
     /// when first used (prune: it holds every index file besides, and
     /// looks up only trees).
     pub fn index_files_lean(&self) -> Result<IndexFiles> {
-        let (index, files) = self.load_index(true)?;
+        self.index_files_with(true)
+    }
+
+    fn index_files_with(&self, lean: bool) -> Result<IndexFiles> {
+        let (index, files) = self.load_index(lean)?;
         if let Some(index) = index {
             let _ = self.index.set(Arc::new(index));
         }
