@@ -27,7 +27,7 @@ use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{PackHeader, PackedBlob};
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, Hash, IdBuildHasher, IndexId, PackId, SnapshotId};
-use crate::repository::Repository;
+use crate::repository::{Index, Repository};
 
 /// Options of a check.
 #[derive(Clone, Debug, Default)]
@@ -208,12 +208,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     r.snapshots = snapshots.len();
     void_claims(repo, &mut r)?;
     // Each index file on its own (which file says what, so that one that
-    // lies can be named) and merged (what readers use); one read of the
-    // files for both.
-    let loaded = repo
-        .index_files()
-        .and_then(|files| Ok((files, repo.index()?)));
-    let ((files, damaged_index), index) = match loaded {
+    // lies can be named) and merged (what readers use).
+    let loaded = Files::load(repo).and_then(|files| Ok((files, repo.index()?)));
+    let (files, index) = match loaded {
         Ok(l) => l,
         Err(e) => {
             r.errors.push(format!("cannot load the index: {e}"));
@@ -221,24 +218,263 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             return Ok(r);
         }
     };
-    let bad_blobs = check_index(repo, &files, &damaged_index, &index, opts, &mut r)?;
+    let bad_blobs = check_index(repo, &files, &index, opts, &mut r)?;
+    let gone = files.gone.take();
     drop(files);
+    if !gone.is_empty() {
+        let names: Vec<String> = gone.iter().map(IndexId::to_hex).collect();
+        r.errors.push(format!(
+            "index file{} {} vanished while check read the index files (a prune or repair \
+             replaced {}): this check is incomplete; run it again",
+            if gone.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            if gone.len() == 1 { "it" } else { "them" },
+        ));
+    }
+    // With the index in an on-disk table, the data blobs that snapshots
+    // use are asked about in id order first (one lookup per blob would
+    // read a page per blob); the walk then needs only the answer.
+    let missing = if index.on_disk() {
+        Some(missing_data(repo, &index, &snapshots))
+    } else {
+        None
+    };
+    let has_data = |id: &BlobId| match &missing {
+        Some(m) => !m.contains(id),
+        None => index.contains(id),
+    };
     // Walk every snapshot; each tree once (the outcome of a tree is the
     // same wherever it appears, only the paths differ).
     let mut tree_state: HashMap<BlobId, bool> = HashMap::new();
     for (sid, s) in &snapshots {
         walk_check(
             repo,
-            &index,
-            sid,
+            &Walk {
+                index: &index,
+                has_data: &has_data,
+                bad: &bad_blobs,
+                sid,
+            },
             &s.tree,
             Path::new("/"),
-            &bad_blobs,
             &mut tree_state,
             &mut r,
         );
     }
     Ok(r)
+}
+
+/// The index files check judges, each on its own. Held in memory when they
+/// fit the memory budget beside the merged index (docs/DESIGN.md §6b);
+/// else read again for each pass over them (two without damage, a few
+/// more with it), so that check holds what it knows of each pack rather
+/// than every entry.
+struct Files<'a> {
+    repo: &'a Repository,
+    /// In id (= name) order, the order the merged index loads them in.
+    ids: Vec<IndexId>,
+    /// The files, when held.
+    held: Option<Vec<IndexFile>>,
+    /// Files that cannot be read (name, why); read again, they are left out.
+    damaged: std::cell::RefCell<Vec<(String, String)>>,
+    /// Files read no more: damaged, or vanished.
+    out: std::cell::RefCell<HashSet<IndexId>>,
+    /// Files that vanished after the listing (a prune or repair replaced
+    /// them): the check is incomplete.
+    gone: std::cell::RefCell<Vec<IndexId>>,
+    /// Passes made so far.
+    passes: std::cell::Cell<usize>,
+    /// Entries a batch of packs may hold at once (see [`Files::batches`]).
+    batch_entries: usize,
+}
+
+/// Index files read at once when they are not held.
+const FILE_BATCH: usize = 16;
+
+impl<'a> Files<'a> {
+    /// Lists (and, when they fit, reads) the index files.
+    fn load(repo: &'a Repository) -> Result<Files<'a>> {
+        let listed = match repo.memory_budget() {
+            None => None,
+            Some(budget) => {
+                let listed = repo.backend().list(FileType::Index)?;
+                let bytes: u64 = listed.iter().map(|f| f.size).sum();
+                // An entry takes at least 32 bytes in a file (its id does
+                // not compress); held, it is here twice (the file's entry
+                // and the merged index's).
+                (!Index::fits(bytes / 16, budget)).then_some((listed, budget))
+            }
+        };
+        let mut files = Files {
+            repo,
+            ids: Vec::new(),
+            held: None,
+            damaged: Default::default(),
+            out: Default::default(),
+            gone: Default::default(),
+            passes: Default::default(),
+            batch_entries: usize::MAX,
+        };
+        match listed {
+            None => {
+                let (held, damaged) = repo.index_files()?;
+                let (ids, held) = held.into_iter().unzip();
+                files.ids = ids;
+                files.held = Some(held);
+                files.damaged = damaged.into();
+            }
+            Some((listed, budget)) => {
+                let mut names: Vec<String> = listed.into_iter().map(|f| f.name).collect();
+                names.sort();
+                for name in names {
+                    match name.parse() {
+                        Ok(id) => files.ids.push(id),
+                        Err(e) => files.damaged.get_mut().push((name, e.to_string())),
+                    }
+                }
+                // A quarter of the budget for a batch's places.
+                files.batch_entries =
+                    usize::try_from(budget / 4 / std::mem::size_of::<Place>() as u64)
+                        .unwrap_or(usize::MAX)
+                        .max(1024);
+            }
+        }
+        Ok(files)
+    }
+
+    /// Calls `f` with every readable index file (its position in `ids`) in
+    /// order. Read again, a file that cannot be read on the first pass is
+    /// damaged (reported, left out after); one that vanishes is noted in
+    /// `gone`; one that reads on the first pass and not on a later one
+    /// changed under the check, which stops.
+    fn each(&self, mut f: impl FnMut(usize, &IndexFile)) -> Result<()> {
+        if let Some(held) = &self.held {
+            held.iter().enumerate().for_each(|(i, file)| f(i, file));
+            return Ok(());
+        }
+        let first = self.passes.get() == 0;
+        self.passes.set(self.passes.get() + 1);
+        let repo = self.repo;
+        let todo: Vec<(usize, IndexId)> = {
+            let out = self.out.borrow();
+            self.ids
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|(_, id)| !out.contains(id))
+                .collect()
+        };
+        for chunk in todo.chunks(FILE_BATCH) {
+            let read: Vec<(usize, IndexId, Result<IndexFile>)> = chunk
+                .par_iter()
+                .map(|&(i, id)| (i, id, repo.read_index_file(&id)))
+                .collect();
+            for (i, id, file) in read {
+                match file {
+                    Ok(file) => f(i, &file),
+                    Err(crate::Error::Missing { .. }) => {
+                        self.gone.borrow_mut().push(id);
+                        self.out.borrow_mut().insert(id);
+                    }
+                    Err(e @ crate::Error::Corrupt { .. }) if first => {
+                        self.damaged.borrow_mut().push((id.to_hex(), e.to_string()));
+                        self.out.borrow_mut().insert(id);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the listings of each of `wanted` packs place blobs: every
+    /// place once, sorted.
+    fn places(
+        &self,
+        wanted: &HashSet<PackId, IdBuildHasher>,
+    ) -> Result<HashMap<PackId, Vec<Place>, IdBuildHasher>> {
+        let mut out: HashMap<PackId, Vec<Place>, IdBuildHasher> = HashMap::default();
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        self.each(|_, file| {
+            for p in file.packs.iter().filter(|p| wanted.contains(&p.id)) {
+                out.entry(p.id)
+                    .or_default()
+                    .extend(p.blobs.iter().map(Place::of));
+            }
+        })?;
+        for v in out.values_mut() {
+            v.sort_unstable();
+            v.dedup();
+        }
+        Ok(out)
+    }
+
+    /// `packs` in groups whose listings hold at most a batch's entries
+    /// (every pack in one group when the files are held).
+    fn batches(&self, packs: &[PackId], facts: &BTreeMap<PackId, PackFacts>) -> Vec<Vec<PackId>> {
+        let mut out: Vec<Vec<PackId>> = Vec::new();
+        let mut size = 0;
+        for id in packs {
+            let n: usize = facts[id].listings.iter().map(|l| l.entries).sum();
+            if out.is_empty() || (size + n > self.batch_entries && size > 0) {
+                out.push(Vec::new());
+                size = 0;
+            }
+            size += n;
+            out.last_mut().expect("pushed").push(*id);
+        }
+        out
+    }
+}
+
+/// With the index in an on-disk table: the data blobs that snapshots use
+/// and the index lacks. Each tree is read once, and their data blobs are
+/// asked about in id-ordered batches within the memory budget, each batch
+/// reading a table page at most once. Trees that cannot be read are left
+/// to the walk, which reports them.
+fn missing_data(
+    repo: &Repository,
+    index: &Index,
+    snapshots: &[(SnapshotId, crate::format::snapshot::SnapshotFile)],
+) -> HashSet<BlobId, IdBuildHasher> {
+    // A third of the budget for a batch (sorting needs no second copy).
+    let cap = usize::try_from(repo.memory_budget().unwrap_or(512 << 20) / 3 / 32)
+        .unwrap_or(usize::MAX)
+        .max(4096);
+    let mut missing: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+    let mut pending: Vec<BlobId> = Vec::new();
+    let mut flush = |pending: &mut Vec<BlobId>| {
+        pending.sort_unstable();
+        pending.dedup();
+        missing.extend(index.missing_sorted(pending));
+        pending.clear();
+    };
+    let mut seen: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+    let mut todo: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    while let Some(tree) = todo.pop() {
+        if !seen.insert(tree) {
+            continue;
+        }
+        let Ok(t) = repo.read_tree(&tree) else {
+            continue;
+        };
+        for n in &t.nodes {
+            match &n.kind {
+                NodeKind::File { content, .. } => {
+                    pending.extend(content);
+                    if pending.len() >= cap {
+                        flush(&mut pending);
+                    }
+                }
+                NodeKind::Dir { subtree } => todo.push(*subtree),
+                _ => {}
+            }
+        }
+    }
+    flush(&mut pending);
+    missing
 }
 
 /// Where an index file says a blob is (its kind aside: a copy is good when
@@ -262,12 +498,25 @@ impl Place {
     }
 }
 
+/// One index file's listing of a pack, as check keeps it (its entries are
+/// read from the file again when needed).
+struct Listing {
+    /// The file's position in [`Files::ids`].
+    file: usize,
+    /// The size it gives the pack.
+    size: u64,
+    /// How many entries it lists there.
+    entries: usize,
+    /// The hash of the places it lists there, sorted: listings that
+    /// disagree on what the pack holds differ here.
+    places: Hash,
+}
+
 /// What check knows of one pack that some index file lists.
 #[derive(Default)]
 struct PackFacts {
-    /// Where it is listed: (position in the index files, position of the
-    /// pack in that file).
-    listings: Vec<(usize, usize)>,
+    /// Where it is listed, in file order.
+    listings: Vec<Listing>,
     /// Its size in the storage; None when it is not there.
     actual: Option<u64>,
     /// Some listing gives the size it has.
@@ -277,20 +526,6 @@ struct PackFacts {
     /// When the pack or its header was read: the places listed there that
     /// do not hold their blob, and why.
     wrong: Option<HashMap<Place, Wrong>>,
-}
-
-impl PackFacts {
-    /// Every place its listings name, once.
-    fn places(&self, files: &[(IndexId, IndexFile)]) -> Vec<Place> {
-        let mut v: Vec<Place> = self
-            .listings
-            .iter()
-            .flat_map(|&(fi, pi)| files[fi].1.packs[pi].blobs.iter().map(Place::of))
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
 }
 
 /// Why an index file's entry does not give its blob.
@@ -393,18 +628,23 @@ fn judge(facts: &PackFacts, size: u64, p: &Place) -> Option<(Wrong, bool)> {
 /// Calls `f` with every entry of every index file (the file's position,
 /// the pack, the entry) and its verdict (see [`judge`]).
 fn each_entry(
-    files: &[(IndexId, IndexFile)],
+    files: &Files,
     packs: &BTreeMap<PackId, PackFacts>,
     mut f: impl FnMut(usize, &PackId, &PackedBlob, Option<(Wrong, bool)>),
-) {
-    for (id, facts) in packs {
-        for &(fi, pi) in &facts.listings {
-            let listing = &files[fi].1.packs[pi];
+) -> Result<()> {
+    files.each(|fi, file| {
+        for listing in &file.packs {
+            let facts = &packs[&listing.id];
             for b in &listing.blobs {
-                f(fi, id, b, judge(facts, listing.size, &Place::of(b)));
+                f(
+                    fi,
+                    &listing.id,
+                    b,
+                    judge(facts, listing.size, &Place::of(b)),
+                );
             }
         }
-    }
+    })
 }
 
 /// What one index file says wrongly.
@@ -429,19 +669,12 @@ struct Misplaced {
 /// Returns the lost blobs; missing or damaged packs go to `damaged_packs`.
 fn check_index(
     repo: &Repository,
-    files: &[(IndexId, IndexFile)],
-    damaged: &[(String, String)],
-    index: &crate::repository::Index,
+    files: &Files,
+    index: &Index,
     opts: &CheckOptions,
     r: &mut CheckReport,
 ) -> Result<HashSet<BlobId, IdBuildHasher>> {
     r.blobs = index.len();
-    for (name, e) in damaged {
-        r.errors.push(format!(
-            "index file {name} cannot be read ({e}); the blobs it lists are reported missing below"
-        ));
-        r.repair_index = true;
-    }
     let listed: HashMap<String, u64> = repo
         .backend()
         .list(FileType::Pack)?
@@ -450,17 +683,25 @@ fn check_index(
         .collect();
     r.packs = listed.len();
 
-    let mut packs = pack_facts(files, &listed);
+    // The first pass also finds the damaged files.
+    let mut packs = pack_facts(files, &listed)?;
+    let damaged = !files.damaged.borrow().is_empty();
+    for (name, e) in files.damaged.borrow().iter() {
+        r.errors.push(format!(
+            "index file {name} cannot be read ({e}); the blobs it lists are reported missing below"
+        ));
+        r.repair_index = true;
+    }
     let mut found = Vec::new();
     if opts.read_data || opts.subset.is_some() {
-        found.extend(read_packs(repo, files, &mut packs, opts, r));
+        found.extend(read_packs(repo, files, &mut packs, opts, r)?);
     }
-    found.extend(read_contested_headers(repo, files, &mut packs, r));
-    let lost = lost_blobs(files, &packs);
-    report_bad_packs(files, &packs, &lost, r);
+    found.extend(read_contested_headers(repo, files, &mut packs, r)?);
+    let lost = lost_blobs(files, &packs)?;
+    report_bad_packs(files, &packs, &lost, r)?;
     r.errors.extend(found);
-    report_unindexed_packs(repo, &listed, &packs, !damaged.is_empty(), opts, r);
-    name_lying_files(repo, files, &packs, &lost, r);
+    report_unindexed_packs(repo, &listed, &packs, damaged, opts, r);
+    name_lying_files(repo, files, &packs, &lost, r)?;
     if index.duplicates() > 0 {
         r.notes.push(if r.lying_index.is_empty() {
             format!(
@@ -484,56 +725,58 @@ fn check_index(
 /// any: where it is listed, its size in the storage (`listed`: name ->
 /// size), whether a listing gives that size, whether its listings
 /// disagree on what it holds.
-fn pack_facts(
-    files: &[(IndexId, IndexFile)],
-    listed: &HashMap<String, u64>,
-) -> BTreeMap<PackId, PackFacts> {
+fn pack_facts(files: &Files, listed: &HashMap<String, u64>) -> Result<BTreeMap<PackId, PackFacts>> {
     let mut packs: BTreeMap<PackId, PackFacts> = BTreeMap::new();
-    for (fi, (_, f)) in files.iter().enumerate() {
-        for (pi, p) in f.packs.iter().enumerate() {
-            packs.entry(p.id).or_default().listings.push((fi, pi));
+    let mut bytes = Vec::new();
+    files.each(|fi, f| {
+        for p in &f.packs {
+            let mut v: Vec<Place> = p.blobs.iter().map(Place::of).collect();
+            v.sort_unstable();
+            bytes.clear();
+            for x in &v {
+                bytes.extend_from_slice(&x.blob.0 .0);
+                for n in [x.offset, x.length, x.raw_length] {
+                    bytes.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+            packs.entry(p.id).or_default().listings.push(Listing {
+                file: fi,
+                size: p.size,
+                entries: p.blobs.len(),
+                places: Hash::of(&bytes),
+            });
         }
-    }
+    })?;
     for (id, facts) in &mut packs {
-        let listing = |&(fi, pi): &(usize, usize)| &files[fi].1.packs[pi];
         facts.actual = listed.get(&id.to_hex()).copied();
-        facts.size_confirmed = facts
-            .listings
-            .iter()
-            .any(|l| Some(listing(l).size) == facts.actual);
+        facts.size_confirmed = facts.listings.iter().any(|l| Some(l.size) == facts.actual);
         if let [first, rest @ ..] = facts.listings.as_slice() {
-            let places = |l: &(usize, usize)| {
-                let mut v: Vec<Place> = listing(l).blobs.iter().map(Place::of).collect();
-                v.sort_unstable();
-                v
-            };
-            let first = places(first);
-            facts.contested = rest.iter().any(|l| places(l) != first);
+            facts.contested = rest.iter().any(|l| l.places != first.places);
         }
     }
-    packs
+    Ok(packs)
 }
 
 /// The blobs that are lost: an entry that gives them fails (see
 /// [`judge`]), and no entry that holds gives them.
 fn lost_blobs(
-    files: &[(IndexId, IndexFile)],
+    files: &Files,
     packs: &BTreeMap<PackId, PackFacts>,
-) -> HashSet<BlobId, IdBuildHasher> {
+) -> Result<HashSet<BlobId, IdBuildHasher>> {
     let mut lost: HashSet<BlobId, IdBuildHasher> = HashSet::default();
     each_entry(files, packs, |_, _, b, v| {
         if v.is_some() {
             lost.insert(b.id);
         }
-    });
+    })?;
     if !lost.is_empty() {
         each_entry(files, packs, |_, _, b, v| {
             if v.is_none() {
                 lost.remove(&b.id);
             }
-        });
+        })?;
     }
-    lost
+    Ok(lost)
 }
 
 /// Reports every pack that is missing or has none of the sizes its
@@ -541,20 +784,28 @@ fn lost_blobs(
 /// good copy elsewhere, and which index files list it. A missing pack that
 /// loses blobs, and every pack of the wrong size, goes to `damaged_packs`.
 fn report_bad_packs(
-    files: &[(IndexId, IndexFile)],
+    files: &Files,
     packs: &BTreeMap<PackId, PackFacts>,
     lost: &HashSet<BlobId, IdBuildHasher>,
     r: &mut CheckReport,
-) {
+) -> Result<()> {
+    let bad = |facts: &PackFacts| facts.actual.is_none() || !facts.size_confirmed;
+    let wanted = packs
+        .iter()
+        .filter(|(_, f)| bad(f))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut places = files.places(&wanted)?;
     for (id, facts) in packs {
-        if facts.actual.is_some() && facts.size_confirmed {
+        if !bad(facts) {
             continue;
         }
         let name = id.to_hex();
-        let mut blobs: Vec<BlobId> = facts
-            .listings
+        let mut blobs: Vec<BlobId> = places
+            .remove(id)
+            .unwrap_or_default()
             .iter()
-            .flat_map(|&(fi, pi)| files[fi].1.packs[pi].blobs.iter().map(|b| b.id))
+            .map(|p| p.blob)
             .collect();
         blobs.sort_unstable();
         blobs.dedup();
@@ -563,7 +814,7 @@ fn report_bad_packs(
         let mut names: Vec<String> = facts
             .listings
             .iter()
-            .map(|&(fi, _)| files[fi].0.to_hex())
+            .map(|l| files.ids[l.file].to_hex())
             .collect();
         names.dedup();
         let by = format!(
@@ -588,7 +839,7 @@ fn report_bad_packs(
                 r.damaged_packs.push(*id);
             }
             Some(actual) => {
-                let says = files[facts.listings[0].0].1.packs[facts.listings[0].1].size;
+                let says = facts.listings[0].size;
                 r.errors.push(format!(
                     "pack {name} is {actual} bytes, the index says {says}: truncated or replaced \
                      ({gone} blobs lost; {by})"
@@ -597,6 +848,7 @@ fn report_bad_packs(
             }
         }
     }
+    Ok(())
 }
 
 /// Packs in the storage (`listed`) that no index file lists (`packs`).
@@ -652,13 +904,13 @@ fn report_unindexed_packs(
 /// errors about that pack (a missing one names the files that list it).
 fn name_lying_files(
     repo: &Repository,
-    files: &[(IndexId, IndexFile)],
+    files: &Files,
     packs: &BTreeMap<PackId, PackFacts>,
     lost: &HashSet<BlobId, IdBuildHasher>,
     r: &mut CheckReport,
-) {
+) -> Result<()> {
     let mut per_file: Vec<Misplaced> = Vec::new();
-    per_file.resize_with(files.len(), Misplaced::default);
+    per_file.resize_with(files.ids.len(), Misplaced::default);
     each_entry(files, packs, |fi, pack, b, v| {
         let Some((wrong, disproved)) = v else {
             return;
@@ -671,7 +923,7 @@ fn name_lying_files(
             .entry((*pack, wrong.kind()))
             .or_insert((0, wrong))
             .0 += 1;
-    });
+    })?;
     let lying: Vec<usize> = per_file
         .iter()
         .enumerate()
@@ -679,13 +931,13 @@ fn name_lying_files(
         .map(|(fi, _)| fi)
         .collect();
     if lying.is_empty() {
-        return;
+        return Ok(());
     }
     // Who stored them, where the storage records it.
     let writers = repo.backend().writers(FileType::Index).unwrap_or_default();
     for fi in lying {
         let m = &per_file[fi];
-        let id = files[fi].0;
+        let id = files.ids[fi];
         let name = id.to_hex();
         const SHOWN: usize = 3;
         let mut what: Vec<String> = m
@@ -738,6 +990,7 @@ fn name_lying_files(
         r.lying_index.push(id);
         r.repair_index = true;
     }
+    Ok(())
 }
 
 /// Why a pack no index lists is not one of this repository's (read whole):
@@ -797,11 +1050,11 @@ fn void_claims(repo: &Repository, r: &mut CheckReport) -> Result<()> {
 /// `packs` the entries that fail.
 fn read_packs(
     repo: &Repository,
-    files: &[(IndexId, IndexFile)],
+    files: &Files,
     packs: &mut BTreeMap<PackId, PackFacts>,
     opts: &CheckOptions,
     r: &mut CheckReport,
-) -> Vec<String> {
+) -> Result<Vec<String>> {
     let present: Vec<(PackId, u64)> = packs
         .iter()
         .filter_map(|(id, f)| f.actual.map(|size| (*id, size)))
@@ -815,21 +1068,30 @@ fn read_packs(
         None => present.iter().map(|(id, _)| *id).collect(),
     };
     r.packs_read = chosen.len();
-    let results: Vec<(PackId, PackRead)> = chosen
-        .par_iter()
-        .map(|id| (*id, read_pack(repo, id, &packs[id].places(files))))
-        .collect();
     let mut errors = Vec::new();
-    for (id, read) in results {
-        if !read.errors.is_empty() {
-            r.damaged_packs.push(id);
-        }
-        errors.extend(read.errors);
-        if let Some(facts) = packs.get_mut(&id) {
-            facts.wrong = Some(read.wrong);
+    // A batch of packs at a time: their places, then the packs.
+    for batch in files.batches(&chosen, packs) {
+        let places = files.places(&batch.iter().copied().collect())?;
+        let results: Vec<(PackId, PackRead)> = batch
+            .par_iter()
+            .map(|id| {
+                (
+                    *id,
+                    read_pack(repo, id, places.get(id).map_or(&[], Vec::as_slice)),
+                )
+            })
+            .collect();
+        for (id, read) in results {
+            if !read.errors.is_empty() {
+                r.damaged_packs.push(id);
+            }
+            errors.extend(read.errors);
+            if let Some(facts) = packs.get_mut(&id) {
+                facts.wrong = Some(read.wrong);
+            }
         }
     }
-    errors
+    Ok(errors)
 }
 
 /// Without `--read-data` (or for packs it does not read this time): a
@@ -838,15 +1100,16 @@ fn read_packs(
 /// errors about headers that cannot be read.
 fn read_contested_headers(
     repo: &Repository,
-    files: &[(IndexId, IndexFile)],
+    files: &Files,
     packs: &mut BTreeMap<PackId, PackFacts>,
     r: &mut CheckReport,
-) -> Vec<String> {
+) -> Result<Vec<String>> {
     let todo: Vec<(PackId, u64)> = packs
         .iter()
         .filter(|(_, f)| f.contested && f.wrong.is_none())
         .filter_map(|(id, f)| f.actual.map(|size| (*id, size)))
         .collect();
+    let mut places = files.places(&todo.iter().map(|(id, _)| *id).collect())?;
     let results: Vec<(PackId, Result<IndexPack>)> = todo
         .par_iter()
         .map(|(id, size)| (*id, repo.read_pack_header(&id.to_hex(), *size)))
@@ -857,7 +1120,7 @@ fn read_contested_headers(
         match header {
             Ok(h) => {
                 let there: HashSet<Place> = h.blobs.iter().map(Place::of).collect();
-                let places = facts.places(files);
+                let places = places.remove(&id).unwrap_or_default();
                 facts.wrong = Some(
                     places
                         .into_iter()
@@ -875,7 +1138,7 @@ fn read_contested_headers(
             }
         }
     }
-    errors
+    Ok(errors)
 }
 
 /// What reading one pack found.
@@ -995,17 +1258,25 @@ fn check_side_files(repo: &Repository, r: &mut CheckReport) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the walk of one snapshot asks about blobs.
+struct Walk<'a> {
+    index: &'a Index,
+    /// Whether the index holds a data blob.
+    has_data: &'a dyn Fn(&BlobId) -> bool,
+    /// Blobs that check_index found lost.
+    bad: &'a HashSet<BlobId, IdBuildHasher>,
+    sid: &'a SnapshotId,
+}
+
 fn walk_check(
     repo: &Repository,
-    index: &crate::repository::Index,
-    sid: &SnapshotId,
+    w: &Walk,
     tree: &BlobId,
     base: &Path,
-    bad: &HashSet<BlobId, IdBuildHasher>,
     seen: &mut HashMap<BlobId, bool>,
     r: &mut CheckReport,
 ) {
+    let (index, bad, sid) = (w.index, w.bad, w.sid);
     // A tree already found intact needs no second walk.
     if seen.get(tree) == Some(&true) {
         return;
@@ -1040,8 +1311,7 @@ fn walk_check(
         let p = base.join(OsStr::from_bytes(&n.name));
         match &n.kind {
             NodeKind::File { content, .. } => {
-                let missing: Vec<&BlobId> =
-                    content.iter().filter(|id| !index.contains(id)).collect();
+                let missing: Vec<&BlobId> = content.iter().filter(|id| !(w.has_data)(id)).collect();
                 let damaged = content.iter().filter(|id| bad.contains(*id)).count();
                 if !missing.is_empty() {
                     r.errors.push(format!(
@@ -1061,7 +1331,7 @@ fn walk_check(
                 }
             }
             NodeKind::Dir { subtree } => {
-                walk_check(repo, index, sid, subtree, &p, bad, seen, r);
+                walk_check(repo, w, subtree, &p, seen, r);
                 if seen.get(subtree) != Some(&true) {
                     intact = false;
                 }

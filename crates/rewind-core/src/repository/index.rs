@@ -505,6 +505,32 @@ impl Index {
         self.get(id).is_some()
     }
 
+    /// True when the index lives in an on-disk table: a lookup may cost a
+    /// read, so many lookups should go through [`Index::missing_sorted`].
+    pub fn on_disk(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// Which of `ids` (sorted, unique) the index does not hold: with an
+    /// on-disk table, each of its pages is read at most once for the
+    /// batch, so asking about every blob of a repository in id-ordered
+    /// batches reads the table a few times over, not once per blob.
+    pub fn missing_sorted(&self, ids: &[BlobId]) -> Vec<BlobId> {
+        let in_memory = |id: &BlobId| self.sorted_get(id).is_some() || self.tail.contains_key(id);
+        let rest = ids.iter().filter(|id| !in_memory(id));
+        match &self.table {
+            None => rest.copied().collect(),
+            Some(t) => {
+                let rest: Vec<&BlobId> = rest.collect();
+                rest.iter()
+                    .zip(t.get_sorted(rest.iter().copied()))
+                    .filter(|(_, e)| e.is_none())
+                    .map(|(id, _)| **id)
+                    .collect()
+            }
+        }
+    }
+
     /// The pack of an entry.
     pub fn pack_id(&self, e: &IndexEntry) -> PackId {
         self.packs[e.pack as usize]
@@ -948,6 +974,26 @@ mod tests {
             ));
             assert!(a.get(&id).is_none() && b.get(&id).is_none());
         }
+        // In id order, a batch: exactly the unknown ids are missing.
+        let unknown: Vec<BlobId> = (0..100u32)
+            .map(|k| {
+                BlobId(Hash(
+                    *blake3::hash(&(k + 2_000_000).to_le_bytes()).as_bytes(),
+                ))
+            })
+            .collect();
+        let mut batch: Vec<BlobId> = files
+            .iter()
+            .flat_map(|(_, f)| &f.packs)
+            .flat_map(|p| p.blobs.iter().map(|b| b.id))
+            .chain(unknown.iter().copied())
+            .collect();
+        batch.sort_unstable();
+        batch.dedup();
+        let mut want = unknown;
+        want.sort_unstable();
+        assert_eq!(a.missing_sorted(&batch), want);
+        assert_eq!(b.missing_sorted(&batch), want);
     }
 
     /// An index over its budget spills runs and merges them into a table

@@ -342,6 +342,13 @@ impl Repository {
         self.index_table = Some((cache.join("index").join(&self.config.id), max_memory));
     }
 
+    /// The memory budget given to [`Repository::set_index_table`], if any:
+    /// what commands that hold more than the index (check, prune) keep
+    /// within by reading index files again instead of holding them.
+    pub fn memory_budget(&self) -> Option<u64> {
+        self.index_table.as_ref().map(|(_, b)| *b)
+    }
+
     /// The index, loaded on first use.
     pub fn index(&self) -> Result<Arc<Index>> {
         if let Some(i) = self.index.get() {
