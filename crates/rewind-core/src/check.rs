@@ -23,11 +23,11 @@ use rayon::prelude::*;
 
 use crate::backend::FileType;
 use crate::error::Result;
-use crate::format::index::{IndexFile, IndexPack};
+use crate::format::index::IndexPack;
 use crate::format::pack::{PackHeader, PackedBlob};
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, Hash, IdBuildHasher, IndexId, PackId, SnapshotId};
-use crate::repository::{Index, Repository};
+use crate::repository::{FileSet, Index, Repository};
 
 /// Options of a check.
 #[derive(Clone, Debug, Default)]
@@ -209,7 +209,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     void_claims(repo, &mut r)?;
     // Each index file on its own (which file says what, so that one that
     // lies can be named) and merged (what readers use).
-    let loaded = Files::load(repo).and_then(|files| Ok((files, repo.index()?)));
+    let loaded = FileSet::load(repo).and_then(|files| Ok((files, repo.index()?)));
     let (files, index) = match loaded {
         Ok(l) => l,
         Err(e) => {
@@ -264,129 +264,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     Ok(r)
 }
 
-/// The index files check judges, each on its own. Held in memory when they
-/// fit the memory budget beside the merged index (docs/DESIGN.md §6b);
-/// else read again for each pass over them (two without damage, a few
-/// more with it), so that check holds what it knows of each pack rather
-/// than every entry.
-struct Files<'a> {
-    repo: &'a Repository,
-    /// In id (= name) order, the order the merged index loads them in.
-    ids: Vec<IndexId>,
-    /// The files, when held.
-    held: Option<Vec<IndexFile>>,
-    /// Files that cannot be read (name, why); read again, they are left out.
-    damaged: std::cell::RefCell<Vec<(String, String)>>,
-    /// Files read no more: damaged, or vanished.
-    out: std::cell::RefCell<HashSet<IndexId>>,
-    /// Files that vanished after the listing (a prune or repair replaced
-    /// them): the check is incomplete.
-    gone: std::cell::RefCell<Vec<IndexId>>,
-    /// Passes made so far.
-    passes: std::cell::Cell<usize>,
-    /// Entries a batch of packs may hold at once (see [`Files::batches`]).
-    batch_entries: usize,
-}
-
-/// Index files read at once when they are not held.
-const FILE_BATCH: usize = 16;
-
-impl<'a> Files<'a> {
-    /// Lists (and, when they fit, reads) the index files.
-    fn load(repo: &'a Repository) -> Result<Files<'a>> {
-        let listed = match repo.memory_budget() {
-            None => None,
-            Some(budget) => {
-                let listed = repo.backend().list(FileType::Index)?;
-                let bytes: u64 = listed.iter().map(|f| f.size).sum();
-                // An entry takes at least 32 bytes in a file (its id does
-                // not compress); held, it is here twice (the file's entry
-                // and the merged index's).
-                (!Index::fits(bytes / 16, budget)).then_some((listed, budget))
-            }
-        };
-        let mut files = Files {
-            repo,
-            ids: Vec::new(),
-            held: None,
-            damaged: Default::default(),
-            out: Default::default(),
-            gone: Default::default(),
-            passes: Default::default(),
-            batch_entries: usize::MAX,
-        };
-        match listed {
-            None => {
-                let (held, damaged) = repo.index_files()?;
-                let (ids, held) = held.into_iter().unzip();
-                files.ids = ids;
-                files.held = Some(held);
-                files.damaged = damaged.into();
-            }
-            Some((listed, budget)) => {
-                let mut names: Vec<String> = listed.into_iter().map(|f| f.name).collect();
-                names.sort();
-                for name in names {
-                    match name.parse() {
-                        Ok(id) => files.ids.push(id),
-                        Err(e) => files.damaged.get_mut().push((name, e.to_string())),
-                    }
-                }
-                // A quarter of the budget for a batch's places.
-                files.batch_entries =
-                    usize::try_from(budget / 4 / std::mem::size_of::<Place>() as u64)
-                        .unwrap_or(usize::MAX)
-                        .max(1024);
-            }
-        }
-        Ok(files)
-    }
-
-    /// Calls `f` with every readable index file (its position in `ids`) in
-    /// order. Read again, a file that cannot be read on the first pass is
-    /// damaged (reported, left out after); one that vanishes is noted in
-    /// `gone`; one that reads on the first pass and not on a later one
-    /// changed under the check, which stops.
-    fn each(&self, mut f: impl FnMut(usize, &IndexFile)) -> Result<()> {
-        if let Some(held) = &self.held {
-            held.iter().enumerate().for_each(|(i, file)| f(i, file));
-            return Ok(());
-        }
-        let first = self.passes.get() == 0;
-        self.passes.set(self.passes.get() + 1);
-        let repo = self.repo;
-        let todo: Vec<(usize, IndexId)> = {
-            let out = self.out.borrow();
-            self.ids
-                .iter()
-                .copied()
-                .enumerate()
-                .filter(|(_, id)| !out.contains(id))
-                .collect()
-        };
-        for chunk in todo.chunks(FILE_BATCH) {
-            let read: Vec<(usize, IndexId, Result<IndexFile>)> = chunk
-                .par_iter()
-                .map(|&(i, id)| (i, id, repo.read_index_file(&id)))
-                .collect();
-            for (i, id, file) in read {
-                match file {
-                    Ok(file) => f(i, &file),
-                    Err(crate::Error::Missing { .. }) => {
-                        self.gone.borrow_mut().push(id);
-                        self.out.borrow_mut().insert(id);
-                    }
-                    Err(e @ crate::Error::Corrupt { .. }) if first => {
-                        self.damaged.borrow_mut().push((id.to_hex(), e.to_string()));
-                        self.out.borrow_mut().insert(id);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
-    }
-
+impl FileSet<'_> {
     /// Where the listings of each of `wanted` packs place blobs: every
     /// place once, sorted.
     fn places(
@@ -414,11 +292,17 @@ impl<'a> Files<'a> {
     /// `packs` in groups whose listings hold at most a batch's entries
     /// (every pack in one group when the files are held).
     fn batches(&self, packs: &[PackId], facts: &BTreeMap<PackId, PackFacts>) -> Vec<Vec<PackId>> {
+        // A quarter of the budget for a batch's places.
+        let batch = self.budget().map_or(usize::MAX, |b| {
+            usize::try_from(b / 4 / std::mem::size_of::<Place>() as u64)
+                .unwrap_or(usize::MAX)
+                .max(1024)
+        });
         let mut out: Vec<Vec<PackId>> = Vec::new();
         let mut size = 0;
         for id in packs {
             let n: usize = facts[id].listings.iter().map(|l| l.entries).sum();
-            if out.is_empty() || (size + n > self.batch_entries && size > 0) {
+            if out.is_empty() || (size + n > batch && size > 0) {
                 out.push(Vec::new());
                 size = 0;
             }
@@ -501,12 +385,14 @@ impl Place {
 /// One index file's listing of a pack, as check keeps it (its entries are
 /// read from the file again when needed).
 struct Listing {
-    /// The file's position in [`Files::ids`].
+    /// The file's position in [`FileSet::ids`].
     file: usize,
     /// The size it gives the pack.
     size: u64,
     /// How many entries it lists there.
     entries: usize,
+    /// Where its last entry ends.
+    end: u64,
     /// The hash of the places it lists there, sorted: listings that
     /// disagree on what the pack holds differ here.
     places: Hash,
@@ -625,16 +511,39 @@ fn judge(facts: &PackFacts, size: u64, p: &Place) -> Option<(Wrong, bool)> {
     Some((w, !matches!(w, Wrong::FailsAuth { .. })))
 }
 
-/// Calls `f` with every entry of every index file (the file's position,
-/// the pack, the entry) and its verdict (see [`judge`]).
+impl PackFacts {
+    /// Some listing of it may have an entry that does not give its blob
+    /// (see [`judge`]): the pack is missing, a listing gives it another
+    /// size or places a blob past its end, or a read found a wrong entry.
+    fn suspect(&self) -> bool {
+        let Some(actual) = self.actual else {
+            return true;
+        };
+        self.listings
+            .iter()
+            .any(|l| l.size != actual || l.end > actual)
+            || self.wrong.as_ref().is_some_and(|w| !w.is_empty())
+    }
+}
+
+/// Calls `f` with every entry of every suspect pack (see
+/// [`PackFacts::suspect`]; the others have no verdict) of every index file
+/// (the file's position, the pack, the entry) and its verdict (see
+/// [`judge`]). Without a suspect pack, the files are not read.
 fn each_entry(
-    files: &Files,
+    files: &FileSet,
     packs: &BTreeMap<PackId, PackFacts>,
     mut f: impl FnMut(usize, &PackId, &PackedBlob, Option<(Wrong, bool)>),
 ) -> Result<()> {
+    if !packs.values().any(PackFacts::suspect) {
+        return Ok(());
+    }
     files.each(|fi, file| {
         for listing in &file.packs {
             let facts = &packs[&listing.id];
+            if !facts.suspect() {
+                continue;
+            }
             for b in &listing.blobs {
                 f(
                     fi,
@@ -669,7 +578,7 @@ struct Misplaced {
 /// Returns the lost blobs; missing or damaged packs go to `damaged_packs`.
 fn check_index(
     repo: &Repository,
-    files: &Files,
+    files: &FileSet,
     index: &Index,
     opts: &CheckOptions,
     r: &mut CheckReport,
@@ -725,7 +634,10 @@ fn check_index(
 /// any: where it is listed, its size in the storage (`listed`: name ->
 /// size), whether a listing gives that size, whether its listings
 /// disagree on what it holds.
-fn pack_facts(files: &Files, listed: &HashMap<String, u64>) -> Result<BTreeMap<PackId, PackFacts>> {
+fn pack_facts(
+    files: &FileSet,
+    listed: &HashMap<String, u64>,
+) -> Result<BTreeMap<PackId, PackFacts>> {
     let mut packs: BTreeMap<PackId, PackFacts> = BTreeMap::new();
     let mut bytes = Vec::new();
     files.each(|fi, f| {
@@ -743,6 +655,12 @@ fn pack_facts(files: &Files, listed: &HashMap<String, u64>) -> Result<BTreeMap<P
                 file: fi,
                 size: p.size,
                 entries: p.blobs.len(),
+                end: p
+                    .blobs
+                    .iter()
+                    .map(|b| u64::from(b.offset) + u64::from(b.length))
+                    .max()
+                    .unwrap_or(0),
                 places: Hash::of(&bytes),
             });
         }
@@ -760,7 +678,7 @@ fn pack_facts(files: &Files, listed: &HashMap<String, u64>) -> Result<BTreeMap<P
 /// The blobs that are lost: an entry that gives them fails (see
 /// [`judge`]), and no entry that holds gives them.
 fn lost_blobs(
-    files: &Files,
+    files: &FileSet,
     packs: &BTreeMap<PackId, PackFacts>,
 ) -> Result<HashSet<BlobId, IdBuildHasher>> {
     let mut lost: HashSet<BlobId, IdBuildHasher> = HashSet::default();
@@ -770,9 +688,16 @@ fn lost_blobs(
         }
     })?;
     if !lost.is_empty() {
-        each_entry(files, packs, |_, _, b, v| {
-            if v.is_none() {
-                lost.remove(&b.id);
+        // Every entry here, suspect pack or not: a good copy anywhere saves
+        // a blob.
+        files.each(|_, file| {
+            for listing in &file.packs {
+                let facts = &packs[&listing.id];
+                for b in &listing.blobs {
+                    if lost.contains(&b.id) && judge(facts, listing.size, &Place::of(b)).is_none() {
+                        lost.remove(&b.id);
+                    }
+                }
             }
         })?;
     }
@@ -784,7 +709,7 @@ fn lost_blobs(
 /// good copy elsewhere, and which index files list it. A missing pack that
 /// loses blobs, and every pack of the wrong size, goes to `damaged_packs`.
 fn report_bad_packs(
-    files: &Files,
+    files: &FileSet,
     packs: &BTreeMap<PackId, PackFacts>,
     lost: &HashSet<BlobId, IdBuildHasher>,
     r: &mut CheckReport,
@@ -904,7 +829,7 @@ fn report_unindexed_packs(
 /// errors about that pack (a missing one names the files that list it).
 fn name_lying_files(
     repo: &Repository,
-    files: &Files,
+    files: &FileSet,
     packs: &BTreeMap<PackId, PackFacts>,
     lost: &HashSet<BlobId, IdBuildHasher>,
     r: &mut CheckReport,
@@ -1050,7 +975,7 @@ fn void_claims(repo: &Repository, r: &mut CheckReport) -> Result<()> {
 /// `packs` the entries that fail.
 fn read_packs(
     repo: &Repository,
-    files: &Files,
+    files: &FileSet,
     packs: &mut BTreeMap<PackId, PackFacts>,
     opts: &CheckOptions,
     r: &mut CheckReport,
@@ -1100,7 +1025,7 @@ fn read_packs(
 /// errors about headers that cannot be read.
 fn read_contested_headers(
     repo: &Repository,
-    files: &Files,
+    files: &FileSet,
     packs: &mut BTreeMap<PackId, PackFacts>,
     r: &mut CheckReport,
 ) -> Result<Vec<String>> {

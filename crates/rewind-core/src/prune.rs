@@ -26,12 +26,12 @@ use rayon::prelude::*;
 use crate::backend::{delete_unless_kept, FileType};
 use crate::cancel::Cancel;
 use crate::error::{Error, Remedy, Result};
-use crate::format::index::IndexPack;
+use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{BlobKind, PackedBlob};
 use crate::format::prune::{Mark, PruneState, RunningKind, VERSION};
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, IdBuildHasher, IndexId, PackId};
-use crate::repository::{Repository, STALE_AFTER};
+use crate::repository::{FileSet, Repository, STALE_AFTER};
 
 /// The default grace period between marking a pack and deleting it.
 pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(23);
@@ -206,11 +206,23 @@ pub struct PruneReport {
 
 struct PackInfo {
     size: u64,
-    blobs: Vec<PackedBlob>,
-    /// Used blobs whose kept copy is this one: positions in `blobs` (4
-    /// bytes each, not a copy of the entry).
+    /// The listing prune goes by (the first): the index file's position in
+    /// the file set and the pack's there. Its entries are not kept: the
+    /// steps that need them read the index files again, or use the ones
+    /// held when they fit the memory budget (docs/SCALE.md).
+    listing: (u32, u32),
+    /// Blobs listed there.
+    count: u32,
+    /// Used blobs whose kept copy is this one: positions in that listing
+    /// (4 bytes each, not a copy of the entry).
     used: Vec<u32>,
     used_bytes: u64,
+}
+
+/// Position of a file or pack in a [`FileSet`], as [`PackInfo::listing`] keeps it.
+fn at(fi: usize, pi: usize) -> (u32, u32) {
+    let n = |x: usize| u32::try_from(x).expect("fewer than 4 billion index files and packs");
+    (n(fi), n(pi))
 }
 
 /// Blobs in use, and the root trees that could not be read (with why).
@@ -537,10 +549,11 @@ pub struct PrunePlan {
 struct Work {
     now: Timestamp,
     packs: HashMap<PackId, PackInfo>,
-    /// Indexed packs, unmarked first (the order claims were made in).
-    order: Vec<PackId>,
     stored: HashMap<PackId, u64>,
     old_index: Vec<IndexId>,
+    /// The index files, when held (see [`FileSet`]).
+    held: Option<Vec<IndexFile>>,
+    budget: Option<u64>,
     state_files: Vec<crate::backend::FileInfo>,
     recovered: Vec<IndexPack>,
     /// Marks kept as they are, and marks of packs deleted by this run.
@@ -563,6 +576,9 @@ struct Inventory {
     packs: HashMap<PackId, PackInfo>,
     order: Vec<PackId>,
     old_index: Vec<IndexId>,
+    /// The index files, when held (see [`FileSet`]).
+    held: Option<Vec<IndexFile>>,
+    budget: Option<u64>,
 }
 
 impl Inventory {
@@ -603,13 +619,26 @@ impl Inventory {
             .iter()
             .map(|(name, e)| (name.clone(), e.to_string()))
             .collect();
-        let (index_files, damaged) = repo.index_files_lean()?;
-        if let Some((name, e)) = damaged.first() {
+        let files = FileSet::load(repo)?;
+        let mut packs: HashMap<PackId, PackInfo> = HashMap::new();
+        files.each(|fi, file| {
+            for (pi, p) in file.packs.iter().enumerate() {
+                packs.entry(p.id).or_insert(PackInfo {
+                    size: p.size,
+                    listing: at(fi, pi),
+                    count: u32::try_from(p.blobs.len()).expect("fewer than 4 billion blobs"),
+                    used: Vec::new(),
+                    used_bytes: 0,
+                });
+            }
+        })?;
+        if let Some((name, e)) = files.damaged.borrow().first() {
             return Err(Error::Refused(format!(
                 "index file {name} is damaged ({e}); prune cannot tell which packs are in use"
             ))
             .with_remedy(Remedy::RepairIndex));
         }
+        files.unchanged()?;
         let stored: HashMap<PackId, u64> = repo
             .backend()
             .list(FileType::Pack)?
@@ -638,32 +667,36 @@ impl Inventory {
         report.snapshots = kept_snapshots;
         report.used_blobs = used.len() as u64;
 
-        let old_index: Vec<IndexId> = index_files.iter().map(|(id, _)| *id).collect();
-        let mut packs: HashMap<PackId, PackInfo> = HashMap::new();
-        for (_, file) in index_files {
-            for p in file.packs {
-                packs.entry(p.id).or_insert(PackInfo {
-                    size: p.size,
-                    blobs: p.blobs,
-                    used: Vec::new(),
-                    used_bytes: 0,
-                });
-            }
-        }
         let mut order: Vec<PackId> = packs.keys().copied().collect();
         order.sort_by_key(|id| (marks.contains_key(id), *id));
+        // Claims in file order, unmarked packs first (a pass over the files
+        // each, the second only when some pack is marked).
         let mut unclaimed = used;
-        for id in order.iter().filter(|id| stored.contains_key(*id)) {
-            let info = packs.get_mut(id).expect("listed");
-            for (k, b) in info.blobs.iter().enumerate() {
-                if unclaimed.claim(&b.id) {
-                    info.used
-                        .push(u32::try_from(k).expect("fewer than 4 billion blobs in a pack"));
-                    info.used_bytes += u64::from(b.length);
-                }
+        for marked in [false, true] {
+            if marked && marks.is_empty() {
+                break;
             }
+            files.each(|fi, file| {
+                for (pi, p) in file.packs.iter().enumerate() {
+                    if marks.contains_key(&p.id) != marked || !stored.contains_key(&p.id) {
+                        continue;
+                    }
+                    let info = packs.get_mut(&p.id).expect("listed");
+                    if info.listing != at(fi, pi) {
+                        continue;
+                    }
+                    for (k, b) in p.blobs.iter().enumerate() {
+                        if unclaimed.claim(&b.id) {
+                            info.used.push(at(0, k).1);
+                            info.used_bytes += u64::from(b.length);
+                        }
+                    }
+                }
+            })?;
         }
+        files.unchanged()?;
         let unclaimed = unclaimed.unclaimed();
+        let (old_index, held, budget) = files.into_parts();
         Ok(Inventory {
             marks,
             state_files,
@@ -672,6 +705,8 @@ impl Inventory {
             packs,
             order,
             old_index,
+            held,
+            budget,
         })
     }
 }
@@ -746,7 +781,7 @@ fn decide_indexed(
                 if mark.is_some() {
                     r.unmarked.add(info.size);
                 }
-                if info.used.len() < info.blobs.len() {
+                if info.used.len() < info.count as usize {
                     d.partly
                         .push((*id, info.size.saturating_sub(info.used_bytes)));
                 } else {
@@ -997,9 +1032,10 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
         work: Work {
             now,
             packs: inv.packs,
-            order: inv.order,
             stored: inv.stored,
             old_index: inv.old_index,
+            held: inv.held,
+            budget: inv.budget,
             state_files: inv.state_files,
             recovered: d.recovered,
             carried: d.carried,
@@ -1088,7 +1124,8 @@ fn execute(repo: &Repository, plan: PrunePlan, opts: &PruneOptions) -> Result<Pr
     } = plan;
     let mut unindex: HashSet<PackId> = unindex.into_iter().collect();
     let mut rewrite_index = rewrite_index;
-    repack_packs(repo, &work, &repack, opts, &mut report)?;
+    let files = FileSet::from_parts(repo, work.old_index.clone(), work.held.take(), work.budget);
+    repack_packs(repo, &files, &work, &repack, opts, &mut report)?;
 
     // 8. The new state, complete, before any pack leaves the index. New
     //    marks carry the time of this write: a backup that reads the index
@@ -1129,7 +1166,7 @@ fn execute(repo: &Repository, plan: PrunePlan, opts: &PruneOptions) -> Result<Pr
         }
     }
     if rewrite_index {
-        replace_index(repo, &mut work, &unindex, &mut delete, &mut report)?;
+        replace_index(repo, &files, &work, &unindex, &mut delete, &mut report)?;
     }
 
     // 10. Delete.
@@ -1146,6 +1183,7 @@ fn execute(repo: &Repository, plan: PrunePlan, opts: &PruneOptions) -> Result<Pr
 /// stay as they are.
 fn repack_packs(
     repo: &Repository,
+    files: &FileSet,
     work: &Work,
     repack: &[PackId],
     opts: &PruneOptions,
@@ -1154,11 +1192,24 @@ fn repack_packs(
     if repack.is_empty() {
         return Ok(());
     }
+    // The used entries of the packs to repack, from their listings.
+    let wanted: HashSet<PackId> = repack.iter().copied().collect();
+    let mut used: HashMap<PackId, Vec<PackedBlob>> = HashMap::new();
+    files.each(|fi, file| {
+        for (pi, p) in file.packs.iter().enumerate() {
+            match work.packs.get(&p.id) {
+                Some(info) if wanted.contains(&p.id) && info.listing == at(fi, pi) => {
+                    let blobs = info.used.iter().map(|&k| p.blobs[k as usize]).collect();
+                    used.insert(p.id, blobs);
+                }
+                _ => {}
+            }
+        }
+    })?;
+    files.unchanged()?;
     let ((), stats) = repo.rewrite_blobs(|w| {
         repack.par_iter().try_for_each(|id| {
-            let info = &work.packs[id];
-            let mut blobs: Vec<PackedBlob> =
-                info.used.iter().map(|&k| info.blobs[k as usize]).collect();
+            let mut blobs: Vec<PackedBlob> = used.get(id).cloned().unwrap_or_default();
             blobs.sort_by_key(|b| b.offset);
             let kinds: HashMap<BlobId, BlobKind> = blobs.iter().map(|b| (b.id, b.kind)).collect();
             let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
@@ -1180,30 +1231,49 @@ fn repack_packs(
 /// kept still lists is not deleted.
 fn replace_index(
     repo: &Repository,
-    work: &mut Work,
+    files: &FileSet,
+    work: &Work,
     unindex: &HashSet<PackId>,
     delete: &mut Vec<PackId>,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let order = std::mem::take(&mut work.order);
-    let mut listed: Vec<IndexPack> = order
-        .iter()
-        .filter(|id| !unindex.contains(*id))
-        .map(|id| {
-            // Taken, not copied (the last use of a pack's blobs): the
-            // new index's list is the one copy in memory.
-            let info = work.packs.get_mut(id).expect("ordered packs are listed");
-            IndexPack {
-                id: *id,
-                size: info.size,
-                blobs: std::mem::take(&mut info.blobs),
+    // Written as the old files are read again, a new file's worth at a
+    // time: every pack they list (its first listing) but those that leave
+    // the index, and the recovered ones.
+    let old = &work.old_index;
+    let mut pending: Vec<IndexPack> = work.recovered.clone();
+    let mut written = 0;
+    let mut failed = None;
+    files.each(|fi, file| {
+        for (pi, p) in file.packs.iter().enumerate() {
+            if failed.is_some() || unindex.contains(&p.id) {
+                continue;
             }
-        })
-        .collect();
-    listed.extend(work.recovered.iter().cloned());
-    listed.sort_by_key(|p| p.id);
-    let (written, removed, kept) =
-        repo.replace_index(&listed, &work.old_index, PACKS_PER_PRUNE_INDEX)?;
+            if work
+                .packs
+                .get(&p.id)
+                .is_some_and(|info| info.listing == at(fi, pi))
+            {
+                pending.push(p.clone());
+            }
+            if pending.len() >= PACKS_PER_PRUNE_INDEX {
+                match repo.write_index_file(std::mem::take(&mut pending), old) {
+                    Ok(()) => written += 1,
+                    Err(e) => failed = Some(e),
+                }
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    // A file that vanished meanwhile would leave its packs out.
+    files.unchanged()?;
+    if !pending.is_empty() {
+        repo.write_index_file(pending, old)?;
+        written += 1;
+    }
+    let (removed, kept) = repo.remove_index_files(old)?;
     report.index_written += written;
     report.index_removed += removed;
     // The storage kept an old index file after all (its clock, not ours,

@@ -1,10 +1,12 @@
 //! A repository: a backend plus its keys, config and index.
 
+mod file_set;
 mod index;
 mod running;
 mod table;
 mod writer;
 
+pub(crate) use file_set::FileSet;
 pub(crate) use index::{id_slot_starts, prefix as id_prefix, radix_bits};
 pub use index::{Index, IndexEntry};
 pub use running::{pid_namespace, Running, RunningMarkers, CLOCK_SKEW, REFRESH_EVERY, STALE_AFTER};
@@ -374,14 +376,34 @@ impl Repository {
     ) -> Result<(u64, u64, Vec<IndexId>)> {
         let mut written = 0;
         for chunk in packs.chunks(per_file.max(1)) {
-            let file = IndexFile {
-                version: crate::format::index::VERSION,
-                supersedes: old.to_vec(),
-                packs: chunk.to_vec(),
-            };
-            self.write_file(&file)?;
+            self.write_index_file(chunk.to_vec(), old)?;
             written += 1;
         }
+        let (removed, kept) = self.remove_index_files(old)?;
+        Ok((written, removed, kept))
+    }
+
+    /// Stores an index file listing `packs` that replaces the files `old`
+    /// (the first half of [`Repository::replace_index`], for a caller that
+    /// writes the new files as it goes).
+    pub fn write_index_file(
+        &self,
+        packs: Vec<crate::format::index::IndexPack>,
+        old: &[IndexId],
+    ) -> Result<()> {
+        let file = IndexFile {
+            version: crate::format::index::VERSION,
+            supersedes: old.to_vec(),
+            packs,
+        };
+        self.write_file(&file)?;
+        Ok(())
+    }
+
+    /// Deletes the index files `old` once new ones list what they list (the
+    /// second half of [`Repository::replace_index`]). Returns (removed,
+    /// kept by the storage).
+    pub fn remove_index_files(&self, old: &[IndexId]) -> Result<(u64, Vec<IndexId>)> {
         let mut removed = 0;
         let mut kept = Vec::new();
         for id in old {
@@ -390,7 +412,7 @@ impl Repository {
                 Some(_) => kept.push(*id),
             }
         }
-        Ok((written, removed, kept))
+        Ok((removed, kept))
     }
 
     /// Forgets the loaded index, so that the next use reads the index files
