@@ -254,11 +254,18 @@ impl UsedSet {
         self.trees.insert(id)
     }
 
+    /// Adds a data blob. When the vector is full its copies go first; it
+    /// grows by a quarter only if that leaves it more than three quarters
+    /// full (a doubling would hold twice what it needs at the peak).
     fn insert_data(&mut self, id: BlobId) {
-        self.data.push(id);
-        if self.data.len() >= 2 * self.deduped.max(1 << 20) {
+        if self.data.len() == self.data.capacity() && self.data.len() > self.deduped {
             self.dedup();
+            let (len, cap) = (self.data.len(), self.data.capacity());
+            if len > cap / 4 * 3 {
+                self.data.reserve_exact(cap / 4 + 1024);
+            }
         }
+        self.data.push(id);
     }
 
     fn dedup(&mut self) {
@@ -269,8 +276,8 @@ impl UsedSet {
 
     /// Sorts what is left and makes room for the claims.
     fn seal(&mut self) {
+        // Not shrunk: a copy of the vector would be the peak.
         self.dedup();
-        self.data.shrink_to_fit();
         self.claimed = vec![0; self.data.len().div_ceil(64)];
         self.bits = crate::repository::radix_bits(self.data.len());
         self.starts = crate::repository::id_slot_starts(self.data.iter(), self.bits);
@@ -319,7 +326,12 @@ fn used_blobs(
     skip_bad_roots: bool,
     cancel: &Cancel,
 ) -> Result<UsedBlobs> {
+    // Room for every blob the index holds and a 32nd more: a repository
+    // whose snapshots use most of its blobs fills it once, without the
+    // doubling that would hold twice that while it grows.
     let mut used = UsedSet::default();
+    let blobs = repo.index()?.len();
+    used.data.reserve_exact(blobs + blobs / 32 + 1024);
     let mut frontier: Vec<BlobId> = roots.filter(|t| used.insert_tree(*t)).collect();
     let bad_roots: std::sync::Mutex<Vec<(BlobId, String)>> = Default::default();
     let mut level = 0;

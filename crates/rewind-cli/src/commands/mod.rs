@@ -98,8 +98,10 @@ pub struct Global {
     /// Memory the index may take (e.g. 512M, 2G): an index that needs more
     /// than a quarter of this (52 bytes a chunk) is kept as a table on disk
     /// in the cache ($XDG_CACHE_HOME/rewind/index), and the index stays
-    /// within it whatever the repository's size (check still holds it
-    /// whole). With --no-cache the index is held in memory.
+    /// within it whatever the repository's size (check and prune read the
+    /// index files again instead of holding them; prune still holds its
+    /// used blobs, ~36 bytes a chunk). With --no-cache the index is held in
+    /// memory.
     #[arg(
         long,
         env = "REWIND_MAX_MEMORY",
