@@ -234,10 +234,11 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     // With the index in an on-disk table, the data blobs that snapshots
     // use are asked about in id order first (one lookup per blob would
     // read a page per blob); the walk then needs only the answer.
-    let missing = if index.on_disk() {
-        Some(missing_data(repo, &index, &snapshots))
+    let (missing, unread) = if index.on_disk() {
+        let (m, u) = missing_data(repo, &index, &snapshots);
+        (Some(m), u)
     } else {
-        None
+        (None, HashSet::default())
     };
     let has_data = |id: &BlobId| match &missing {
         Some(m) => !m.contains(id),
@@ -252,11 +253,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             &Walk {
                 index: &index,
                 has_data: &has_data,
+                unread: &unread,
                 bad: &bad_blobs,
                 sid,
             },
             &s.tree,
             Path::new("/"),
+            false,
             &mut tree_state,
             &mut r,
         );
@@ -289,40 +292,30 @@ impl FileSet<'_> {
         Ok(out)
     }
 
-    /// `packs` in groups whose listings hold at most a batch's entries
-    /// (every pack in one group when the files are held).
+    /// `packs` in groups whose places fit a quarter of the budget (see
+    /// [`FileSet::groups`]).
     fn batches(&self, packs: &[PackId], facts: &BTreeMap<PackId, PackFacts>) -> Vec<Vec<PackId>> {
-        // A quarter of the budget for a batch's places.
-        let batch = self.budget().map_or(usize::MAX, |b| {
-            usize::try_from(b / 4 / std::mem::size_of::<Place>() as u64)
-                .unwrap_or(usize::MAX)
-                .max(1024)
-        });
-        let mut out: Vec<Vec<PackId>> = Vec::new();
-        let mut size = 0;
-        for id in packs {
-            let n: usize = facts[id].listings.iter().map(|l| l.entries).sum();
-            if out.is_empty() || (size + n > batch && size > 0) {
-                out.push(Vec::new());
-                size = 0;
-            }
-            size += n;
-            out.last_mut().expect("pushed").push(*id);
-        }
-        out
+        self.groups(packs, |id| {
+            facts[id].listings.iter().map(|l| l.entries).sum::<usize>()
+                * std::mem::size_of::<Place>()
+        })
     }
 }
 
 /// With the index in an on-disk table: the data blobs that snapshots use
-/// and the index lacks. Each tree is read once, and their data blobs are
-/// asked about in id-ordered batches within the memory budget, each batch
-/// reading a table page at most once. Trees that cannot be read are left
-/// to the walk, which reports them.
+/// and the index lacks, and the trees that could not be read. Each tree is
+/// read once, and their data blobs are asked about in id-ordered batches
+/// within the memory budget, each batch reading a table page at most
+/// once. The walk reports trees that cannot be read, and asks the index
+/// directly about what lies under one that it reads after all.
 fn missing_data(
     repo: &Repository,
     index: &Index,
     snapshots: &[(SnapshotId, crate::format::snapshot::SnapshotFile)],
-) -> HashSet<BlobId, IdBuildHasher> {
+) -> (
+    HashSet<BlobId, IdBuildHasher>,
+    HashSet<BlobId, IdBuildHasher>,
+) {
     // A third of the budget for a batch (sorting needs no second copy).
     let cap = usize::try_from(repo.memory_budget().unwrap_or(512 << 20) / 3 / 32)
         .unwrap_or(usize::MAX)
@@ -336,12 +329,14 @@ fn missing_data(
         pending.clear();
     };
     let mut seen: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+    let mut unread: HashSet<BlobId, IdBuildHasher> = HashSet::default();
     let mut todo: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
     while let Some(tree) = todo.pop() {
         if !seen.insert(tree) {
             continue;
         }
         let Ok(t) = repo.read_tree(&tree) else {
+            unread.insert(tree);
             continue;
         };
         for n in &t.nodes {
@@ -358,7 +353,7 @@ fn missing_data(
         }
     }
     flush(&mut pending);
-    missing
+    (missing, unread)
 }
 
 /// Where an index file says a blob is (its kind aside: a copy is good when
@@ -714,66 +709,77 @@ fn report_bad_packs(
     lost: &HashSet<BlobId, IdBuildHasher>,
     r: &mut CheckReport,
 ) -> Result<()> {
-    let bad = |facts: &PackFacts| facts.actual.is_none() || !facts.size_confirmed;
-    let wanted = packs
+    let bad: Vec<PackId> = packs
         .iter()
-        .filter(|(_, f)| bad(f))
+        .filter(|(_, f)| f.actual.is_none() || !f.size_confirmed)
         .map(|(id, _)| *id)
         .collect();
-    let mut places = files.places(&wanted)?;
-    for (id, facts) in packs {
-        if !bad(facts) {
-            continue;
-        }
-        let name = id.to_hex();
-        let mut blobs: Vec<BlobId> = places
-            .remove(id)
-            .unwrap_or_default()
-            .iter()
-            .map(|p| p.blob)
-            .collect();
-        blobs.sort_unstable();
-        blobs.dedup();
-        let gone = blobs.iter().filter(|b| lost.contains(*b)).count();
-        let saved = blobs.len() - gone;
-        let mut names: Vec<String> = facts
-            .listings
-            .iter()
-            .map(|l| files.ids[l.file].to_hex())
-            .collect();
-        names.dedup();
-        let by = format!(
-            "listed by index file{} {}",
-            if names.len() == 1 { "" } else { "s" },
-            names.join(", ")
-        );
-        match facts.actual {
-            None if gone == 0 => r.errors.push(format!(
-                "pack {name} is missing, but each of the {saved} blobs listed there has a good \
-                 copy elsewhere (none lost; {by})"
-            )),
-            None => {
-                let also = if saved > 0 {
-                    format!(", {saved} more listed there have a good copy elsewhere")
-                } else {
-                    String::new()
-                };
-                r.errors.push(format!(
-                    "pack {name} is missing ({gone} blobs lost{also}; {by})"
-                ));
-                r.damaged_packs.push(*id);
-            }
-            Some(actual) => {
-                let says = facts.listings[0].size;
-                r.errors.push(format!(
-                    "pack {name} is {actual} bytes, the index says {says}: truncated or replaced \
-                     ({gone} blobs lost; {by})"
-                ));
-                r.damaged_packs.push(*id);
-            }
+    for batch in files.batches(&bad, packs) {
+        let mut places = files.places(&batch.iter().copied().collect())?;
+        for id in &batch {
+            report_bad_pack(files, id, &packs[id], &mut places, lost, r);
         }
     }
     Ok(())
+}
+
+/// One pack of [`report_bad_packs`] (`places`: where its listings place
+/// blobs).
+fn report_bad_pack(
+    files: &FileSet,
+    id: &PackId,
+    facts: &PackFacts,
+    places: &mut HashMap<PackId, Vec<Place>, IdBuildHasher>,
+    lost: &HashSet<BlobId, IdBuildHasher>,
+    r: &mut CheckReport,
+) {
+    let name = id.to_hex();
+    let mut blobs: Vec<BlobId> = places
+        .remove(id)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.blob)
+        .collect();
+    blobs.sort_unstable();
+    blobs.dedup();
+    let gone = blobs.iter().filter(|b| lost.contains(*b)).count();
+    let saved = blobs.len() - gone;
+    let mut names: Vec<String> = facts
+        .listings
+        .iter()
+        .map(|l| files.ids[l.file].to_hex())
+        .collect();
+    names.dedup();
+    let by = format!(
+        "listed by index file{} {}",
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    );
+    match facts.actual {
+        None if gone == 0 => r.errors.push(format!(
+            "pack {name} is missing, but each of the {saved} blobs listed there has a good \
+             copy elsewhere (none lost; {by})"
+        )),
+        None => {
+            let also = if saved > 0 {
+                format!(", {saved} more listed there have a good copy elsewhere")
+            } else {
+                String::new()
+            };
+            r.errors.push(format!(
+                "pack {name} is missing ({gone} blobs lost{also}; {by})"
+            ));
+            r.damaged_packs.push(*id);
+        }
+        Some(actual) => {
+            let says = facts.listings[0].size;
+            r.errors.push(format!(
+                "pack {name} is {actual} bytes, the index says {says}: truncated or replaced \
+                 ({gone} blobs lost; {by})"
+            ));
+            r.damaged_packs.push(*id);
+        }
+    }
 }
 
 /// Packs in the storage (`listed`) that no index file lists (`packs`).
@@ -1034,32 +1040,40 @@ fn read_contested_headers(
         .filter(|(_, f)| f.contested && f.wrong.is_none())
         .filter_map(|(id, f)| f.actual.map(|size| (*id, size)))
         .collect();
-    let mut places = files.places(&todo.iter().map(|(id, _)| *id).collect())?;
-    let results: Vec<(PackId, Result<IndexPack>)> = todo
-        .par_iter()
-        .map(|(id, size)| (*id, repo.read_pack_header(&id.to_hex(), *size)))
-        .collect();
     let mut errors = Vec::new();
-    for (id, header) in results {
-        let facts = packs.get_mut(&id).expect("chosen from packs");
-        match header {
-            Ok(h) => {
-                let there: HashSet<Place> = h.blobs.iter().map(Place::of).collect();
-                let places = places.remove(&id).unwrap_or_default();
-                facts.wrong = Some(
-                    places
-                        .into_iter()
-                        .filter(|p| !there.contains(p))
-                        .map(|p| {
-                            let (blob, offset) = (p.blob, p.offset);
-                            (p, Wrong::NotInHeader { blob, offset })
-                        })
-                        .collect(),
-                );
-            }
-            Err(e) => {
-                errors.push(format!("pack {id}: its header cannot be read ({e})"));
-                r.damaged_packs.push(id);
+    let ids: Vec<PackId> = todo.iter().map(|(id, _)| *id).collect();
+    for batch in files.batches(&ids, packs) {
+        let mut places = files.places(&batch.iter().copied().collect())?;
+        let results: Vec<(PackId, Result<IndexPack>)> = batch
+            .par_iter()
+            .map(|id| {
+                (
+                    *id,
+                    repo.read_pack_header(&id.to_hex(), packs[id].actual.unwrap_or(0)),
+                )
+            })
+            .collect();
+        for (id, header) in results {
+            let facts = packs.get_mut(&id).expect("chosen from packs");
+            match header {
+                Ok(h) => {
+                    let there: HashSet<Place> = h.blobs.iter().map(Place::of).collect();
+                    let places = places.remove(&id).unwrap_or_default();
+                    facts.wrong = Some(
+                        places
+                            .into_iter()
+                            .filter(|p| !there.contains(p))
+                            .map(|p| {
+                                let (blob, offset) = (p.blob, p.offset);
+                                (p, Wrong::NotInHeader { blob, offset })
+                            })
+                            .collect(),
+                    );
+                }
+                Err(e) => {
+                    errors.push(format!("pack {id}: its header cannot be read ({e})"));
+                    r.damaged_packs.push(id);
+                }
             }
         }
     }
@@ -1188,6 +1202,8 @@ struct Walk<'a> {
     index: &'a Index,
     /// Whether the index holds a data blob.
     has_data: &'a dyn Fn(&BlobId) -> bool,
+    /// Trees that `has_data` knows nothing under (see [`missing_data`]).
+    unread: &'a HashSet<BlobId, IdBuildHasher>,
     /// Blobs that check_index found lost.
     bad: &'a HashSet<BlobId, IdBuildHasher>,
     sid: &'a SnapshotId,
@@ -1198,10 +1214,13 @@ fn walk_check(
     w: &Walk,
     tree: &BlobId,
     base: &Path,
+    direct: bool,
     seen: &mut HashMap<BlobId, bool>,
     r: &mut CheckReport,
 ) {
     let (index, bad, sid) = (w.index, w.bad, w.sid);
+    // Under a tree that `has_data` knows nothing about: ask the index.
+    let direct = direct || w.unread.contains(tree);
     // A tree already found intact needs no second walk.
     if seen.get(tree) == Some(&true) {
         return;
@@ -1236,7 +1255,14 @@ fn walk_check(
         let p = base.join(OsStr::from_bytes(&n.name));
         match &n.kind {
             NodeKind::File { content, .. } => {
-                let missing: Vec<&BlobId> = content.iter().filter(|id| !(w.has_data)(id)).collect();
+                let ask = |id: &&BlobId| {
+                    if direct {
+                        index.contains(id)
+                    } else {
+                        (w.has_data)(id)
+                    }
+                };
+                let missing: Vec<&BlobId> = content.iter().filter(|id| !ask(id)).collect();
                 let damaged = content.iter().filter(|id| bad.contains(*id)).count();
                 if !missing.is_empty() {
                     r.errors.push(format!(
@@ -1256,7 +1282,7 @@ fn walk_check(
                 }
             }
             NodeKind::Dir { subtree } => {
-                walk_check(repo, w, subtree, &p, seen, r);
+                walk_check(repo, w, subtree, &p, direct, seen, r);
                 if seen.get(subtree) != Some(&true) {
                     intact = false;
                 }

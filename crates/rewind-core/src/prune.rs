@@ -337,55 +337,60 @@ fn used_blobs(
     let mut level = 0;
     while !frontier.is_empty() {
         cancel.check()?;
-        let children: Vec<Vec<(BlobId, bool)>> = frontier
-            .par_iter()
-            .map(|id| {
-                let tree = match repo.read_tree(id) {
-                    Ok(t) => t,
-                    Err(e) if level == 0 && skip_bad_roots => {
-                        bad_roots
-                            .lock()
-                            .expect("not poisoned")
-                            .push((*id, e.to_string()));
-                        return Ok(Vec::new());
-                    }
-                    Err(e) if level == 0 => {
-                        return Err(Error::Refused(format!(
-                            "the root tree {id} of a snapshot cannot be read ({e}); prune \
+        let mut next = Vec::new();
+        // A few trees at a time: a whole level's children at once would
+        // hold every data blob id of that level beside the used set.
+        for batch in frontier.chunks(64) {
+            let children: Vec<Vec<(BlobId, bool)>> = batch
+                .par_iter()
+                .map(|id| {
+                    let tree = match repo.read_tree(id) {
+                        Ok(t) => t,
+                        Err(e) if level == 0 && skip_bad_roots => {
+                            bad_roots
+                                .lock()
+                                .expect("not poisoned")
+                                .push((*id, e.to_string()));
+                            return Ok(Vec::new());
+                        }
+                        Err(e) if level == 0 => {
+                            return Err(Error::Refused(format!(
+                                "the root tree {id} of a snapshot cannot be read ({e}); prune \
                              cannot tell which data it needs and stops before changing \
                              anything"
-                        ))
-                        .with_remedy(Remedy::PruneIgnoringDamagedSnapshots));
-                    }
-                    Err(e) => {
-                        return Err(Error::Refused(format!(
-                            "tree {id} cannot be read ({e}); prune stops before changing \
-                             anything"
-                        ))
-                        .with_remedy(Remedy::CheckThenRepairSnapshots));
-                    }
-                };
-                let mut out = Vec::new();
-                for n in tree.nodes {
-                    match n.kind {
-                        NodeKind::File { content, .. } => {
-                            out.extend(content.into_iter().map(|b| (b, false)));
+                            ))
+                            .with_remedy(Remedy::PruneIgnoringDamagedSnapshots));
                         }
-                        NodeKind::Dir { subtree } => out.push((subtree, true)),
-                        _ => {}
+                        Err(e) => {
+                            return Err(Error::Refused(format!(
+                                "tree {id} cannot be read ({e}); prune stops before changing \
+                             anything"
+                            ))
+                            .with_remedy(Remedy::CheckThenRepairSnapshots));
+                        }
+                    };
+                    let mut out = Vec::new();
+                    for n in tree.nodes {
+                        match n.kind {
+                            NodeKind::File { content, .. } => {
+                                out.extend(content.into_iter().map(|b| (b, false)));
+                            }
+                            NodeKind::Dir { subtree } => out.push((subtree, true)),
+                            _ => {}
+                        }
                     }
+                    Ok(out)
+                })
+                .collect::<Result<_>>()?;
+            for (id, is_tree) in children.into_iter().flatten() {
+                if !is_tree {
+                    used.insert_data(id);
+                } else if used.insert_tree(id) {
+                    next.push(id);
                 }
-                Ok(out)
-            })
-            .collect::<Result<_>>()?;
-        frontier = Vec::new();
-        for (id, is_tree) in children.into_iter().flatten() {
-            if !is_tree {
-                used.insert_data(id);
-            } else if used.insert_tree(id) {
-                frontier.push(id);
             }
         }
+        frontier = next;
         level += 1;
     }
     let bad_roots = bad_roots.into_inner().expect("not poisoned");
@@ -1204,33 +1209,41 @@ fn repack_packs(
     if repack.is_empty() {
         return Ok(());
     }
-    // The used entries of the packs to repack, from their listings.
-    let wanted: HashSet<PackId> = repack.iter().copied().collect();
-    let mut used: HashMap<PackId, Vec<PackedBlob>> = HashMap::new();
-    files.each(|fi, file| {
-        for (pi, p) in file.packs.iter().enumerate() {
-            match work.packs.get(&p.id) {
-                Some(info) if wanted.contains(&p.id) && info.listing == at(fi, pi) => {
-                    let blobs = info.used.iter().map(|&k| p.blobs[k as usize]).collect();
-                    used.insert(p.id, blobs);
-                }
-                _ => {}
-            }
-        }
-    })?;
-    files.unchanged()?;
+    // A group of packs at a time (within the budget): the used entries of
+    // its packs, from their listings, then their blobs copied.
+    let groups = files.groups(repack, |id| {
+        work.packs[id].used.len() * std::mem::size_of::<PackedBlob>()
+    });
     let ((), stats) = repo.rewrite_blobs(|w| {
-        repack.par_iter().try_for_each(|id| {
-            let mut blobs: Vec<PackedBlob> = used.get(id).cloned().unwrap_or_default();
-            blobs.sort_by_key(|b| b.offset);
-            let kinds: HashMap<BlobId, BlobKind> = blobs.iter().map(|b| (b.id, b.kind)).collect();
-            let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
-            repo.read_blobs(&ids, |id, data| {
-                opts.cancel.check()?;
-                w.add_blob(kinds[id], &data)?;
-                Ok(())
-            })
-        })
+        for group in groups {
+            let wanted: HashSet<PackId> = group.iter().copied().collect();
+            let mut used: HashMap<PackId, Vec<PackedBlob>> = HashMap::new();
+            files.each(|fi, file| {
+                for (pi, p) in file.packs.iter().enumerate() {
+                    match work.packs.get(&p.id) {
+                        Some(info) if wanted.contains(&p.id) && info.listing == at(fi, pi) => {
+                            let blobs = info.used.iter().map(|&k| p.blobs[k as usize]).collect();
+                            used.insert(p.id, blobs);
+                        }
+                        _ => {}
+                    }
+                }
+            })?;
+            files.unchanged()?;
+            group.par_iter().try_for_each(|id| {
+                let mut blobs: Vec<PackedBlob> = used.get(id).cloned().unwrap_or_default();
+                blobs.sort_by_key(|b| b.offset);
+                let kinds: HashMap<BlobId, BlobKind> =
+                    blobs.iter().map(|b| (b.id, b.kind)).collect();
+                let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
+                repo.read_blobs(&ids, |id, data| {
+                    opts.cancel.check()?;
+                    w.add_blob(kinds[id], &data)?;
+                    Ok(())
+                })
+            })?;
+        }
+        Ok(())
     })?;
     report.repack_new_packs = stats.packs;
     report.index_written += stats.index_files.len() as u64;

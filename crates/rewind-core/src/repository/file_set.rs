@@ -73,8 +73,13 @@ impl<'a> FileSet<'a> {
                 let mut names: Vec<String> = listed.into_iter().map(|f| f.name).collect();
                 names.sort();
                 for name in names {
-                    match name.parse() {
-                        Ok(id) => files.ids.push(id),
+                    match name.parse::<IndexId>() {
+                        // Read by the id's name: another spelling would not be found.
+                        Ok(id) if id.to_hex() == name => files.ids.push(id),
+                        Ok(_) => files.damaged.get_mut().push((
+                            name,
+                            "its name is not an index file's (lowercase hex)".into(),
+                        )),
                         Err(e) => files.damaged.get_mut().push((name, e.to_string())),
                     }
                 }
@@ -129,9 +134,25 @@ impl<'a> FileSet<'a> {
         Ok(())
     }
 
-    /// The memory budget, when the files are not held.
-    pub(crate) fn budget(&self) -> Option<u64> {
-        self.budget
+    /// `items` in groups of at most a quarter of the budget, each item
+    /// taking `size(item)` bytes (all in one group when the files are
+    /// held): what a step gathers from the files for a group at a time.
+    pub(crate) fn groups<T: Copy>(&self, items: &[T], size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+        let limit = self.budget.map_or(usize::MAX, |b| {
+            usize::try_from(b / 4).unwrap_or(usize::MAX).max(1 << 16)
+        });
+        let mut out: Vec<Vec<T>> = Vec::new();
+        let mut taken = 0;
+        for item in items {
+            let n = size(item);
+            if out.is_empty() || (taken + n > limit && taken > 0) {
+                out.push(Vec::new());
+                taken = 0;
+            }
+            taken += n;
+            out.last_mut().expect("pushed").push(*item);
+        }
+        out
     }
 
     /// An error when a file vanished or turned out damaged after the first
@@ -141,9 +162,9 @@ impl<'a> FileSet<'a> {
         match self.gone.borrow().first() {
             None => Ok(()),
             Some(id) => Err(Error::Refused(format!(
-                "index file {id} vanished while it was being read again (another prune or a \
-                 repair replaced it meanwhile); stopped before deleting anything: run the command \
-                 again"
+                "index file {id} vanished while the index files were being read (another prune \
+                 or a repair replaced it meanwhile); stopped before deleting anything: run the \
+                 command again"
             ))),
         }
     }
