@@ -213,10 +213,33 @@ struct PackInfo {
     listing: (u32, u32),
     /// Blobs listed there.
     count: u32,
-    /// Used blobs whose kept copy is this one: positions in that listing
-    /// (4 bytes each, not a copy of the entry).
-    used: Vec<u32>,
+    /// Used blobs whose kept copy is this one: a bit per position in that
+    /// listing (not a copy of the entry, nor a 4-byte position).
+    used: Vec<u64>,
+    /// Bits set in `used`.
+    used_count: u32,
     used_bytes: u64,
+}
+
+impl PackInfo {
+    /// Claims position `k` of the listing for this pack.
+    fn use_blob(&mut self, k: usize, length: u32) {
+        if self.used.is_empty() {
+            self.used = vec![0; (self.count as usize).div_ceil(64)];
+        }
+        self.used[k / 64] |= 1 << (k % 64);
+        self.used_count += 1;
+        self.used_bytes += u64::from(length);
+    }
+
+    /// The positions claimed, in order.
+    fn used_positions(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.count as usize).filter(|k| {
+            self.used
+                .get(k / 64)
+                .is_some_and(|w| w & (1 << (k % 64)) != 0)
+        })
+    }
 }
 
 /// Position of a file or pack in a [`FileSet`], as [`PackInfo::listing`] keeps it.
@@ -340,7 +363,7 @@ fn used_blobs(
         let mut next = Vec::new();
         // A few trees at a time: a whole level's children at once would
         // hold every data blob id of that level beside the used set.
-        for batch in frontier.chunks(64) {
+        for batch in frontier.chunks(rayon::current_num_threads() * 4) {
             let children: Vec<Vec<(BlobId, bool)>> = batch
                 .par_iter()
                 .map(|id| {
@@ -645,6 +668,7 @@ impl Inventory {
                     listing: at(fi, pi),
                     count: u32::try_from(p.blobs.len()).expect("fewer than 4 billion blobs"),
                     used: Vec::new(),
+                    used_count: 0,
                     used_bytes: 0,
                 });
             }
@@ -704,8 +728,7 @@ impl Inventory {
                     }
                     for (k, b) in p.blobs.iter().enumerate() {
                         if unclaimed.claim(&b.id) {
-                            info.used.push(at(0, k).1);
-                            info.used_bytes += u64::from(b.length);
+                            info.use_blob(k, b.length);
                         }
                     }
                 }
@@ -783,7 +806,7 @@ fn decide_indexed(
             d.unindex.insert(*id);
             continue;
         }
-        match (info.used.is_empty(), inv.marks.get(id)) {
+        match (info.used_count == 0, inv.marks.get(id)) {
             (true, None) => {
                 r.marked_unused.add(info.size);
                 d.new_marks.push(*id);
@@ -798,7 +821,7 @@ fn decide_indexed(
                 if mark.is_some() {
                     r.unmarked.add(info.size);
                 }
-                if info.used.len() < info.count as usize {
+                if info.used_count < info.count {
                     d.partly
                         .push((*id, info.size.saturating_sub(info.used_bytes)));
                 } else {
@@ -1212,7 +1235,7 @@ fn repack_packs(
     // A group of packs at a time (within the budget): the used entries of
     // its packs, from their listings, then their blobs copied.
     let groups = files.groups(repack, |id| {
-        work.packs[id].used.len() * std::mem::size_of::<PackedBlob>()
+        work.packs[id].used_count as usize * std::mem::size_of::<PackedBlob>()
     });
     let ((), stats) = repo.rewrite_blobs(|w| {
         for group in groups {
@@ -1222,7 +1245,7 @@ fn repack_packs(
                 for (pi, p) in file.packs.iter().enumerate() {
                     match work.packs.get(&p.id) {
                         Some(info) if wanted.contains(&p.id) && info.listing == at(fi, pi) => {
-                            let blobs = info.used.iter().map(|&k| p.blobs[k as usize]).collect();
+                            let blobs = info.used_positions().map(|k| p.blobs[k]).collect();
                             used.insert(p.id, blobs);
                         }
                         _ => {}
