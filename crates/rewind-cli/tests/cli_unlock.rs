@@ -99,6 +99,18 @@ fn an_unlocked_repository_opens_without_its_password_until_locked() {
         0o700
     );
 
+    // What is unlocked, without a password (and no key in the answer).
+    let r = no_password(&env, &["unlock", "--list"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(
+        r.out().contains("unlocked until") && r.out().contains(env.repo.to_str().unwrap()),
+        "{r}"
+    );
+    let r = no_password(&env, &["--json", "unlock", "--list"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(listed.len(), 1, "{r}");
+    assert!(listed[0].get("key").is_none(), "{r}");
+
     // Now without a password: list, back up, restore.
     let r = no_password(&env, &["--json", "snapshots"]);
     assert_eq!(r.code, Some(0), "{r}");
@@ -153,6 +165,9 @@ fn an_unlocked_repository_opens_without_its_password_until_locked() {
     let r = no_password(&env, &["lock"]);
     assert_eq!(r.code, Some(0), "{r}");
     assert!(r.out().contains("nothing was unlocked"), "{r}");
+    let r = no_password(&env, &["unlock", "--list"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.out().contains("nothing is unlocked"), "{r}");
 }
 
 #[test]

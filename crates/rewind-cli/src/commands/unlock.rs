@@ -32,6 +32,10 @@ pub struct UnlockArgs {
     /// How long the agent keeps the key (30m, 8h, 1d).
     #[arg(long = "for", value_name = "DURATION", default_value = "1h")]
     pub for_: String,
+    /// List the repositories the agent holds keys for, and until when
+    /// (no password asked, nothing unlocked).
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -54,10 +58,14 @@ pub struct KeyAgentArgs {
 enum Request {
     Put {
         repo: String,
+        /// Where the repository is, as the user named it (for `--list`).
+        #[serde(default)]
+        location: String,
         key_file: String,
         key: MasterKey,
         seconds: u64,
     },
+    List,
     Get {
         repo: String,
     },
@@ -75,6 +83,17 @@ struct Reply {
     key: Option<MasterKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     until: Option<String>,
+    /// For `List`: every repository held.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unlocked: Vec<Unlocked>,
+}
+
+/// One repository the agent holds a key for (no key in it).
+#[derive(Serialize, Deserialize)]
+struct Unlocked {
+    repo: String,
+    location: String,
+    until: String,
 }
 
 /// Where the agent's socket is: $XDG_RUNTIME_DIR/rewind/keys.sock, else
@@ -167,6 +186,9 @@ pub fn open_from_agent(
 }
 
 pub fn unlock(args: &UnlockArgs, global: &Global) -> Result<u8> {
+    if args.list {
+        return list(global);
+    }
     let secs = crate::agent::schedule::parse_duration(&args.for_)
         .map_err(|e| super::usage(format!("--for: {e}")))?
         .as_secs();
@@ -219,6 +241,7 @@ pub fn unlock(args: &UnlockArgs, global: &Global) -> Result<u8> {
         &socket,
         &Request::Put {
             repo: repo.config().id.clone(),
+            location: location.clone(),
             key_file: repo.current_key().to_hex(),
             key: repo.crypto().master_key().clone(),
             seconds: secs as u64,
@@ -230,6 +253,32 @@ pub fn unlock(args: &UnlockArgs, global: &Global) -> Result<u8> {
             "unlocked {location} until {} (`rewind lock` forgets it sooner)",
             reply.until.unwrap_or_default()
         );
+    }
+    Ok(0)
+}
+
+/// `unlock --list`: what the agent holds (never a key), without a password.
+fn list(global: &Global) -> Result<u8> {
+    let socket = socket_path().filter(|s| s.exists());
+    let reply = match socket.as_deref().map(|s| (s, ask(s, &Request::List))) {
+        None => Reply::default(),
+        Some((_, Ok(r))) => r,
+        // A socket nobody answers on: a dead agent's.
+        Some((_, Err(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => Reply::default(),
+        Some((s, Err(e))) => bail!("cannot reach the key agent at {}: {e}", s.display()),
+    };
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&reply.unlocked)?);
+    } else if reply.unlocked.is_empty() {
+        println!("nothing is unlocked");
+    } else {
+        for u in &reply.unlocked {
+            let short: String = u.repo.chars().take(8).collect();
+            println!(
+                "unlocked until {}: {} (repository {short})",
+                u.until, u.location
+            );
+        }
     }
     Ok(0)
 }
@@ -307,6 +356,7 @@ fn start_agent(socket: &Path) -> Result<()> {
 }
 
 struct Held {
+    location: String,
     key_file: String,
     key: MasterKey,
     /// Wall-clock time (it goes on through a suspend, as the "until"
@@ -396,6 +446,7 @@ fn serve_one(conn: &UnixStream, held: &Keys, socket: &Path, ino: u64) {
     let reply = match serde_json::from_slice::<Request>(&line) {
         Ok(Request::Put {
             repo,
+            location,
             key_file,
             key,
             seconds,
@@ -409,6 +460,7 @@ fn serve_one(conn: &UnixStream, held: &Keys, socket: &Path, ino: u64) {
             held.lock().expect("keys").insert(
                 repo,
                 Held {
+                    location,
                     key_file,
                     key,
                     until,
@@ -430,8 +482,27 @@ fn serve_one(conn: &UnixStream, held: &Keys, socket: &Path, ino: u64) {
                     key_file: Some(k.key_file.clone()),
                     key: Some(k.key.clone()),
                     until: Some(k.until_shown.clone()),
+                    ..Reply::default()
                 },
                 None => Reply::default(),
+            }
+        }
+        Ok(Request::List) => {
+            let now = std::time::SystemTime::now();
+            let h = held.lock().expect("keys");
+            let mut unlocked: Vec<Unlocked> = h
+                .iter()
+                .filter(|(_, k)| k.until > now)
+                .map(|(repo, k)| Unlocked {
+                    repo: repo.clone(),
+                    location: k.location.clone(),
+                    until: k.until_shown.clone(),
+                })
+                .collect();
+            unlocked.sort_by(|a, b| a.location.cmp(&b.location));
+            Reply {
+                unlocked,
+                ..Reply::default()
             }
         }
         Ok(Request::Forget { repo }) => {
