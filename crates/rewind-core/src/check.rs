@@ -235,7 +235,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     // use are asked about in id order first (one lookup per blob would
     // read a page per blob); the walk then needs only the answer.
     let (missing, unread) = if index.on_disk() {
-        let (m, u) = missing_data(repo, &index, &snapshots);
+        let (m, u) = missing_data(repo, &index, &snapshots)?;
         (Some(m), u)
     } else {
         (None, HashSet::default())
@@ -304,30 +304,33 @@ impl FileSet<'_> {
 
 /// With the index in an on-disk table: the data blobs that snapshots use
 /// and the index lacks, and the trees that could not be read. Each tree is
-/// read once, and their data blobs are asked about in id-ordered batches
-/// within the memory budget, each batch reading a table page at most
-/// once. The walk reports trees that cannot be read, and asks the index
-/// directly about what lies under one that it reads after all.
+/// read once; its data blob ids are gathered within a third of the memory
+/// budget, sorted, and spilled as runs beside the table when that fills;
+/// the runs are then merged and asked about in id order, so the table is
+/// read once rather than once per batch (where no run can be written, a
+/// full batch is asked about at once). The walk reports trees that cannot
+/// be read, and asks the index directly about what lies under one that it
+/// reads after all.
 fn missing_data(
     repo: &Repository,
     index: &Index,
     snapshots: &[(SnapshotId, crate::format::snapshot::SnapshotFile)],
-) -> (
+) -> Result<(
     HashSet<BlobId, IdBuildHasher>,
     HashSet<BlobId, IdBuildHasher>,
-) {
-    // A third of the budget for a batch (sorting needs no second copy).
+)> {
+    // A third of the budget for the ids gathered (sorting needs no second
+    // copy).
     let cap = usize::try_from(repo.memory_budget().unwrap_or(512 << 20) / 3 / 32)
         .unwrap_or(usize::MAX)
         .max(4096);
+    let dir = index
+        .table_path()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
     let mut missing: HashSet<BlobId, IdBuildHasher> = HashSet::default();
+    let mut runs: Vec<IdRun> = Vec::new();
     let mut pending: Vec<BlobId> = Vec::new();
-    let mut flush = |pending: &mut Vec<BlobId>| {
-        pending.sort_unstable();
-        pending.dedup();
-        missing.extend(index.missing_sorted(pending));
-        pending.clear();
-    };
     let mut seen: HashSet<BlobId, IdBuildHasher> = HashSet::default();
     let mut unread: HashSet<BlobId, IdBuildHasher> = HashSet::default();
     let mut todo: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
@@ -344,7 +347,15 @@ fn missing_data(
                 NodeKind::File { content, .. } => {
                     pending.extend(content);
                     if pending.len() >= cap {
-                        flush(&mut pending);
+                        pending.sort_unstable();
+                        pending.dedup();
+                        match dir.as_deref().map(|d| IdRun::write(d, &pending)) {
+                            Some(Ok(run)) => runs.push(run),
+                            // No room for a run: this batch now (the table
+                            // is then read once more).
+                            _ => missing.extend(index.missing_sorted(&pending)),
+                        }
+                        pending.clear();
                     }
                 }
                 NodeKind::Dir { subtree } => todo.push(*subtree),
@@ -352,8 +363,104 @@ fn missing_data(
             }
         }
     }
-    flush(&mut pending);
-    (missing, unread)
+    pending.sort_unstable();
+    pending.dedup();
+    if runs.is_empty() {
+        missing.extend(index.missing_sorted(&pending));
+        return Ok((missing, unread));
+    }
+    let mut streams: Vec<Box<dyn Iterator<Item = std::io::Result<BlobId>>>> = runs
+        .into_iter()
+        .map(|r| Box::new(r.into_iter()) as Box<dyn Iterator<Item = _>>)
+        .collect();
+    streams.push(Box::new(pending.into_iter().map(Ok)));
+    // In id order: each batch goes on through the table where the last
+    // one stopped.
+    let mut batch: Vec<BlobId> = Vec::with_capacity(1 << 16);
+    let mut last = None;
+    for id in merge_ids(streams) {
+        let id = id?;
+        if last == Some(id) {
+            continue;
+        }
+        last = Some(id);
+        batch.push(id);
+        if batch.len() == batch.capacity() {
+            missing.extend(index.missing_sorted(&batch));
+            batch.clear();
+        }
+    }
+    missing.extend(index.missing_sorted(&batch));
+    Ok((missing, unread))
+}
+
+/// Sorted blob ids spilled to an unlinked file (see [`missing_data`]).
+struct IdRun {
+    file: std::fs::File,
+    len: usize,
+}
+
+impl IdRun {
+    fn write(dir: &Path, ids: &[BlobId]) -> std::io::Result<IdRun> {
+        use std::io::{Seek, Write};
+        std::fs::create_dir_all(dir)?;
+        let mut name = [0u8; 8];
+        crate::crypto::random_bytes(&mut name);
+        let path = dir.join(format!("ids-{}", hex::encode(name)));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let _ = std::fs::remove_file(&path);
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        for id in ids {
+            out.write_all(&id.0 .0)?;
+        }
+        let mut file = out.into_inner().map_err(|e| e.into_error())?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        Ok(IdRun {
+            file,
+            len: ids.len(),
+        })
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = std::io::Result<BlobId>> {
+        use std::io::Read;
+        let mut r = std::io::BufReader::with_capacity(1 << 18, self.file);
+        (0..self.len).map(move |_| {
+            let mut id = [0u8; 32];
+            r.read_exact(&mut id).map(|()| BlobId(Hash(id)))
+        })
+    }
+}
+
+/// Merges sorted streams of ids into one sorted stream (copies kept).
+fn merge_ids<'a>(
+    mut streams: Vec<Box<dyn Iterator<Item = std::io::Result<BlobId>> + 'a>>,
+) -> impl Iterator<Item = std::io::Result<BlobId>> + 'a {
+    use std::cmp::Reverse;
+    let mut heap = std::collections::BinaryHeap::new();
+    let mut err = None;
+    for (k, s) in streams.iter_mut().enumerate() {
+        match s.next() {
+            Some(Ok(id)) => heap.push(Reverse((id, k))),
+            Some(Err(e)) => err = Some(e),
+            None => {}
+        }
+    }
+    std::iter::from_fn(move || {
+        if let Some(e) = err.take() {
+            return Some(Err(e));
+        }
+        let Reverse((id, k)) = heap.pop()?;
+        match streams[k].next() {
+            Some(Ok(next)) => heap.push(Reverse((next, k))),
+            Some(Err(e)) => err = Some(e),
+            None => {}
+        }
+        Some(Ok(id))
+    })
 }
 
 /// Where an index file says a blob is (its kind aside: a copy is good when
