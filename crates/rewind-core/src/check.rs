@@ -1200,9 +1200,23 @@ struct PackRead {
 /// authenticated header is the index file's error; one that is, is damage
 /// to the pack.
 fn read_pack(repo: &Repository, pack: &PackId, places: &[Place]) -> PackRead {
+    // One buffer per thread for every pack it reads (a fresh one per pack
+    // is freed into the allocator's arenas, which then hold several).
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| read_pack_into(repo, pack, places, &mut b.borrow_mut()))
+}
+
+fn read_pack_into(
+    repo: &Repository,
+    pack: &PackId,
+    places: &[Place],
+    bytes: &mut Vec<u8>,
+) -> PackRead {
     let name = pack.to_hex();
-    let bytes = match repo.backend().read(FileType::Pack, &name) {
-        Ok(b) => b,
+    match repo.backend().read_into(FileType::Pack, &name, bytes) {
+        Ok(()) => {}
         Err(e) => {
             return PackRead {
                 errors: vec![format!("pack {name}: {e}")],
@@ -1217,12 +1231,12 @@ fn read_pack(repo: &Repository, pack: &PackId, places: &[Place]) -> PackRead {
         }
     };
     let mut errors = Vec::new();
-    if Hash::of(&bytes) != pack.0 {
+    if Hash::of(bytes) != pack.0 {
         errors.push(format!(
             "pack {name} does not match its name (bit rot or tampering)"
         ));
     }
-    let header: Option<HashSet<Place>> = match PackHeader::parse(repo.crypto(), pack, &bytes) {
+    let header: Option<HashSet<Place>> = match PackHeader::parse(repo.crypto(), pack, bytes) {
         Ok(h) => Some(h.blobs.iter().map(Place::of).collect()),
         Err(e) => {
             errors.push(e.to_string());

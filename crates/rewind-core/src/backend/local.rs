@@ -181,6 +181,17 @@ impl Backend for LocalBackend {
         }
     }
 
+    fn read_into(&self, t: FileType, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+        use std::io::Read;
+        let p = self.path(t, name)?;
+        buf.clear();
+        match fs::File::open(&p).and_then(|mut f| f.read_to_end(buf)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(missing(t, name)),
+            Err(e) => Err(Error::io(format!("read {}", p.display()), e)),
+        }
+    }
+
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
         let p = self.path(t, name)?;
         let cached = self.open_files.lock().expect("open files").get(&p).cloned();

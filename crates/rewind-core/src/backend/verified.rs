@@ -82,6 +82,16 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
         Ok(data)
     }
 
+    fn read_into(&self, t: FileType, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+        match &self.cache {
+            None => self.inner.read_into(t, name, buf),
+            Some(_) => {
+                *buf = self.read(t, name)?;
+                Ok(())
+            }
+        }
+    }
+
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
         let data = self.inner.read_range(t, name, offset, len)?;
         if data.len() as u64 == u64::from(len) {
