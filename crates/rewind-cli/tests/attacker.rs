@@ -339,7 +339,10 @@ fn plant_index(repo: &Repository, file: &IndexFile) -> String {
         .map(|f| f.name)
         .max()
         .unwrap_or_default();
-    for _ in 0..500 {
+    // Each seal is a new random name: 1 - (share of names after the last)
+    // to succeed, so an unlucky high last name needs thousands of tries
+    // (500 failed once in a full run).
+    for _ in 0..2_000_000 {
         let (id, bytes) = file.seal(repo.crypto());
         if id.to_hex() > last {
             repo.backend()

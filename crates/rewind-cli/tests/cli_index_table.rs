@@ -29,6 +29,26 @@ fn small(env: &Env, args: &[&OsStr]) -> Run {
     env.run(all)
 }
 
+/// `n` small random files (100-400 bytes) in `dirs` folders of `src`.
+fn small_files(src: &Path, n: usize, dirs: usize) {
+    for i in 0..n {
+        write_random(&src.join(format!("d{}/f{i:05}", i % dirs)), 100 + i % 300);
+    }
+}
+
+/// A backup of `src` within the small budget, which must succeed.
+fn small_backup(env: &Env, src: &Path) {
+    let r = small(
+        env,
+        &[
+            OsStr::new("backup"),
+            OsStr::new("--no-scan"),
+            src.as_os_str(),
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+}
+
 fn restore_equal(env: &Env, src: &Path, target: &str) {
     let out = env.path(target);
     let r = small(
@@ -50,20 +70,8 @@ fn an_index_over_its_budget_lives_on_disk_and_restores_exactly() {
     let src = env.path("src");
     // 12,000 blobs: more than the 5,041 entries that 1M lets the index
     // hold while it loads (a quarter of the budget, 52 bytes each).
-    for i in 0..12_000usize {
-        write_random(&src.join(format!("d{}/f{i:05}", i % 16)), 100 + i % 300);
-    }
-    let backup = |env: &Env| {
-        let r = small(
-            env,
-            &[
-                OsStr::new("backup"),
-                OsStr::new("--no-scan"),
-                src.as_os_str(),
-            ],
-        );
-        assert_eq!(r.code, Some(0), "{r}");
-    };
+    small_files(&src, 12_000, 16);
+    let backup = |env: &Env| small_backup(env, &src);
     backup(&env);
     assert!(
         tables(&env).is_empty(),
@@ -203,20 +211,8 @@ fn a_bad_budget_is_refused_before_the_password() {
 fn prune_within_the_budget_keeps_what_snapshots_use() {
     let env = Env::with_repo();
     let src = env.path("src");
-    for i in 0..8_000usize {
-        write_random(&src.join(format!("d{}/f{i:05}", i % 8)), 100 + i % 300);
-    }
-    let backup = |env: &Env| {
-        let r = small(
-            env,
-            &[
-                OsStr::new("backup"),
-                OsStr::new("--no-scan"),
-                src.as_os_str(),
-            ],
-        );
-        assert_eq!(r.code, Some(0), "{r}");
-    };
+    small_files(&src, 8_000, 8);
+    let backup = |env: &Env| small_backup(env, &src);
     backup(&env);
     // Half the files go: their blobs are used by the first snapshot only,
     // and share packs with blobs that stay.

@@ -403,16 +403,7 @@ struct IdRun {
 impl IdRun {
     fn write(dir: &Path, ids: &[BlobId]) -> std::io::Result<IdRun> {
         use std::io::{Seek, Write};
-        std::fs::create_dir_all(dir)?;
-        let mut name = [0u8; 8];
-        crate::crypto::random_bytes(&mut name);
-        let path = dir.join(format!("ids-{}", hex::encode(name)));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let _ = std::fs::remove_file(&path);
+        let file = crate::repository::unlinked_file(dir, "ids")?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         for id in ids {
             out.write_all(&id.0 .0)?;

@@ -10,6 +10,7 @@ pub(crate) use file_set::FileSet;
 pub(crate) use index::{id_slot_starts, prefix as id_prefix, radix_bits};
 pub use index::{Index, IndexEntry};
 pub use running::{pid_namespace, Running, RunningMarkers, CLOCK_SKEW, REFRESH_EVERY, STALE_AFTER};
+pub(crate) use table::unlinked_file;
 pub use writer::{BlobWriter, WriterStats, PACKS_PER_INDEX};
 
 use std::sync::{Arc, OnceLock};

@@ -511,16 +511,7 @@ pub struct Run {
 impl Run {
     /// Writes `v` (sorted) to a new unlinked file in `dir`.
     pub fn write(dir: &Path, v: &[(BlobId, IndexEntry)]) -> io::Result<Run> {
-        std::fs::create_dir_all(dir)?;
-        let mut name = [0u8; 8];
-        crate::crypto::random_bytes(&mut name);
-        let path = dir.join(format!("run-{}", hex::encode(name)));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let _ = std::fs::remove_file(&path);
+        let file = unlinked_file(dir, "run")?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut rec = [0u8; ENTRY];
         for (id, e) in v {
@@ -551,6 +542,22 @@ impl Run {
             )
         })
     }
+}
+
+/// A new file in `dir` (made if missing), open for reading and writing
+/// and already unlinked: it goes when it is closed, whatever happens.
+pub(crate) fn unlinked_file(dir: &Path, prefix: &str) -> io::Result<File> {
+    std::fs::create_dir_all(dir)?;
+    let mut name = [0u8; 8];
+    crate::crypto::random_bytes(&mut name);
+    let path = dir.join(format!("{prefix}-{}", hex::encode(name)));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
 }
 
 /// Merges sorted streams of entries (each sorted by id, then pack, then
