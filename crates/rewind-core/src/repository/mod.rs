@@ -426,21 +426,10 @@ impl Repository {
     /// The index and the index files it was made of, read in the one order
     /// that is safe beside a prune: the marks first (a pack marked after
     /// this read is one this process may reuse, and prune then waits for
-    /// its running marker), then the index files. With `lean`, no index
-    /// when it would pass the memory budget (see [`Repository::index_files_lean`]).
-    fn load_index(&self, lean: bool) -> Result<(Option<Index>, IndexFiles)> {
+    /// its running marker), then the index files.
+    fn load_index(&self) -> Result<(Index, IndexFiles)> {
         let marks = self.prune_state()?.0.map(|s| s.marks).unwrap_or_default();
         let (files, damaged) = self.read_index_files()?;
-        if let (true, Some((_, budget))) = (lean, &self.index_table) {
-            let blobs: u64 = files
-                .iter()
-                .flat_map(|(_, f)| &f.packs)
-                .map(|p| p.blobs.len() as u64)
-                .sum();
-            if !Index::fits(blobs, *budget) {
-                return Ok((None, (files, damaged)));
-            }
-        }
         let mut index = Index::with_marked(marks.into_iter().map(|m| m.pack).collect());
         for (id, f) in &files {
             index.add_file(*id, f);
@@ -449,7 +438,7 @@ impl Repository {
             index.add_damaged(name.clone(), e.clone());
         }
         index.seal();
-        Ok((Some(index), (files, damaged)))
+        Ok((index, (files, damaged)))
     }
 
     /// The index alone (no index file kept): the files are read and opened
@@ -494,25 +483,11 @@ impl Repository {
 
     /// Every index file, read and opened; the damaged ones as (name, error).
     /// Also sets the merged index if it was not loaded yet, so that a caller
-    /// that needs both reads the files once.
+    /// that needs both reads the files once. (Check and prune hold them
+    /// only when they fit the memory budget: `FileSet`.)
     pub fn index_files(&self) -> Result<IndexFiles> {
-        self.index_files_with(false)
-    }
-
-    /// [`Repository::index_files`], but when the merged index would pass
-    /// the memory budget of [`Repository::set_index_table`] it is not made
-    /// from these files: the index then loads through the on-disk table
-    /// when first used (prune: it holds every index file besides, and
-    /// looks up only trees).
-    pub fn index_files_lean(&self) -> Result<IndexFiles> {
-        self.index_files_with(true)
-    }
-
-    fn index_files_with(&self, lean: bool) -> Result<IndexFiles> {
-        let (index, files) = self.load_index(lean)?;
-        if let Some(index) = index {
-            let _ = self.index.set(Arc::new(index));
-        }
+        let (index, files) = self.load_index()?;
+        let _ = self.index.set(Arc::new(index));
         Ok(files)
     }
 
