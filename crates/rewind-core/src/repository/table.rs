@@ -638,30 +638,25 @@ pub fn tables(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Removes the tables in `dir` but `keep` (those older than a minute), and
-/// temporary files and runs older than an hour (a process that died while
-/// writing one).
+/// temporary files and runs (the index's, check's ids) older than an hour
+/// (a process that died before it unlinked one).
 pub fn tidy(dir: &Path, keep: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let old = e
+        let age = e
             .metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|d| d.as_secs() > 3600);
-        let minute_old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|d| d.as_secs() > 60);
+            .map_or(0, |d| d.as_secs());
         // Another process's table of the last minute may be about to be
         // opened: it stays until a later tidy.
-        let stale_table = name.starts_with("table-") && e.path() != keep && minute_old;
-        if stale_table || ((name.starts_with("tmp-") || name.starts_with("run-")) && old) {
+        let stale_table = name.starts_with("table-") && e.path() != keep && age > 60;
+        let temporary = ["tmp-", "run-", "ids-"].iter().any(|p| name.starts_with(p));
+        if stale_table || (temporary && age > 3600) {
             let _ = std::fs::remove_file(e.path());
         }
     }
