@@ -251,15 +251,39 @@ fn at(fi: usize, pi: usize) -> (u32, u32) {
 /// Blobs in use, and the root trees that could not be read (with why).
 type UsedBlobs = (UsedSet, Vec<(BlobId, String)>);
 
+/// A used blob as the used set holds it: the first 128 bits of its id.
+///
+/// Two ids that share them would count as one blob, and prune could drop
+/// the second as a copy of the first. Ids are keyed BLAKE3 hashes: by
+/// chance that takes about 2^64 blobs (at 10^8 the odds are 1 in 10^22);
+/// on purpose, an attacker who holds the keys still needs about 2^64
+/// hashes to make two blobs of its own collide, and 2^128 to collide with
+/// a blob it did not write. Half the memory of a full id (docs/SCALE.md).
+type UsedKey = u128;
+
+fn used_key(id: &BlobId) -> UsedKey {
+    let b = &id.0 .0;
+    u128::from_be_bytes(b[..16].try_into().expect("16 bytes"))
+}
+
+/// The first `bits` bits of a key (`bits` ≤ 24), as a radix slot.
+fn key_slot(key: UsedKey, bits: u32) -> usize {
+    if bits == 0 {
+        0
+    } else {
+        usize::try_from(key >> (128 - bits)).expect("at most 24 bits")
+    }
+}
+
 /// The blobs snapshots use, compact: tree ids in a hash set (the walk asks
-/// of each whether it is new), data ids in a vector sorted and deduplicated
-/// whenever it doubles and at the end, with a bit per blob for "claimed by
-/// a pack": about 32 bytes a data blob rather than a hash set's ~55
-/// (docs/SCALE.md).
+/// of each whether it is new), data blobs as [`UsedKey`]s in a vector
+/// sorted and deduplicated whenever it fills and at the end, with a bit per
+/// blob for "claimed by a pack": about 16 bytes a data blob rather than a
+/// hash set's ~55 (docs/SCALE.md).
 #[derive(Default)]
 struct UsedSet {
     trees: HashSet<BlobId, IdBuildHasher>,
-    data: Vec<BlobId>,
+    data: Vec<UsedKey>,
     /// Length of `data` after its last deduplication.
     deduped: usize,
     claimed: Vec<u64>,
@@ -288,7 +312,7 @@ impl UsedSet {
                 self.data.reserve_exact(cap / 4 + 1024);
             }
         }
-        self.data.push(id);
+        self.data.push(used_key(&id));
     }
 
     fn dedup(&mut self) {
@@ -303,7 +327,14 @@ impl UsedSet {
         self.dedup();
         self.claimed = vec![0; self.data.len().div_ceil(64)];
         self.bits = crate::repository::radix_bits(self.data.len());
-        self.starts = crate::repository::id_slot_starts(self.data.iter(), self.bits);
+        let mut starts = vec![0u32; (1usize << self.bits) + 1];
+        for key in &self.data {
+            starts[key_slot(*key, self.bits) + 1] += 1;
+        }
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        self.starts = starts;
     }
 
     fn len(&self) -> usize {
@@ -315,9 +346,10 @@ impl UsedSet {
     fn claim(&mut self, id: &BlobId) -> bool {
         // An id may be both (a file whose bytes are a tree's): one claim.
         let tree = self.trees.remove(id);
-        let p = crate::repository::id_prefix(id, self.bits);
+        let key = used_key(id);
+        let p = key_slot(key, self.bits);
         let (lo, hi) = (self.starts[p] as usize, self.starts[p + 1] as usize);
-        let data = match self.data[lo..hi].binary_search(id).map(|k| lo + k) {
+        let data = match self.data[lo..hi].binary_search(&key).map(|k| lo + k) {
             Ok(k) if self.claimed[k / 64] & (1 << (k % 64)) == 0 => {
                 self.claimed[k / 64] |= 1 << (k % 64);
                 true
@@ -327,15 +359,15 @@ impl UsedSet {
         tree || data
     }
 
-    /// The used blobs no pack claimed.
-    fn unclaimed(&self) -> HashSet<BlobId, IdBuildHasher> {
+    /// The used blobs no pack claimed, as keys.
+    fn unclaimed(&self) -> HashSet<UsedKey> {
         let data = self
             .data
             .iter()
             .enumerate()
             .filter(|(k, _)| self.claimed[k / 64] & (1 << (k % 64)) == 0)
-            .map(|(_, id)| *id);
-        self.trees.iter().copied().chain(data).collect()
+            .map(|(_, key)| *key);
+        self.trees.iter().map(used_key).chain(data).collect()
     }
 }
 
@@ -612,7 +644,7 @@ struct Inventory {
     /// Used blobs that no indexed, existing pack claimed: missing from
     /// the index (step 5). Each claim takes its blob out of the used set,
     /// so one set serves both (memory: docs/SCALE.md).
-    unclaimed: HashSet<BlobId, IdBuildHasher>,
+    unclaimed: HashSet<UsedKey>,
     packs: HashMap<PackId, PackInfo>,
     order: Vec<PackId>,
     old_index: Vec<IndexId>,
@@ -842,7 +874,7 @@ fn decide_unindexed(
     d: &mut Decisions,
     r: &mut PruneReport,
 ) -> Result<()> {
-    let mut missing: HashSet<BlobId, IdBuildHasher> = inv.unclaimed.clone();
+    let mut missing: HashSet<UsedKey> = inv.unclaimed.clone();
     let mut unindexed: Vec<(PackId, u64)> = inv
         .stored
         .iter()
@@ -856,9 +888,9 @@ fn decide_unindexed(
         .collect();
     for ((id, size), header) in unindexed.into_iter().zip(headers) {
         match header {
-            Some(Ok(h)) if h.blobs.iter().any(|b| missing.contains(&b.id)) => {
+            Some(Ok(h)) if h.blobs.iter().any(|b| missing.contains(&used_key(&b.id))) => {
                 for b in &h.blobs {
-                    missing.remove(&b.id);
+                    missing.remove(&used_key(&b.id));
                 }
                 r.recovered.add(size);
                 d.recovered.push(h);
@@ -886,8 +918,8 @@ fn decide_unindexed(
     }
     match missing.iter().next() {
         Some(b) => Err(Error::Refused(format!(
-            "{} blob(s) that snapshots use are in no pack (for example {b}); prune stops \
-             before changing anything",
+            "{} blob(s) that snapshots use are in no pack (for example the one whose id \
+             starts {b:032x}); prune stops before changing anything",
             missing.len()
         ))
         .with_remedy(Remedy::CheckThenRepairSnapshots)),
@@ -1483,7 +1515,7 @@ mod tests {
         assert!(used.claim(&id(1_000_000)));
         let left = used.unclaimed();
         assert_eq!(left.len(), (0..300_000u32).filter(|n| n % 7 == 0).count());
-        assert!(left.contains(&id(0)) && !left.contains(&id(1)));
+        assert!(left.contains(&used_key(&id(0))) && !left.contains(&used_key(&id(1))));
     }
 
     #[test]

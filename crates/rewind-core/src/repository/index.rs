@@ -693,7 +693,7 @@ fn slot_starts(v: &[(BlobId, IndexEntry)], bits: u32) -> Vec<u32> {
 }
 
 /// [`slot_starts`] of bare ids (prune's set of used blobs).
-pub(crate) fn id_slot_starts<'a>(ids: impl Iterator<Item = &'a BlobId>, bits: u32) -> Vec<u32> {
+fn id_slot_starts<'a>(ids: impl Iterator<Item = &'a BlobId>, bits: u32) -> Vec<u32> {
     let mut radix = vec![0u32; (1usize << bits) + 1];
     for id in ids {
         radix[prefix(id, bits) + 1] += 1;

@@ -7,7 +7,7 @@ mod table;
 mod writer;
 
 pub(crate) use file_set::FileSet;
-pub(crate) use index::{id_slot_starts, prefix as id_prefix, radix_bits};
+pub(crate) use index::radix_bits;
 pub use index::{Index, IndexEntry};
 pub use running::{pid_namespace, Running, RunningMarkers, CLOCK_SKEW, REFRESH_EVERY, STALE_AFTER};
 pub(crate) use table::unlinked_file;
