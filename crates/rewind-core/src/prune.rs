@@ -261,6 +261,10 @@ type UsedBlobs = (UsedSet, Vec<(BlobId, String)>);
 /// a blob it did not write. Half the memory of a full id (docs/SCALE.md).
 type UsedKey = u128;
 
+#[allow(
+    clippy::big_endian_bytes,
+    reason = "in memory only: big-endian keys order as the id's bytes, so the radix slots are the id's first bits"
+)]
 fn used_key(id: &BlobId) -> UsedKey {
     let b = &id.0 .0;
     u128::from_be_bytes(b[..16].try_into().expect("16 bytes"))

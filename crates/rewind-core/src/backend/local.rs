@@ -71,6 +71,58 @@ fn missing(t: FileType, name: &str) -> Error {
     }
 }
 
+/// Names a written, fsynced temporary file `p` (a hard link: fails if `p`
+/// exists, so never an overwrite) and makes the name durable.
+fn publish(tmp: &Path, p: &Path) -> Result<WriteOutcome> {
+    match fs::hard_link(tmp, p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(WriteOutcome::AlreadyExists),
+        Err(e) => return Err(Error::io(format!("link {}", p.display()), e)),
+    }
+    sync_dir(p.parent().expect("object paths have a parent"))?;
+    Ok(WriteOutcome::Created)
+}
+
+/// A file written before its name is known ([`Backend::stage`]): a
+/// temporary file in its type's directory, linked under its name in
+/// [`super::Staged::commit`], removed when dropped (after the link, or
+/// without one).
+struct LocalStaged<'a> {
+    backend: &'a LocalBackend,
+    t: FileType,
+    tmp: PathBuf,
+    file: File,
+}
+
+impl std::io::Write for LocalStaged<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl super::Staged for LocalStaged<'_> {
+    fn commit(self: Box<Self>, name: &str) -> Result<WriteOutcome> {
+        let p = self.backend.path(self.t, name)?;
+        if p.exists() {
+            return Ok(WriteOutcome::AlreadyExists);
+        }
+        self.file
+            .sync_all()
+            .ctx(|| format!("fsync {}", self.tmp.display()))?;
+        publish(&self.tmp, &p)
+    }
+}
+
+impl Drop for LocalStaged<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -255,18 +307,28 @@ impl Backend for LocalBackend {
             std::io::copy(src, &mut f).ctx(|| format!("write {}", tmp.display()))?;
             f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
             drop(f);
-            match fs::hard_link(&tmp, &p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    return Ok(WriteOutcome::AlreadyExists)
-                }
-                Err(e) => return Err(Error::io(format!("link {}", p.display()), e)),
-            }
-            sync_dir(&dir)?;
-            Ok(WriteOutcome::Created)
+            publish(&tmp, &p)
         })();
         let _ = fs::remove_file(&tmp);
         result
+    }
+
+    fn stage(&self, t: FileType) -> Result<Option<Box<dyn super::Staged + '_>>> {
+        let dir = self.dir(t);
+        let mut rnd = [0u8; 8];
+        crate::crypto::random_bytes(&mut rnd);
+        let tmp = dir.join(format!(".staged.tmp-{}", hex::encode(rnd)));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx(|| format!("create {}", tmp.display()))?;
+        Ok(Some(Box::new(LocalStaged {
+            backend: self,
+            t,
+            tmp,
+            file,
+        })))
     }
 
     fn modified(&self, t: FileType, name: &str) -> Result<Option<std::time::SystemTime>> {

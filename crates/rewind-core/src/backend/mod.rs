@@ -141,6 +141,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             .map_err(|e| crate::Error::io(format!("read the {} {name} to store", t.what()), e))?;
         self.write(t, name, &data)
     }
+    /// A file of type `t` to be written before its name is known (a pack:
+    /// its name is the hash of its bytes), or `None` where the backend
+    /// cannot (the caller then gathers the bytes and calls
+    /// [`Backend::write`]). The local backend writes a temporary file that
+    /// [`Staged::commit`] makes durable and names; a staged file dropped
+    /// without a commit leaves nothing.
+    fn stage(&self, t: FileType) -> Result<Option<Box<dyn Staged + '_>>> {
+        let _ = t;
+        Ok(None)
+    }
     /// True when [`Backend::write_from`] gathers the whole content in memory
     /// before storing it (the default one does: S3, SFTP); false when it
     /// streams (local files). The server bounds the bytes the gathering
@@ -238,6 +248,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn foreign_entries(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+}
+
+/// A file being written whose name comes last ([`Backend::stage`]).
+pub trait Staged: std::io::Write + Send {
+    /// Makes what was written durable and visible as `name`, with the
+    /// contract of [`Backend::write`] (an existing file of that name is
+    /// kept: [`WriteOutcome::AlreadyExists`]).
+    fn commit(self: Box<Self>, name: &str) -> Result<WriteOutcome>;
 }
 
 /// Refuses a location where a repository must not be created: one that
@@ -391,6 +409,39 @@ pub mod conformance {
             assert!(b.list(t).unwrap().is_empty());
         }
         assert!(b.list(FileType::Config).unwrap().is_empty());
+        // A staged pack is invisible until committed; a commit over an
+        // existing name keeps the file; one dropped leaves nothing behind.
+        if let Some(mut staged) = b.stage(FileType::Pack).unwrap() {
+            use std::io::Write;
+            let content = b"staged, then named".as_slice();
+            let staged_name = named(content);
+            staged.write_all(&content[..6]).unwrap();
+            staged.write_all(&content[6..]).unwrap();
+            assert_eq!(
+                b.list(FileType::Pack).unwrap().len(),
+                1,
+                "seen before its commit"
+            );
+            assert_eq!(staged.commit(&staged_name).unwrap(), WriteOutcome::Created);
+            assert_eq!(b.read(FileType::Pack, &staged_name).unwrap(), content);
+            let mut again = b.stage(FileType::Pack).unwrap().expect("stages again");
+            again.write_all(b"other").unwrap();
+            assert_eq!(
+                again.commit(&staged_name).unwrap(),
+                WriteOutcome::AlreadyExists
+            );
+            assert_eq!(b.read(FileType::Pack, &staged_name).unwrap(), content);
+            let mut dropped = b.stage(FileType::Pack).unwrap().expect("stages again");
+            dropped.write_all(b"never named").unwrap();
+            drop(dropped);
+            assert_eq!(
+                b.remove_stale_temporaries(std::time::Duration::ZERO)
+                    .unwrap(),
+                0,
+                "a staged file left behind"
+            );
+            b.delete(FileType::Pack, &staged_name).unwrap();
+        }
         b.delete(FileType::Pack, &name).unwrap();
         b.delete(FileType::Pack, &name).unwrap();
         assert!(b.list(FileType::Pack).unwrap().is_empty());

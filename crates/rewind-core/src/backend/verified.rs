@@ -157,6 +157,15 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
         self.inner.write_from_gathers()
     }
 
+    fn stage(&self, t: FileType) -> Result<Option<Box<dyn super::Staged + '_>>> {
+        // Packs only: the cache keeps copies of the other types as they
+        // are written, which a staged write would bypass.
+        match t {
+            FileType::Pack => self.inner.stage(t),
+            _ => Ok(None),
+        }
+    }
+
     fn modified(&self, t: FileType, name: &str) -> Result<Option<SystemTime>> {
         self.inner.modified(t, name)
     }

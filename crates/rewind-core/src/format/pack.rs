@@ -6,6 +6,8 @@
 //! Each blob is `seal(compress(plaintext))` bound to its id. The header is
 //! `seal(postcard(PackHeader))` for the domain "pack-header".
 
+use std::io::Write;
+
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Crypto, Domain};
@@ -126,39 +128,43 @@ impl PackHeader {
     }
 }
 
-/// Builds one pack in memory.
+/// Builds one pack: in memory (`Vec<u8>`, [`PackBuilder::new`]), or
+/// written out as it fills to any [`Write`] (a staged file of the local
+/// backend, [`PackBuilder::start`]), so that a pack being filled need not
+/// be held whole. The pack's name (the BLAKE3 of its bytes) is hashed as
+/// the bytes go out.
 #[derive(Debug)]
-pub struct PackBuilder {
-    buf: Vec<u8>,
+pub struct PackBuilder<W = Vec<u8>> {
+    out: W,
+    len: usize,
+    hash: blake3::Hasher,
     blobs: Vec<PackedBlob>,
 }
 
-impl PackBuilder {
-    /// An empty pack with room for `capacity` bytes.
-    pub fn new(capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
-        buf.extend_from_slice(MAGIC);
-        buf.push(VERSION);
-        PackBuilder {
-            buf,
+impl<W: Write> PackBuilder<W> {
+    /// A pack written to `out`; its prefix goes out at once.
+    pub fn start(out: W) -> std::io::Result<Self> {
+        let mut b = PackBuilder {
+            out,
+            len: 0,
+            hash: blake3::Hasher::new(),
             blobs: Vec::new(),
-        }
+        };
+        b.put(MAGIC)?;
+        b.put(&[VERSION])?;
+        Ok(b)
     }
 
-    /// An empty pack in a recycled buffer (keeps its capacity).
-    pub fn reuse(mut buf: Vec<u8>) -> Self {
-        buf.clear();
-        buf.extend_from_slice(MAGIC);
-        buf.push(VERSION);
-        PackBuilder {
-            buf,
-            blobs: Vec::new(),
-        }
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.hash.update(bytes);
+        self.len += bytes.len();
+        Ok(())
     }
 
     /// Bytes so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     /// True when no blob was added.
@@ -166,10 +172,17 @@ impl PackBuilder {
         self.blobs.is_empty()
     }
 
-    /// Appends a sealed blob.
-    pub fn add(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_length: u32) {
-        let offset = u32::try_from(self.buf.len()).expect("packs stay below 4 GiB");
-        self.buf.extend_from_slice(sealed);
+    /// Appends a sealed blob. After an error the pack is incomplete and
+    /// must be dropped.
+    pub fn write_blob(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_length: u32,
+    ) -> std::io::Result<()> {
+        let offset = u32::try_from(self.len).expect("packs stay below 4 GiB");
+        self.put(sealed)?;
         self.blobs.push(PackedBlob {
             kind,
             id,
@@ -177,14 +190,60 @@ impl PackBuilder {
             length: u32::try_from(sealed.len()).expect("blobs stay below 4 GiB"),
             raw_length,
         });
+        Ok(())
+    }
+
+    /// Writes the sealed header; returns the pack's name, its output, its
+    /// size and its blobs.
+    pub fn seal(mut self, crypto: &Crypto) -> std::io::Result<SealedPack<W>> {
+        let header = PackHeader {
+            blobs: std::mem::take(&mut self.blobs),
+        };
+        self.put(&header.seal(crypto))?;
+        Ok(SealedPack {
+            id: PackId(crate::id::Hash(*self.hash.finalize().as_bytes())),
+            out: self.out,
+            size: self.len as u64,
+            blobs: header.blobs,
+        })
+    }
+}
+
+/// A pack [`PackBuilder::seal`] completed.
+#[derive(Debug)]
+pub struct SealedPack<W> {
+    /// Its name: the BLAKE3 of its bytes.
+    pub id: PackId,
+    /// Where its bytes went.
+    pub out: W,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Its blobs, in order.
+    pub blobs: Vec<PackedBlob>,
+}
+
+impl PackBuilder<Vec<u8>> {
+    /// An empty pack in memory with room for `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        Self::reuse(Vec::with_capacity(capacity))
+    }
+
+    /// An empty pack in a recycled buffer (keeps its capacity).
+    pub fn reuse(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Self::start(buf).expect("writing to a Vec does not fail")
+    }
+
+    /// Appends a sealed blob.
+    pub fn add(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_length: u32) {
+        self.write_blob(kind, id, sealed, raw_length)
+            .expect("writing to a Vec does not fail");
     }
 
     /// Seals the header; returns the pack's name, bytes and blobs.
-    pub fn finish(mut self, crypto: &Crypto) -> (PackId, Vec<u8>, Vec<PackedBlob>) {
-        let header = PackHeader { blobs: self.blobs };
-        self.buf.extend_from_slice(&header.seal(crypto));
-        let id = PackId(crate::id::Hash::of(&self.buf));
-        (id, self.buf, header.blobs)
+    pub fn finish(self, crypto: &Crypto) -> (PackId, Vec<u8>, Vec<PackedBlob>) {
+        let p = self.seal(crypto).expect("writing to a Vec does not fail");
+        (p.id, p.out, p.blobs)
     }
 }
 
@@ -204,6 +263,7 @@ mod tests {
                 b.add(BlobKind::Data, id, &sealed, data.len() as u32);
             }
             let (id, bytes, entries) = b.finish(&c);
+            prop_assert_eq!(id, PackId(crate::id::Hash::of(&bytes)), "named by its bytes, hashed as they went out");
             let h = PackHeader::parse(&c, &id, &bytes).unwrap();
             prop_assert_eq!(&h.blobs, &entries);
             for (e, data) in entries.iter().zip(&blobs) {

@@ -5,6 +5,11 @@
 //!     -> pack builder (data or tree) --full pack--> channel -> uploader threads
 //!     -> backend.write(pack) -> pending index entries --every 16 packs--> index file
 //! ```
+//! Where the backend can stage a file before it is named (local
+//! directories: [`crate::backend::Backend::stage`]), a pack goes to its
+//! temporary file as it fills and the uploader only makes it durable and
+//! names it: no pack is held whole in memory. Elsewhere a pack is built in
+//! a 16 MiB buffer that the uploader sends and gives back for reuse.
 //! Ordering (docs/DESIGN.md, "Write ordering"): a pack is listed in an index
 //! file only after the backend reports it durable; the caller writes its
 //! snapshot only after [`Repository::write_blobs`] returned, i.e. after the
@@ -17,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{Index, Repository};
-use crate::backend::FileType;
+use crate::backend::{FileType, Staged};
 use crate::error::{Error, Result};
 use crate::format::index::{IndexFile, IndexPack, VERSION};
 use crate::format::pack::{BlobKind, PackBuilder, PackedBlob};
@@ -27,6 +32,8 @@ use crate::id::{BlobId, IdBuildHasher, IndexId, PackId};
 pub const PACK_TARGET_SIZE: usize = 16 << 20;
 /// Capacity of a pack buffer: the target plus room for the header.
 const PACK_BUFFER_SIZE: usize = PACK_TARGET_SIZE + (256 << 10);
+/// Buffer in front of a staged pack file (small blobs are not a write each).
+const STAGE_BUFFER: usize = 256 << 10;
 /// An index file is written after this many packs (and at the end).
 pub const PACKS_PER_INDEX: usize = 16;
 /// ... or when the oldest unindexed pack has waited this long (slow links:
@@ -52,7 +59,43 @@ pub struct WriterStats {
     pub index_files: Vec<IndexId>,
 }
 
-type Finished = (PackId, Vec<u8>, Vec<PackedBlob>);
+/// Where a pack's bytes go while it fills.
+enum Sink<'a> {
+    Memory(Vec<u8>),
+    Staged(std::io::BufWriter<Box<dyn Staged + 'a>>),
+}
+
+impl std::io::Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Memory(v) => v.write(buf),
+            Sink::Staged(f) => f.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(v) => v.write_all(buf),
+            Sink::Staged(f) => f.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(_) => Ok(()),
+            Sink::Staged(f) => f.flush(),
+        }
+    }
+}
+
+/// A sealed pack on its way to the uploaders.
+enum Body<'a> {
+    Memory(Vec<u8>),
+    /// Written, not yet durable nor named; its size.
+    Staged(Box<dyn Staged + 'a>, u64),
+}
+
+type Finished<'a> = (PackId, Body<'a>, Vec<PackedBlob>);
 
 #[derive(Default)]
 struct Shared {
@@ -80,8 +123,9 @@ pub struct BlobWriter<'a> {
     repo: &'a Repository,
     index: Arc<Index>,
     seen: Mutex<HashSet<BlobId, IdBuildHasher>>,
-    builders: Mutex<[PackBuilder; 2]>,
-    tx: Sender<Finished>,
+    /// The data and the tree pack being filled, made at their first blob.
+    builders: Mutex<[Option<PackBuilder<Sink<'a>>>; 2]>,
+    tx: Sender<Finished<'a>>,
     /// Pack buffers the uploaders are done with, for reuse.
     recycled: Receiver<Vec<u8>>,
     shared: &'a Shared,
@@ -92,7 +136,7 @@ pub struct BlobWriter<'a> {
     bytes_stored: AtomicU64,
 }
 
-impl BlobWriter<'_> {
+impl<'a> BlobWriter<'a> {
     /// True if the repository already has the blob or this writer stored it.
     pub fn has_blob(&self, id: &BlobId) -> bool {
         self.index.contains_live(id) || self.seen.lock().expect("seen").contains(id)
@@ -164,39 +208,78 @@ impl BlobWriter<'_> {
         let slot = &mut b[kind as usize];
         // Close the pack before it would pass the target, so its buffer never
         // grows (and reallocates) beyond the size it was made with.
-        if !slot.is_empty() && slot.len() + sealed.len() > PACK_TARGET_SIZE {
-            let full = std::mem::replace(slot, PackBuilder::new(0));
+        if let Some(full) =
+            slot.take_if(|p| !p.is_empty() && p.len() + sealed.len() > PACK_TARGET_SIZE)
+        {
             // Hand it over while holding the lock: the channel has no buffer,
             // so when every uploader is busy the other workers wait here
             // instead of filling more packs. Memory stays at one pack being
             // filled plus one per uploader.
             self.send(full)?;
-            // Only now the next buffer: the uploader that took this pack gave
-            // back its last one before it did (a buffer made before the
-            // hand-over would be a third 16 MiB while it waits).
-            *slot = match self.recycled.try_recv() {
-                Ok(buf) => PackBuilder::reuse(buf),
-                Err(_) => PackBuilder::new(PACK_BUFFER_SIZE),
-            };
         }
-        b[kind as usize].add(kind, id, sealed, raw_length);
+        let pack = match slot {
+            Some(p) => p,
+            // Only now the next buffer: the uploader that took the last pack
+            // gave back its buffer before it did (a buffer made before the
+            // hand-over would be a third 16 MiB while it waits).
+            None => slot.insert(self.start_pack(kind)?),
+        };
+        if let Err(e) = pack.write_blob(kind, id, sealed, raw_length) {
+            // The pack is incomplete: it goes (a staged file is removed),
+            // and the run stops with this error.
+            *slot = None;
+            self.shared.fail(self.pack_error(e));
+            return Err(Error::Refused("stopped after a storage error".into()));
+        }
         drop(b);
         Ok(())
     }
 
-    fn send(&self, pack: PackBuilder) -> Result<()> {
-        let finished = pack.finish(self.repo.crypto());
+    /// A pack for blobs of `kind`: staged in the storage where it can be,
+    /// else in a recycled or new buffer.
+    fn start_pack(&self, kind: BlobKind) -> Result<PackBuilder<Sink<'a>>> {
+        let sink = match self.repo.backend().stage(FileType::Pack)? {
+            Some(staged) => Sink::Staged(std::io::BufWriter::with_capacity(STAGE_BUFFER, staged)),
+            None => Sink::Memory(match self.recycled.try_recv() {
+                Ok(mut buf) => {
+                    buf.clear();
+                    buf
+                }
+                Err(_) if kind == BlobKind::Tree => Vec::with_capacity(1 << 20),
+                Err(_) => Vec::with_capacity(PACK_BUFFER_SIZE),
+            }),
+        };
+        PackBuilder::start(sink).map_err(|e| self.pack_error(e))
+    }
+
+    fn pack_error(&self, e: std::io::Error) -> Error {
+        Error::io(
+            format!("write a pack to {}", self.repo.backend().location()),
+            e,
+        )
+    }
+
+    fn send(&self, pack: PackBuilder<Sink<'a>>) -> Result<()> {
+        let p = pack
+            .seal(self.repo.crypto())
+            .map_err(|e| self.pack_error(e))?;
+        let body = match p.out {
+            Sink::Memory(bytes) => Body::Memory(bytes),
+            Sink::Staged(w) => Body::Staged(
+                w.into_inner()
+                    .map_err(|e| self.pack_error(e.into_error()))?,
+                p.size,
+            ),
+        };
         self.tx
-            .send(finished)
+            .send((p.id, body, p.blobs))
             .map_err(|_| Error::Refused("uploaders stopped".into()))
     }
 
     fn flush(&self) -> Result<()> {
-        let packs: Vec<PackBuilder> = {
+        let packs: Vec<PackBuilder<Sink<'a>>> = {
             let mut b = self.builders.lock().expect("builders");
-            b.iter_mut()
-                .map(|s| std::mem::replace(s, PackBuilder::new(0)))
-                .collect()
+            b.iter_mut().filter_map(Option::take).collect()
         };
         for p in packs.into_iter().filter(|p| !p.is_empty()) {
             self.send(p)?;
@@ -220,18 +303,30 @@ fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Res
     Ok(())
 }
 
-fn uploader(repo: &Repository, rx: Receiver<Finished>, recycle: Sender<Vec<u8>>, shared: &Shared) {
-    for (id, bytes, blobs) in rx {
+fn uploader(
+    repo: &Repository,
+    rx: Receiver<Finished<'_>>,
+    recycle: Sender<Vec<u8>>,
+    shared: &Shared,
+) {
+    for (id, body, blobs) in rx {
         if shared.failed.load(Ordering::Relaxed) {
-            continue; // drain, so that senders never block forever
+            continue; // drain, so that senders never block forever (a staged file goes)
         }
-        if let Err(e) = repo.backend().write(FileType::Pack, &id.to_hex(), &bytes) {
+        let (size, written) = match body {
+            Body::Memory(bytes) => {
+                let written = repo.backend().write(FileType::Pack, &id.to_hex(), &bytes);
+                let size = bytes.len() as u64;
+                let _ = recycle.try_send(bytes);
+                (size, written)
+            }
+            Body::Staged(staged, size) => (size, staged.commit(&id.to_hex())),
+        };
+        if let Err(e) = written {
             shared.fail(e);
             continue;
         }
         shared.packs.fetch_add(1, Ordering::Relaxed);
-        let size = bytes.len() as u64;
-        let _ = recycle.try_send(bytes);
         let batch = {
             let mut p = shared.pending.lock().expect("pending");
             let mut since = shared.pending_since.lock().expect("pending since");
@@ -304,10 +399,7 @@ impl Repository {
                 repo: self,
                 index,
                 seen: Mutex::new(HashSet::default()),
-                builders: Mutex::new([
-                    PackBuilder::new(PACK_BUFFER_SIZE),
-                    PackBuilder::new(1 << 20),
-                ]),
+                builders: Mutex::new([None, None]),
                 tx,
                 recycled,
                 shared: &shared,
