@@ -18,7 +18,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -390,6 +391,11 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 
 // ---------------------------------------------------------------- read
 
+/// Files from this size on share their compression with the pool's other threads.
+const SHARED_FILE_SIZE: u64 = 4 << 20;
+/// Chunks of such a file that may wait, copied, for another thread.
+const AHEAD: usize = 4;
+
 fn read_file(
     writer: &BlobWriter<'_>,
     repo: &Repository,
@@ -413,48 +419,82 @@ fn read_file(
     let mut content: Vec<BlobId> = Vec::new();
     let mut holes = Vec::new();
     let mut read = 0u64;
-    let mut add = |chunk: &[u8]| -> Result<()> {
-        progress.cancel.check()?;
-        let (id, _) = writer.add_blob(BlobKind::Data, chunk)?;
-        content.push(id);
-        progress
-            .done_bytes
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        Ok(())
+    // A large file is read and cut by this thread, while its new chunks
+    // are compressed and sealed by any thread of the pool that is free: a
+    // file of gigabytes (a disk image) would otherwise keep one core busy
+    // while the others, done with the small files, wait. At most
+    // `AHEAD` chunks wait in copies; past that this thread stores them itself.
+    let ahead = if job.node.size >= SHARED_FILE_SIZE && rayon::current_num_threads() > 1 {
+        AHEAD
+    } else {
+        0
     };
-    let result: Result<()> = (|| {
-        if job.sparse {
-            let size = job.node.size;
-            let regions = source::data_regions(&file, size);
-            let mut pos = 0u64;
-            for (off, len) in regions {
-                if off > pos {
+    let waiting = AtomicUsize::new(0);
+    let failed: Mutex<Option<Error>> = Mutex::new(None);
+    let result: Result<()> = rayon::scope(|scope| {
+        let mut add = |chunk: &[u8]| -> Result<()> {
+            progress.cancel.check()?;
+            let id = writer.blob_id(chunk);
+            if writer.claim(&id)? {
+                if waiting.load(Ordering::Acquire) < ahead {
+                    waiting.fetch_add(1, Ordering::AcqRel);
+                    let data = chunk.to_vec();
+                    let (waiting, failed) = (&waiting, &failed);
+                    scope.spawn(move |_| {
+                        if let Err(e) = writer.store(BlobKind::Data, id, &data) {
+                            failed.lock().expect("failed").get_or_insert(e);
+                        }
+                        waiting.fetch_sub(1, Ordering::AcqRel);
+                    });
+                } else {
+                    writer.store(BlobKind::Data, id, chunk)?;
+                }
+            }
+            content.push(id);
+            progress
+                .done_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            Ok(())
+        };
+        (|| {
+            if job.sparse {
+                let size = job.node.size;
+                let regions = source::data_regions(&file, size);
+                let mut pos = 0u64;
+                for (off, len) in regions {
+                    if off > pos {
+                        holes.push(Hole {
+                            offset: pos,
+                            length: off - pos,
+                        });
+                    }
+                    file.seek(SeekFrom::Start(off))
+                        .map_err(|e| Error::io("seek", e))?;
+                    let n = chunk_stream(&params, (&mut file).take(len), &mut add)?;
+                    read += n;
+                    pos = off + n;
+                    if n < len {
+                        break; // shrank while being read
+                    }
+                }
+                if pos < size {
                     holes.push(Hole {
                         offset: pos,
-                        length: off - pos,
+                        length: size - pos,
                     });
                 }
-                file.seek(SeekFrom::Start(off))
-                    .map_err(|e| Error::io("seek", e))?;
-                let n = chunk_stream(&params, (&mut file).take(len), &mut add)?;
-                read += n;
-                pos = off + n;
-                if n < len {
-                    break; // shrank while being read
-                }
+            } else {
+                read = chunk_stream(&params, &mut file, &mut add)?;
+                job.node.size = read;
             }
-            if pos < size {
-                holes.push(Hole {
-                    offset: pos,
-                    length: size - pos,
-                });
-            }
-        } else {
-            read = chunk_stream(&params, &mut file, &mut add)?;
-            job.node.size = read;
-        }
-        Ok(())
-    })();
+            Ok(())
+        })()
+    });
+    // A storage error of a chunk stored by another thread stops the run.
+    let result = match failed.into_inner().expect("failed") {
+        Some(e) => Err(e),
+        None => result,
+    };
     match result {
         Ok(()) => {}
         // Only the source returns I/O errors here (storage errors reach us

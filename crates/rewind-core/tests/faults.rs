@@ -18,6 +18,17 @@ use rewind_core::Error;
 
 #[test]
 fn a_backup_failing_at_any_write_leaves_the_repository_intact() {
+    failing_at_any_write(FaultBackend::new);
+}
+
+/// The same with packs staged as the local backend stages them: a failed
+/// commit (the fsync and link) is the failed write.
+#[test]
+fn a_backup_staging_packs_failing_at_any_write_leaves_the_repository_intact() {
+    failing_at_any_write(FaultBackend::staging);
+}
+
+fn failing_at_any_write(backend: fn(&std::path::Path, usize) -> FaultBackend) {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     let src: PathBuf = tmp.path().join("src");
@@ -50,7 +61,7 @@ fn a_backup_failing_at_any_write_leaves_the_repository_intact() {
         .status()
         .unwrap()
         .success());
-    let counting = Arc::new(FaultBackend::new(&copy, usize::MAX));
+    let counting = Arc::new(backend(&copy, usize::MAX));
     let repo = Repository::open(counting.clone(), b"pw").unwrap();
     archiver::backup(
         &repo,
@@ -67,7 +78,7 @@ fn a_backup_failing_at_any_write_leaves_the_repository_intact() {
     // The last mutation is the removal of the backup's running marker,
     // which happens after the snapshot and cannot fail the backup.
     for budget in 0..total - 1 {
-        let faulty = Arc::new(FaultBackend::new(&repo_dir, budget));
+        let faulty = Arc::new(backend(&repo_dir, budget));
         let repo = Repository::open(faulty, b"pw").unwrap();
         let before = repo.snapshots().unwrap().len();
         let r = archiver::backup(
@@ -121,4 +132,67 @@ fn a_backup_failing_at_any_write_leaves_the_repository_intact() {
     assert_restores(&repo, &done.snapshot_id.unwrap(), &src, &src, tmp.path());
     let packs_after = repo.backend().list(FileType::Pack).unwrap().len();
     assert!(packs_after >= packs_before);
+}
+
+/// A disk that fills in the middle of a staged pack, while a large file's
+/// chunks are being stored by several threads: the backup fails with the
+/// storage's error (not a file skipped as unreadable, which would save a
+/// snapshot without it), writes no snapshot, leaves no staged file, and
+/// the next backup with room succeeds.
+#[test]
+fn a_disk_full_in_the_middle_of_a_staged_pack_fails_the_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let src: PathBuf = tmp.path().join("src");
+    make_tree(&src, 3, 16);
+    // Large enough to be stored by the pool's threads (more than 4 MiB).
+    let big: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("disk.img"), &big).unwrap();
+    init(&repo_dir);
+    for room in [0, 1 << 20, 6 << 20] {
+        let faulty = FaultBackend::staging(&repo_dir, usize::MAX);
+        faulty.staged_room.store(room, Ordering::SeqCst);
+        let repo = Repository::open(Arc::new(faulty), b"pw").unwrap();
+        let progress = Progress::default();
+        let err = archiver::backup(&repo, &BackupOptions::new(vec![src.clone()]), &progress)
+            .expect_err("a full disk fails the backup");
+        assert!(err.is_storage_full(), "room {room}: {err}");
+        assert!(
+            err.to_string().contains("write a pack"),
+            "room {room}: {err}"
+        );
+        let repo = open(&repo_dir);
+        assert!(
+            repo.snapshots().unwrap().is_empty(),
+            "room {room}: a snapshot was saved"
+        );
+        let staged: Vec<_> = std::fs::read_dir(repo_dir.join("data"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(
+            staged.is_empty(),
+            "room {room}: staged files left: {staged:?}"
+        );
+        let report = check::check(
+            &repo,
+            &CheckOptions {
+                read_data: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(report.is_ok(), "room {room}: {:?}", report.errors);
+    }
+    let repo = open(&repo_dir);
+    let done = archiver::backup(
+        &repo,
+        &BackupOptions::new(vec![src.clone()]),
+        &Progress::default(),
+    )
+    .unwrap();
+    assert_restores(&repo, &done.snapshot_id.unwrap(), &src, &src, tmp.path());
 }

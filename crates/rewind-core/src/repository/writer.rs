@@ -34,6 +34,8 @@ pub const PACK_TARGET_SIZE: usize = 16 << 20;
 const PACK_BUFFER_SIZE: usize = PACK_TARGET_SIZE + (256 << 10);
 /// Buffer in front of a staged pack file (small blobs are not a write each).
 const STAGE_BUFFER: usize = 256 << 10;
+/// Staged packs that may wait for the uploaders.
+const STAGED_WAITING: usize = 4;
 /// An index file is written after this many packs (and at the end).
 pub const PACKS_PER_INDEX: usize = 16;
 /// ... or when the oldest unindexed pack has waited this long (slow links:
@@ -88,6 +90,12 @@ impl std::io::Write for Sink<'_> {
     }
 }
 
+impl<'a> Sink<'a> {
+    fn staged(file: Box<dyn Staged + 'a>) -> Self {
+        Sink::Staged(std::io::BufWriter::with_capacity(STAGE_BUFFER, file))
+    }
+}
+
 /// A sealed pack on its way to the uploaders.
 enum Body<'a> {
     Memory(Vec<u8>),
@@ -125,6 +133,8 @@ pub struct BlobWriter<'a> {
     seen: Mutex<HashSet<BlobId, IdBuildHasher>>,
     /// The data and the tree pack being filled, made at their first blob.
     builders: Mutex<[Option<PackBuilder<Sink<'a>>>; 2]>,
+    /// Packs go to staged files ([`crate::backend::Backend::stage`]).
+    staging: bool,
     tx: Sender<Finished<'a>>,
     /// Pack buffers the uploaders are done with, for reuse.
     recycled: Receiver<Vec<u8>>,
@@ -144,13 +154,33 @@ impl<'a> BlobWriter<'a> {
 
     /// Stores a blob unless it is already stored; returns its id and whether it was new.
     pub fn add_blob(&self, kind: BlobKind, data: &[u8]) -> Result<(BlobId, bool)> {
-        let id = self.repo.crypto().blob_id(data);
+        let id = self.blob_id(data);
+        let new = self.claim(&id)?;
+        if new {
+            self.store(kind, id, data)?;
+        }
+        Ok((id, new))
+    }
+
+    /// The id of a blob of these bytes.
+    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+        self.repo.crypto().blob_id(data)
+    }
+
+    /// True when neither the repository nor this writer has the blob: the
+    /// caller then owes a [`BlobWriter::store`] of it (before the function
+    /// given to [`Repository::write_blobs`] returns), and later claims of
+    /// it are false. An error once a storage error stopped the writer.
+    pub fn claim(&self, id: &BlobId) -> Result<bool> {
         if self.shared.failed.load(Ordering::Relaxed) {
-            return Err(Error::Refused("stopped after a storage error".into()));
+            return Err(stopped());
         }
-        if self.index.contains_live(&id) || !self.seen.lock().expect("seen").insert(id) {
-            return Ok((id, false));
-        }
+        Ok(!self.index.contains_live(id) && self.seen.lock().expect("seen").insert(*id))
+    }
+
+    /// Stores a blob this writer claimed ([`BlobWriter::claim`]): compresses
+    /// and seals it in the calling thread and adds it to a pack.
+    pub fn store(&self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<()> {
         if self.dry_run {
             let stored = crate::format::compress(data, COMPRESSION_LEVEL).len()
                 + crate::crypto::SEAL_OVERHEAD;
@@ -162,7 +192,7 @@ impl<'a> BlobWriter<'a> {
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             self.bytes_stored
                 .fetch_add(stored as u64, Ordering::Relaxed);
-            return Ok((id, true));
+            return Ok(());
         }
         if data.len() > crate::format::pack::MAX_BLOB_SIZE as usize {
             return Err(Error::InvalidInput(format!(
@@ -185,8 +215,15 @@ impl<'a> BlobWriter<'a> {
         );
         let result = self.add_sealed(kind, id, &sealed, raw_length, data.len());
         SEALED.with(|b| *b.borrow_mut() = sealed);
-        result?;
-        Ok((id, true))
+        result
+    }
+
+    /// Stops the writer with a storage error: it is what the run returns,
+    /// and the caller gets [`stopped`] (a storage error must not look like
+    /// an error reading the source, which would only skip a file).
+    fn stop(&self, e: Error) -> Error {
+        self.shared.fail(e);
+        stopped()
     }
 
     fn add_sealed(
@@ -204,6 +241,17 @@ impl<'a> BlobWriter<'a> {
         self.bytes_raw.fetch_add(data_len as u64, Ordering::Relaxed);
         self.bytes_stored
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        self.add_to_pack(kind, id, sealed, raw_length)
+            .map_err(|e| self.stop(e))
+    }
+
+    fn add_to_pack(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_length: u32,
+    ) -> Result<()> {
         let mut b = self.builders.lock().expect("builders");
         let slot = &mut b[kind as usize];
         // Close the pack before it would pass the target, so its buffer never
@@ -228,18 +276,20 @@ impl<'a> BlobWriter<'a> {
             // The pack is incomplete: it goes (a staged file is removed),
             // and the run stops with this error.
             *slot = None;
-            self.shared.fail(self.pack_error(e));
-            return Err(Error::Refused("stopped after a storage error".into()));
+            return Err(pack_error(self.repo, e));
         }
-        drop(b);
         Ok(())
     }
 
     /// A pack for blobs of `kind`: staged in the storage where it can be,
     /// else in a recycled or new buffer.
     fn start_pack(&self, kind: BlobKind) -> Result<PackBuilder<Sink<'a>>> {
-        let sink = match self.repo.backend().stage(FileType::Pack)? {
-            Some(staged) => Sink::Staged(std::io::BufWriter::with_capacity(STAGE_BUFFER, staged)),
+        let staged = match self.staging {
+            true => self.repo.backend().stage(FileType::Pack)?,
+            false => None,
+        };
+        let sink = match staged {
+            Some(staged) => Sink::staged(staged),
             None => Sink::Memory(match self.recycled.try_recv() {
                 Ok(mut buf) => {
                     buf.clear();
@@ -249,25 +299,18 @@ impl<'a> BlobWriter<'a> {
                 Err(_) => Vec::with_capacity(PACK_BUFFER_SIZE),
             }),
         };
-        PackBuilder::start(sink).map_err(|e| self.pack_error(e))
-    }
-
-    fn pack_error(&self, e: std::io::Error) -> Error {
-        Error::io(
-            format!("write a pack to {}", self.repo.backend().location()),
-            e,
-        )
+        PackBuilder::start(sink).map_err(|e| pack_error(self.repo, e))
     }
 
     fn send(&self, pack: PackBuilder<Sink<'a>>) -> Result<()> {
         let p = pack
             .seal(self.repo.crypto())
-            .map_err(|e| self.pack_error(e))?;
+            .map_err(|e| pack_error(self.repo, e))?;
         let body = match p.out {
             Sink::Memory(bytes) => Body::Memory(bytes),
             Sink::Staged(w) => Body::Staged(
                 w.into_inner()
-                    .map_err(|e| self.pack_error(e.into_error()))?,
+                    .map_err(|e| pack_error(self.repo, e.into_error()))?,
                 p.size,
             ),
         };
@@ -282,10 +325,18 @@ impl<'a> BlobWriter<'a> {
             b.iter_mut().filter_map(Option::take).collect()
         };
         for p in packs.into_iter().filter(|p| !p.is_empty()) {
-            self.send(p)?;
+            self.send(p).map_err(|e| self.stop(e))?;
         }
         Ok(())
     }
+}
+
+fn stopped() -> Error {
+    Error::Refused("stopped after a storage error".into())
+}
+
+fn pack_error(repo: &Repository, e: std::io::Error) -> Error {
+    Error::io(format!("write a pack to {}", repo.backend().location()), e)
 }
 
 fn write_index(repo: &Repository, packs: Vec<IndexPack>, shared: &Shared) -> Result<()> {
@@ -385,7 +436,22 @@ impl Repository {
         f: impl FnOnce(&BlobWriter<'_>) -> Result<R>,
     ) -> Result<(R, WriterStats)> {
         let shared = Shared::default();
-        let (tx, rx) = crossbeam_channel::bounded::<Finished>(0);
+        // Whether packs are staged decides how many may wait for the
+        // uploaders: in memory none (the sender waits, so memory stays at
+        // one pack per uploader), staged a few, so that the readers go on
+        // while the uploader fsyncs the last pack. The staged file of this
+        // question is the first data pack's.
+        let first = match dry_run {
+            true => None,
+            false => self.backend().stage(FileType::Pack)?,
+        };
+        let staging = first.is_some();
+        let first = first
+            .map(|f| PackBuilder::start(Sink::staged(f)))
+            .transpose()
+            .map_err(|e| pack_error(self, e))?;
+        let waiting = if staging { STAGED_WAITING } else { 0 };
+        let (tx, rx) = crossbeam_channel::bounded::<Finished>(waiting);
         let (recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(1);
         let (result, stats) = std::thread::scope(|s| {
             for _ in 0..self.backend().connections().max(1) {
@@ -399,7 +465,8 @@ impl Repository {
                 repo: self,
                 index,
                 seen: Mutex::new(HashSet::default()),
-                builders: Mutex::new([None, None]),
+                builders: Mutex::new([first, None]),
+                staging,
                 tx,
                 recycled,
                 shared: &shared,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rewind_core::archiver::Progress;
-use rewind_core::backend::{Backend, FileInfo, FileType, LocalBackend, WriteOutcome};
+use rewind_core::backend::{Backend, FileInfo, FileType, LocalBackend, Staged, WriteOutcome};
 use rewind_core::crypto::KdfParams;
 use rewind_core::format::index::IndexFile;
 use rewind_core::format::RepoFile;
@@ -30,8 +30,14 @@ pub const FAST_KDF: KdfParams = KdfParams {
 pub struct FaultBackend {
     pub inner: LocalBackend,
     pub budget: AtomicUsize,
-    /// Mutations (writes and deletes) attempted.
+    /// Mutations (writes, deletes, commits of staged files) attempted.
     pub writes: AtomicUsize,
+    /// Packs are staged as the local backend stages them (a commit counts
+    /// as a write); otherwise gathered in memory and written.
+    pub staging: bool,
+    /// Bytes that staged files may take in all before their writes fail
+    /// with ENOSPC (a disk that fills in the middle of a pack).
+    pub staged_room: AtomicUsize,
 }
 
 impl FaultBackend {
@@ -40,7 +46,61 @@ impl FaultBackend {
             inner: LocalBackend::new(root),
             budget: AtomicUsize::new(budget),
             writes: AtomicUsize::new(0),
+            staging: false,
+            staged_room: AtomicUsize::new(usize::MAX),
         }
+    }
+
+    /// The same, staging packs.
+    pub fn staging(root: &Path, budget: usize) -> Self {
+        FaultBackend {
+            staging: true,
+            ..FaultBackend::new(root, budget)
+        }
+    }
+
+    fn mutation(&self, what: &str, errno: i32) -> Result<()> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        if n >= self.budget.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                what.to_string(),
+                std::io::Error::from_raw_os_error(errno),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A staged file of a [`FaultBackend`].
+struct FaultStaged<'a> {
+    backend: &'a FaultBackend,
+    inner: Box<dyn Staged + 'a>,
+}
+
+impl std::io::Write for FaultStaged<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = &self.backend.staged_room;
+        if room
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                r.checked_sub(buf.len())
+            })
+            .is_err()
+        {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        self.inner.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Staged for FaultStaged<'_> {
+    fn commit(self: Box<Self>, name: &str) -> Result<WriteOutcome> {
+        self.backend.mutation(&format!("commit {name}"), 28)?;
+        self.inner.commit(name)
     }
 }
 
@@ -61,24 +121,23 @@ impl Backend for FaultBackend {
         self.inner.read_range(t, name, offset, len)
     }
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
-        let n = self.writes.fetch_add(1, Ordering::SeqCst);
-        if n >= self.budget.load(Ordering::SeqCst) {
-            return Err(Error::io(
-                format!("write {name}"),
-                std::io::Error::from_raw_os_error(28),
-            ));
-        }
+        self.mutation(&format!("write {name}"), 28)?;
         self.inner.write(t, name, data)
     }
     fn delete(&self, t: FileType, name: &str) -> Result<()> {
-        let n = self.writes.fetch_add(1, Ordering::SeqCst);
-        if n >= self.budget.load(Ordering::SeqCst) {
-            return Err(Error::io(
-                format!("delete {name}"),
-                std::io::Error::from_raw_os_error(5),
-            ));
-        }
+        self.mutation(&format!("delete {name}"), 5)?;
         self.inner.delete(t, name)
+    }
+    fn stage(&self, t: FileType) -> Result<Option<Box<dyn Staged + '_>>> {
+        if !self.staging {
+            return Ok(None);
+        }
+        Ok(self.inner.stage(t)?.map(|inner| {
+            Box::new(FaultStaged {
+                backend: self,
+                inner,
+            }) as Box<dyn Staged + '_>
+        }))
     }
 }
 
