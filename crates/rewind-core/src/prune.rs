@@ -232,6 +232,12 @@ impl PackInfo {
         self.used_bytes += u64::from(length);
     }
 
+    fn is_used(&self, k: usize) -> bool {
+        self.used
+            .get(k / 64)
+            .is_some_and(|w| w & (1 << (k % 64)) != 0)
+    }
+
     /// The positions claimed, in order.
     fn used_positions(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.count as usize).filter(|k| {
@@ -248,17 +254,99 @@ fn at(fi: usize, pi: usize) -> (u32, u32) {
     (n(fi), n(pi))
 }
 
+/// What a claim of a blob found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    /// Used, and this is its first copy: kept.
+    First,
+    /// A used key claimed before: a copy of the same blob, or (rarely, see
+    /// [`UsedKey`]) another blob with the same key.
+    Again,
+    /// No snapshot uses it.
+    Unused,
+}
+
+/// A copy whose key was claimed before ([`Claim::Again`]): its pack and
+/// position there, and its key.
+type Again = (PackId, u32, UsedKey);
+
+/// Keeps the blobs whose key another blob claimed first ([`UsedKey`]): a
+/// pass over the files collects the full ids of the claimed copies of
+/// those keys and of the copies claimed again; a copy whose id is not
+/// among the claimed ones is another blob, and is claimed too. Returns how
+/// many were kept so.
+fn keep_colliding(
+    files: &FileSet<'_>,
+    packs: &mut HashMap<PackId, PackInfo>,
+    again: &[Again],
+) -> Result<usize> {
+    if again.is_empty() {
+        return Ok(0);
+    }
+    let keys: HashSet<UsedKey> = again.iter().map(|(_, _, key)| *key).collect();
+    let wanted: HashSet<(PackId, u32)> = again.iter().map(|(p, k, _)| (*p, *k)).collect();
+    let mut claimed: HashMap<UsedKey, Vec<BlobId>> = HashMap::new();
+    let mut copies: Vec<(PackId, u32, BlobId, u32)> = Vec::new();
+    files.each(|fi, file| {
+        for (pi, p) in file.packs.iter().enumerate() {
+            let Some(info) = packs.get(&p.id).filter(|i| i.listing == at(fi, pi)) else {
+                continue;
+            };
+            for (k, b) in p.blobs.iter().enumerate() {
+                let key = used_key(&b.id);
+                if !keys.contains(&key) {
+                    continue;
+                }
+                let k32 = u32::try_from(k).expect("fewer than 4 billion blobs");
+                if info.is_used(k) {
+                    claimed.entry(key).or_default().push(b.id);
+                } else if wanted.contains(&(p.id, k32)) {
+                    copies.push((p.id, k32, b.id, b.length));
+                }
+            }
+        }
+    })?;
+    let keep = colliding(claimed, copies);
+    for (pack, k, length) in &keep {
+        packs
+            .get_mut(pack)
+            .expect("listed")
+            .use_blob(*k as usize, *length);
+    }
+    Ok(keep.len())
+}
+
+/// Of the copies claimed again, those whose id is not a claimed one (nor
+/// one kept before them): other blobs with the same key.
+fn colliding(
+    mut claimed: HashMap<UsedKey, Vec<BlobId>>,
+    copies: Vec<(PackId, u32, BlobId, u32)>,
+) -> Vec<(PackId, u32, u32)> {
+    let mut keep = Vec::new();
+    for (pack, k, id, length) in copies {
+        let ids = claimed.entry(used_key(&id)).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+            keep.push((pack, k, length));
+        }
+    }
+    keep
+}
+
 /// Blobs in use, and the root trees that could not be read (with why).
 type UsedBlobs = (UsedSet, Vec<(BlobId, String)>);
 
-/// A used blob as the used set holds it: the first 128 bits of its id.
+/// A used blob as the used set holds it: the first 128 bits of its id
+/// (half the memory of a full id, docs/SCALE.md).
 ///
-/// Two ids that share them would count as one blob, and prune could drop
-/// the second as a copy of the first. Ids are keyed BLAKE3 hashes: by
-/// chance that takes about 2^64 blobs (at 10^8 the odds are 1 in 10^22);
-/// on purpose, an attacker who holds the keys still needs about 2^64
-/// hashes to make two blobs of its own collide, and 2^128 to collide with
-/// a blob it did not write. Half the memory of a full id (docs/SCALE.md).
+/// Two different ids that share them would count as one blob: the second
+/// would look like a copy of the first, and prune could drop it. By chance
+/// that takes about 2^64 blobs (at 10^8 the odds are 1 in 10^22); on
+/// purpose, an attacker who holds the keys can make such a pair in about
+/// 2^64 hashes, one half of which it could then get a victim to back up.
+/// So a key claimed twice is looked at again with its full ids
+/// ([`keep_colliding`]): a copy of the same id is a copy, a different id
+/// is kept.
 type UsedKey = u128;
 
 #[allow(
@@ -345,9 +433,8 @@ impl UsedSet {
         self.trees.len() + self.data.len()
     }
 
-    /// Claims a used blob for a pack: true the first time (after
-    /// [`UsedSet::seal`]).
-    fn claim(&mut self, id: &BlobId) -> bool {
+    /// Claims a used blob for a pack (after [`UsedSet::seal`]).
+    fn claim(&mut self, id: &BlobId) -> Claim {
         // An id may be both (a file whose bytes are a tree's): one claim.
         let tree = self.trees.remove(id);
         let key = used_key(id);
@@ -356,11 +443,15 @@ impl UsedSet {
         let data = match self.data[lo..hi].binary_search(&key).map(|k| lo + k) {
             Ok(k) if self.claimed[k / 64] & (1 << (k % 64)) == 0 => {
                 self.claimed[k / 64] |= 1 << (k % 64);
-                true
+                Claim::First
             }
-            _ => false,
+            Ok(_) => Claim::Again,
+            Err(_) => Claim::Unused,
         };
-        tree || data
+        match (tree, data) {
+            (true, _) => Claim::First,
+            (false, data) => data,
+        }
     }
 
     /// The used blobs no pack claimed, as keys.
@@ -749,6 +840,7 @@ impl Inventory {
         // Claims in file order, unmarked packs first (a pass over the files
         // each, the second only when some pack is marked).
         let mut unclaimed = used;
+        let mut again: Vec<Again> = Vec::new();
         for marked in [false, true] {
             if marked && marks.is_empty() {
                 break;
@@ -763,13 +855,21 @@ impl Inventory {
                         continue;
                     }
                     for (k, b) in p.blobs.iter().enumerate() {
-                        if unclaimed.claim(&b.id) {
-                            info.use_blob(k, b.length);
+                        match unclaimed.claim(&b.id) {
+                            Claim::First => info.use_blob(k, b.length),
+                            Claim::Again => again.push((
+                                p.id,
+                                u32::try_from(k).expect("fewer than 4 billion blobs"),
+                                used_key(&b.id),
+                            )),
+                            Claim::Unused => {}
                         }
                     }
                 }
             })?;
         }
+        keep_colliding(&files, &mut packs, &again)?;
+        drop(again);
         files.unchanged()?;
         let unclaimed = unclaimed.unclaimed();
         let (old_index, held, budget) = files.into_parts();
@@ -1510,16 +1610,43 @@ mod tests {
         used.seal();
         assert_eq!(used.len(), 300_000 + 2);
         for n in (0..300_000u32).filter(|n| n % 7 != 0) {
-            assert!(used.claim(&id(n)), "{n}");
-            assert!(!used.claim(&id(n)), "{n} twice");
+            assert_eq!(used.claim(&id(n)), Claim::First, "{n}");
+            assert_eq!(used.claim(&id(n)), Claim::Again, "{n} twice");
         }
         for n in 300_000..300_100u32 {
-            assert!(!used.claim(&id(n)));
+            assert_eq!(used.claim(&id(n)), Claim::Unused);
         }
-        assert!(used.claim(&id(1_000_000)));
+        assert_eq!(used.claim(&id(1_000_000)), Claim::First);
         let left = used.unclaimed();
         assert_eq!(left.len(), (0..300_000u32).filter(|n| n % 7 == 0).count());
         assert!(left.contains(&used_key(&id(0))) && !left.contains(&used_key(&id(1))));
+    }
+
+    /// Two ids with the same first 128 bits claim one key: the second is
+    /// claimed "again", and the pass over full ids keeps it, while a true
+    /// copy of a claimed id (or of one kept so) stays a copy.
+    #[test]
+    fn a_key_claimed_by_another_id_keeps_that_blob() {
+        let mut a = [7u8; 32];
+        let mut b = a;
+        b[31] = 8;
+        a[0] = 1;
+        b[0] = 1;
+        let (a, b) = (BlobId(crate::id::Hash(a)), BlobId(crate::id::Hash(b)));
+        assert_eq!(used_key(&a), used_key(&b));
+        let mut used = UsedSet::default();
+        used.insert_data(b);
+        used.seal();
+        assert_eq!(used.claim(&a), Claim::First, "a (unused) claims b's key");
+        assert_eq!(used.claim(&b), Claim::Again);
+        let pack = |n: u8| PackId(crate::id::Hash([n; 32]));
+        let claimed = HashMap::from([(used_key(&a), vec![a])]);
+        let copies = vec![
+            (pack(2), 0, a, 10), // a copy of a
+            (pack(3), 1, b, 20), // b: another blob
+            (pack(4), 2, b, 20), // a copy of b, once b is kept
+        ];
+        assert_eq!(colliding(claimed, copies), vec![(pack(3), 1, 20)]);
     }
 
     #[test]
