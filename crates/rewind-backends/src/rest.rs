@@ -382,11 +382,10 @@ impl RestBackend {
         method: Method,
         url: &str,
         range: Option<(u64, u32)>,
-        body: Option<&[u8]>,
+        body: Option<bytes::Bytes>,
     ) -> Result<Answer> {
         use std::sync::atomic::Ordering;
-        // One copy for the client, shared by every attempt.
-        let body = body.map(bytes::Bytes::copy_from_slice);
+        // Shared by every attempt (a clone of Bytes is not a copy).
         let result = RETRY.run(|_| {
             let mut req = self
                 .client
@@ -633,8 +632,16 @@ impl Backend for RestBackend {
     }
 
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
-        let (status, _, body) =
-            self.send(Method::PUT, &self.url(t, Some(name)), None, Some(data))?;
+        self.write_owned(t, name, data.to_vec())
+    }
+
+    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
+        let (status, _, body) = self.send(
+            Method::PUT,
+            &self.url(t, Some(name)),
+            None,
+            Some(bytes::Bytes::from(data)),
+        )?;
         match status.as_u16() {
             200 | 201 => Ok(WriteOutcome::Created),
             409 => Ok(WriteOutcome::AlreadyExists),

@@ -364,6 +364,34 @@ impl S3Backend {
             io::Error::new(kind, format!("{e}{hint}")),
         )
     }
+
+    /// One PUT of `data` if no file of that name exists.
+    fn put(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
+        let path = object_path(t, name)?;
+        if matches!(t, FileType::Config | FileType::Key) {
+            match self.op.stat(&path) {
+                Ok(_) => return Ok(WriteOutcome::AlreadyExists),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err("stat", &path, e)),
+            }
+        }
+        let opts = WriteOptions {
+            if_not_exists: true,
+            ..Default::default()
+        };
+        // Locked buckets want Content-MD5 (and retain what is written).
+        let op = if self.locking()? {
+            &self.op_md5
+        } else {
+            &self.op
+        };
+        // One buffer: a single PUT, atomic on every S3 implementation.
+        match op.write_options(&path, data, opts) {
+            Ok(_) => Ok(WriteOutcome::Created),
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(WriteOutcome::AlreadyExists),
+            Err(e) => Err(self.err("write", &path, e)),
+        }
+    }
 }
 
 impl Backend for S3Backend {
@@ -471,30 +499,11 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
-        let path = object_path(t, name)?;
-        if matches!(t, FileType::Config | FileType::Key) {
-            match self.op.stat(&path) {
-                Ok(_) => return Ok(WriteOutcome::AlreadyExists),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(self.err("stat", &path, e)),
-            }
-        }
-        let opts = WriteOptions {
-            if_not_exists: true,
-            ..Default::default()
-        };
-        // Locked buckets want Content-MD5 (and retain what is written).
-        let op = if self.locking()? {
-            &self.op_md5
-        } else {
-            &self.op
-        };
-        // One buffer: a single PUT, atomic on every S3 implementation.
-        match op.write_options(&path, data.to_vec(), opts) {
-            Ok(_) => Ok(WriteOutcome::Created),
-            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(WriteOutcome::AlreadyExists),
-            Err(e) => Err(self.err("write", &path, e)),
-        }
+        self.put(t, name, data.to_vec())
+    }
+
+    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
+        self.put(t, name, data)
     }
 
     fn delete(&self, t: FileType, name: &str) -> Result<()> {

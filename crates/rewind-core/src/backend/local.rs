@@ -22,6 +22,9 @@ pub struct LocalBackend {
     root: PathBuf,
     /// Open pack files for ranged reads (restore reads many blobs of one pack).
     open_files: Mutex<HashMap<PathBuf, Arc<File>>>,
+    /// Staged files may be unnamed (`O_TMPFILE`); off in a test of the
+    /// named ones.
+    unnamed: bool,
 }
 
 /// How many pack files [`LocalBackend`] keeps open for reading.
@@ -33,6 +36,7 @@ impl LocalBackend {
         LocalBackend {
             root: root.into(),
             open_files: Mutex::new(HashMap::new()),
+            unnamed: true,
         }
     }
 
@@ -83,14 +87,14 @@ fn publish(tmp: &Path, p: &Path) -> Result<WriteOutcome> {
     Ok(WriteOutcome::Created)
 }
 
-/// A file written before its name is known ([`Backend::stage`]): a
-/// temporary file in its type's directory, linked under its name in
-/// [`super::Staged::commit`], removed when dropped (after the link, or
-/// without one).
+/// A file written before its name is known ([`Backend::stage`]): an
+/// unnamed file of its type's directory, or a named temporary one there,
+/// linked under its name in [`super::Staged::commit`]; the named one is
+/// removed when dropped (after the link, or without one).
 struct LocalStaged<'a> {
     backend: &'a LocalBackend,
     t: FileType,
-    tmp: PathBuf,
+    tmp: Option<PathBuf>,
     file: File,
 }
 
@@ -112,14 +116,38 @@ impl super::Staged for LocalStaged<'_> {
         }
         self.file
             .sync_all()
-            .ctx(|| format!("fsync {}", self.tmp.display()))?;
-        publish(&self.tmp, &p)
+            .ctx(|| format!("fsync the new {} {name}", self.t.what()))?;
+        if let Some(tmp) = &self.tmp {
+            return publish(tmp, &p);
+        }
+        use std::os::fd::AsRawFd;
+        let unnamed = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        match nix::unistd::linkat(
+            None,
+            Path::new(&unnamed),
+            None,
+            p.as_path(),
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EEXIST) => return Ok(WriteOutcome::AlreadyExists),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("link {}", p.display()),
+                    std::io::Error::from(e),
+                ))
+            }
+        }
+        sync_dir(p.parent().expect("object paths have a parent"))?;
+        Ok(WriteOutcome::Created)
     }
 }
 
 impl Drop for LocalStaged<'_> {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.tmp);
+        if let Some(tmp) = &self.tmp {
+            let _ = fs::remove_file(tmp);
+        }
     }
 }
 
@@ -314,7 +342,34 @@ impl Backend for LocalBackend {
     }
 
     fn stage(&self, t: FileType) -> Result<Option<Box<dyn super::Staged + '_>>> {
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = self.dir(t);
+        // An unnamed file (O_TMPFILE) where the file system has them and
+        // /proc can name it on commit: no sweep of stale temporaries can
+        // take it from a backup that fills it slowly, and a crash leaves
+        // nothing. Elsewhere a named temporary file.
+        if self.unnamed && Path::new("/proc/self/fd").is_dir() {
+            match OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_TMPFILE)
+                .open(&dir)
+            {
+                Ok(file) => {
+                    return Ok(Some(Box::new(LocalStaged {
+                        backend: self,
+                        t,
+                        tmp: None,
+                        file,
+                    })))
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR | nix::libc::EINVAL)
+                    ) => {}
+                Err(e) => return Err(Error::io(format!("create a file in {}", dir.display()), e)),
+            }
+        }
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd);
         let tmp = dir.join(format!(".staged.tmp-{}", hex::encode(rnd)));
@@ -326,7 +381,7 @@ impl Backend for LocalBackend {
         Ok(Some(Box::new(LocalStaged {
             backend: self,
             t,
-            tmp,
+            tmp: Some(tmp),
             file,
         })))
     }
@@ -436,6 +491,16 @@ mod tests {
     fn local_backend_conformance() {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(dir.path().join("repo"));
+        crate::backend::conformance::run(&b);
+    }
+
+    /// The same where staged files are named temporaries (file systems
+    /// without `O_TMPFILE`, or no `/proc`).
+    #[test]
+    fn local_backend_conformance_with_named_staged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = LocalBackend::new(dir.path().join("repo"));
+        b.unnamed = false;
         crate::backend::conformance::run(&b);
     }
 

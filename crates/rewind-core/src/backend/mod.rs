@@ -123,6 +123,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>>;
     /// Writes a file if no file of that name exists.
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome>;
+    /// [`Backend::write`] of bytes the caller gives away: a backend whose
+    /// client needs them owned (S3, the rewind server) sends them without
+    /// a copy (a pack upload held two 16 MiB buffers, the caller's and the
+    /// request's).
+    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
+        self.write(t, name, &data)
+    }
     /// Deletes a file; deleting an absent file is not an error. Storage
     /// that enforces a retention (the rewind server's minimum delete age)
     /// answers [`crate::Error::Refused`] for a file it keeps.

@@ -136,6 +136,14 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
         Ok(out)
     }
 
+    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
+        match (&self.cache, t) {
+            // The cache keeps a copy of what it caches (not packs).
+            (Some(_), FileType::Index | FileType::Snapshot) => self.write(t, name, &data),
+            _ => self.inner.write_owned(t, name, data),
+        }
+    }
+
     fn delete(&self, t: FileType, name: &str) -> Result<()> {
         self.inner.delete(t, name)?;
         if let Some(cache) = &self.cache {

@@ -365,6 +365,16 @@ fn uploader(
             continue; // drain, so that senders never block forever (a staged file goes)
         }
         let (size, written) = match body {
+            // Given away where the backend sends it as it is (S3, the
+            // server); else written and kept for the next pack.
+            Body::Memory(bytes) if repo.backend().is_remote() => {
+                let size = bytes.len() as u64;
+                (
+                    size,
+                    repo.backend()
+                        .write_owned(FileType::Pack, &id.to_hex(), bytes),
+                )
+            }
             Body::Memory(bytes) => {
                 let written = repo.backend().write(FileType::Pack, &id.to_hex(), &bytes);
                 let size = bytes.len() as u64;
@@ -441,9 +451,11 @@ impl Repository {
         // one pack per uploader), staged a few, so that the readers go on
         // while the uploader fsyncs the last pack. The staged file of this
         // question is the first data pack's.
+        // A storage that cannot stage now is written to from memory (its
+        // error, if it is one, comes with the first pack written).
         let first = match dry_run {
             true => None,
-            false => self.backend().stage(FileType::Pack)?,
+            false => self.backend().stage(FileType::Pack).ok().flatten(),
         };
         let staging = first.is_some();
         let first = first
