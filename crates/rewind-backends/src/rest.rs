@@ -632,16 +632,12 @@ impl Backend for RestBackend {
     }
 
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
-        self.write_owned(t, name, data.to_vec())
+        self.write_owned(t, name, bytes::Bytes::copy_from_slice(data))
     }
 
-    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
-        let (status, _, body) = self.send(
-            Method::PUT,
-            &self.url(t, Some(name)),
-            None,
-            Some(bytes::Bytes::from(data)),
-        )?;
+    fn write_owned(&self, t: FileType, name: &str, data: bytes::Bytes) -> Result<WriteOutcome> {
+        let (status, _, body) =
+            self.send(Method::PUT, &self.url(t, Some(name)), None, Some(data))?;
         match status.as_u16() {
             200 | 201 => Ok(WriteOutcome::Created),
             409 => Ok(WriteOutcome::AlreadyExists),

@@ -366,7 +366,7 @@ impl S3Backend {
     }
 
     /// One PUT of `data` if no file of that name exists.
-    fn put(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
+    fn put(&self, t: FileType, name: &str, data: bytes::Bytes) -> Result<WriteOutcome> {
         let path = object_path(t, name)?;
         if matches!(t, FileType::Config | FileType::Key) {
             match self.op.stat(&path) {
@@ -499,10 +499,10 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
-        self.put(t, name, data.to_vec())
+        self.put(t, name, bytes::Bytes::copy_from_slice(data))
     }
 
-    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
+    fn write_owned(&self, t: FileType, name: &str, data: bytes::Bytes) -> Result<WriteOutcome> {
         self.put(t, name, data)
     }
 

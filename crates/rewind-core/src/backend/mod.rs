@@ -126,8 +126,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// [`Backend::write`] of bytes the caller gives away: a backend whose
     /// client needs them owned (S3, the rewind server) sends them without
     /// a copy (a pack upload held two 16 MiB buffers, the caller's and the
-    /// request's).
-    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
+    /// request's), and the caller may learn when they are dropped
+    /// ([`bytes::Bytes::from_owner`]: the backup writer gets its pack
+    /// buffer back).
+    fn write_owned(&self, t: FileType, name: &str, data: bytes::Bytes) -> Result<WriteOutcome> {
         self.write(t, name, &data)
     }
     /// Deletes a file; deleting an absent file is not an error. Storage

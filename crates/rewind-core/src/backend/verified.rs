@@ -136,7 +136,7 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
         Ok(out)
     }
 
-    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<WriteOutcome> {
+    fn write_owned(&self, t: FileType, name: &str, data: bytes::Bytes) -> Result<WriteOutcome> {
         match (&self.cache, t) {
             // The cache keeps a copy of what it caches (not packs).
             (Some(_), FileType::Index | FileType::Snapshot) => self.write(t, name, &data),
