@@ -387,10 +387,10 @@ fn uploader(
             continue; // drain, so that senders never block forever (a staged file goes)
         }
         let (size, written) = match body {
-            // Given to the request where the backend sends it as it is (S3,
-            // the server), and back for the next pack once the request
-            // drops it; else written and kept for the next pack.
-            Body::Memory(bytes) if repo.backend().is_remote() => {
+            // Lent to the backend: one that sends it as it is (S3, the
+            // server) takes it without a copy, and it comes back for the
+            // next pack once dropped.
+            Body::Memory(bytes) => {
                 let size = bytes.len() as u64;
                 let owned = bytes::Bytes::from_owner(Lent {
                     buf: bytes,
@@ -401,12 +401,6 @@ fn uploader(
                     repo.backend()
                         .write_owned(FileType::Pack, &id.to_hex(), owned),
                 )
-            }
-            Body::Memory(bytes) => {
-                let written = repo.backend().write(FileType::Pack, &id.to_hex(), &bytes);
-                let size = bytes.len() as u64;
-                let _ = recycle.try_send(bytes);
-                (size, written)
             }
             Body::Staged(staged, size) => (size, staged.commit(&id.to_hex())),
         };
