@@ -619,22 +619,32 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
             &tmp,
         )
         .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-        let mut pos = 0u64;
-        let mut holes = holes.iter().peekable();
-        let mut written = 0;
-        repo.read_blobs(content, |_, data| {
-            skip_holes(&mut pos, &mut holes);
-            f.write_all_at(&data, pos)
-                .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-            pos = pos.saturating_add(data.len() as u64);
-            written += data.len() as u64;
-            progress
-                .done_bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            Ok(())
-        })?;
+        let written = match split(repo, node.size, content, holes)? {
+            Some(parts) => parts
+                .par_iter()
+                .map(|part| write_part(repo, &f, path, content, part, progress))
+                .try_reduce(|| 0, |a, b| Ok(a + b))?,
+            None => {
+                let mut pos = 0u64;
+                let mut holes = holes.iter().peekable();
+                let mut written = 0;
+                repo.read_blobs(content, |_, data| {
+                    skip_holes(&mut pos, &mut holes);
+                    f.write_all_at(&data, pos)
+                        .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+                    pos = pos.saturating_add(data.len() as u64);
+                    written += data.len() as u64;
+                    progress
+                        .done_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    Ok(())
+                })?;
+                written
+            }
+        };
         f.set_len(node.size)
             .map_err(|e| Error::io(format!("resize {}", path.display()), e))?;
+        write_back(&f, 0, node.size);
         at::rename(&tmp, path)
             .map_err(|e| Error::io(format!("rename into {}", path.display()), e))?;
         Ok(written)
@@ -643,6 +653,111 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
         let _ = at::remove_file(&tmp);
     }
     result
+}
+
+/// A file at least this large is restored by several threads at once, each
+/// writing its own part: a disk image restored by one thread keeps one core
+/// busy long after the small files are done.
+const SPLIT_FILE_SIZE: u64 = 32 << 20;
+/// About how much of a large file one thread restores at a time.
+const SPLIT_PART: u64 = 8 << 20;
+
+/// A run of a file's blobs, where in the file each of them starts, and
+/// where the last one ends.
+struct Part {
+    blobs: std::ops::Range<usize>,
+    at: Vec<u64>,
+    end: u64,
+}
+
+/// Cuts a large file into parts that can be written independently, placed
+/// by the plaintext lengths of its blobs in the index (a blob's read checks
+/// that length). None for a small file, or one whose blob is not in the
+/// index: it is written in order, and a missing blob named as it is met.
+fn split(
+    repo: &Repository,
+    size: u64,
+    content: &[BlobId],
+    holes: &[crate::format::tree::Hole],
+) -> Result<Option<Vec<Part>>> {
+    if size < SPLIT_FILE_SIZE || content.len() < 2 {
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    let mut part = Part {
+        blobs: 0..0,
+        at: Vec::new(),
+        end: 0,
+    };
+    let mut part_bytes = 0u64;
+    let mut pos = 0u64;
+    let mut holes = holes.iter().peekable();
+    for (i, id) in content.iter().enumerate() {
+        let Some((_, entry)) = repo.locate(id)? else {
+            return Ok(None);
+        };
+        skip_holes(&mut pos, &mut holes);
+        part.at.push(pos);
+        part.blobs.end = i + 1;
+        pos = pos.saturating_add(u64::from(entry.raw_length));
+        part.end = pos;
+        part_bytes += u64::from(entry.raw_length);
+        if part_bytes >= SPLIT_PART {
+            let next = Part {
+                blobs: i + 1..i + 1,
+                at: Vec::new(),
+                end: pos,
+            };
+            parts.push(std::mem::replace(&mut part, next));
+            part_bytes = 0;
+        }
+    }
+    if !part.at.is_empty() {
+        parts.push(part);
+    }
+    Ok(Some(parts))
+}
+
+/// Writes one part of a large file; returns the bytes written.
+fn write_part(
+    repo: &Repository,
+    f: &File,
+    path: &Path,
+    content: &[BlobId],
+    part: &Part,
+    progress: &Progress,
+) -> Result<u64> {
+    let mut at = part.at.iter();
+    let mut written = 0;
+    repo.read_blobs(&content[part.blobs.clone()], |_, data| {
+        let pos = *at.next().expect("one place per blob");
+        f.write_all_at(&data, pos)
+            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+        written += data.len() as u64;
+        progress
+            .done_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    })?;
+    if let Some(first) = part.at.first() {
+        write_back(f, *first, part.end - first);
+    }
+    Ok(written)
+}
+
+/// Starts writing a restored range to the disk now, without waiting, and
+/// lets its pages go from the cache once written (`POSIX_FADV_DONTNEED`
+/// starts the write-back on Linux): the disk then writes while the restore
+/// goes on, instead of all at the end, and a large restore does not push
+/// everything else out of the page cache. Advice only: a failure is no error.
+fn write_back(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let _ = nix::fcntl::posix_fadvise(
+        f.as_raw_fd(),
+        i64::try_from(offset).unwrap_or(i64::MAX),
+        i64::try_from(len).unwrap_or(i64::MAX),
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
 }
 
 /// How many restored files a pack-by-pack restore keeps open at once; past
@@ -756,6 +871,7 @@ impl PackFile {
                     &self.tmp,
                 )?;
                 f.set_len(self.size)?;
+                write_back(&f, 0, self.size);
                 drop(f);
                 at::rename(&self.tmp, &self.path)
             })()
@@ -1580,9 +1696,12 @@ impl Run<'_> {
 
     fn write_each(&self) -> Vec<FileOutcome> {
         self.pool.install(|| {
+            // One file a job: a run of files left to one thread (rayon's
+            // default) can hold the large ones while the others idle.
             self.work
                 .files
                 .par_iter()
+                .with_max_len(1)
                 .map(|f| match self.to_write(f) {
                     None => FileOutcome::Failed,
                     Some(false) => FileOutcome::Skipped,
