@@ -785,7 +785,9 @@ struct PackFile {
 
 #[derive(Default)]
 struct PackFileState {
-    handle: Option<File>,
+    /// Shared, so that threads write to different places of one file at
+    /// once (a disk image's blobs are in many packs).
+    handle: Option<std::sync::Arc<File>>,
     created: bool,
     written: u64,
     failed: Option<String>,
@@ -800,30 +802,36 @@ fn temporary_for(path: &Path) -> PathBuf {
 }
 
 impl PackFile {
-    /// Writes `data` at `at` (creating the temporary file on first use).
+    /// Writes `data` at `at` (creating the temporary file on first use);
+    /// the file's lock is held to open it, not to write.
     fn write(&self, data: &[u8], at: u64, open: &AtomicUsize) {
-        let mut st = self.state.lock().expect("file state");
-        if st.failed.is_some() {
-            return;
-        }
-        let r = (|| -> std::io::Result<()> {
-            if st.handle.is_none() {
-                let mut o = OpenOptions::new();
-                o.write(true).custom_flags(nix::libc::O_NOFOLLOW);
-                if !st.created {
-                    o.create_new(true).mode(0o600);
-                }
-                let f = at::open(&o, &self.tmp)?;
-                st.created = true;
-                if open.fetch_add(1, Ordering::Relaxed) < MAX_OPEN_FILES {
-                    st.handle = Some(f);
-                } else {
-                    open.fetch_sub(1, Ordering::Relaxed);
-                    return f.write_all_at(data, at);
-                }
+        let handle = {
+            let mut st = self.state.lock().expect("file state");
+            if st.failed.is_some() {
+                return;
             }
-            st.handle.as_ref().expect("opened").write_all_at(data, at)
-        })();
+            match &st.handle {
+                Some(h) => Ok(h.clone()),
+                None => (|| -> std::io::Result<std::sync::Arc<File>> {
+                    let mut o = OpenOptions::new();
+                    o.write(true).custom_flags(nix::libc::O_NOFOLLOW);
+                    if !st.created {
+                        o.create_new(true).mode(0o600);
+                    }
+                    let f = std::sync::Arc::new(at::open(&o, &self.tmp)?);
+                    st.created = true;
+                    // Past the limit, opened for this write alone.
+                    if open.fetch_add(1, Ordering::Relaxed) < MAX_OPEN_FILES {
+                        st.handle = Some(f.clone());
+                    } else {
+                        open.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Ok(f)
+                })(),
+            }
+        };
+        let r = handle.and_then(|f| f.write_all_at(data, at));
+        let mut st = self.state.lock().expect("file state");
         match r {
             Ok(()) => st.written += data.len() as u64,
             Err(e) => {
@@ -886,6 +894,35 @@ impl PackFile {
     }
 }
 
+/// At most how much of a pack one request of a pack-by-pack restore reads
+/// (unless one blob is larger): each thread holds one span, and smaller
+/// spans keep the threads evenly busy.
+const MAX_SPAN: u64 = 4 << 20;
+
+/// Cuts a pack's placements into runs, in pack order, each spanning at
+/// most [`MAX_SPAN`] bytes of the pack; the places of one blob stay in one
+/// run, so each blob is read and opened once.
+fn spans(mut placements: Vec<Placement>) -> impl Iterator<Item = Vec<Placement>> {
+    placements.sort_by_key(|p| (p.offset, p.file, p.at));
+    let mut runs: Vec<Vec<Placement>> = Vec::new();
+    let mut start = 0u64;
+    for p in placements {
+        let end = u64::from(p.offset) + u64::from(p.length);
+        let same_blob = runs
+            .last()
+            .and_then(|r| r.last())
+            .is_some_and(|q| q.offset == p.offset);
+        match runs.last_mut() {
+            Some(run) if same_blob || end - start <= MAX_SPAN => run.push(p),
+            _ => {
+                start = u64::from(p.offset);
+                runs.push(vec![p]);
+            }
+        }
+    }
+    runs.into_iter()
+}
+
 /// Files written pack by pack, and what their writers share.
 struct ByPack<'a> {
     repo: &'a Repository,
@@ -920,11 +957,17 @@ fn write_files_by_pack(
     };
     let mut packs: Vec<(u32, Vec<Placement>)> = by.place(&index, files).into_iter().collect();
     packs.sort_by_key(|(p, _)| index.pack_id_at(*p));
+    let spans: Vec<(u32, Vec<Placement>)> = packs
+        .into_iter()
+        .flat_map(|(pack, placements)| spans(placements).map(move |s| (pack, s)))
+        .collect();
     let threads = repo.backend().connections().max(2);
     let run = |(pack, placements): (u32, Vec<Placement>)| by.write_pack(&index, pack, placements);
     match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-        Ok(pool) => pool.install(|| packs.into_par_iter().for_each(run)),
-        Err(_) => packs.into_iter().for_each(run),
+        // One span a job: rayon's default runs of jobs can leave one
+        // thread with the last packs while the others idle.
+        Ok(pool) => pool.install(|| spans.into_par_iter().with_max_len(1).for_each(run)),
+        Err(_) => spans.into_iter().for_each(run),
     }
     by.jobs
         .into_iter()
