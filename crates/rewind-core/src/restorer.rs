@@ -899,21 +899,30 @@ impl PackFile {
 /// spans keep the threads evenly busy.
 const MAX_SPAN: u64 = 4 << 20;
 
-/// Cuts a pack's placements into runs, in pack order, each spanning at
-/// most [`MAX_SPAN`] bytes of the pack; the places of one blob stay in one
-/// run, so each blob is read and opened once.
+/// Cuts a pack's placements into runs, in pack order, of about equal
+/// spans of the pack, at most [`MAX_SPAN`] each (plus the blob that
+/// crosses it): equal, so that no run is a small remainder, which remote
+/// backends would serve by fetching the whole pack into their cache. The
+/// places of one blob stay in one run, so each blob is read and opened once.
 fn spans(mut placements: Vec<Placement>) -> impl Iterator<Item = Vec<Placement>> {
     placements.sort_by_key(|p| (p.offset, p.file, p.at));
+    let first = placements.first().map_or(0, |p| u64::from(p.offset));
+    let last = placements
+        .iter()
+        .map(|p| u64::from(p.offset) + u64::from(p.length))
+        .max()
+        .unwrap_or(first);
+    let total = last - first;
+    let each = total.div_ceil(total.div_ceil(MAX_SPAN).max(1));
     let mut runs: Vec<Vec<Placement>> = Vec::new();
-    let mut start = 0u64;
+    let mut start = first;
     for p in placements {
-        let end = u64::from(p.offset) + u64::from(p.length);
         let same_blob = runs
             .last()
             .and_then(|r| r.last())
             .is_some_and(|q| q.offset == p.offset);
         match runs.last_mut() {
-            Some(run) if same_blob || end - start <= MAX_SPAN => run.push(p),
+            Some(run) if same_blob || u64::from(p.offset) - start < each => run.push(p),
             _ => {
                 start = u64::from(p.offset);
                 runs.push(vec![p]);
