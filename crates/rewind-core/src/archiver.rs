@@ -354,22 +354,41 @@ const PREFETCH_BYTES: u64 = 32 << 20;
 const PREFETCH_PER_FILE: u64 = 1 << 20;
 
 /// Hands out the files in their order (the readers take the next one when
-/// free) and asks the kernel to start reading the next ones
+/// free) and has the kernel asked to start reading the next ones
 /// (`posix_fadvise(WILLNEED)`): a cold small file is otherwise one disk
-/// round trip during which its reader's core waits.
+/// round trip during which its reader's core waits. The asking is done by
+/// a thread of its own ([`prefetcher`]), so that a slow `open` (a network
+/// file system) never holds up the handing out, which readers wait for.
 struct Prefetch<'b, 'a> {
     inner: std::slice::IterMut<'b, &'a mut FileJob>,
     ahead: std::collections::VecDeque<(&'b mut &'a mut FileJob, u64)>,
     bytes: u64,
+    /// To the prefetcher; nothing is asked once the backup is cancelled.
+    ask: std::sync::mpsc::SyncSender<(PathBuf, u64)>,
+    cancel: &'b crate::cancel::Cancel,
 }
 
 impl<'b, 'a> Prefetch<'b, 'a> {
-    fn new(inner: std::slice::IterMut<'b, &'a mut FileJob>) -> Self {
+    fn new(
+        inner: std::slice::IterMut<'b, &'a mut FileJob>,
+        ask: std::sync::mpsc::SyncSender<(PathBuf, u64)>,
+        cancel: &'b crate::cancel::Cancel,
+    ) -> Self {
         Prefetch {
             inner,
             ahead: std::collections::VecDeque::new(),
             bytes: 0,
+            ask,
+            cancel,
         }
+    }
+}
+
+/// Asks the kernel to read ahead for each (file, length) received, until
+/// the sender is gone.
+fn prefetcher(asked: std::sync::mpsc::Receiver<(PathBuf, u64)>) {
+    for (path, len) in asked {
+        will_need(&path, len);
     }
 }
 
@@ -402,13 +421,14 @@ impl<'b, 'a> Iterator for Prefetch<'b, 'a> {
             && (self.bytes < PREFETCH_BYTES || self.ahead.is_empty())
         {
             let Some(job) = self.inner.next() else { break };
-            let len = if job.reused {
+            let len = if job.reused || self.cancel.is_cancelled() {
                 0
             } else {
                 job.node.size.min(PREFETCH_PER_FILE)
             };
+            // Full: the prefetcher is behind, and this file goes without.
             if len > 0 {
-                will_need(&job.path, len);
+                let _ = self.ask.try_send((job.path.clone(), len));
             }
             self.bytes += len;
             self.ahead.push_back((job, len));
@@ -906,8 +926,15 @@ fn store(
             .map_err(|e| Error::io("start reader threads", std::io::Error::other(e)))?;
         // The readers take the files in this order, each the next one when
         // free, while the kernel reads ahead of them.
+        let (ask, asked) = std::sync::mpsc::sync_channel(PREFETCH_FILES);
+        // Advice only: without the thread (it could not start), nothing is
+        // asked; it ends when the files are handed out (not waited for: an
+        // `open` on a hung mount would hold the backup).
+        let _ = std::thread::Builder::new()
+            .name("rewind-prefetch".into())
+            .spawn(move || prefetcher(asked));
         let results: Vec<Result<u64>> = pool.install(|| {
-            Prefetch::new(files.iter_mut())
+            Prefetch::new(files.iter_mut(), ask, &progress.cancel)
                 .par_bridge()
                 .map(|job| {
                     if job.reused {

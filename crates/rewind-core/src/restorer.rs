@@ -24,7 +24,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -619,12 +619,19 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
             &tmp,
         )
         .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-        let written = match split(repo, node.size, content, holes)? {
-            Some(parts) => parts
+        // A blob whose data has another length than its index entry said
+        // (an index file that lies, and a good copy read instead): the
+        // parts' places are wrong, so the file is written again in order.
+        let misplaced = AtomicBool::new(false);
+        let in_parts = split(repo, node.size, content, holes)?.map(|parts| {
+            parts
                 .par_iter()
-                .map(|part| write_part(repo, &f, path, content, part, progress))
-                .try_reduce(|| 0, |a, b| Ok(a + b))?,
-            None => {
+                .map(|part| write_part(repo, &f, path, content, part, &misplaced, progress))
+                .try_reduce(|| 0, |a, b| Ok(a + b))
+        });
+        let written = match in_parts {
+            Some(r) if !misplaced.load(Ordering::Relaxed) => r?,
+            _ => {
                 let mut pos = 0u64;
                 let mut holes = holes.iter().peekable();
                 let mut written = 0;
@@ -644,7 +651,9 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
         };
         f.set_len(node.size)
             .map_err(|e| Error::io(format!("resize {}", path.display()), e))?;
-        write_back(&f, 0, node.size);
+        if node.size >= WRITE_BACK_SIZE {
+            write_back(&f, 0, node.size);
+        }
         at::rename(&tmp, path)
             .map_err(|e| Error::io(format!("rename into {}", path.display()), e))?;
         Ok(written)
@@ -662,11 +671,11 @@ const SPLIT_FILE_SIZE: u64 = 32 << 20;
 /// About how much of a large file one thread restores at a time.
 const SPLIT_PART: u64 = 8 << 20;
 
-/// A run of a file's blobs, where in the file each of them starts, and
-/// where the last one ends.
+/// A run of a file's blobs, where in the file each of them starts and how
+/// long the index says it is, and where the last one ends.
 struct Part {
     blobs: std::ops::Range<usize>,
-    at: Vec<u64>,
+    at: Vec<(u64, u32)>,
     end: u64,
 }
 
@@ -697,7 +706,7 @@ fn split(
             return Ok(None);
         };
         skip_holes(&mut pos, &mut holes);
-        part.at.push(pos);
+        part.at.push((pos, entry.raw_length));
         part.blobs.end = i + 1;
         pos = pos.saturating_add(u64::from(entry.raw_length));
         part.end = pos;
@@ -718,19 +727,29 @@ fn split(
     Ok(Some(parts))
 }
 
-/// Writes one part of a large file; returns the bytes written.
+/// Writes one part of a large file; returns the bytes written. A blob of
+/// another length than planned sets `misplaced` and stops.
 fn write_part(
     repo: &Repository,
     f: &File,
     path: &Path,
     content: &[BlobId],
     part: &Part,
+    misplaced: &AtomicBool,
     progress: &Progress,
 ) -> Result<u64> {
     let mut at = part.at.iter();
     let mut written = 0;
-    repo.read_blobs(&content[part.blobs.clone()], |_, data| {
-        let pos = *at.next().expect("one place per blob");
+    repo.read_blobs(&content[part.blobs.clone()], |id, data| {
+        let (pos, len) = *at.next().expect("one place per blob");
+        if data.len() != len as usize {
+            misplaced.store(true, Ordering::Relaxed);
+            return Err(Error::corrupt(
+                "blob",
+                id.to_string(),
+                format!("{} bytes, the index said {len}", data.len()),
+            ));
+        }
         f.write_all_at(&data, pos)
             .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
         written += data.len() as u64;
@@ -739,11 +758,14 @@ fn write_part(
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(())
     })?;
-    if let Some(first) = part.at.first() {
+    if let Some((first, _)) = part.at.first() {
         write_back(f, *first, part.end - first);
     }
     Ok(written)
 }
+
+/// Files smaller than this are left to the kernel's own write-back.
+const WRITE_BACK_SIZE: u64 = 1 << 20;
 
 /// Starts writing a restored range to the disk now, without waiting, and
 /// lets its pages go from the cache once written (`POSIX_FADV_DONTNEED`
@@ -879,7 +901,9 @@ impl PackFile {
                     &self.tmp,
                 )?;
                 f.set_len(self.size)?;
-                write_back(&f, 0, self.size);
+                if self.size >= WRITE_BACK_SIZE {
+                    write_back(&f, 0, self.size);
+                }
                 drop(f);
                 at::rename(&self.tmp, &self.path)
             })()
@@ -1106,7 +1130,22 @@ impl ByPack<'_> {
                 Err(e) => Err(e.clone()),
             }
             // This copy is missing or damaged: another known copy, if any.
-            .or_else(|first| self.repo.read_blob(&p.blob).map_err(|_| first));
+            .or_else(|first| self.repo.read_blob(&p.blob).map_err(|_| first))
+            // The places were planned with this copy's length; another
+            // copy of another length (an index file lies) cannot go there.
+            .and_then(|d| {
+                if d.len() == p.raw_length as usize {
+                    Ok(d)
+                } else {
+                    Err(format!(
+                        "blob {} has {} bytes where the index said {}: an index file lies \
+                         (run `rewind check`); restore from local storage or after `rewind repair index`",
+                        p.blob,
+                        d.len(),
+                        p.raw_length
+                    ))
+                }
+            });
             for q in &placements[i..i + same] {
                 let job = &self.jobs[q.file];
                 match &data {

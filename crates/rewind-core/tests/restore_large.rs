@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use rewind_core::archiver::{self, BackupOptions, Progress};
+use rewind_core::format::index::{IndexFile, IndexPack, VERSION};
+use rewind_core::format::pack::{BlobKind, PackedBlob};
 use rewind_core::format::tree::NodeKind;
-use rewind_core::id::SnapshotId;
+use rewind_core::id::{Hash, PackId, SnapshotId};
 use rewind_core::repository::Repository;
 use rewind_core::restorer::{self, RestoreOptions, RestoreStart, RestoreStats};
 
@@ -169,4 +171,51 @@ fn a_damaged_blob_in_the_middle_of_a_large_file_fails_that_file_alone() {
         "{:?}",
         temporaries(&target)
     );
+}
+
+#[test]
+fn an_index_file_that_lies_about_lengths_cannot_misplace_a_large_file() {
+    // What a client holding the key can write: every data blob listed
+    // again, 4 KiB longer, in a pack that does not exist, under a name
+    // that makes it the copy tried first. The parts of a large file are
+    // placed by those lengths; the good copies read instead are not that
+    // long, so the file must be written again in order, not with its
+    // blobs at the wrong places.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    large_tree(&src);
+    let repo_dir = tmp.path().join("repo");
+    let repo = init(&repo_dir);
+    let snap = backup(&repo, &src);
+    let lies: Vec<PackedBlob> = open(&repo_dir)
+        .index()
+        .unwrap()
+        .entries()
+        .filter(|(_, b)| b.kind == BlobKind::Data)
+        .map(|(_, b)| PackedBlob {
+            raw_length: b.raw_length + 4096,
+            ..b
+        })
+        .collect();
+    assert!(lies.len() > 20, "{} data blobs", lies.len());
+    write_last(
+        &repo,
+        &IndexFile {
+            version: VERSION,
+            supersedes: Vec::new(),
+            packs: vec![IndexPack {
+                id: PackId(Hash([0xee; 32])),
+                size: 1 << 30,
+                blobs: lies,
+            }],
+        },
+    );
+    let repo = open(&repo_dir);
+    let target = tmp.path().join("out");
+    let stats = restore(&repo, &snap, &src, &target);
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    for name in ["big.img", "dense.bin", "small.txt"] {
+        assert!(same_bytes(&src.join(name), &target.join(name)), "{name}");
+    }
+    assert!(temporaries(&target).is_empty());
 }
