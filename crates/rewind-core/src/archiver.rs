@@ -624,6 +624,10 @@ fn read_file(
             job.node.ctime = Time::default(); // forces a re-read next time
         }
     }
+    // Kept until the trees are written, one per file: a one-chunk file's
+    // list would otherwise hold room for four ids.
+    content.shrink_to_fit();
+    holes.shrink_to_fit();
     job.node.kind = NodeKind::File { content, holes };
     Ok(read)
 }
@@ -933,7 +937,9 @@ fn store(
         let _ = std::thread::Builder::new()
             .name("rewind-prefetch".into())
             .spawn(move || prefetcher(asked));
-        let results: Vec<Result<u64>> = pool.install(|| {
+        // Summed as they come, not collected: a result per file is
+        // memory that grows with the tree (88 bytes a file).
+        let read: Result<u64> = pool.install(|| {
             Prefetch::new(files.iter_mut(), ask, &progress.cancel)
                 .par_bridge()
                 .map(|job| {
@@ -945,11 +951,9 @@ fn store(
                     progress.done_files.fetch_add(1, Ordering::Relaxed);
                     Ok(n)
                 })
-                .collect()
+                .try_reduce(|| 0, |a, b| Ok(a + b))
         });
-        for r in results {
-            summary.bytes_read += r?;
-        }
+        summary.bytes_read += read?;
         for job in &files {
             if job.failed {
                 summary.errors += 1;
