@@ -637,13 +637,9 @@ fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) 
                 let mut written = 0;
                 repo.read_blobs(content, |_, data| {
                     skip_holes(&mut pos, &mut holes);
-                    f.write_all_at(&data, pos)
-                        .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-                    pos = pos.saturating_add(data.len() as u64);
-                    written += data.len() as u64;
-                    progress
-                        .done_bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let n = put(&f, path, &data, pos, progress)?;
+                    pos = pos.saturating_add(n);
+                    written += n;
                     Ok(())
                 })?;
                 written
@@ -750,18 +746,23 @@ fn write_part(
                 format!("{} bytes, the index said {len}", data.len()),
             ));
         }
-        f.write_all_at(&data, pos)
-            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-        written += data.len() as u64;
-        progress
-            .done_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        written += put(f, path, &data, pos, progress)?;
         Ok(())
     })?;
     if let Some((first, _)) = part.at.first() {
         write_back(f, *first, part.end - first);
     }
     Ok(written)
+}
+
+/// Writes one blob's `data` at `pos` of the file restored to `path`;
+/// returns its length.
+fn put(f: &File, path: &Path, data: &[u8], pos: u64, progress: &Progress) -> Result<u64> {
+    f.write_all_at(data, pos)
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    let n = data.len() as u64;
+    progress.done_bytes.fetch_add(n, Ordering::Relaxed);
+    Ok(n)
 }
 
 /// Files smaller than this are left to the kernel's own write-back.

@@ -14,7 +14,7 @@ use rewind_core::archiver::{self, BackupOptions, Progress};
 use rewind_core::backend::{Backend, FileInfo, FileType, LocalBackend, WriteOutcome};
 use rewind_core::id::SnapshotId;
 use rewind_core::repository::Repository;
-use rewind_core::restorer::{self, Overwrite, RestoreOptions, RestoreStart};
+use rewind_core::restorer::Overwrite;
 use rewind_core::Result;
 
 /// The local backend, claiming to be remote, noting the pack reads:
@@ -90,17 +90,7 @@ fn tricky_tree(src: &Path) {
     std::fs::write(src.join("twice"), [&block[..], &block[..]].concat()).unwrap();
     std::fs::write(src.join("empty"), b"").unwrap();
     // A file in many spans of several packs, written by several threads.
-    let mut large = Vec::new();
-    for i in 0..18u64 {
-        let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        large.extend((0..700_000).map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        }));
-    }
-    std::fs::write(src.join("large"), &large).unwrap();
+    std::fs::write(src.join("large"), random_bytes(18, 12_600_000)).unwrap();
     // A sparse file: data, a hole, data, a hole at the end.
     let f = std::fs::File::create(src.join("sparse")).unwrap();
     use std::os::unix::fs::FileExt;
@@ -118,34 +108,6 @@ fn backup(repo_dir: &Path, src: &Path) -> SnapshotId {
     )
     .unwrap()
     .snapshot_id
-    .unwrap()
-}
-
-fn restore_into(
-    repo: &Repository,
-    snap: &SnapshotId,
-    src: &Path,
-    target: &Path,
-    overwrite: Overwrite,
-) -> rewind_core::restorer::RestoreStats {
-    let (_, s) = repo.read_snapshot(snap).unwrap();
-    let node = restorer::find_node(repo, &s.tree, src).unwrap().unwrap();
-    let rewind_core::format::tree::NodeKind::Dir { subtree } = node.kind else {
-        panic!("not a dir")
-    };
-    restorer::restore(
-        repo,
-        RestoreStart::Tree {
-            tree: subtree,
-            snap_path: src.to_path_buf(),
-        },
-        &RestoreOptions {
-            target: target.to_path_buf(),
-            overwrite,
-            ..Default::default()
-        },
-        &Progress::default(),
-    )
     .unwrap()
 }
 

@@ -15,21 +15,9 @@ use rewind_core::format::pack::{BlobKind, PackedBlob};
 use rewind_core::format::tree::NodeKind;
 use rewind_core::id::{Hash, PackId, SnapshotId};
 use rewind_core::repository::Repository;
-use rewind_core::restorer::{self, RestoreOptions, RestoreStart, RestoreStats};
+use rewind_core::restorer::{self, Overwrite};
 
 const MIB: u64 = 1 << 20;
-
-fn random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// `big.img`: 72 MiB with two holes and data between them, one MiB of it
 /// repeated at three places (the same chunks, in different parts);
@@ -37,18 +25,45 @@ fn random(seed: u64, len: usize) -> Vec<u8> {
 fn large_tree(src: &Path) {
     std::fs::create_dir_all(src).unwrap();
     let f = std::fs::File::create(src.join("big.img")).unwrap();
-    f.write_all_at(&random(1, (20 * MIB) as usize), 0).unwrap();
-    // A hole from 20 to 36 MiB.
-    f.write_all_at(&random(2, (24 * MIB) as usize), 36 * MIB)
+    f.write_all_at(&random_bytes(1, (20 * MIB) as usize), 0)
         .unwrap();
-    let repeated = random(3, MIB as usize);
+    // A hole from 20 to 36 MiB.
+    f.write_all_at(&random_bytes(2, (24 * MIB) as usize), 36 * MIB)
+        .unwrap();
+    let repeated = random_bytes(3, MIB as usize);
     for at in [3 * MIB, 41 * MIB, 59 * MIB] {
         f.write_all_at(&repeated, at).unwrap();
     }
     // A hole from 60 MiB to the end.
     f.set_len(72 * MIB).unwrap();
-    std::fs::write(src.join("dense.bin"), random(4, (40 * MIB) as usize)).unwrap();
+    std::fs::write(src.join("dense.bin"), random_bytes(4, (40 * MIB) as usize)).unwrap();
     std::fs::write(src.join("small.txt"), b"small and whole").unwrap();
+}
+
+/// A repository at `tmp/repo` with one backup of [`large_tree`] at
+/// `tmp/src`.
+struct Setup {
+    tmp: tempfile::TempDir,
+    src: PathBuf,
+    repo_dir: PathBuf,
+    repo: Repository,
+    snap: SnapshotId,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    large_tree(&src);
+    let repo_dir = tmp.path().join("repo");
+    let repo = init(&repo_dir);
+    let snap = backup(&repo, &src);
+    Setup {
+        tmp,
+        src,
+        repo_dir,
+        repo,
+        snap,
+    }
 }
 
 fn backup(repo: &Repository, src: &Path) -> SnapshotId {
@@ -59,27 +74,6 @@ fn backup(repo: &Repository, src: &Path) -> SnapshotId {
     )
     .unwrap()
     .snapshot_id
-    .unwrap()
-}
-
-fn restore(repo: &Repository, snap: &SnapshotId, src: &Path, target: &Path) -> RestoreStats {
-    let (_, s) = repo.read_snapshot(snap).unwrap();
-    let node = restorer::find_node(repo, &s.tree, src).unwrap().unwrap();
-    let NodeKind::Dir { subtree } = node.kind else {
-        panic!("not a dir")
-    };
-    restorer::restore(
-        repo,
-        RestoreStart::Tree {
-            tree: subtree,
-            snap_path: src.to_path_buf(),
-        },
-        &RestoreOptions {
-            target: target.to_path_buf(),
-            ..Default::default()
-        },
-        &Progress::default(),
-    )
     .unwrap()
 }
 
@@ -97,13 +91,15 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_large_sparse_file_is_restored_by_parts_exactly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    large_tree(&src);
-    let repo = init(&tmp.path().join("repo"));
-    let snap = backup(&repo, &src);
+    let Setup {
+        tmp,
+        src,
+        repo,
+        snap,
+        ..
+    } = setup();
     let target = tmp.path().join("out");
-    let stats = restore(&repo, &snap, &src, &target);
+    let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
     assert_eq!(stats.files_restored, 3);
     for name in ["big.img", "dense.bin", "small.txt"] {
@@ -122,12 +118,13 @@ fn a_large_sparse_file_is_restored_by_parts_exactly() {
 
 #[test]
 fn a_damaged_blob_in_the_middle_of_a_large_file_fails_that_file_alone() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    large_tree(&src);
-    let repo_dir = tmp.path().join("repo");
-    let repo = init(&repo_dir);
-    let snap = backup(&repo, &src);
+    let Setup {
+        tmp,
+        src,
+        repo_dir,
+        repo,
+        snap,
+    } = setup();
 
     // A chunk in the middle of dense.bin: one byte of it changed in its pack.
     let (_, s) = repo.read_snapshot(&snap).unwrap();
@@ -151,7 +148,7 @@ fn a_damaged_blob_in_the_middle_of_a_large_file_fails_that_file_alone() {
     let target = tmp.path().join("out");
     std::fs::create_dir_all(&target).unwrap();
     std::fs::write(target.join("dense.bin"), b"the user's own").unwrap();
-    let stats = restore(&open(&repo_dir), &snap, &src, &target);
+    let stats = restore_into(&open(&repo_dir), &snap, &src, &target, Overwrite::IfChanged);
     assert_eq!(stats.files_failed, 1, "{:?}", stats.errors);
     assert_eq!(stats.errors.len(), 1, "{:?}", stats.errors);
     let said = format!("{:?}", stats.errors[0]);
@@ -181,12 +178,13 @@ fn an_index_file_that_lies_about_lengths_cannot_misplace_a_large_file() {
     // placed by those lengths; the good copies read instead are not that
     // long, so the file must be written again in order, not with its
     // blobs at the wrong places.
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    large_tree(&src);
-    let repo_dir = tmp.path().join("repo");
-    let repo = init(&repo_dir);
-    let snap = backup(&repo, &src);
+    let Setup {
+        tmp,
+        src,
+        repo_dir,
+        repo,
+        snap,
+    } = setup();
     let lies: Vec<PackedBlob> = open(&repo_dir)
         .index()
         .unwrap()
@@ -212,7 +210,7 @@ fn an_index_file_that_lies_about_lengths_cannot_misplace_a_large_file() {
     );
     let repo = open(&repo_dir);
     let target = tmp.path().join("out");
-    let stats = restore(&repo, &snap, &src, &target);
+    let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
     for name in ["big.img", "dense.bin", "small.txt"] {
         assert!(same_bytes(&src.join(name), &target.join(name)), "{name}");

@@ -15,7 +15,7 @@ use rewind_core::format::index::IndexFile;
 use rewind_core::format::RepoFile;
 use rewind_core::id::IndexId;
 use rewind_core::repository::Repository;
-use rewind_core::restorer::{self, RestoreOptions, RestoreStart};
+use rewind_core::restorer::{self, Overwrite, RestoreOptions, RestoreStart};
 use rewind_core::{Error, Result};
 
 pub const FAST_KDF: KdfParams = KdfParams {
@@ -141,6 +141,19 @@ impl Backend for FaultBackend {
     }
 }
 
+/// `len` bytes of a xorshift stream from `seed` (incompressible).
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn make_tree(dir: &Path, seed: u64, files: usize) {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     for i in 0..files {
@@ -218,6 +231,35 @@ pub fn assert_restores(
         String::from_utf8_lossy(&out.stdout)
     );
     std::fs::remove_dir_all(&target).unwrap();
+}
+
+/// Restores the folder `src` of snapshot `snap` into `target`.
+pub fn restore_into(
+    repo: &Repository,
+    snap: &rewind_core::id::SnapshotId,
+    src: &Path,
+    target: &Path,
+    overwrite: Overwrite,
+) -> restorer::RestoreStats {
+    let (_, s) = repo.read_snapshot(snap).unwrap();
+    let node = restorer::find_node(repo, &s.tree, src).unwrap().unwrap();
+    let rewind_core::format::tree::NodeKind::Dir { subtree } = node.kind else {
+        panic!("not a dir")
+    };
+    restorer::restore(
+        repo,
+        RestoreStart::Tree {
+            tree: subtree,
+            snap_path: src.to_path_buf(),
+        },
+        &RestoreOptions {
+            target: target.to_path_buf(),
+            overwrite,
+            ..Default::default()
+        },
+        &Progress::default(),
+    )
+    .unwrap()
 }
 
 /// Copies a directory tree (`cp -a`).
