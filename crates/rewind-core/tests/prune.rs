@@ -215,18 +215,6 @@ fn stream_backup(repo: &Repository, data: &[u8]) -> SnapshotId {
     .unwrap()
 }
 
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Runs a backup of `data` that reads the index, then waits while `during`
 /// runs, then writes its snapshot.
 fn backup_across(repo_dir: &Path, data: &[u8], during: impl FnOnce()) -> SnapshotId {
@@ -280,7 +268,7 @@ fn a_running_backup_that_reuses_marked_data_postpones_its_deletion() {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     init(&repo_dir);
-    let data = pseudo_random(3 << 20, 7);
+    let data = random_bytes(7, 3 << 20);
     let old = stream_backup(&open(&repo_dir), &data);
     forget(&repo_dir, &old);
 
@@ -313,7 +301,7 @@ fn without_its_running_marker_the_same_backup_would_lose_data() {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     init(&repo_dir);
-    let data = pseudo_random(3 << 20, 7);
+    let data = random_bytes(7, 3 << 20);
     let old = stream_backup(&open(&repo_dir), &data);
     forget(&repo_dir, &old);
     backup_across(&repo_dir, &data, || {
@@ -334,7 +322,7 @@ fn a_backup_that_starts_after_a_mark_stores_the_data_again() {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     init(&repo_dir);
-    let data = pseudo_random(2 << 20, 9);
+    let data = random_bytes(9, 2 << 20);
     let old = stream_backup(&open(&repo_dir), &data);
     forget(&repo_dir, &old);
     let r = prune::prune(&open(&repo_dir), &grace0()).unwrap();
@@ -438,9 +426,9 @@ fn a_marker_claiming_a_far_future_refresh_blocks_prune_now_only_while_its_file_i
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     init(&repo_dir);
-    let data = pseudo_random(1 << 20, 3);
+    let data = random_bytes(3, 1 << 20);
     let old = stream_backup(&open(&repo_dir), &data);
-    let kept = stream_backup(&open(&repo_dir), &pseudo_random(1 << 20, 4));
+    let kept = stream_backup(&open(&repo_dir), &random_bytes(4, 1 << 20));
     forget(&repo_dir, &old);
     let year = Timestamp::now() + SignedDuration::from_hours(24 * 365);
     let marker = plant_marker(&repo_dir, year, year);
@@ -462,7 +450,7 @@ fn a_marker_claiming_a_far_future_refresh_blocks_prune_now_only_while_its_file_i
     let repo = open(&repo_dir);
     assert!(pack_bytes(&repo) < before);
     assert!(check_errors(&repo).is_empty());
-    assert_stream(&repo, &kept, &pseudo_random(1 << 20, 4));
+    assert_stream(&repo, &kept, &random_bytes(4, 1 << 20));
 
     // The same kind of claim a little ahead (within the clock skew) is an
     // honest marker's: judged by its refresh time as before, whatever the
@@ -479,8 +467,8 @@ fn a_sealed_snapshot_whose_root_tree_does_not_exist_is_refused_or_explicitly_ign
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     init(&repo_dir);
-    let old = stream_backup(&open(&repo_dir), &pseudo_random(1 << 20, 5));
-    let kept_data = pseudo_random(1 << 20, 6);
+    let old = stream_backup(&open(&repo_dir), &random_bytes(5, 1 << 20));
+    let kept_data = random_bytes(6, 1 << 20);
     let kept = stream_backup(&open(&repo_dir), &kept_data);
     forget(&repo_dir, &old);
     // Sealed with the key, valid in form, but its tree is nowhere.
