@@ -145,6 +145,11 @@ enum Entry {
 struct ScanDir {
     node: Option<Node>,
     children: BTreeMap<Vec<u8>, Entry>,
+    /// Set when the directory is exactly as in the parent snapshot: its
+    /// tree is the parent's (`children` is then empty, dropped as the scan
+    /// goes, so that a backup's memory grows with what changed, not with
+    /// the number of files).
+    same_tree: Option<BlobId>,
 }
 
 struct Scanner<'a> {
@@ -156,6 +161,10 @@ struct Scanner<'a> {
     dirs: AtomicU64,
     others: AtomicU64,
     errors: AtomicU64,
+    /// Files (and their bytes) of the directories found unchanged: they
+    /// are not file jobs.
+    unchanged_files: AtomicU64,
+    unchanged_bytes: AtomicU64,
 }
 
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
@@ -236,17 +245,22 @@ impl Scanner<'_> {
         };
         if md.is_dir() {
             self.dirs.fetch_add(1, Ordering::Relaxed);
+            node.size = 0;
             let mut dir = ScanDir {
-                node: None,
+                node: Some(node),
                 children: BTreeMap::new(),
+                same_tree: None,
             };
             let cross_fs = self.opts.one_file_system && md.dev() != root_dev;
             if !cross_fs && !self.dir_excluded_by_marker(path) {
                 let ptree = self.parent_tree(parent, path);
                 dir.children = self.scan_dir_contents(path, ptree.as_ref(), root_dev);
+                if let (Some(ptree), Some(NodeKind::Dir { subtree })) =
+                    (ptree, parent.map(|p| &p.kind))
+                {
+                    self.collapse_if_unchanged(&mut dir, &ptree, subtree);
+                }
             }
-            node.size = 0;
-            dir.node = Some(node);
             return Some(Entry::Dir(Box::new(dir)));
         }
         if md.is_file() {
@@ -275,6 +289,45 @@ impl Scanner<'_> {
         }
         self.others.fetch_add(1, Ordering::Relaxed);
         Some(Entry::Other(Box::new(node)))
+    }
+
+    /// Replaces a scanned directory's entries by the parent snapshot's
+    /// tree when they are exactly its nodes (every file reused, every
+    /// subdirectory itself unchanged, nothing added or gone) and that tree
+    /// is stored in a pack prune has not marked: the tree written would be
+    /// the same blob.
+    fn collapse_if_unchanged(&self, dir: &mut ScanDir, ptree: &Tree, subtree: &BlobId) {
+        if dir.children.len() != ptree.nodes.len() {
+            return;
+        }
+        let (mut files, mut bytes) = (0, 0);
+        for ((name, entry), old) in dir.children.iter().zip(&ptree.nodes) {
+            if *name != old.name {
+                return;
+            }
+            let same = match entry {
+                Entry::File(job) => {
+                    files += 1;
+                    bytes += job.node.size;
+                    job.reused && job.node == *old
+                }
+                Entry::Dir(d) => d.same_tree.is_some() && d.node.as_ref() == Some(old),
+                Entry::Other(n) => **n == *old,
+            };
+            if !same {
+                return;
+            }
+        }
+        if !self.repo.index().is_ok_and(|i| i.contains_live(subtree)) {
+            return;
+        }
+        if let Some(node) = &mut dir.node {
+            node.kind = NodeKind::Dir { subtree: *subtree };
+        }
+        dir.children = BTreeMap::new();
+        dir.same_tree = Some(*subtree);
+        self.unchanged_files.fetch_add(files, Ordering::Relaxed);
+        self.unchanged_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     fn blobs_present(&self, node: &Node) -> bool {
@@ -635,6 +688,9 @@ fn read_file(
 // ---------------------------------------------------------------- trees
 
 fn build_tree(dir: ScanDir, writer: &BlobWriter<'_>) -> Result<(Option<Node>, BlobId)> {
+    if let Some(id) = dir.same_tree {
+        return Ok((dir.node, id));
+    }
     let mut nodes = Vec::with_capacity(dir.children.len());
     for (_, entry) in dir.children {
         match entry {
@@ -815,6 +871,7 @@ impl Scanner<'_> {
         let mut root = ScanDir {
             node: None,
             children: BTreeMap::new(),
+            same_tree: None,
         };
         for path in sources {
             let root_dev = at::short(path)
@@ -882,6 +939,7 @@ impl Scanner<'_> {
                     Entry::Dir(Box::new(ScanDir {
                         node: Some(node),
                         children: BTreeMap::new(),
+                        same_tree: None,
                     })),
                 );
                 self.dirs.fetch_add(1, Ordering::Relaxed);
@@ -1065,6 +1123,8 @@ pub fn backup(
         dirs: AtomicU64::new(0),
         others: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        unchanged_files: AtomicU64::new(0),
+        unchanged_bytes: AtomicU64::new(0),
     };
     // Scanning is mostly waiting for inodes: many threads keep the disk busy.
     let scan_pool = rayon::ThreadPoolBuilder::new()
@@ -1080,6 +1140,8 @@ pub fn backup(
         dirs: scanner.dirs.load(Ordering::Relaxed),
         others: scanner.others.load(Ordering::Relaxed),
         errors: scanner.errors.load(Ordering::Relaxed),
+        files_unchanged: scanner.unchanged_files.load(Ordering::Relaxed),
+        total_bytes: scanner.unchanged_bytes.load(Ordering::Relaxed),
         ..Default::default()
     };
     let (root_id, stats) = store(repo, root, &mut summary, opts.dry_run, progress)?;
