@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::backend::FileType;
 use crate::error::Result;
 use crate::format::index::IndexPack;
-use crate::format::pack::{PackHeader, PackedBlob};
+use crate::format::pack::{PackHeader, PackedBlob, PREFIX_LEN};
 use crate::format::tree::NodeKind;
 use crate::id::{BlobId, Hash, IdBuildHasher, IndexId, PackId, SnapshotId};
 use crate::repository::{FileSet, Index, Repository};
@@ -1186,10 +1186,15 @@ struct PackRead {
     wrong: HashMap<Place, Wrong>,
 }
 
-/// Reads one pack whole: its name, its header, and every place that an
-/// index file gives there. A place that fails and is not in the pack's
-/// authenticated header is the index file's error; one that is, is damage
-/// to the pack.
+/// Bytes of a pack `check --read-data` reads at a time: with the longest
+/// blob being checked, what one reader holds (a pack read whole was 16 MiB
+/// a thread).
+const READ_WINDOW: u64 = 1 << 20;
+
+/// Reads one pack from start to end: its name, its header, and every place
+/// that an index file gives there. A place that fails and is not in the
+/// pack's authenticated header is the index file's error; one that is, is
+/// damage to the pack.
 fn read_pack(repo: &Repository, pack: &PackId, places: &[Place]) -> PackRead {
     // One buffer per thread for every pack it reads (a fresh one per pack
     // is freed into the allocator's arenas, which then hold several).
@@ -1203,32 +1208,87 @@ fn read_pack_into(
     repo: &Repository,
     pack: &PackId,
     places: &[Place],
-    bytes: &mut Vec<u8>,
+    buf: &mut Vec<u8>,
 ) -> PackRead {
+    use std::io::Read;
     let name = pack.to_hex();
-    match repo.backend().read_into(FileType::Pack, &name, bytes) {
-        Ok(()) => {}
-        Err(e) => {
-            return PackRead {
-                errors: vec![format!("pack {name}: {e}")],
-                wrong: places
-                    .iter()
-                    .map(|p| {
-                        let (blob, offset) = (p.blob, p.offset);
-                        (*p, Wrong::FailsAuth { blob, offset })
-                    })
-                    .collect(),
-            }
-        }
+    let unreadable = |e: String| PackRead {
+        errors: vec![format!("pack {name}: {e}")],
+        wrong: places
+            .iter()
+            .map(|p| {
+                let (blob, offset) = (p.blob, p.offset);
+                (*p, Wrong::FailsAuth { blob, offset })
+            })
+            .collect(),
     };
+    let mut stream = match repo.backend().read_stream(FileType::Pack, &name) {
+        Ok(s) => s,
+        Err(e) => return unreadable(e.to_string()),
+    };
+    // The places in the order of the pack: `buf` holds the bytes from the
+    // start of the first one not yet looked at to what is read so far.
+    let mut order: Vec<&Place> = places.iter().collect();
+    order.sort_by_key(|p| (p.offset, p.length));
+    let mut next = 0;
+    let mut failing: Vec<&Place> = Vec::new();
+    let mut hash = blake3::Hasher::new();
+    let mut head = Vec::with_capacity(PREFIX_LEN as usize);
+    buf.clear();
+    let mut buf_start = 0u64;
+    loop {
+        let buf_end = buf_start + buf.len() as u64;
+        let keep_from = order
+            .get(next)
+            .map_or(buf_end, |p| u64::from(p.offset).clamp(buf_start, buf_end));
+        buf.drain(..(keep_from - buf_start) as usize);
+        buf_start = keep_from;
+        let before = buf.len();
+        if let Err(e) = (&mut stream).take(READ_WINDOW).read_to_end(buf) {
+            return unreadable(format!("read: {e}"));
+        }
+        let got = &buf[before..];
+        hash.update(got);
+        let want = (PREFIX_LEN as usize - head.len()).min(got.len());
+        head.extend_from_slice(&got[..want]);
+        let at_end = (got.len() as u64) < READ_WINDOW;
+        let buf_end = buf_start + buf.len() as u64;
+        while let Some(p) = order.get(next) {
+            let (start, end) = (
+                u64::from(p.offset),
+                u64::from(p.offset) + u64::from(p.length),
+            );
+            if end > buf_end {
+                if !at_end {
+                    break; // more to read first
+                }
+                failing.push(p); // past the end of the pack
+            } else {
+                let bytes = &buf[(start - buf_start) as usize..(end - buf_start) as usize];
+                if repo.open_blob(&p.blob, p.raw_length, bytes, &name).is_err() {
+                    failing.push(p);
+                }
+            }
+            next += 1;
+        }
+        if at_end {
+            break;
+        }
+    }
+    let size = buf_start + buf.len() as u64;
     let mut errors = Vec::new();
-    if Hash::of(bytes) != pack.0 {
+    if Hash(*hash.finalize().as_bytes()) != pack.0 {
         errors.push(format!(
             "pack {name} does not match its name (bit rot or tampering)"
         ));
     }
-    let header: Option<HashSet<Place>> = match PackHeader::parse(repo.crypto(), pack, bytes) {
-        Ok(h) => Some(h.blobs.iter().map(Place::of).collect()),
+    // The header: the magic from the bytes read, the sealed header read
+    // again from the end (a few KiB; the pack is not held to its end).
+    let header = PackHeader::check_prefix(pack, &head, size)
+        .and_then(|()| repo.read_pack_header(&name, size))
+        .map(|h| h.blobs.iter().map(Place::of).collect::<HashSet<Place>>());
+    let header = match header {
+        Ok(h) => Some(h),
         Err(e) => {
             errors.push(e.to_string());
             None
@@ -1236,22 +1296,15 @@ fn read_pack_into(
     };
     let mut wrong = HashMap::new();
     let mut damaged = 0;
-    for p in places {
-        let (start, end) = (p.offset as usize, p.offset as usize + p.length as usize);
-        let fails = end > bytes.len()
-            || repo
-                .open_blob(&p.blob, p.raw_length, &bytes[start..end], &name)
-                .is_err();
-        if fails {
-            let (blob, offset) = (p.blob, p.offset);
-            let w = if header.as_ref().is_some_and(|h| !h.contains(p)) {
-                Wrong::Misread { blob, offset }
-            } else {
-                damaged += 1;
-                Wrong::FailsAuth { blob, offset }
-            };
-            wrong.insert(*p, w);
-        }
+    for p in failing {
+        let (blob, offset) = (p.blob, p.offset);
+        let w = if header.as_ref().is_some_and(|h| !h.contains(p)) {
+            Wrong::Misread { blob, offset }
+        } else {
+            damaged += 1;
+            Wrong::FailsAuth { blob, offset }
+        };
+        wrong.insert(*p, w);
     }
     if damaged > 0 {
         errors.push(format!("pack {name}: {damaged} blobs fail authentication"));

@@ -261,12 +261,10 @@ impl Backend for LocalBackend {
         }
     }
 
-    fn read_into(&self, t: FileType, name: &str, buf: &mut Vec<u8>) -> Result<()> {
-        use std::io::Read;
+    fn read_stream(&self, t: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
         let p = self.path(t, name)?;
-        buf.clear();
-        match fs::File::open(&p).and_then(|mut f| f.read_to_end(buf)) {
-            Ok(_) => Ok(()),
+        match File::open(&p) {
+            Ok(f) => Ok(Box::new(f)),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(missing(t, name)),
             Err(e) => Err(Error::io(format!("read {}", p.display()), e)),
         }

@@ -111,13 +111,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn list(&self, t: FileType) -> Result<Vec<FileInfo>>;
     /// Reads a whole file.
     fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
-    /// Reads a whole file into `buf` (replacing what it held), reusing its
-    /// room where the backend can: a caller that reads many large files
-    /// (check reading packs) keeps one buffer rather than allocating and
-    /// freeing one per file.
-    fn read_into(&self, t: FileType, name: &str, buf: &mut Vec<u8>) -> Result<()> {
-        *buf = self.read(t, name)?;
-        Ok(())
+    /// A file read from its start to its end by a reader that need not
+    /// hold it whole (`check --read-data`). The default reads it whole;
+    /// local storage reads from the file as the reader goes.
+    fn read_stream(&self, t: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(self.read(t, name)?)))
     }
     /// Reads `len` bytes at `offset`.
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>>;

@@ -82,13 +82,10 @@ impl<B: Backend + ?Sized> Backend for Verified<B> {
         Ok(data)
     }
 
-    fn read_into(&self, t: FileType, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+    fn read_stream(&self, t: FileType, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
         match &self.cache {
-            None => self.inner.read_into(t, name, buf),
-            Some(_) => {
-                *buf = self.read(t, name)?;
-                Ok(())
-            }
+            None => self.inner.read_stream(t, name),
+            Some(_) => Ok(Box::new(std::io::Cursor::new(self.read(t, name)?))),
         }
     }
 

@@ -69,22 +69,31 @@ impl PackHeader {
     /// that every blob lies inside the pack before the header.
     pub fn parse(crypto: &Crypto, pack: &PackId, bytes: &[u8]) -> Result<Self> {
         let name = pack.to_hex();
-        if bytes.len() < PREFIX_LEN as usize + 4 || &bytes[..8] != MAGIC {
-            return Err(Error::corrupt("pack", &name, "bad magic or too short"));
-        }
-        if bytes[8] != VERSION {
-            return Err(Error::corrupt(
-                "pack",
-                &name,
-                format!("unknown pack version {}", bytes[8]),
-            ));
-        }
+        Self::check_prefix(pack, bytes, bytes.len() as u64)?;
         let n = bytes.len();
         let hlen = u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes")) as usize;
         if hlen + 4 + PREFIX_LEN as usize > n {
             return Err(Error::corrupt("pack", &name, "header length exceeds pack"));
         }
         Self::parse_header(crypto, pack, n as u64, &bytes[n - 4 - hlen..n - 4])
+    }
+
+    /// Checks the magic and the version at the start of a pack of `size`
+    /// bytes (`head`: at least its first [`PREFIX_LEN`] bytes, or all of
+    /// a shorter pack).
+    pub fn check_prefix(pack: &PackId, head: &[u8], size: u64) -> Result<()> {
+        let name = pack.to_hex();
+        if size < PREFIX_LEN + 4 || head.len() < PREFIX_LEN as usize || &head[..8] != MAGIC {
+            return Err(Error::corrupt("pack", &name, "bad magic or too short"));
+        }
+        if head[8] != VERSION {
+            return Err(Error::corrupt(
+                "pack",
+                &name,
+                format!("unknown pack version {}", head[8]),
+            ));
+        }
+        Ok(())
     }
 
     /// The length of the sealed header, from a pack's last 4 bytes.
