@@ -114,7 +114,9 @@ struct PlanItem {
 #[derive(Default)]
 struct Selection {
     dirs: Vec<PlanItem>,
-    files: Vec<PlanItem>,
+    /// Decided in place ([`decide`]): a second list of every file was as
+    /// much memory again as the first, at the restore's peak.
+    files: Vec<Entry>,
     hardlinks: Vec<(PathBuf, PathBuf)>,
     others: Vec<PlanItem>,
     /// For --delete: every directory restored and the names the snapshot has there.
@@ -422,9 +424,11 @@ impl Planner<'_> {
                         }
                         self.seen_inodes.insert(key, child_rel.clone());
                     }
-                    self.sel.files.push(PlanItem {
+                    self.sel.files.push(Entry {
                         rel: child_rel,
                         node: node.clone(),
+                        action: Action::Write,
+                        found: Found::Nothing,
                     });
                 }
                 _ => {
@@ -1449,19 +1453,10 @@ fn decide(sel: Selection, opts: &RestoreOptions, errors: Vec<Warning>) -> Restor
     }
     let look = look;
     let always = opts.overwrite == Overwrite::Always;
-    let files: Vec<Entry> = sel
-        .files
-        .into_par_iter()
-        .map(|f| {
-            let (action, found) = look.entry(&f.rel, always, |md| identical(md, &f.node));
-            Entry {
-                rel: f.rel,
-                node: f.node,
-                action,
-                found,
-            }
-        })
-        .collect();
+    let mut files = sel.files;
+    files.par_iter_mut().for_each(|f| {
+        (f.action, f.found) = look.entry(&f.rel, always, |md| identical(md, &f.node));
+    });
     let links = look.links(sel.hardlinks, &files);
     let (sockets, others): (Vec<PlanItem>, Vec<PlanItem>) = sel
         .others
@@ -1487,6 +1482,18 @@ fn decide(sel: Selection, opts: &RestoreOptions, errors: Vec<Warning>) -> Restor
 }
 
 impl RestorePlan {
+    /// What [`execute`] needs; the public lists (a path per entry) are
+    /// dropped here, not held to the end of the restore.
+    fn into_work(self) -> (PathBuf, Vec<Warning>, Work) {
+        let RestorePlan {
+            target,
+            errors,
+            work,
+            ..
+        } = self;
+        (target, errors, work)
+    }
+
     /// Fills the public lists from the decisions, and keeps these.
     fn list(
         &mut self,
@@ -1598,12 +1605,7 @@ pub fn execute(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreStats> {
-    let RestorePlan {
-        target,
-        errors,
-        work,
-        ..
-    } = plan;
+    let (target, errors, work) = plan.into_work();
     fs::create_dir_all(&target)
         .map_err(|e| Error::io(format!("create target {}", target.display()), e))?;
     // Files, in parallel: twice the cores, or more for a remote backend,
@@ -2120,7 +2122,15 @@ mod tests {
                     subtree: BlobId::default(),
                 },
             )],
-            files: vec![item("d/f", file())],
+            files: vec![{
+                let PlanItem { rel, node } = item("d/f", file());
+                Entry {
+                    rel,
+                    node,
+                    action: Action::Write,
+                    found: Found::Nothing,
+                }
+            }],
             listings: vec![
                 (PathBuf::new(), [b"d".to_vec()].into()),
                 (PathBuf::from("d"), [b"f".to_vec()].into()),
