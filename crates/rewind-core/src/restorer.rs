@@ -818,6 +818,10 @@ struct PackFileState {
     created: bool,
     written: u64,
     failed: Option<String>,
+    /// A blob came in another length than planned (an index file lies and
+    /// another copy was read): the places are wrong, and the file is
+    /// written again in order once the packs are done.
+    misplaced: bool,
     result: Option<FileResult>,
 }
 
@@ -869,6 +873,12 @@ impl PackFile {
 
     fn fail(&self, why: &str) {
         let mut st = self.state.lock().expect("file state");
+        st.failed.get_or_insert_with(|| why.to_string());
+    }
+
+    fn misplace(&self, why: &str) {
+        let mut st = self.state.lock().expect("file state");
+        st.misplaced = true;
         st.failed.get_or_insert_with(|| why.to_string());
     }
 
@@ -1009,14 +1019,17 @@ fn write_files_by_pack(
     }
     by.jobs
         .into_iter()
-        .map(|j| {
-            j.state
-                .into_inner()
-                .expect("file state")
-                .result
-                .unwrap_or_else(
-                    || Err("not restored (internal error: blobs left unwritten)".into()),
-                )
+        .zip(files)
+        .map(|(j, (path, node))| {
+            let st = j.state.into_inner().expect("file state");
+            if st.misplaced {
+                // Blob by blob, each at the end of the last: the lengths
+                // read decide the places. Its temporary is already gone.
+                return write_file(repo, path, node, progress).map_err(|e| e.to_string());
+            }
+            st.result.unwrap_or_else(|| {
+                Err("not restored (internal error: blobs left unwritten)".into())
+            })
         })
         .collect()
 }
@@ -1123,6 +1136,7 @@ impl ByPack<'_> {
                 .iter()
                 .take_while(|q| q.offset == p.offset && q.blob == p.blob)
                 .count();
+            let mut other_length = false;
             let data = match &bytes {
                 Ok(b) => {
                     let at = (u64::from(p.offset) - start) as usize;
@@ -1142,9 +1156,10 @@ impl ByPack<'_> {
                 if d.len() == p.raw_length as usize {
                     Ok(d)
                 } else {
+                    other_length = true;
                     Err(format!(
                         "blob {} has {} bytes where the index said {}: an index file lies \
-                         (run `rewind check`); restore from local storage or after `rewind repair index`",
+                         (run `rewind check`)",
                         p.blob,
                         d.len(),
                         p.raw_length
@@ -1161,6 +1176,7 @@ impl ByPack<'_> {
                             .fetch_add(d.len() as u64, Ordering::Relaxed);
                     }
                     Err(e) if e.is_empty() => {}
+                    Err(e) if other_length => job.misplace(e),
                     Err(e) => job.fail(e),
                 }
                 job.placed(&self.open, self.progress);
