@@ -9,10 +9,11 @@
 //! trees:  bottom-up, one tree blob per directory (unchanged ones dedup away)
 //! commit: the writer makes packs and index durable, then the snapshot is saved
 //! ```
-//! Memory: the scan holds one [`Node`] per entry (about 150 bytes plus its
-//! name and content ids); file data is streamed (see [`crate::chunker`]).
+//! Memory: the scan holds one boxed [`Node`] per entry of the directories
+//! where something changed (a directory found as in the parent is dropped
+//! as the scan goes), about 300 bytes an entry with its name, owner names
+//! and content ids; file data is streamed (see [`crate::chunker`]).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
@@ -122,7 +123,9 @@ impl BackupOutcome {
 // ---------------------------------------------------------------- scan
 
 struct FileJob {
-    path: PathBuf,
+    /// The directory it is in, shared by its siblings (a path per file
+    /// was a fifth of a scanned entry's memory).
+    dir: std::sync::Arc<Path>,
     node: Node,
     sparse: bool,
     /// Content reused from the parent (unchanged file).
@@ -133,7 +136,13 @@ struct FileJob {
     failed: bool,
 }
 
-/// Boxed, so that the scan's maps hold a pointer per entry: a `Node` inline
+impl FileJob {
+    fn path(&self) -> PathBuf {
+        self.dir.join(std::ffi::OsStr::from_bytes(&self.node.name))
+    }
+}
+
+/// Boxed, so that the scan's lists hold a pointer per entry: a `Node` inline
 /// (about 230 bytes) in a B-tree's half-full nodes took about 400 bytes an
 /// entry, the most of a no-change backup's memory.
 enum Entry {
@@ -142,14 +151,42 @@ enum Entry {
     Other(Box<Node>),
 }
 
+impl Entry {
+    /// Its name (a scanned directory always has its node).
+    fn name(&self) -> &[u8] {
+        match self {
+            Entry::Dir(d) => d.node.as_ref().map_or(&[], |n| n.name.as_slice()),
+            Entry::File(job) => &job.node.name,
+            Entry::Other(n) => &n.name,
+        }
+    }
+}
+
 struct ScanDir {
     node: Option<Node>,
-    children: BTreeMap<Vec<u8>, Entry>,
+    /// Sorted by name (no two alike): a list, not a map, whose names are
+    /// the nodes' own rather than a copy in a key.
+    children: Vec<Entry>,
     /// Set when the directory is exactly as in the parent snapshot: its
     /// tree is the parent's (`children` is then empty, dropped as the scan
     /// goes, so that a backup's memory grows with what changed, not with
     /// the number of files).
     same_tree: Option<BlobId>,
+}
+
+impl ScanDir {
+    /// Where an entry of that name is in `children`, or would go.
+    fn find(&self, name: &[u8]) -> std::result::Result<usize, usize> {
+        self.children.binary_search_by(|e| e.name().cmp(name))
+    }
+
+    /// Puts `entry` in its place, replacing one of the same name.
+    fn put(&mut self, entry: Entry) {
+        match self.find(entry.name()) {
+            Ok(i) => self.children[i] = entry,
+            Err(i) => self.children.insert(i, entry),
+        }
+    }
 }
 
 struct Scanner<'a> {
@@ -221,6 +258,7 @@ impl Scanner<'_> {
     /// parent snapshot's node at the same path.
     fn scan_entry(
         &self,
+        dir: &std::sync::Arc<Path>,
         path: &Path,
         name: &[u8],
         md: &std::fs::Metadata,
@@ -248,7 +286,7 @@ impl Scanner<'_> {
             node.size = 0;
             let mut dir = ScanDir {
                 node: Some(node),
-                children: BTreeMap::new(),
+                children: Vec::new(),
                 same_tree: None,
             };
             let cross_fs = self.opts.one_file_system && md.dev() != root_dev;
@@ -265,7 +303,7 @@ impl Scanner<'_> {
         }
         if md.is_file() {
             let mut job = FileJob {
-                path: path.to_path_buf(),
+                dir: dir.clone(),
                 sparse: source::maybe_sparse(md),
                 node,
                 reused: false,
@@ -301,8 +339,8 @@ impl Scanner<'_> {
             return;
         }
         let (mut files, mut bytes) = (0, 0);
-        for ((name, entry), old) in dir.children.iter().zip(&ptree.nodes) {
-            if *name != old.name {
+        for (entry, old) in dir.children.iter().zip(&ptree.nodes) {
+            if entry.name() != old.name {
                 return;
             }
             let same = match entry {
@@ -324,7 +362,7 @@ impl Scanner<'_> {
         if let Some(node) = &mut dir.node {
             node.kind = NodeKind::Dir { subtree: *subtree };
         }
-        dir.children = BTreeMap::new();
+        dir.children = Vec::new();
         dir.same_tree = Some(*subtree);
         self.unchanged_files.fetch_add(files, Ordering::Relaxed);
         self.unchanged_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -342,14 +380,9 @@ impl Scanner<'_> {
 
     /// Lists a directory and scans its entries in parallel (the calls nest:
     /// subdirectories are scanned by whichever thread is free).
-    fn scan_dir_contents(
-        &self,
-        path: &Path,
-        parent: Option<&Tree>,
-        root_dev: u64,
-    ) -> BTreeMap<Vec<u8>, Entry> {
+    fn scan_dir_contents(&self, path: &Path, parent: Option<&Tree>, root_dev: u64) -> Vec<Entry> {
         if self.progress.cancel.is_cancelled() {
-            return BTreeMap::new(); // the backup stops after the scan
+            return Vec::new(); // the backup stops after the scan
         }
         let rd = match at::short(path).and_then(std::fs::read_dir) {
             Ok(rd) => rd,
@@ -357,7 +390,7 @@ impl Scanner<'_> {
                 self.progress
                     .warn(path, format!("cannot list directory: {e}"));
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                return BTreeMap::new();
+                return Vec::new();
             }
         };
         let mut names: Vec<std::ffi::OsString> = Vec::new();
@@ -372,7 +405,8 @@ impl Scanner<'_> {
                 }
             }
         }
-        names
+        let dir: std::sync::Arc<Path> = path.into();
+        let mut entries: Vec<Entry> = names
             .into_par_iter()
             .filter_map(|name| {
                 let child = path.join(&name);
@@ -388,14 +422,14 @@ impl Scanner<'_> {
                 if self.excluded(&child, md.is_dir()) {
                     return None;
                 }
-                let bytes = name.as_bytes().to_vec();
-                let pnode = parent.and_then(|t| t.find(&bytes));
-                self.scan_entry(&child, &bytes, &md, pnode, root_dev)
-                    .map(|e| (bytes, e))
+                let pnode = parent.and_then(|t| t.find(name.as_bytes()));
+                self.scan_entry(&dir, &child, name.as_bytes(), &md, pnode, root_dev)
             })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect()
+            .collect();
+        // A listing has each name once.
+        entries.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+        entries.shrink_to_fit();
+        entries
     }
 }
 
@@ -481,7 +515,7 @@ impl<'b, 'a> Iterator for Prefetch<'b, 'a> {
             };
             // Full: the prefetcher is behind, and this file goes without.
             if len > 0 {
-                let _ = self.ask.try_send((job.path.clone(), len));
+                let _ = self.ask.try_send((job.path(), len));
             }
             self.bytes += len;
             self.ahead.push_back((job, len));
@@ -494,7 +528,7 @@ impl<'b, 'a> Iterator for Prefetch<'b, 'a> {
 
 /// Every file job of a scanned tree, in tree order.
 fn collect_jobs<'a>(dir: &'a mut ScanDir, out: &mut Vec<&'a mut FileJob>) {
-    for entry in dir.children.values_mut() {
+    for entry in dir.children.iter_mut() {
         match entry {
             Entry::Dir(d) => collect_jobs(d, out),
             Entry::File(job) => out.push(job),
@@ -551,7 +585,8 @@ fn read_file(
     job: &mut FileJob,
     progress: &Progress,
 ) -> Result<u64> {
-    let mut file = match at::short(&job.path).and_then(File::open) {
+    let path = job.path();
+    let mut file = match at::short(&path).and_then(File::open) {
         Ok(f) => f,
         Err(e) => {
             let msg = if e.kind() == std::io::ErrorKind::NotFound {
@@ -559,7 +594,7 @@ fn read_file(
             } else {
                 format!("cannot read: {e}")
             };
-            progress.warn(&job.path, msg);
+            progress.warn(&path, msg);
             job.failed = true;
             return Ok(0);
         }
@@ -649,7 +684,7 @@ fn read_file(
         // Only the source returns I/O errors here (storage errors reach us
         // as other variants from the writer): the file is skipped.
         Err(Error::Io { error: source, .. }) => {
-            progress.warn(&job.path, format!("cannot read: {source}"));
+            progress.warn(&path, format!("cannot read: {source}"));
             job.failed = true;
             return Ok(0);
         }
@@ -667,7 +702,7 @@ fn read_file(
             } != job.node.ctime;
         if changed {
             progress.warn(
-                &job.path,
+                &path,
                 "changed while being read; the snapshot holds what was read",
             );
             job.node.mtime = Time {
@@ -692,7 +727,7 @@ fn build_tree(dir: ScanDir, writer: &BlobWriter<'_>) -> Result<(Option<Node>, Bl
         return Ok((dir.node, id));
     }
     let mut nodes = Vec::with_capacity(dir.children.len());
-    for (_, entry) in dir.children {
+    for entry in dir.children {
         match entry {
             Entry::Dir(d) => {
                 let (node, subtree) = build_tree(*d, writer)?;
@@ -870,7 +905,7 @@ impl Scanner<'_> {
     ) -> Result<ScanDir> {
         let mut root = ScanDir {
             node: None,
-            children: BTreeMap::new(),
+            children: Vec::new(),
             same_tree: None,
         };
         for path in sources {
@@ -920,32 +955,31 @@ impl Scanner<'_> {
                 .and_then(|c| c.symlink_metadata())
                 .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
             if i + 1 == comps.len() {
-                if let Some(entry) =
-                    pool.install(|| self.scan_entry(&cur, &bytes, &md, pnode.as_ref(), root_dev))
-                {
-                    dir.children.insert(bytes, entry);
+                let parent_dir: std::sync::Arc<Path> =
+                    cur.parent().unwrap_or(Path::new("/")).into();
+                if let Some(entry) = pool.install(|| {
+                    self.scan_entry(&parent_dir, &cur, &bytes, &md, pnode.as_ref(), root_dev)
+                }) {
+                    dir.put(entry);
                 }
                 break;
             }
-            if !dir.children.contains_key(&bytes) {
+            if dir.find(&bytes).is_err() {
                 let (node, problems) = source::node_from_metadata(&bytes, &cur, &md, &self.owners)
                     .map_err(|e| Error::io(format!("cannot back up {}", cur.display()), e))?;
                 for p in problems {
                     self.progress.warn(&cur, p);
                     self.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                dir.children.insert(
-                    bytes.clone(),
-                    Entry::Dir(Box::new(ScanDir {
-                        node: Some(node),
-                        children: BTreeMap::new(),
-                        same_tree: None,
-                    })),
-                );
+                dir.put(Entry::Dir(Box::new(ScanDir {
+                    node: Some(node),
+                    children: Vec::new(),
+                    same_tree: None,
+                })));
                 self.dirs.fetch_add(1, Ordering::Relaxed);
             }
             ptree = self.parent_tree(pnode.as_ref(), &cur);
-            dir = match dir.children.get_mut(&bytes) {
+            dir = match dir.find(&bytes).ok().map(|i| &mut dir.children[i]) {
                 Some(Entry::Dir(d)) => d,
                 _ => {
                     return Err(Error::InvalidInput(format!(
