@@ -11,7 +11,7 @@
 //! ```
 //! Memory: the scan holds one boxed [`Node`] per entry of the directories
 //! where something changed (a directory found as in the parent is dropped
-//! as the scan goes), about 300 bytes an entry with its name, owner names
+//! as the scan goes), about 320 bytes an entry with its name, owner names
 //! and content ids; file data is streamed (see [`crate::chunker`]).
 
 use std::fs::File;
