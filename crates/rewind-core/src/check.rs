@@ -1222,9 +1222,25 @@ fn read_pack_into(
             })
             .collect(),
     };
-    let mut stream = match repo.backend().read_stream(FileType::Pack, &name) {
-        Ok(s) => s,
-        Err(e) => return unreadable(e.to_string()),
+    // Remote storage hands over a whole pack in one request (and serves
+    // small ranged reads from a cache of whole packs, so reading the header
+    // again would fetch the pack twice): it is read whole and judged from
+    // memory, the header included.
+    let backend = repo.backend();
+    let whole = if backend.is_remote() {
+        match backend.read(FileType::Pack, &name) {
+            Ok(b) => Some(b),
+            Err(e) => return unreadable(e.to_string()),
+        }
+    } else {
+        None
+    };
+    let mut stream: Box<dyn Read + '_> = match &whole {
+        Some(b) => Box::new(b.as_slice()),
+        None => match backend.read_stream(FileType::Pack, &name) {
+            Ok(s) => s,
+            Err(e) => return unreadable(e.to_string()),
+        },
     };
     // The places in the order of the pack: `buf` holds the bytes from the
     // start of the first one not yet looked at to what is read so far.
@@ -1282,11 +1298,16 @@ fn read_pack_into(
             "pack {name} does not match its name (bit rot or tampering)"
         ));
     }
-    // The header: the magic from the bytes read, the sealed header read
-    // again from the end (a few KiB; the pack is not held to its end).
-    let header = PackHeader::check_prefix(pack, &head, size)
-        .and_then(|()| repo.read_pack_header(&name, size))
-        .map(|h| h.blobs.iter().map(Place::of).collect::<HashSet<Place>>());
+    // The header: from memory for a whole pack; else the magic from the
+    // bytes read and the sealed header read again from the end (a few
+    // KiB; the pack is not held to its end).
+    let blobs = match &whole {
+        Some(b) => PackHeader::parse(repo.crypto(), pack, b).map(|h| h.blobs),
+        None => PackHeader::check_prefix(pack, &head, size)
+            .and_then(|()| repo.read_pack_header(&name, size))
+            .map(|h| h.blobs),
+    };
+    let header = blobs.map(|b| b.iter().map(Place::of).collect::<HashSet<Place>>());
     let header = match header {
         Ok(h) => Some(h),
         Err(e) => {

@@ -1011,27 +1011,39 @@ fn write_files_by_pack(
         .collect();
     let threads = repo.backend().connections().max(2);
     let run = |(pack, placements): (u32, Vec<Placement>)| by.write_pack(&index, pack, placements);
-    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+    match &pool {
         // One span a job: rayon's default runs of jobs can leave one
         // thread with the last packs while the others idle.
         Ok(pool) => pool.install(|| spans.into_par_iter().with_max_len(1).for_each(run)),
         Err(_) => spans.into_iter().for_each(run),
     }
-    by.jobs
+    let states: Vec<PackFileState> = by
+        .jobs
         .into_iter()
-        .zip(files)
-        .map(|(j, (path, node))| {
-            let st = j.state.into_inner().expect("file state");
-            if st.misplaced {
-                // Blob by blob, each at the end of the last: the lengths
-                // read decide the places. Its temporary is already gone.
-                return write_file(repo, path, node, progress).map_err(|e| e.to_string());
-            }
-            st.result.unwrap_or_else(|| {
-                Err("not restored (internal error: blobs left unwritten)".into())
-            })
-        })
-        .collect()
+        .map(|j| j.state.into_inner().expect("file state"))
+        .collect();
+    let result = |(st, (path, node)): (PackFileState, &(PathBuf, &Node))| {
+        if st.misplaced {
+            // Blob by blob, each at the end of the last: the lengths read
+            // decide the places. Its temporary is already gone.
+            return write_file(repo, path, node, progress).map_err(|e| e.to_string());
+        }
+        st.result
+            .unwrap_or_else(|| Err("not restored (internal error: blobs left unwritten)".into()))
+    };
+    match &pool {
+        // In parallel: an index file that lies may concern every file.
+        Ok(pool) => pool.install(|| {
+            states
+                .into_par_iter()
+                .zip(files)
+                .with_max_len(1)
+                .map(result)
+                .collect()
+        }),
+        Err(_) => states.into_iter().zip(files).map(result).collect(),
+    }
 }
 
 impl ByPack<'_> {

@@ -124,3 +124,77 @@ fn a_pack_cut_short_fails_every_blob_past_the_cut_and_its_header() {
         "{past} blobs lie past the cut: {errors:?}"
     );
 }
+
+#[test]
+fn places_that_lie_deep_in_a_large_pack_name_the_index_file_not_the_pack() {
+    // An index file, as a client holding the key can write one, giving the
+    // 12 MiB pack's real blobs at places the pack does not have: shifted by
+    // a few bytes (overlapping two blobs), running past its end, starting
+    // past its end, and at the offset of another blob. The pack is intact:
+    // every finding is the index file's.
+    use rewind_core::check::{self, CheckOptions};
+    use rewind_core::format::index::{IndexFile, IndexPack, VERSION};
+    use rewind_core::format::pack::{BlobKind, PackedBlob};
+    use rewind_core::id::PackId;
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo_dir, name, path) = repo_with_a_large_pack(tmp.path());
+    let size = std::fs::metadata(&path).unwrap().len();
+    let repo = open(&repo_dir);
+    let header = repo.read_pack_header(&name, size).unwrap();
+    let data: Vec<&PackedBlob> = header
+        .blobs
+        .iter()
+        .filter(|b| b.kind == BlobKind::Data)
+        .collect();
+    assert!(data.len() > 20);
+    let (a, b, c) = (data[5], data[20], data[data.len() - 1]);
+    let lies = vec![
+        PackedBlob {
+            offset: a.offset + 7,
+            ..*a
+        },
+        PackedBlob {
+            offset: c.offset,
+            length: c.length + 5000,
+            ..*c
+        },
+        PackedBlob {
+            offset: size as u32 + 100,
+            ..*b
+        },
+        PackedBlob {
+            offset: a.offset,
+            length: a.length,
+            ..*b
+        },
+    ];
+    let liar = write_last(
+        &repo,
+        &IndexFile {
+            version: VERSION,
+            supersedes: Vec::new(),
+            packs: vec![IndexPack {
+                id: name.parse::<PackId>().unwrap(),
+                size,
+                blobs: lies,
+            }],
+        },
+    );
+    let r = check::check(
+        &open(&repo_dir),
+        &CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.lying_index, vec![liar], "{:#?}", r.errors);
+    assert!(r.damaged_packs.is_empty(), "{:#?}", r.errors);
+    // Damage to the pack would be an error of its own, naming the pack.
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    assert!(
+        r.errors[0].contains("lists 4 blobs where they are not"),
+        "{:#?}",
+        r.errors
+    );
+}

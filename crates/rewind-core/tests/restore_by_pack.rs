@@ -327,7 +327,7 @@ fn an_index_file_that_lies_about_lengths_still_restores_every_file_exactly() {
             }],
         },
     );
-    let (_, repo) = remote(&repo_dir);
+    let (b, repo) = remote(&repo_dir);
     let target = tmp.path().join("out");
     let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
@@ -337,4 +337,44 @@ fn an_index_file_that_lies_about_lengths_still_restores_every_file_exactly() {
         "{:?}",
         temporaries(&target)
     );
+    // The lying copies were the ones placed by (their pack was asked for).
+    assert!(
+        b.pack_reads.lock().unwrap().contains_key(&"ee".repeat(32)),
+        "the lying index file was not the copy tried first"
+    );
+}
+
+#[test]
+fn check_reads_each_remote_pack_once_and_whole() {
+    // Remote storage serves small ranged reads from a cache of whole packs:
+    // a second read for the header would fetch each pack twice.
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo_dir) = (tmp.path().join("src"), tmp.path().join("repo"));
+    tricky_tree(&src);
+    backup(&repo_dir, &src);
+    let (b, repo) = remote(&repo_dir);
+    let r = rewind_core::check::check(
+        &repo,
+        &rewind_core::check::CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    let reads = b.pack_reads.lock().unwrap();
+    let packs = b.list(FileType::Pack).unwrap();
+    assert_eq!(packs.len(), r.packs);
+    for p in packs {
+        let reads = &reads[&p.name];
+        // One whole read; the other reads are the trees' (the walk of the
+        // snapshots), none of them the trailer.
+        let whole = reads.iter().filter(|r| **r == (0, u32::MAX)).count();
+        assert_eq!(whole, 1, "pack {}: {reads:?}", p.name);
+        assert!(
+            !reads.contains(&(p.size - 4, 4)),
+            "pack {}: its trailer read again: {reads:?}",
+            p.name
+        );
+    }
 }
