@@ -297,36 +297,12 @@ fn an_index_file_that_lies_about_lengths_still_restores_every_file_exactly() {
     // each blob is then read from its good copy, which is not that long:
     // the files concerned are written again in order, not left failed and
     // not written with their blobs at the wrong places.
-    use rewind_core::format::index::{IndexFile, IndexPack, VERSION};
-    use rewind_core::format::pack::{BlobKind, PackedBlob};
-    use rewind_core::id::{Hash, PackId};
     let tmp = tempfile::tempdir().unwrap();
     let (src, repo_dir) = (tmp.path().join("src"), tmp.path().join("repo"));
     tricky_tree(&src);
     let snap = backup(&repo_dir, &src);
-    let lies: Vec<PackedBlob> = open(&repo_dir)
-        .index()
-        .unwrap()
-        .entries()
-        .filter(|(_, b)| b.kind == BlobKind::Data)
-        .map(|(_, b)| PackedBlob {
-            raw_length: b.raw_length + 4096,
-            ..b
-        })
-        .collect();
-    assert!(lies.len() > 20, "{} data blobs", lies.len());
-    write_last(
-        &open(&repo_dir),
-        &IndexFile {
-            version: VERSION,
-            supersedes: Vec::new(),
-            packs: vec![IndexPack {
-                id: PackId(Hash([0xee; 32])),
-                size: 1 << 30,
-                blobs: lies,
-            }],
-        },
-    );
+    let planted = plant_longer_copies(&repo_dir);
+    assert!(planted > 20, "{planted} data blobs");
     let (b, repo) = remote(&repo_dir);
     let target = tmp.path().join("out");
     let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);

@@ -10,10 +10,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use rewind_core::archiver::{self, BackupOptions, Progress};
-use rewind_core::format::index::{IndexFile, IndexPack, VERSION};
-use rewind_core::format::pack::{BlobKind, PackedBlob};
 use rewind_core::format::tree::NodeKind;
-use rewind_core::id::{Hash, PackId, SnapshotId};
+use rewind_core::id::SnapshotId;
 use rewind_core::repository::Repository;
 use rewind_core::restorer::{self, Overwrite};
 
@@ -182,32 +180,11 @@ fn an_index_file_that_lies_about_lengths_cannot_misplace_a_large_file() {
         tmp,
         src,
         repo_dir,
-        repo,
         snap,
+        ..
     } = setup();
-    let lies: Vec<PackedBlob> = open(&repo_dir)
-        .index()
-        .unwrap()
-        .entries()
-        .filter(|(_, b)| b.kind == BlobKind::Data)
-        .map(|(_, b)| PackedBlob {
-            raw_length: b.raw_length + 4096,
-            ..b
-        })
-        .collect();
-    assert!(lies.len() > 20, "{} data blobs", lies.len());
-    write_last(
-        &repo,
-        &IndexFile {
-            version: VERSION,
-            supersedes: Vec::new(),
-            packs: vec![IndexPack {
-                id: PackId(Hash([0xee; 32])),
-                size: 1 << 30,
-                blobs: lies,
-            }],
-        },
-    );
+    let planted = plant_longer_copies(&repo_dir);
+    assert!(planted > 20, "{planted} data blobs");
     let repo = open(&repo_dir);
     let target = tmp.path().join("out");
     let stats = restore_into(&repo, &snap, &src, &target, Overwrite::IfChanged);

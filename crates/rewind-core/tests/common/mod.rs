@@ -321,3 +321,38 @@ pub fn write_last(repo: &Repository, file: &IndexFile) -> IndexId {
     }
     panic!("no name sorted after {last}");
 }
+
+/// Plants what a client holding the key can write: every data blob listed
+/// again, 4 KiB longer, in a pack that does not exist (`ee…`), in an index
+/// file whose name makes it the copy readers try first. Returns how many
+/// blobs it lists.
+pub fn plant_longer_copies(repo_dir: &Path) -> usize {
+    use rewind_core::format::index::{IndexPack, VERSION};
+    use rewind_core::format::pack::{BlobKind, PackedBlob};
+    use rewind_core::id::{Hash, PackId};
+    let repo = open(repo_dir);
+    let lies: Vec<PackedBlob> = repo
+        .index()
+        .unwrap()
+        .entries()
+        .filter(|(_, b)| b.kind == BlobKind::Data)
+        .map(|(_, b)| PackedBlob {
+            raw_length: b.raw_length + 4096,
+            ..b
+        })
+        .collect();
+    let n = lies.len();
+    write_last(
+        &repo,
+        &IndexFile {
+            version: VERSION,
+            supersedes: Vec::new(),
+            packs: vec![IndexPack {
+                id: PackId(Hash([0xee; 32])),
+                size: 1 << 30,
+                blobs: lies,
+            }],
+        },
+    );
+    n
+}
