@@ -143,8 +143,8 @@ impl FileJob {
 }
 
 /// Boxed, so that the scan's lists hold a pointer per entry: a `Node` inline
-/// (about 230 bytes) in a B-tree's half-full nodes took about 400 bytes an
-/// entry, the most of a no-change backup's memory.
+/// is about 230 bytes, and each directory's list is sorted and shrunk after
+/// it is collected.
 enum Entry {
     Dir(Box<ScanDir>),
     File(Box<FileJob>),

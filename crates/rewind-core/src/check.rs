@@ -1307,9 +1307,8 @@ fn read_pack_into(
             .and_then(|()| repo.read_pack_header(&name, size))
             .map(|h| h.blobs),
     };
-    let header = blobs.map(|b| b.iter().map(Place::of).collect::<HashSet<Place>>());
-    let header = match header {
-        Ok(h) => Some(h),
+    let header: Option<HashSet<Place>> = match blobs {
+        Ok(b) => Some(b.iter().map(Place::of).collect()),
         Err(e) => {
             errors.push(e.to_string());
             None

@@ -12,10 +12,21 @@ use rewind_core::archiver::{self, BackupOptions, Progress};
 use rewind_core::backend::FileType;
 
 /// A repository holding one data pack of about 12 MiB (a random file cut
-/// into ~48 chunks, so that many straddle the 1 MiB windows); returns the
-/// repository's directory, the pack's name and path.
-fn repo_with_a_large_pack(tmp: &std::path::Path) -> (PathBuf, String, PathBuf) {
-    let (repo_dir, src) = (tmp.join("repo"), tmp.join("src"));
+/// into ~48 chunks, so that many straddle the 1 MiB windows).
+struct Large {
+    _tmp: tempfile::TempDir,
+    repo_dir: PathBuf,
+    /// The pack's name, path and size.
+    name: String,
+    path: PathBuf,
+    size: u64,
+    /// Its blobs as its header lists them: (offset, length).
+    listed: Vec<(u64, u64)>,
+}
+
+fn repo_with_a_large_pack() -> Large {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo_dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
     let repo = init(&repo_dir);
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("big"), random_bytes(5, 12 << 20)).unwrap();
@@ -35,93 +46,90 @@ fn repo_with_a_large_pack(tmp: &std::path::Path) -> (PathBuf, String, PathBuf) {
     assert!(pack.size > 10 << 20, "{pack:?}");
     let path = repo_dir.join("data").join(&pack.name[..2]).join(&pack.name);
     assert!(path.exists(), "{}", path.display());
-    (repo_dir, pack.name, path)
-}
-
-/// The pack's blobs as its header lists them: (offset, length).
-fn blobs(repo_dir: &std::path::Path, name: &str, size: u64) -> Vec<(u64, u64)> {
-    open(repo_dir)
-        .read_pack_header(name, size)
+    let listed = repo
+        .read_pack_header(&pack.name, pack.size)
         .unwrap()
         .blobs
         .iter()
         .map(|b| (u64::from(b.offset), u64::from(b.length)))
-        .collect()
+        .collect();
+    Large {
+        _tmp: tmp,
+        repo_dir,
+        name: pack.name,
+        path,
+        size: pack.size,
+        listed,
+    }
+}
+
+/// Asserts that one of `errors` contains each of `parts`.
+fn assert_said(errors: &[String], parts: &[&str]) {
+    assert!(
+        errors.iter().any(|e| parts.iter().all(|p| e.contains(p))),
+        "no error says {parts:?}: {errors:#?}"
+    );
 }
 
 #[test]
 fn blobs_across_read_windows_check_clean() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (repo_dir, name, path) = repo_with_a_large_pack(tmp.path());
-    let size = std::fs::metadata(&path).unwrap().len();
-    let listed = blobs(&repo_dir, &name, size);
-    let straddling = listed
+    let large = repo_with_a_large_pack();
+    let straddling = large
+        .listed
         .iter()
         .filter(|(o, l)| o >> 20 != (o + l - 1) >> 20)
         .count();
     assert!(straddling >= 5, "{straddling} blobs cross a MiB boundary");
-    assert_eq!(check_errors(&open(&repo_dir)), Vec::<String>::new());
+    assert_eq!(check_errors(&open(&large.repo_dir)), Vec::<String>::new());
 }
 
 #[test]
 fn one_flipped_byte_deep_in_a_pack_is_one_damaged_blob() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (repo_dir, name, path) = repo_with_a_large_pack(tmp.path());
-    let size = std::fs::metadata(&path).unwrap().len();
-    let listed = blobs(&repo_dir, &name, size);
+    let Large {
+        repo_dir,
+        name,
+        path,
+        listed,
+        ..
+    } = &repo_with_a_large_pack();
     // Inside the blob that crosses the 6 MiB mark, just past it.
     let at = (6 << 20) + 10;
     assert!(listed.iter().any(|(o, l)| *o < 6 << 20 && o + l > at));
-    let mut bytes = std::fs::read(&path).unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
     bytes[at as usize] ^= 0x01;
-    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(path, &bytes).unwrap();
 
-    let errors = check_errors(&open(&repo_dir));
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains(&name) && e.contains("does not match its name")),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e == &format!("pack {name}: 1 blobs fail authentication")),
-        "{errors:?}"
+    let errors = check_errors(&open(repo_dir));
+    assert_said(&errors, &[&format!("pack {name} does not match its name")]);
+    assert_said(
+        &errors,
+        &[&format!("pack {name}: 1 blobs fail authentication")],
     );
 }
 
 #[test]
 fn a_pack_cut_short_fails_every_blob_past_the_cut_and_its_header() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (repo_dir, name, path) = repo_with_a_large_pack(tmp.path());
-    let size = std::fs::metadata(&path).unwrap().len();
-    let listed = blobs(&repo_dir, &name, size);
+    let Large {
+        repo_dir,
+        name,
+        path,
+        listed,
+        ..
+    } = &repo_with_a_large_pack();
     let cut = (7 << 20) + 4321;
     let past = listed.iter().filter(|(o, l)| o + l > cut).count();
     assert!(past > 10, "{past}");
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.set_len(cut).unwrap();
     drop(f);
 
-    let errors = check_errors(&open(&repo_dir));
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains(&name) && e.contains("does not match its name")),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains(&name) && e.contains("header")),
-        "the header's end is gone: {errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e == &format!("pack {name}: {past} blobs fail authentication")),
-        "{past} blobs lie past the cut: {errors:?}"
+    let errors = check_errors(&open(repo_dir));
+    assert_said(&errors, &[&format!("pack {name} does not match its name")]);
+    // The header's end is gone.
+    assert_said(&errors, &[name, "header"]);
+    assert_said(
+        &errors,
+        &[&format!("pack {name}: {past} blobs fail authentication")],
     );
 }
 
@@ -136,11 +144,14 @@ fn places_that_lie_deep_in_a_large_pack_name_the_index_file_not_the_pack() {
     use rewind_core::format::index::{IndexFile, IndexPack, VERSION};
     use rewind_core::format::pack::{BlobKind, PackedBlob};
     use rewind_core::id::PackId;
-    let tmp = tempfile::tempdir().unwrap();
-    let (repo_dir, name, path) = repo_with_a_large_pack(tmp.path());
-    let size = std::fs::metadata(&path).unwrap().len();
-    let repo = open(&repo_dir);
-    let header = repo.read_pack_header(&name, size).unwrap();
+    let Large {
+        repo_dir,
+        name,
+        size,
+        ..
+    } = &repo_with_a_large_pack();
+    let (size, repo) = (*size, open(repo_dir));
+    let header = repo.read_pack_header(name, size).unwrap();
     let data: Vec<&PackedBlob> = header
         .blobs
         .iter()
@@ -181,7 +192,7 @@ fn places_that_lie_deep_in_a_large_pack_name_the_index_file_not_the_pack() {
         },
     );
     let r = check::check(
-        &open(&repo_dir),
+        &open(repo_dir),
         &CheckOptions {
             read_data: true,
             ..Default::default()
