@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -29,6 +29,8 @@ pub(crate) struct App {
     config: Config,
     store: state::StateStore,
     state: Mutex<Loaded>,
+    /// Signalled when a look at the store ends (`Loaded::refreshing` off).
+    refreshed: Condvar,
     repos: Mutex<HashMap<String, Arc<Repo>>>,
     /// Which token stored each running marker, kept with the state
     /// ([`state::StateStore::marker_owners`]).
@@ -68,7 +70,10 @@ struct Loaded {
     stamp: Option<String>,
     checked: Option<std::time::Instant>,
     state: Arc<State>,
-    /// A request is looking at the store now (others use the cached state).
+    /// A request is looking at the state now. Others wait for it when the
+    /// state is a file (a stat is cheap, and a token added a moment ago
+    /// must be known); with a store they use the cached state, unless they
+    /// presented a token it does not know.
     refreshing: bool,
 }
 
@@ -101,6 +106,7 @@ impl App {
                 state: Arc::new(State::default()),
                 refreshing: false,
             }),
+            refreshed: Condvar::new(),
             upload_memory: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(config.max_upload_memory)
                     .unwrap_or(usize::MAX)
@@ -122,20 +128,28 @@ impl App {
     }
 
     pub(crate) fn state(&self) -> Result<Arc<State>> {
-        self.state_within(Duration::from_secs(5))
+        self.state_within(Duration::from_secs(5), false)
     }
 
     /// The state, looked at again in the store if the last look is older
     /// than `every` (a state file is looked at every time).
     /// The store is read without the lock held, by one request at a time;
-    /// if it fails, the last state read stays in use.
-    fn state_within(&self, every: Duration) -> Result<Arc<State>> {
-        let every = match self.store {
-            state::StateStore::File(_) => Duration::ZERO,
-            state::StateStore::Store(_) => every,
+    /// if it fails, the last state read stays in use. A request that
+    /// comes while another looks waits for that look if `wait` is set or
+    /// the state is a file; otherwise it takes the cached state.
+    fn state_within(&self, every: Duration, wait: bool) -> Result<Arc<State>> {
+        let (every, wait) = match self.store {
+            state::StateStore::File(_) => (Duration::ZERO, true),
+            state::StateStore::Store(_) => (every, wait),
         };
         let (old_stamp, first) = {
             let mut l = self.state.lock().expect("state");
+            if wait {
+                l = self
+                    .refreshed
+                    .wait_while(l, |l| l.refreshing)
+                    .expect("state");
+            }
             let first = l.checked.is_none();
             if !first && (l.refreshing || l.checked.is_some_and(|c| c.elapsed() < every)) {
                 return Ok(l.state.clone());
@@ -147,6 +161,7 @@ impl App {
         let loaded = (first || stamp != old_stamp).then(|| self.store.load());
         let mut l = self.state.lock().expect("state");
         l.refreshing = false;
+        self.refreshed.notify_all();
         match loaded {
             Some(Ok(s)) => {
                 l.state = Arc::new(s);
@@ -837,9 +852,12 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
         && matches!(ctx.app.store, state::StateStore::Store(_))
     {
         // A token made seconds ago: look at the shared state again (at
-        // most five times a second, whatever made-up tokens arrive).
+        // most five times a second, whatever made-up tokens arrive), or
+        // wait for the look another request is making.
         let app = ctx.app.clone();
-        if let Ok(fresh) = blocking(move || app.state_within(Duration::from_millis(200))).await {
+        if let Ok(fresh) =
+            blocking(move || app.state_within(Duration::from_millis(200), true)).await
+        {
             auth = fresh.authenticate(&presented, Timestamp::now()).cloned();
             st = fresh;
         }
@@ -1829,5 +1847,57 @@ mod tests {
             parse_range(&HeaderValue::from_static("bytes=0-99999999999")),
             None
         );
+    }
+
+    fn app_on(data: &std::path::Path) -> Arc<App> {
+        let config = Config {
+            data: Some(data.to_path_buf()),
+            storage: None,
+            storage_options: Default::default(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            tls_self_signed: false,
+            insecure_listen: false,
+            defaults: Limits::default(),
+            max_object_size: crate::DEFAULT_MAX_OBJECT_SIZE,
+            max_upload_memory: crate::DEFAULT_MAX_UPLOAD_MEMORY,
+            upload_memory_wait: crate::DEFAULT_UPLOAD_MEMORY_WAIT,
+            max_uploads_per_token: crate::DEFAULT_MAX_UPLOADS_PER_TOKEN,
+            inbox_schedule: Default::default(),
+        };
+        Arc::new(App::new(
+            config,
+            state::StateStore::File(data.to_path_buf()),
+        ))
+    }
+
+    /// Eight clients starting at once: a request that comes while another
+    /// looks at the state file must not be answered from the state as it
+    /// was before the last token was added (CI saw "unknown token").
+    #[test]
+    fn a_token_added_while_another_request_looks_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_on(dir.path());
+        app.state().unwrap();
+        let mut st = State::load(dir.path()).unwrap();
+        let token = st
+            .add_token(None, "team", state::Role::Backup, None)
+            .unwrap();
+        st.save(dir.path()).unwrap();
+        // Another request is in the middle of its look.
+        app.state.lock().unwrap().refreshing = true;
+        let asking = {
+            let app = app.clone();
+            std::thread::spawn(move || app.state().unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !asking.is_finished(),
+            "a request took the cached state while the file was being looked at"
+        );
+        app.state.lock().unwrap().refreshing = false;
+        app.refreshed.notify_all();
+        let seen = asking.join().unwrap();
+        assert!(seen.authenticate(&token, Timestamp::now()).is_ok());
     }
 }

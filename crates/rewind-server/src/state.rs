@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -366,8 +366,15 @@ impl StateStore {
     pub fn stamp(&self) -> Option<String> {
         match self {
             StateStore::File(d) => {
+                // Each save renames a new file into place: its inode
+                // changes even when the clock's tick and the length do not.
                 let md = fs::metadata(state_path(d)).ok()?;
-                Some(format!("{:?} {}", md.modified().ok()?, md.len()))
+                Some(format!(
+                    "{} {:?} {}",
+                    md.ino(),
+                    md.modified().ok()?,
+                    md.len()
+                ))
             }
             StateStore::Store(b) => {
                 let names: Vec<String> = b
@@ -476,6 +483,35 @@ fn newest_version(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two saves within one tick of the file system's clock, of the same
+    /// length, must still look different to a server.
+    #[test]
+    fn each_save_changes_the_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::File(dir.path().to_path_buf());
+        let tick = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+        let mut s = State {
+            version: 1,
+            ..Default::default()
+        };
+        s.add_token(Some("laptop-a"), "r", Role::Backup, None)
+            .unwrap();
+        let mut stamps = Vec::new();
+        for name in ["laptop-a", "laptop-b"] {
+            // The same bytes but one letter of the name.
+            s.tokens[0].name = name.into();
+            store.save(&s).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(state_path(dir.path()))
+                .unwrap()
+                .set_modified(tick)
+                .unwrap();
+            stamps.push(store.stamp().unwrap());
+        }
+        assert_ne!(stamps[0], stamps[1]);
+    }
 
     #[test]
     fn tokens_are_stored_as_hashes_and_checked() {
