@@ -119,7 +119,8 @@ struct Selection {
     files: Vec<Entry>,
     hardlinks: Vec<(PathBuf, PathBuf)>,
     others: Vec<PlanItem>,
-    /// For --delete: every directory restored and the names the snapshot has there.
+    /// For --delete (empty without): every directory restored and the
+    /// names the snapshot has there.
     listings: Vec<(PathBuf, BTreeSet<Vec<u8>>)>,
 }
 
@@ -223,6 +224,10 @@ pub struct RestorePlan {
     pub errors: Vec<Warning>,
     #[serde(skip)]
     work: Work,
+    /// Whether the lists above are filled ([`plan`]) or left empty
+    /// ([`restore`]: a path per entry, held for nothing).
+    #[serde(skip)]
+    lists: bool,
 }
 
 /// What [`execute`] follows.
@@ -374,15 +379,19 @@ struct Planner<'a> {
     sel: Selection,
     seen_inodes: HashMap<(u64, u64), PathBuf>,
     errors: Vec<Warning>,
+    /// Keep each directory's names ([`Selection::listings`]).
+    listings: bool,
 }
 
 impl Planner<'_> {
     /// Selects the entries of `tree` into `rel`. Returns true if anything below was selected.
     fn walk(&mut self, tree: &Tree, rel: &Path, snap: &Path) -> bool {
         let mut any = false;
-        let names: BTreeSet<Vec<u8>> = tree.nodes.iter().map(|n| n.name.clone()).collect();
         let listing_pos = self.sel.listings.len();
-        self.sel.listings.push((rel.to_path_buf(), names));
+        if self.listings {
+            let names = tree.nodes.iter().map(|n| n.name.clone()).collect();
+            self.sel.listings.push((rel.to_path_buf(), names));
+        }
         for node in &tree.nodes {
             let name = std::ffi::OsStr::from_bytes(&node.name);
             let child_rel = rel.join(name);
@@ -1256,6 +1265,7 @@ fn select(
     repo: &Repository,
     filter: Filter,
     start: &RestoreStart,
+    listings: bool,
 ) -> Result<(Selection, Vec<Warning>)> {
     let mut planner = Planner {
         repo,
@@ -1263,6 +1273,7 @@ fn select(
         sel: Selection::default(),
         seen_inodes: HashMap::new(),
         errors: Vec::new(),
+        listings,
     };
     match start {
         RestoreStart::Tree { tree, snap_path } => {
@@ -1365,7 +1376,9 @@ impl<'a> Look<'a> {
             (_, DirState::Blocked) => &mut plan.conflicts,
             _ => &mut plan.dirs,
         };
-        list.push(rel.to_path_buf());
+        if plan.lists {
+            list.push(rel.to_path_buf());
+        }
         self.dirs.insert(rel.to_path_buf(), state);
     }
 
@@ -1454,8 +1467,9 @@ impl<'a> Look<'a> {
     }
 }
 
-/// Looks at the target and decides every selected entry.
-fn decide(sel: Selection, opts: &RestoreOptions, errors: Vec<Warning>) -> RestorePlan {
+/// Looks at the target and decides every selected entry; `lists`: fill
+/// the plan's public lists too.
+fn decide(sel: Selection, opts: &RestoreOptions, errors: Vec<Warning>, lists: bool) -> RestorePlan {
     let mut look = Look::new(opts);
     let mut plan = RestorePlan {
         target: opts.target.clone(),
@@ -1475,6 +1489,7 @@ fn decide(sel: Selection, opts: &RestoreOptions, errors: Vec<Warning>) -> Restor
             delete: opts.delete,
             ..Work::default()
         },
+        lists,
     };
     for d in &sel.dirs {
         look.dir(&d.rel, &mut plan);
@@ -1531,18 +1546,29 @@ impl RestorePlan {
         sockets: u64,
         dirs: Vec<PlanItem>,
     ) {
-        for f in &files {
+        if self.lists {
+            self.fill_lists(&files, &links, &others);
+        }
+        self.work.dirs = dirs;
+        self.work.files = files;
+        self.work.links = links;
+        self.work.others = others;
+        self.work.sockets = sockets;
+    }
+
+    fn fill_lists(&mut self, files: &[Entry], links: &[Link], others: &[Entry]) {
+        for f in files {
             if self.note(&f.rel, f.action, f.found) {
                 self.write.push(f.rel.clone());
                 self.write_bytes += f.node.size;
             }
         }
-        for l in &links {
+        for l in links {
             if self.note(&l.link, l.action, l.found) {
                 self.hardlinks.push((l.link.clone(), l.first.clone()));
             }
         }
-        for o in &others {
+        for o in others {
             if self.note(&o.rel, o.action, o.found) {
                 self.others.push(o.rel.clone());
             }
@@ -1560,11 +1586,6 @@ impl RestorePlan {
             list.sort();
         }
         self.hardlinks.sort();
-        self.work.dirs = dirs;
-        self.work.files = files;
-        self.work.links = links;
-        self.work.others = others;
-        self.work.sockets = sockets;
     }
 }
 
@@ -1579,6 +1600,17 @@ pub fn plan(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestorePlan> {
+    plan_with(repo, start, opts, progress, true)
+}
+
+/// [`plan`], with its public lists filled or not.
+fn plan_with(
+    repo: &Repository,
+    start: RestoreStart,
+    opts: &RestoreOptions,
+    progress: &Progress,
+    lists: bool,
+) -> Result<RestorePlan> {
     let filter = Filter::new(opts)?;
     if fs::metadata(&opts.target).is_ok_and(|md| !md.is_dir()) {
         return Err(Error::InvalidInput(format!(
@@ -1592,7 +1624,7 @@ pub fn plan(
                 .into(),
         ));
     }
-    let (sel, errors) = select(repo, filter, &start)?;
+    let (sel, errors) = select(repo, filter, &start, opts.delete)?;
     progress
         .total_files
         .store(sel.files.len() as u64, Ordering::Relaxed);
@@ -1601,19 +1633,20 @@ pub fn plan(
         Ordering::Relaxed,
     );
     progress.scan_done.store(true, Ordering::SeqCst);
-    Ok(decide(sel, opts, errors))
+    Ok(decide(sel, opts, errors, lists))
 }
 
 /// Restores the tree (or the single node) `start` names into
 /// `opts.target`: [`plan`], then [`execute`], or with `dry_run` the plan's
-/// figures ([`RestorePlan::dry_run_stats`]).
+/// figures ([`RestorePlan::dry_run_stats`]). The plan's lists of paths are
+/// not made: only the decisions inside it are followed.
 pub fn restore(
     repo: &Repository,
     start: RestoreStart,
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreStats> {
-    let plan = plan(repo, start, opts, progress)?;
+    let plan = plan_with(repo, start, opts, progress, false)?;
     if opts.dry_run {
         return Ok(plan.dry_run_stats());
     }
@@ -2171,7 +2204,7 @@ mod tests {
             delete: true,
             ..Default::default()
         };
-        let plan = decide(sel, &opts, Vec::new());
+        let plan = decide(sel, &opts, Vec::new(), true);
         assert_eq!(plan.conflicts, [PathBuf::from("d")]);
         assert_eq!(plan.blocked, [PathBuf::from("d/f")]);
         assert_eq!(plan.delete, [PathBuf::from(odd)]);
