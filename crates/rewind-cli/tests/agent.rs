@@ -630,6 +630,32 @@ fn a_restore_test_job_proves_the_newest_snapshot_and_status_shows_it() {
     assert!(r.stderr.contains("jobs.home.restore_test_sample"), "{r}");
 }
 
+/// A job's `compression` reaches its backups, and a wrong one is named
+/// with its key before anything runs.
+#[test]
+fn a_jobs_compression_reaches_its_backups() {
+    let w = World::new();
+    // Numbers, one a line: about 2 MB raw, a third of it compressed, and
+    // no chunk like another.
+    let lines: String = (0..300_000u32).map(|i| format!("{i}\n")).collect();
+    write(&w.src.join("numbers"), lines.as_bytes());
+    w.configure("", "schedule = \"daily 03:00\"\ncompression = \"off\"\n");
+    assert_eq!(w.rewind(&["run", "home"]).code, Some(0));
+    let stored: u64 = packs(&w.env.repo)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        stored > lines.len() as u64,
+        "stored {stored} bytes of {}: compressed all the same",
+        lines.len()
+    );
+    w.configure("", "schedule = \"daily 03:00\"\ncompression = \"ultra\"\n");
+    let r = w.rewind(&["config", "check"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("jobs.home.compression"), "{r}");
+}
+
 #[test]
 fn a_watch_job_backs_up_once_changes_settle_and_not_without_changes() {
     let w = World::new();

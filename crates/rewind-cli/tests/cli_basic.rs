@@ -985,3 +985,80 @@ fn restore_does_not_write_through_hard_links_out_of_the_target() {
     );
     assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o777, 0o600);
 }
+
+/// `--compression` (or REWIND_COMPRESSION) chooses how new data is
+/// stored; snapshots written at different levels restore the same, and a
+/// wrong level is refused before anything is written.
+#[test]
+fn compression_is_chosen_per_run_and_every_level_restores() {
+    let env = Env::with_repo();
+    // Words in a pseudo-random order: text, compressible, unlike itself
+    // at any distance.
+    const WORDS: [&str; 16] = [
+        "backup", "restore", "snapshot", "the", "of", "a", "disk", "file", "year", "day", "ransom",
+        "copy", "keep", "old", "new", "index",
+    ];
+    let mut x = 12345u64;
+    let mut text = Vec::new();
+    while text.len() < 3 << 20 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        text.extend_from_slice(WORDS[(x >> 60) as usize].as_bytes());
+        text.push(if (x >> 40) & 7 == 0 { b'\n' } else { b' ' });
+    }
+    let stored = |dir: &str, how: &[&str]| -> (u64, u64) {
+        let src = env.path(dir);
+        // Each run's file differs, so that each stores new data.
+        let mut data = dir.as_bytes().to_vec();
+        data.extend_from_slice(&text);
+        write(&src.join("log.txt"), &data);
+        let mut args: Vec<&OsStr> = how.iter().map(OsStr::new).collect();
+        args.push(src.as_os_str());
+        let s = env.backup(args);
+        (
+            s["bytes_added_raw"].as_u64().unwrap(),
+            s["bytes_added_stored"].as_u64().unwrap(),
+        )
+    };
+
+    let bad = env.run(["backup", "--compression", "ultra", s(&env.path("x"))]);
+    bad.expect_code(2);
+    assert!(
+        bad.stderr.contains("--compression \"ultra\"") && bad.stderr.contains("off"),
+        "{bad}"
+    );
+    assert!(env.snapshots().is_empty(), "a refused run wrote a snapshot");
+
+    let (raw, off) = stored("off", &["--compression", "off"]);
+    assert!(off >= raw, "off stored {off} of {raw} bytes");
+    let (_, fast) = stored("fast", &["--compression", "fast"]);
+    let (_, default) = stored("default", &[]);
+    let (_, high) = stored("high", &["--compression", "9"]);
+    assert!(fast < raw / 2, "fast stored {fast} of {raw}");
+    assert!(
+        high < default && default < fast,
+        "high {high}, default {default}, fast {fast}"
+    );
+
+    // The variable, as the agent's jobs and scripts set it.
+    let mut c = env.cmd();
+    c.env("REWIND_COMPRESSION", "nope")
+        .args(["backup", s(&env.path("off"))]);
+    let r = run_cmd(c);
+    r.expect_code(2);
+
+    for dir in ["off", "fast", "default", "high"] {
+        let t = env.path(format!("r-{dir}"));
+        env.ok([
+            "restore",
+            "latest",
+            "--path",
+            s(&env.path(dir)),
+            "--target",
+            s(&t),
+        ]);
+        assert_trees_equal(&env.path(dir), &restored(&t, &env.path(dir)), &[]);
+    }
+    env.ok(["check", "--read-data"]);
+}

@@ -90,6 +90,7 @@ struct JobFile {
     token_file: Option<PathBuf>,
     #[serde(default)]
     options: BTreeMap<String, String>,
+    compression: Option<Spanned<String>>,
     #[serde(default)]
     paths: Vec<Spanned<String>>,
     #[serde(default)]
@@ -171,6 +172,8 @@ pub struct Job {
     pub password_command: Option<String>,
     pub token_file: Option<PathBuf>,
     pub options: BTreeMap<String, String>,
+    /// `--compression` of its backups (checked when the file is read).
+    pub compression: Option<String>,
     pub paths: Vec<PathBuf>,
     pub exclude: Vec<String>,
     pub exclude_file: Vec<PathBuf>,
@@ -435,6 +438,14 @@ fn job(source: &Source<'_>, name: String, j: JobFile, notify: &NotifyFile) -> Re
         password_command: j.password_command,
         token_file: j.token_file.map(|p| expand_home(&p.to_string_lossy())),
         options: j.options,
+        compression: match &j.compression {
+            None => None,
+            Some(s) => {
+                crate::commands::compression_level(s.get_ref())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", at(s.span(), &key("compression"))))?;
+                Some(s.get_ref().clone())
+            }
+        },
         paths,
         exclude: j.exclude,
         exclude_file,

@@ -377,6 +377,9 @@ pub fn task_args(job: &Job, task: Task) -> Vec<String> {
     match task {
         Task::Backup => {
             a.push("backup".into());
+            if let Some(c) = &job.compression {
+                a.extend(["--compression".into(), c.clone()]);
+            }
             if let Some(h) = &job.host {
                 a.extend(["--host".into(), h.clone()]);
             }

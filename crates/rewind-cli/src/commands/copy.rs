@@ -114,7 +114,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         &args.to_options,
         &src.config().id,
     )?;
-    global.bound_index(&mut dst)?;
+    global.configure(&mut dst)?;
     let wanted = if args.snapshots.is_empty() {
         args.select.matching(&src)?
     } else {

@@ -160,6 +160,10 @@ pub const MAX_OBJECT_SIZE: usize = 1 << 30;
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
+/// The level at which [`compress`] stores bytes raw, untried (zstd's own
+/// level 0 would mean its default).
+pub const NO_COMPRESSION: i32 = 0;
+
 /// Compresses with zstd when that saves space: `[flag] || payload`.
 /// The flag is 0 for raw bytes, 1 for a zstd frame.
 pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
@@ -174,6 +178,12 @@ pub fn compress_into(out: &mut Vec<u8>, data: &[u8], level: i32) {
         static CTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
     }
     let start = out.len();
+    if level == NO_COMPRESSION {
+        out.reserve(1 + data.len());
+        out.push(RAW);
+        out.extend_from_slice(data);
+        return;
+    }
     let bound = zstd::zstd_safe::compress_bound(data.len());
     out.reserve(1 + bound);
     out.push(ZSTD);
@@ -349,6 +359,31 @@ mod tests {
             data
         );
         assert!(decompress("index", &"x", &unsized_frame, 1000).is_err());
+    }
+
+    /// Each level the user may choose, and none: what it writes reads back
+    /// without the reader knowing the level.
+    #[test]
+    fn every_level_reads_back_and_none_stores_raw() {
+        let text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("line {} of a log\n", i % 977).into_bytes())
+            .collect();
+        let raw = compress(&text, NO_COMPRESSION);
+        assert_eq!(raw[0], RAW);
+        assert_eq!(&raw[1..], &text[..]);
+        let mut sizes = Vec::new();
+        for level in [1, 3, 9] {
+            let c = compress(&text, level);
+            assert_eq!(c[0], ZSTD, "level {level}");
+            assert_eq!(decompress("blob", &"x", &c, text.len()).unwrap(), text);
+            sizes.push(c.len());
+        }
+        assert!(sizes[2] <= sizes[0], "level 9 {sizes:?}");
+        assert_eq!(
+            decompress("blob", &"x", &raw, text.len()).unwrap(),
+            text,
+            "raw"
+        );
     }
 
     proptest! {

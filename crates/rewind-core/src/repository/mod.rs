@@ -11,7 +11,7 @@ pub(crate) use index::radix_bits;
 pub use index::{Index, IndexEntry};
 pub use running::{pid_namespace, Running, RunningMarkers, CLOCK_SKEW, REFRESH_EVERY, STALE_AFTER};
 pub(crate) use table::unlinked_file;
-pub use writer::{BlobWriter, WriterStats, PACKS_PER_INDEX};
+pub use writer::{BlobWriter, WriterStats, COMPRESSION_LEVEL, PACKS_PER_INDEX};
 
 use std::sync::{Arc, OnceLock};
 
@@ -72,6 +72,9 @@ pub struct Repository {
     /// Where the index may spill to an on-disk table, and the memory it may
     /// take before it does (docs/DESIGN.md §6b); None: always in memory.
     index_table: Option<(std::path::PathBuf, u64)>,
+    /// The zstd level of the blobs this handle writes
+    /// ([`crate::format::NO_COMPRESSION`]: stored raw).
+    compression: i32,
 }
 
 /// Readable index files, and damaged ones as (name, error).
@@ -223,6 +226,7 @@ impl Repository {
             opened,
             superseded: std::sync::Mutex::new(None),
             index_table: None,
+            compression: writer::COMPRESSION_LEVEL,
         }
     }
 
@@ -343,6 +347,18 @@ impl Repository {
     /// whatever its size.
     pub fn set_index_table(&mut self, cache: &std::path::Path, max_memory: u64) {
         self.index_table = Some((cache.join("index").join(&self.config.id), max_memory));
+    }
+
+    /// Sets the zstd level of the blobs written from now on (1 to 19, or
+    /// [`crate::format::NO_COMPRESSION`]). Readers need not know it: each
+    /// blob says whether it is compressed.
+    pub fn set_compression(&mut self, level: i32) {
+        self.compression = level;
+    }
+
+    /// The zstd level of the blobs written ([`Repository::set_compression`]).
+    pub fn compression(&self) -> i32 {
+        self.compression
     }
 
     /// The memory budget given to [`Repository::set_index_table`], if any:

@@ -41,7 +41,8 @@ pub const PACKS_PER_INDEX: usize = 16;
 /// ... or when the oldest unindexed pack has waited this long (slow links:
 /// a crash then loses at most this much uploaded work).
 pub const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-/// zstd level for blobs.
+/// zstd level of blobs by default ([`super::Repository::set_compression`]
+/// chooses another).
 pub const COMPRESSION_LEVEL: i32 = 3;
 
 /// What a writer added.
@@ -182,7 +183,7 @@ impl<'a> BlobWriter<'a> {
     /// and seals it in the calling thread and adds it to a pack.
     pub fn store(&self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<()> {
         if self.dry_run {
-            let stored = crate::format::compress(data, COMPRESSION_LEVEL).len()
+            let stored = crate::format::compress(data, self.repo.compression()).len()
                 + crate::crypto::SEAL_OVERHEAD;
             match kind {
                 BlobKind::Data => self.data_blobs.fetch_add(1, Ordering::Relaxed),
@@ -211,7 +212,7 @@ impl<'a> BlobWriter<'a> {
             self.repo.crypto(),
             &id,
             data,
-            COMPRESSION_LEVEL,
+            self.repo.compression(),
         );
         let result = self.add_sealed(kind, id, &sealed, raw_length, data.len());
         SEALED.with(|b| *b.borrow_mut() = sealed);
