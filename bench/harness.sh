@@ -102,7 +102,7 @@ tool_bin() {
     rustic) echo rustic ;;
     bupstash) echo bupstash ;;
     kopia) echo kopia ;;
-    rewind|rewind-unlocked) echo "$REWIND_BIN" ;;
+    rewind|rewind-unlocked|rewind-fast) echo "$REWIND_BIN" ;;
   esac
 }
 
@@ -115,7 +115,7 @@ tool_version() {
     rustic) rustic --version 2>/dev/null | head -1 ;;
     bupstash) bupstash version 2>/dev/null | head -1 ;;
     kopia) kopia --version 2>/dev/null | head -1 ;;
-    rewind|rewind-unlocked) "$REWIND_BIN" --version 2>/dev/null | head -1 || echo rewind ;;
+    rewind|rewind-unlocked|rewind-fast) "$REWIND_BIN" --version 2>/dev/null | head -1 || echo rewind ;;
   esac
 }
 
@@ -129,6 +129,7 @@ tool_settings() {
     kopia) echo "default (AES256-GCM; compression none unless policy set)" ;;
     rewind) echo "rewind defaults" ;;
     rewind-unlocked) echo "rewind defaults, the key from \`rewind unlock\` (no key derivation a command)" ;;
+    rewind-fast) echo "as rewind-unlocked, with --compression fast (zstd 1)" ;;
   esac
 }
 
@@ -142,6 +143,7 @@ tool_env() {  # prints env assignments for tool $1
     kopia) echo "KOPIA_PASSWORD=$PASSWORD KOPIA_CONFIG_PATH=$CACHE/repository.config KOPIA_CACHE_DIRECTORY=$CACHE/cache KOPIA_CHECK_FOR_UPDATES=false" ;;
     rewind) echo "REWIND_REPOSITORY=$REPO REWIND_PASSWORD=$PASSWORD" ;;
     rewind-unlocked) echo "REWIND_REPOSITORY=$REPO XDG_RUNTIME_DIR=$CACHE/run" ;;
+    rewind-fast) echo "REWIND_REPOSITORY=$REPO XDG_RUNTIME_DIR=$CACHE/run REWIND_COMPRESSION=fast" ;;
   esac
 }
 
@@ -192,6 +194,7 @@ tool_cmd() {
     # The same commands with the key kept by `rewind unlock` (made at init).
     rewind-unlocked:init) echo "mkdir -p $CACHE/run && REWIND_PASSWORD=$PASSWORD $REWIND_BIN init && REWIND_PASSWORD=$PASSWORD $REWIND_BIN unlock --for 4h" ;;
     rewind-unlocked:*)  tool_cmd rewind "$step" "$n" ;;
+    rewind-fast:*)      tool_cmd rewind-unlocked "$step" "$n" ;;
   esac
 }
 
