@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Request, State as AxState};
@@ -65,16 +65,41 @@ impl Drop for UploadSlot {
 /// Seconds a client is told to wait (Retry-After) when the server is busy.
 const RETRY_AFTER_SECS: u64 = 5;
 
+/// How long a request with a token the state does not know waits for a
+/// look at a store-kept state ([`App::fresh_state`]) before it is answered
+/// from the state it has.
+const FRESH_STATE_WAIT: Duration = Duration::from_secs(2);
+
 /// The state as last read, the stamp it had and when the stamp was taken.
 struct Loaded {
     stamp: Option<String>,
-    checked: Option<std::time::Instant>,
+    checked: Option<Instant>,
     state: Arc<State>,
-    /// A request is looking at the state now. Others wait for it when the
-    /// state is a file (a stat is cheap, and a token added a moment ago
-    /// must be known); with a store they use the cached state, unless they
-    /// presented a token it does not know.
+    /// Looks at the store begun so far, the one `state` comes from, and
+    /// when the last began.
+    looks: u64,
+    state_from: u64,
+    last_look: Option<Instant>,
+    /// A request is looking at the store now.
     refreshing: bool,
+}
+
+/// Ends a look at the store however its request ends (a panic included):
+/// otherwise requests waiting for it would wait for ever.
+struct LookDone<'a> {
+    app: &'a App,
+    armed: bool,
+}
+
+impl Drop for LookDone<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Ok(mut l) = self.app.state.lock() {
+                l.refreshing = false;
+            }
+            self.app.refreshed.notify_all();
+        }
+    }
 }
 
 /// One repository's storage and bookkeeping.
@@ -105,6 +130,9 @@ impl App {
                 checked: None,
                 state: Arc::new(State::default()),
                 refreshing: false,
+                looks: 0,
+                state_from: 0,
+                last_look: None,
             }),
             refreshed: Condvar::new(),
             upload_memory: Arc::new(tokio::sync::Semaphore::new(
@@ -120,67 +148,150 @@ impl App {
         }
     }
 
-    /// The state, re-read when it changed: a token added or revoked takes
-    /// effect at the next request (a state kept in the store is looked at
-    /// every 5 seconds at most).
     pub(crate) fn inboxes(&self) -> &crate::inbox::serve::Inboxes {
         &self.inboxes
     }
 
-    pub(crate) fn state(&self) -> Result<Arc<State>> {
-        self.state_within(Duration::from_secs(5), false)
+    /// The zstd level of what the server writes itself.
+    pub(crate) fn compression(&self) -> i32 {
+        self.config.compression
     }
 
-    /// The state, looked at again in the store if the last look is older
-    /// than `every` (a state file is looked at every time).
-    /// The store is read without the lock held, by one request at a time;
-    /// if it fails, the last state read stays in use. A request that
-    /// comes while another looks waits for that look if `wait` is set or
-    /// the state is a file; otherwise it takes the cached state.
-    fn state_within(&self, every: Duration, wait: bool) -> Result<Arc<State>> {
-        let (every, wait) = match self.store {
-            state::StateStore::File(_) => (Duration::ZERO, true),
-            state::StateStore::Store(_) => (every, wait),
-        };
-        let (old_stamp, first) = {
-            let mut l = self.state.lock().expect("state");
-            if wait {
-                l = self
-                    .refreshed
-                    .wait_while(l, |l| l.refreshing)
-                    .expect("state");
-            }
-            let first = l.checked.is_none();
-            if !first && (l.refreshing || l.checked.is_some_and(|c| c.elapsed() < every)) {
+    /// The state, re-read when it changed: a token added or revoked takes
+    /// effect at the next request (a state kept in the store is looked at
+    /// every 5 seconds at most).
+    pub(crate) fn state(&self) -> Result<Arc<State>> {
+        match self.store {
+            state::StateStore::File(_) => self.state_in_file(),
+            state::StateStore::Store(_) => self.state_in_store(Duration::from_secs(5), false),
+        }
+    }
+
+    /// For a token the state does not know: a state at least as new as
+    /// this call (a token made a moment ago is found). In a store, looked
+    /// at no more than five times a second whatever made-up tokens arrive,
+    /// and waited for no more than [`FRESH_STATE_WAIT`].
+    fn fresh_state(&self) -> Result<Arc<State>> {
+        match self.store {
+            state::StateStore::File(_) => self.state_in_file(),
+            state::StateStore::Store(_) => self.state_in_store(Duration::from_millis(200), true),
+        }
+    }
+
+    /// A state file: a stat per request (cheap), read again when its stamp
+    /// changed. No request waits for another: each returns a state at
+    /// least as new as the file was when it came.
+    fn state_in_file(&self) -> Result<Arc<State>> {
+        let stamp = self.store.stamp();
+        let first = {
+            let l = self.state.lock().expect("state");
+            if l.checked.is_some() && l.stamp == stamp {
                 return Ok(l.state.clone());
             }
-            l.refreshing = true;
-            (l.stamp.clone(), first)
+            l.checked.is_none()
+        };
+        match self.store.load() {
+            Ok(s) => {
+                let s = Arc::new(s);
+                let mut l = self.state.lock().expect("state");
+                l.state = s.clone();
+                l.stamp = stamp;
+                l.checked = Some(Instant::now());
+                self.forget_usage();
+                Ok(s)
+            }
+            Err(e) if first => Err(e),
+            Err(e) => {
+                self.log_unreadable(&e);
+                Ok(self.state.lock().expect("state").state.clone())
+            }
+        }
+    }
+
+    /// A state kept in the store, looked at by one request at a time
+    /// without the lock held; if a look fails, the last state read stays
+    /// in use. Others take the cached state, unless the last look is older
+    /// than `every`, or no look has succeeded yet, or `fresh` asks for a
+    /// look that began after this call (they then wait for it, or make it).
+    fn state_in_store(&self, every: Duration, fresh: bool) -> Result<Arc<State>> {
+        let give_up = Instant::now() + FRESH_STATE_WAIT;
+        let mut l = self.state.lock().expect("state");
+        let came_after = l.looks;
+        loop {
+            let first = l.checked.is_none();
+            if !first && !fresh && (l.refreshing || l.checked.is_some_and(|c| c.elapsed() < every))
+            {
+                return Ok(l.state.clone());
+            }
+            if !first && fresh && l.state_from > came_after {
+                return Ok(l.state.clone());
+            }
+            if l.refreshing {
+                let left = give_up.saturating_duration_since(Instant::now());
+                if !first && left.is_zero() {
+                    return Ok(l.state.clone());
+                }
+                l = match first {
+                    true => self.refreshed.wait(l).expect("state"),
+                    false => self.refreshed.wait_timeout(l, left).expect("state").0,
+                };
+                continue;
+            }
+            // At most one look per `every` for fresh states too.
+            let since = l.last_look.map_or(every, |t| t.elapsed());
+            if fresh && !first && since < every {
+                drop(l);
+                std::thread::sleep(every - since);
+                l = self.state.lock().expect("state");
+                continue;
+            }
+            break;
+        }
+        l.refreshing = true;
+        l.looks += 1;
+        l.last_look = Some(Instant::now());
+        let (look, old_stamp, first) = (l.looks, l.stamp.clone(), l.checked.is_none());
+        drop(l);
+        let mut done = LookDone {
+            app: self,
+            armed: true,
         };
         let stamp = self.store.stamp();
         let loaded = (first || stamp != old_stamp).then(|| self.store.load());
         let mut l = self.state.lock().expect("state");
+        done.armed = false;
         l.refreshing = false;
         self.refreshed.notify_all();
         match loaded {
             Some(Ok(s)) => {
                 l.state = Arc::new(s);
                 l.stamp = stamp;
-                // The operator changed something (a quarantine saves the
-                // state too): count the repositories again.
-                for r in self.repos.lock().expect("repos").values() {
-                    *r.usage.lock().expect("usage") = None;
-                }
+                self.forget_usage();
             }
             Some(Err(e)) if first => return Err(e),
-            Some(Err(e)) => log(&format!(
-                "reading tokens and settings from {} failed ({e}); the last ones read stay in use",
-                self.store.describe()
-            )),
+            Some(Err(e)) => self.log_unreadable(&e),
             None => {}
         }
-        l.checked = Some(std::time::Instant::now());
+        // A failed look counts too: those waiting for it take the state
+        // they would have had, rather than look again and again.
+        l.state_from = look;
+        l.checked = Some(Instant::now());
         Ok(l.state.clone())
+    }
+
+    /// The operator changed something (a quarantine saves the state too):
+    /// count the repositories again.
+    fn forget_usage(&self) {
+        for r in self.repos.lock().expect("repos").values() {
+            *r.usage.lock().expect("usage") = None;
+        }
+    }
+
+    fn log_unreadable(&self, e: &Error) {
+        log(&format!(
+            "reading tokens and settings from {} failed ({e}); the last ones read stay in use",
+            self.store.describe()
+        ));
     }
 
     fn limits(&self, st: &State, repo: &str) -> Limits {
@@ -855,9 +966,7 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
         // most five times a second, whatever made-up tokens arrive), or
         // wait for the look another request is making.
         let app = ctx.app.clone();
-        if let Ok(fresh) =
-            blocking(move || app.state_within(Duration::from_millis(200), true)).await
-        {
+        if let Ok(fresh) = blocking(move || app.fresh_state()).await {
             auth = fresh.authenticate(&presented, Timestamp::now()).cloned();
             st = fresh;
         }
@@ -1849,7 +1958,7 @@ mod tests {
         );
     }
 
-    fn app_on(data: &std::path::Path) -> Arc<App> {
+    fn app_on(data: &std::path::Path, store: state::StateStore) -> Arc<App> {
         let config = Config {
             data: Some(data.to_path_buf()),
             storage: None,
@@ -1864,40 +1973,96 @@ mod tests {
             upload_memory_wait: crate::DEFAULT_UPLOAD_MEMORY_WAIT,
             max_uploads_per_token: crate::DEFAULT_MAX_UPLOADS_PER_TOKEN,
             inbox_schedule: Default::default(),
+            compression: rewind_core::repository::COMPRESSION_LEVEL,
         };
-        Arc::new(App::new(
-            config,
-            state::StateStore::File(data.to_path_buf()),
-        ))
+        Arc::new(App::new(config, store))
     }
 
-    /// Eight clients starting at once: a request that comes while another
-    /// looks at the state file must not be answered from the state as it
-    /// was before the last token was added (CI saw "unknown token").
-    #[test]
-    fn a_token_added_while_another_request_looks_is_known() {
-        let dir = tempfile::tempdir().unwrap();
-        let app = app_on(dir.path());
-        app.state().unwrap();
-        let mut st = State::load(dir.path()).unwrap();
+    fn add_token(store: &state::StateStore) -> String {
+        let mut st = store.load().unwrap();
         let token = st
             .add_token(None, "team", state::Role::Backup, None)
             .unwrap();
-        st.save(dir.path()).unwrap();
+        store.save(&st).unwrap();
+        token
+    }
+
+    /// Eight clients starting at once (CI saw "unknown token"): a request
+    /// that comes while another looks at the state file is not answered
+    /// from the state as it was before the last token was added.
+    #[test]
+    fn a_token_added_while_another_request_looks_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = state::StateStore::File(dir.path().to_path_buf());
+        let app = app_on(dir.path(), store.clone());
+        app.state().unwrap();
+        let token = add_token(&store);
         // Another request is in the middle of its look.
         app.state.lock().unwrap().refreshing = true;
+        let seen = app.state().unwrap();
+        assert!(seen.authenticate(&token, Timestamp::now()).is_ok());
+    }
+
+    /// With the state in a store, a request whose token is unknown takes
+    /// no look that began before it came: the look in flight may have
+    /// read the store before the token was added.
+    #[test]
+    fn an_unknown_token_waits_for_a_look_that_began_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(rewind_core::backend::LocalBackend::new(
+            dir.path().join("store"),
+        ));
+        let store = state::StateStore::Store(backend);
+        let app = app_on(dir.path(), store.clone());
+        app.state().unwrap();
+        // A look begins (it will read the store as it is now)...
+        {
+            let mut l = app.state.lock().unwrap();
+            l.refreshing = true;
+            l.looks += 1;
+        }
+        // ...then a token is made, and its client comes.
+        let token = add_token(&store);
         let asking = {
             let app = app.clone();
-            std::thread::spawn(move || app.state().unwrap())
+            std::thread::spawn(move || app.fresh_state().unwrap())
         };
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            !asking.is_finished(),
-            "a request took the cached state while the file was being looked at"
-        );
-        app.state.lock().unwrap().refreshing = false;
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!asking.is_finished(), "it did not wait for the look");
+        // The look ends with what it read: the state before the token.
+        {
+            let mut l = app.state.lock().unwrap();
+            l.refreshing = false;
+            l.state_from = l.looks;
+        }
         app.refreshed.notify_all();
         let seen = asking.join().unwrap();
-        assert!(seen.authenticate(&token, Timestamp::now()).is_ok());
+        assert!(
+            seen.authenticate(&token, Timestamp::now()).is_ok(),
+            "answered from a look that began before the request"
+        );
+    }
+
+    /// A look that ends in a panic does not leave others waiting for ever.
+    #[test]
+    fn a_look_that_panics_lets_the_others_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(rewind_core::backend::LocalBackend::new(
+            dir.path().join("store"),
+        ));
+        let app = app_on(dir.path(), state::StateStore::Store(backend));
+        app.state().unwrap();
+        app.state.lock().unwrap().refreshing = true;
+        let app2 = app.clone();
+        let _ = std::thread::spawn(move || {
+            let _done = LookDone {
+                app: &app2,
+                armed: true,
+            };
+            panic!("a look fails in an unexpected way");
+        })
+        .join();
+        assert!(!app.state.lock().unwrap().refreshing);
+        app.fresh_state().unwrap();
     }
 }
