@@ -95,6 +95,10 @@ pub struct Config {
     pub max_uploads_per_token: usize,
     /// When the phone inboxes are snapshotted ([`inbox`]).
     pub inbox_schedule: inbox::serve::Schedule,
+    /// The zstd level of what the server writes itself (the inboxes'
+    /// snapshots): `rewind_core::repository::COMPRESSION_LEVEL` unless the
+    /// operator chose (`--compression`).
+    pub compression: i32,
 }
 
 impl Config {

@@ -23,6 +23,7 @@ fn serve(data: &std::path::Path, defaults: Limits) -> String {
         max_upload_memory: rewind_server::DEFAULT_MAX_UPLOAD_MEMORY,
         upload_memory_wait: rewind_server::DEFAULT_UPLOAD_MEMORY_WAIT,
         inbox_schedule: Default::default(),
+        compression: rewind_core::repository::COMPRESSION_LEVEL,
         max_uploads_per_token: rewind_server::DEFAULT_MAX_UPLOADS_PER_TOKEN,
     };
     std::thread::spawn(move || rewind_server::run(config).unwrap());

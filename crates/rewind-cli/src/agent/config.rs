@@ -172,7 +172,7 @@ pub struct Job {
     pub password_command: Option<String>,
     pub token_file: Option<PathBuf>,
     pub options: BTreeMap<String, String>,
-    /// `--compression` of its backups (checked when the file is read).
+    /// `--compression` of its tasks (checked when the file is read).
     pub compression: Option<String>,
     pub paths: Vec<PathBuf>,
     pub exclude: Vec<String>,

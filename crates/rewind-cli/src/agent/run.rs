@@ -233,6 +233,10 @@ impl Runner<'_> {
         for (k, v) in &job.options {
             c.arg("-o").arg(format!("{k}={v}"));
         }
+        // Every task: a backup's copy and prune's repacking write data too.
+        if let Some(level) = &job.compression {
+            c.arg("--compression").arg(level);
+        }
         if let Some(cmd) = &job.password_command {
             c.env("REWIND_PASSWORD_COMMAND", cmd);
         }
@@ -377,9 +381,6 @@ pub fn task_args(job: &Job, task: Task) -> Vec<String> {
     match task {
         Task::Backup => {
             a.push("backup".into());
-            if let Some(c) = &job.compression {
-                a.extend(["--compression".into(), c.clone()]);
-            }
             if let Some(h) = &job.host {
                 a.extend(["--host".into(), h.clone()]);
             }

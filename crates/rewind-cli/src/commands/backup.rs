@@ -123,7 +123,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     } else {
         None
     };
-    let copy_to = open_copy_target(args, stored.as_ref(), &repo)?;
+    let copy_to = open_copy_target(args, global, stored.as_ref(), &repo)?;
     let opts = options(args, excludes, global, &repo)?;
     // A mailbox's login or a remote's listing before the backup: a wrong
     // password or a bad remote is said now.
@@ -237,10 +237,11 @@ impl OtherSource {
 /// missing repository is said before, not after it.
 fn open_copy_target(
     args: &Args,
+    global: &Global,
     stored: Option<&rewind_core::format::policy::CopyTarget>,
     repo: &rewind_core::repository::Repository,
 ) -> Result<Option<rewind_core::repository::Repository>> {
-    Ok(match (&args.copy_to, stored, args.dry_run) {
+    let mut target = match (&args.copy_to, stored, args.dry_run) {
         (_, _, true) => None,
         (Some(to), _, false) => Some(super::copy::open_destination(
             to,
@@ -275,7 +276,12 @@ fn open_copy_target(
             )
         }
         (None, None, false) => None,
-    })
+    };
+    // Its index within --max-memory, and its new data at --compression.
+    if let Some(t) = &mut target {
+        global.configure(t)?;
+    }
+    Ok(target)
 }
 
 /// The backup's options from the arguments.

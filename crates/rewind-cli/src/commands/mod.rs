@@ -110,11 +110,11 @@ pub struct Global {
         default_value = "512M"
     )]
     pub max_memory: String,
-    /// How the data written is compressed: default (zstd level 3), fast
-    /// (level 1: about 15 % less CPU, 1.5 to 3 % more storage), high
-    /// (level 9: about 6 % smaller on text, three to four times the CPU),
-    /// off, or a zstd level from 1 to 19. Data written at any level reads
-    /// back the same way.
+    /// How the data (file contents and directories) written is compressed:
+    /// default (zstd level 3), fast (level 1: 10-15 % less CPU, 1.5 to 3 %
+    /// more storage), high (level 9: about 6 % smaller on text, three to
+    /// four times the CPU), off, or a zstd level from 1 to 19. Data written
+    /// at any level reads back the same way.
     #[arg(
         long,
         env = "REWIND_COMPRESSION",
@@ -336,7 +336,9 @@ impl Global {
     }
 
     fn open_with(&self, agent: bool) -> Result<Repository> {
+        // Settings checked before any password is asked for.
         self.index_budget()?;
+        self.compression_level()?;
         let backend = self.backend()?;
         let location = backend.location();
         // No password prompt for a location that holds no repository.
@@ -372,7 +374,7 @@ impl Global {
     }
 
     /// --compression, checked.
-    fn compression_level(&self) -> Result<i32> {
+    pub fn compression_level(&self) -> Result<i32> {
         compression_level(&self.compression).map_err(|why| usage(format!("--compression {why}")))
     }
 

@@ -616,6 +616,7 @@ fn serve(a: &RunArgs, g: &Global) -> Result<u8> {
             settle: std::time::Duration::from_secs(a.inbox_settle),
             every: std::time::Duration::from_secs(a.inbox_every.max(1) * 3600),
         },
+        compression: g.compression_level()?,
     };
     tune_malloc();
     rewind_server::run(config)?;

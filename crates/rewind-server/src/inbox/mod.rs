@@ -279,11 +279,13 @@ fn random<const N: usize>() -> [u8; N] {
 /// server's rules for a backup token named after the inbox.
 pub(crate) fn open(app: &Arc<crate::http::App>, inbox: &Inbox) -> Result<Repository> {
     let view = crate::view::RepoView::adding(app, &inbox.repo, &inbox.label())?;
-    Repository::open(Arc::new(view), inbox.key_password.as_bytes()).map_err(|e| match e {
+    let mut repo = Repository::open(Arc::new(view), inbox.key_password.as_bytes()).map_err(|e| match e {
         Error::WrongPassword { .. } => Error::Refused(format!(
             "the key of inbox {} (key {}) no longer opens repository {}: was it removed? Remove the inbox and add it again",
             inbox.name, inbox.key_id, inbox.repo
         )),
         e => e,
-    })
+    })?;
+    repo.set_compression(app.compression());
+    Ok(repo)
 }
