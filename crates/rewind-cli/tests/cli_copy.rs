@@ -358,3 +358,40 @@ fn copy_from_names_the_source() {
         .arg(&offsite);
     assert_eq!(run_cmd(c).code, Some(2));
 }
+
+/// `--compression` holds for the copy too: a backup's copy target
+/// re-seals each blob with its own key, at the level asked for.
+#[test]
+fn backup_copy_to_writes_at_the_chosen_compression() {
+    let env = Env::with_repo();
+    let offsite = second_repo(&env);
+    let src = env.path("src");
+    // About 2 MB of numbers: a third of it compressed.
+    let lines: String = (0..300_000u32).map(|i| format!("{i}\n")).collect();
+    write(&src.join("numbers"), lines.as_bytes());
+    let mut c = env.cmd();
+    c.env("REWIND_TO_PASSWORD", TO_PASSWORD).args([
+        "backup".as_ref(),
+        "--compression".as_ref(),
+        "off".as_ref(),
+        "--copy-to".as_ref(),
+        offsite.as_os_str(),
+        src.as_os_str(),
+    ]);
+    run_cmd(c).expect_code(0);
+    let stored = |repo: &Path| -> u64 {
+        packs(repo)
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    for (name, repo) in [("source", &env.repo), ("copy", &offsite)] {
+        assert!(
+            stored(repo) > lines.len() as u64,
+            "the {name} holds {} bytes of {}: compressed all the same",
+            stored(repo),
+            lines.len()
+        );
+    }
+    at(&env, &offsite, &["check", "--read-data"]).expect_code(0);
+}
