@@ -30,11 +30,6 @@ fi
 
 for m in "$SCRATCH"/fs-*; do mountpoint -q "$m" 2>/dev/null && umount "$m"; done
 rm -rf "$SCRATCH" && mkdir -p "$SCRATCH/weed"
-# With FRESH_FS=0 the restores go to this disk, whose last run's targets were
-# just deleted: on ext4 without a journal (this machine's) inodes freed less
-# than 30 s ago are skipped, slowly, by the inode allocator
-# (`recently_deleted`). Let them age first.
-[ "${FRESH_FS:-1}" = 1 ] || { sync; sleep 31; }
 export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
 "$WEED" mini -dir="$SCRATCH/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$PORT" \
   -master.port=$((PORT + 1)) -volume.port=$((PORT + 2)) -filer.port=$((PORT + 3)) \
@@ -79,16 +74,20 @@ measure() { # tool step cmd
 }
 # Restore targets: each tool restores into a file system of its own, new
 # (ext4 on a loop device), unless FRESH_FS=0: on a disk where large trees were
-# just deleted, ext4's inode allocator costs either tool seconds of system
-# time, more or less from one run to the next (2-4 s seen here).
+# just deleted (this script's last targets, at its start), ext4's inode
+# allocator costs either tool seconds of system time, more or less from one
+# run to the next (2-4 s seen here, waiting 31 s first or not).
 fresh_fs() { # name -> mounted directory
   local img="$SCRATCH/$1.img" dir="$SCRATCH/$1"
-  truncate -s 8G "$img" && mkfs.ext4 -q -F "$img" && mkdir -p "$dir" &&
+  truncate -s 8G "$img" && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$img" &&
+    mkdir -p "$dir" &&
     mount -o loop "$img" "$dir" && echo "$dir"
 }
 cleanup() {
   kill $WEED_PID 2>/dev/null || true
-  for m in "$SCRATCH"/fs-*; do mountpoint -q "$m" 2>/dev/null && umount "$m"; done
+  for m in "$SCRATCH"/fs-*; do
+    mountpoint -q "$m" 2>/dev/null && { umount "$m" || umount -l "$m" || true; }
+  done
   return 0
 }
 trap cleanup EXIT
@@ -99,8 +98,10 @@ for run in ${RUNS_LIST:-1}; do
   # 20,000-file tree, ext4's inode allocator makes the next restore pay
   # seconds of system time (recently_deleted), whichever tool runs first.
   if [ "${FRESH_FS:-1}" = 1 ]; then
-    ln -sfn "$(fresh_fs fs-rewind-$run)" "$SCRATCH/r-rewind-$run"
-    ln -sfn "$(fresh_fs fs-restic-$run)" "$SCRATCH/r-restic-$run"
+    for t in rewind restic; do
+      d=$(fresh_fs "fs-$t-$run") || { echo "cannot make a file system for $t's restore" >&2; exit 1; }
+      ln -sfn "$d" "$SCRATCH/r-$t-$run"
+    done
   fi
   measure rewind restore "'$REWIND' restore -q latest --target '$SCRATCH/r-rewind-$run/'"
   measure restic restore "restic restore -q latest --target '$SCRATCH/r-restic-$run/'"

@@ -152,6 +152,16 @@ impl App {
         &self.inboxes
     }
 
+    /// Takes the state read at start-up, with the stamp taken before it
+    /// was read, as a first look: the first requests need not make one,
+    /// nor wait in turn for one that fails.
+    pub(crate) fn seed(&self, stamp: Option<String>, state: State) {
+        let mut l = self.state.lock().expect("state");
+        l.state = Arc::new(state);
+        l.stamp = stamp;
+        l.checked = Some(Instant::now());
+    }
+
     /// The zstd level of what the server writes itself.
     pub(crate) fn compression(&self) -> i32 {
         self.config.compression
@@ -227,11 +237,15 @@ impl App {
                 return Ok(l.state.clone());
             }
             if l.refreshing {
+                // A look that began after this request came is the one it
+                // needs: waited for to its end. One that began before is
+                // waited for a while only, then the next one.
+                let needed = first || l.looks > came_after;
                 let left = give_up.saturating_duration_since(Instant::now());
-                if !first && left.is_zero() {
+                if !needed && left.is_zero() {
                     return Ok(l.state.clone());
                 }
-                l = match first {
+                l = match needed {
                     true => self.refreshed.wait(l).expect("state"),
                     false => self.refreshed.wait_timeout(l, left).expect("state").0,
                 };
@@ -1999,7 +2013,19 @@ mod tests {
         let token = add_token(&store);
         // Another request is in the middle of its look.
         app.state.lock().unwrap().refreshing = true;
-        let seen = app.state().unwrap();
+        let asking = {
+            let app = app.clone();
+            std::thread::spawn(move || app.state().unwrap())
+        };
+        let started = Instant::now();
+        while !asking.is_finished() {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "a request waits for another's look at a state file"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let seen = asking.join().unwrap();
         assert!(seen.authenticate(&token, Timestamp::now()).is_ok());
     }
 
@@ -2034,6 +2060,8 @@ mod tests {
             let mut l = app.state.lock().unwrap();
             l.refreshing = false;
             l.state_from = l.looks;
+            l.checked = Some(Instant::now());
+            l.last_look = Some(Instant::now());
         }
         app.refreshed.notify_all();
         let seen = asking.join().unwrap();
@@ -2043,26 +2071,69 @@ mod tests {
         );
     }
 
-    /// A look that ends in a panic does not leave others waiting for ever.
+    /// A store whose listing panics, when told to.
+    #[derive(Debug)]
+    struct Panicky {
+        inner: rewind_core::backend::LocalBackend,
+        panic: std::sync::atomic::AtomicBool,
+    }
+
+    impl Backend for Panicky {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+        fn list(&self, t: FileType) -> Result<Vec<rewind_core::backend::FileInfo>> {
+            if self.panic.load(std::sync::atomic::Ordering::SeqCst) {
+                panic!("a look fails in an unexpected way");
+            }
+            self.inner.list(t)
+        }
+        fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+            self.inner.read(t, name)
+        }
+        fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+            self.inner.read_range(t, name, offset, len)
+        }
+        fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<WriteOutcome> {
+            self.inner.write(t, name, data)
+        }
+        fn delete(&self, t: FileType, name: &str) -> Result<()> {
+            self.inner.delete(t, name)
+        }
+    }
+
+    /// A look that ends in a panic does not leave the others waiting for
+    /// ever: the next request makes its own.
     #[test]
     fn a_look_that_panics_lets_the_others_go_on() {
         let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Backend> = Arc::new(rewind_core::backend::LocalBackend::new(
-            dir.path().join("store"),
-        ));
-        let app = app_on(dir.path(), state::StateStore::Store(backend));
+        let backend = Arc::new(Panicky {
+            inner: rewind_core::backend::LocalBackend::new(dir.path().join("store")),
+            panic: false.into(),
+        });
+        let app = app_on(dir.path(), state::StateStore::Store(backend.clone()));
         app.state().unwrap();
-        app.state.lock().unwrap().refreshing = true;
+        backend
+            .panic
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let app2 = app.clone();
-        let _ = std::thread::spawn(move || {
-            let _done = LookDone {
-                app: &app2,
-                armed: true,
-            };
-            panic!("a look fails in an unexpected way");
-        })
-        .join();
-        assert!(!app.state.lock().unwrap().refreshing);
-        app.fresh_state().unwrap();
+        assert!(std::thread::spawn(move || app2.fresh_state())
+            .join()
+            .is_err());
+        assert!(!app.state.lock().unwrap().refreshing, "the look still runs");
+        backend
+            .panic
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let app2 = app.clone();
+        let asking = std::thread::spawn(move || app2.fresh_state().unwrap());
+        let started = Instant::now();
+        while !asking.is_finished() {
+            assert!(started.elapsed() < Duration::from_secs(3), "waits for ever");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        asking.join().unwrap();
     }
 }

@@ -181,13 +181,15 @@ pub fn run(config: Config) -> Result<()> {
         ));
     }
     // The state must parse before we accept anyone.
-    store.load()?;
+    let stamp = store.stamp();
+    let state = store.load()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("rewind-serve")
         .enable_all()
         .build()
         .map_err(|e| Error::io("start the server runtime", e))?;
     let app = Arc::new(http::App::new(config, store));
+    app.seed(stamp, state);
     let result = runtime.block_on(http::serve(app.clone(), tls));
     // Backends with runtimes of their own (S3) must not be dropped inside
     // this one: the last reference goes here, outside it.
