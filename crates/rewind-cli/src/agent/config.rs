@@ -262,6 +262,19 @@ impl Source<'_> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", self.at(s.span(), key))),
         }
     }
+
+    /// A text setting as written, once `check` accepts it; the error names
+    /// its line and key.
+    fn checked<E: std::fmt::Display>(
+        &self,
+        s: &Option<Spanned<String>>,
+        key: &str,
+        check: impl FnOnce(&str) -> std::result::Result<(), E>,
+    ) -> Result<Option<String>> {
+        let Some(s) = s else { return Ok(None) };
+        check(s.get_ref()).map_err(|e| anyhow::anyhow!("{}: {e}", self.at(s.span(), key)))?;
+        Ok(Some(s.get_ref().clone()))
+    }
 }
 
 /// Parses and checks `src` (read from `path`).
@@ -422,30 +435,19 @@ fn job(source: &Source<'_>, name: String, j: JobFile, notify: &NotifyFile) -> Re
         check: opt_schedule(&j.check, "check")?,
         check_read_data_subset: j.check_read_data_subset,
         restore_test: opt_schedule(&j.restore_test, "restore_test")?,
-        restore_test_sample: match &j.restore_test_sample {
-            None => "100".into(),
-            Some(s) => {
-                s.get_ref()
-                    .parse::<rewind_core::proof::Sample>()
-                    .map_err(|e| {
-                        anyhow::anyhow!("{}: {e}", at(s.span(), &key("restore_test_sample")))
-                    })?;
-                s.get_ref().clone()
-            }
-        },
+        restore_test_sample: source
+            .checked(&j.restore_test_sample, &key("restore_test_sample"), |s| {
+                s.parse::<rewind_core::proof::Sample>().map(drop)
+            })?
+            .unwrap_or_else(|| "100".into()),
         repository: j.repository,
         password_file: j.password_file.map(|p| expand_home(&p.to_string_lossy())),
         password_command: j.password_command,
         token_file: j.token_file.map(|p| expand_home(&p.to_string_lossy())),
         options: j.options,
-        compression: match &j.compression {
-            None => None,
-            Some(s) => {
-                crate::commands::compression_level(s.get_ref())
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", at(s.span(), &key("compression"))))?;
-                Some(s.get_ref().clone())
-            }
-        },
+        compression: source.checked(&j.compression, &key("compression"), |s| {
+            crate::commands::compression_level(s).map(drop)
+        })?,
         paths,
         exclude: j.exclude,
         exclude_file,
