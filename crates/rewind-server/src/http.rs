@@ -178,9 +178,10 @@ impl App {
     }
 
     /// For a token the state does not know: a state at least as new as
-    /// this call (a token made a moment ago is found). In a store, looked
-    /// at no more than five times a second whatever made-up tokens arrive,
-    /// and waited for no more than [`FRESH_STATE_WAIT`].
+    /// this call (a token made a moment ago is found). A file is looked at
+    /// again (a stat); a store no more than five times a second whatever
+    /// made-up tokens arrive, a look begun earlier waited for no more than
+    /// [`FRESH_STATE_WAIT`].
     fn fresh_state(&self) -> Result<Arc<State>> {
         match self.store {
             state::StateStore::File(_) => self.state_in_file(),
@@ -973,12 +974,9 @@ async fn route(ctx: &mut Ctx, req: Request) -> Response {
     };
     let mut st = st;
     let mut auth = st.authenticate(&presented, Timestamp::now()).cloned();
-    if auth.as_ref().err() == Some(&TokenProblem::Unknown)
-        && matches!(ctx.app.store, state::StateStore::Store(_))
-    {
-        // A token made seconds ago: look at the shared state again (at
-        // most five times a second, whatever made-up tokens arrive), or
-        // wait for the look another request is making.
+    if auth.as_ref().err() == Some(&TokenProblem::Unknown) {
+        // Perhaps a token made a moment ago: a state at least as new as
+        // this request ([`App::fresh_state`] says how).
         let app = ctx.app.clone();
         if let Ok(fresh) = blocking(move || app.fresh_state()).await {
             auth = fresh.authenticate(&presented, Timestamp::now()).cloned();
