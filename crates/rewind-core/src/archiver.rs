@@ -12,15 +12,18 @@
 //! Memory: the scan holds one boxed [`Node`] per entry of the directories
 //! where something changed (a directory found as in the parent is dropped
 //! as the scan goes), about 320 bytes an entry with its name, owner names
-//! and content ids; file data is streamed (see [`crate::chunker`]).
+//! and content ids; file data is streamed (see [`crate::chunker`]). Past
+//! its budget ([`BackupOptions::scan_memory`]) the scan hands each
+//! directory it finishes to a thread that reads its files and writes its
+//! trees while the scan goes on, and keeps only its node (DESIGN §9).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -81,7 +84,19 @@ pub struct BackupOptions {
     /// one source directory's entries are then the root tree's. Needs
     /// exactly one path, a directory.
     pub label: Option<String>,
+    /// About how much memory the scan's entries may take before finished
+    /// directories are stored as the scan goes (None:
+    /// [`DEFAULT_SCAN_MEMORY`]). A tree within it is stored as before:
+    /// scanned whole, then its files read, the largest first.
+    pub scan_memory: Option<u64>,
 }
+
+/// The scan's budget when the options give none: about 200,000 entries.
+pub const DEFAULT_SCAN_MEMORY: u64 = 64 << 20;
+
+/// What one scanned entry takes in memory, about (docs/SCALE.md: its
+/// boxed node, name, owner names, content ids and place in its list).
+const ENTRY_BYTES: u64 = 320;
 
 impl BackupOptions {
     /// Options for `paths` with the local host and user.
@@ -111,6 +126,9 @@ pub struct BackupOutcome {
     /// Why the ransomware scan could not run, if it failed (the snapshot
     /// is saved without a verdict).
     pub scan_error: Option<String>,
+    /// Directories stored while the scan went on, as it held more than
+    /// its budget ([`BackupOptions::scan_memory`]).
+    pub stored_early: u64,
 }
 
 impl BackupOutcome {
@@ -172,9 +190,24 @@ struct ScanDir {
     /// goes, so that a backup's memory grows with what changed, not with
     /// the number of files).
     same_tree: Option<BlobId>,
+    /// Entries held below it, its own included ([`EarlyStores::held`]).
+    held: usize,
+    /// Set when its entries were handed to the early stores: its tree's
+    /// id, once they have written it (`children` is then empty).
+    stored: Option<Arc<OnceLock<BlobId>>>,
 }
 
 impl ScanDir {
+    fn new(node: Node) -> ScanDir {
+        ScanDir {
+            node: Some(node),
+            children: Vec::new(),
+            same_tree: None,
+            held: 0,
+            stored: None,
+        }
+    }
+
     /// Where an entry of that name is in `children`, or would go.
     fn find(&self, name: &[u8]) -> std::result::Result<usize, usize> {
         self.children.binary_search_by(|e| e.name().cmp(name))
@@ -191,6 +224,10 @@ impl ScanDir {
 
 struct Scanner<'a> {
     repo: &'a Repository,
+    early: &'a EarlyStores,
+    /// Where finished directories go once the scan holds too much; closed
+    /// (the scanner dropped) when the scan is over.
+    handoff: Option<crossbeam_channel::Sender<Handoff>>,
     opts: &'a BackupOptions,
     excludes: ignore::gitignore::Gitignore,
     owners: Owners,
@@ -284,20 +321,26 @@ impl Scanner<'_> {
         if md.is_dir() {
             self.dirs.fetch_add(1, Ordering::Relaxed);
             node.size = 0;
-            let mut dir = ScanDir {
-                node: Some(node),
-                children: Vec::new(),
-                same_tree: None,
-            };
+            let mut dir = ScanDir::new(node);
             let cross_fs = self.opts.one_file_system && md.dev() != root_dev;
             if !cross_fs && !self.dir_excluded_by_marker(path) {
                 let ptree = self.parent_tree(parent, path);
                 dir.children = self.scan_dir_contents(path, ptree.as_ref(), root_dev);
+                dir.held = dir.children.len()
+                    + dir
+                        .children
+                        .iter()
+                        .map(|e| match e {
+                            Entry::Dir(d) => d.held,
+                            _ => 0,
+                        })
+                        .sum::<usize>();
                 if let (Some(ptree), Some(NodeKind::Dir { subtree })) =
                     (ptree, parent.map(|p| &p.kind))
                 {
                     self.collapse_if_unchanged(&mut dir, &ptree, subtree);
                 }
+                self.hand_off_if_over(&mut dir);
             }
             return Some(Entry::Dir(Box::new(dir)));
         }
@@ -364,8 +407,38 @@ impl Scanner<'_> {
         }
         dir.children = Vec::new();
         dir.same_tree = Some(*subtree);
+        self.early.held.fetch_sub(dir.held, Ordering::Relaxed);
+        dir.held = 0;
         self.unchanged_files.fetch_add(files, Ordering::Relaxed);
         self.unchanged_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Hands a finished directory's entries to the early stores when the
+    /// scan holds half its budget or more; it keeps its node, and its
+    /// tree's id comes when they are stored. It waits while the stores have
+    /// the other half queued, which is what bounds the scan's memory.
+    fn hand_off_if_over(&self, dir: &mut ScanDir) {
+        let Some(handoff) = &self.handoff else { return };
+        let early = self.early;
+        if dir.same_tree.is_some() || early.held.load(Ordering::Relaxed) < early.half() {
+            return;
+        }
+        if !early.wait_for_room() {
+            return; // the stores failed: the backup stops
+        }
+        let id = Arc::new(OnceLock::new());
+        early.held.fetch_sub(dir.held, Ordering::Relaxed);
+        early.queue(dir.held);
+        let sent = handoff.send(Handoff {
+            children: std::mem::take(&mut dir.children),
+            held: dir.held,
+            id: id.clone(),
+        });
+        if sent.is_err() {
+            early.fail(); // the stores are gone
+        }
+        dir.stored = Some(id);
+        dir.held = 0;
     }
 
     fn blobs_present(&self, node: &Node) -> bool {
@@ -381,7 +454,7 @@ impl Scanner<'_> {
     /// Lists a directory and scans its entries in parallel (the calls nest:
     /// subdirectories are scanned by whichever thread is free).
     fn scan_dir_contents(&self, path: &Path, parent: Option<&Tree>, root_dev: u64) -> Vec<Entry> {
-        if self.progress.cancel.is_cancelled() {
+        if self.progress.cancel.is_cancelled() || self.early.failed.load(Ordering::Relaxed) {
             return Vec::new(); // the backup stops after the scan
         }
         let rd = match at::short(path).and_then(std::fs::read_dir) {
@@ -429,6 +502,7 @@ impl Scanner<'_> {
         // A listing has each name once.
         entries.sort_unstable_by(|a, b| a.name().cmp(b.name()));
         entries.shrink_to_fit();
+        self.early.held.fetch_add(entries.len(), Ordering::Relaxed);
         entries
     }
 }
@@ -526,11 +600,11 @@ impl<'b, 'a> Iterator for Prefetch<'b, 'a> {
     }
 }
 
-/// Every file job of a scanned tree, in tree order.
-fn collect_jobs<'a>(dir: &'a mut ScanDir, out: &mut Vec<&'a mut FileJob>) {
-    for entry in dir.children.iter_mut() {
+/// Every file job of scanned entries, in tree order.
+fn collect_jobs<'a>(entries: &'a mut [Entry], out: &mut Vec<&'a mut FileJob>) {
+    for entry in entries {
         match entry {
-            Entry::Dir(d) => collect_jobs(d, out),
+            Entry::Dir(d) => collect_jobs(&mut d.children, out),
             Entry::File(job) => out.push(job),
             Entry::Other(_) => {}
         }
@@ -726,8 +800,21 @@ fn build_tree(dir: ScanDir, writer: &BlobWriter<'_>) -> Result<(Option<Node>, Bl
     if let Some(id) = dir.same_tree {
         return Ok((dir.node, id));
     }
-    let mut nodes = Vec::with_capacity(dir.children.len());
-    for entry in dir.children {
+    if let Some(stored) = &dir.stored {
+        // The early stores have ended (successfully) before any tree is
+        // built here; a directory they did not write would be a bug.
+        let id = *stored.get().ok_or_else(|| {
+            Error::InvalidInput("a directory handed to be stored early was not".into())
+        })?;
+        return Ok((dir.node, id));
+    }
+    Ok((dir.node, tree_of(dir.children, writer)?))
+}
+
+/// Writes the tree of a directory's entries (their subtrees first).
+fn tree_of(children: Vec<Entry>, writer: &BlobWriter<'_>) -> Result<BlobId> {
+    let mut nodes = Vec::with_capacity(children.len());
+    for entry in children {
         match entry {
             Entry::Dir(d) => {
                 let (node, subtree) = build_tree(*d, writer)?;
@@ -745,7 +832,7 @@ fn build_tree(dir: ScanDir, writer: &BlobWriter<'_>) -> Result<(Option<Node>, Bl
     }
     let tree = Tree::new(nodes);
     let (id, _) = writer.add_blob(BlobKind::Tree, &tree.encode())?;
-    Ok((dir.node, id))
+    Ok(id)
 }
 
 // ---------------------------------------------------------------- backup
@@ -907,6 +994,8 @@ impl Scanner<'_> {
             node: None,
             children: Vec::new(),
             same_tree: None,
+            held: 0,
+            stored: None,
         };
         for path in sources {
             let root_dev = at::short(path)
@@ -971,11 +1060,7 @@ impl Scanner<'_> {
                     self.progress.warn(&cur, p);
                     self.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                dir.put(Entry::Dir(Box::new(ScanDir {
-                    node: Some(node),
-                    children: Vec::new(),
-                    same_tree: None,
-                })));
+                dir.put(Entry::Dir(Box::new(ScanDir::new(node))));
                 self.dirs.fetch_add(1, Ordering::Relaxed);
             }
             ptree = self.parent_tree(pnode.as_ref(), &cur);
@@ -993,79 +1078,252 @@ impl Scanner<'_> {
     }
 }
 
-/// Reads every file that changed and stores it, then the trees; fills the
-/// summary's file counts and sizes. Returns the root tree's id and what
-/// the writer stored (nothing with `dry_run`).
+/// Stores what the scan left in memory (a tree within the scan's budget:
+/// all of it) and writes the trees; adds to the summary's file counts and
+/// sizes. Returns the root tree's id.
 fn store(
+    writer: &BlobWriter<'_>,
     repo: &Repository,
     mut root: ScanDir,
     summary: &mut BackupSummary,
-    dry_run: bool,
     progress: &Progress,
-) -> Result<(BlobId, crate::repository::WriterStats)> {
-    repo.write_blobs_with(dry_run, |writer| {
-        let mut files = Vec::new();
-        collect_jobs(&mut root, &mut files);
-        // The large files first, the largest first: a disk image met last
-        // keeps one core busy while the others have nothing left to do.
-        // The small ones keep the tree's order, which is the disk's.
-        files.sort_by_key(|j| {
-            let large = j.node.size >= SHARED_FILE_SIZE && !j.reused;
-            std::cmp::Reverse(if large { j.node.size } else { 0 })
-        });
-        // More readers than cores, so that one waiting for the disk does not
-        // leave a core idle.
-        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(readers)
-            .build()
-            .map_err(|e| Error::io("start reader threads", std::io::Error::other(e)))?;
-        // The readers take the files in this order, each the next one when
-        // free, while the kernel reads ahead of them.
-        let (ask, asked) = std::sync::mpsc::sync_channel(PREFETCH_FILES);
-        // Advice only: without the thread (it could not start), nothing is
-        // asked; it ends when the files are handed out (not waited for: an
-        // `open` on a hung mount would hold the backup).
-        let _ = std::thread::Builder::new()
-            .name("rewind-prefetch".into())
-            .spawn(move || prefetcher(asked));
-        // Summed as they come, not collected: a result per file is
-        // memory that grows with the tree (88 bytes a file).
-        let read: Result<u64> = pool.install(|| {
-            Prefetch::new(files.iter_mut(), ask, &progress.cancel)
-                .par_bridge()
-                .map(|job| {
-                    if job.reused {
-                        return Ok(0);
-                    }
-                    progress.cancel.check()?;
-                    let n = read_file(writer, repo, job, progress)?;
-                    progress.done_files.fetch_add(1, Ordering::Relaxed);
-                    Ok(n)
-                })
-                .try_reduce(|| 0, |a, b| Ok(a + b))
-        });
-        summary.bytes_read += read?;
-        for job in &files {
-            if job.failed {
-                summary.errors += 1;
-                continue;
-            }
-            // The size as stored: a file that grew or shrank while it was
-            // read has the size of what was read.
-            summary.total_bytes += job.node.size;
-            if job.reused {
-                summary.files_unchanged += 1;
-            } else if job.in_parent {
-                summary.files_changed += 1;
-            } else {
-                summary.files_new += 1;
+) -> Result<BlobId> {
+    let mut files = Vec::new();
+    collect_jobs(&mut root.children, &mut files);
+    read_files(writer, repo, files, &reader_pool()?, summary, progress)?;
+    let (_, id) = build_tree(root, writer)?;
+    Ok(id)
+}
+
+/// The threads that read files: more than cores, so that one waiting for
+/// the disk does not leave a core idle.
+fn reader_pool() -> Result<rayon::ThreadPool> {
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(readers)
+        .build()
+        .map_err(|e| Error::io("start reader threads", std::io::Error::other(e)))
+}
+
+/// Reads every file of `files` that changed and stores it; adds them to
+/// the summary's file counts and sizes.
+fn read_files(
+    writer: &BlobWriter<'_>,
+    repo: &Repository,
+    mut files: Vec<&mut FileJob>,
+    pool: &rayon::ThreadPool,
+    summary: &mut BackupSummary,
+    progress: &Progress,
+) -> Result<()> {
+    // The large files first, the largest first: a disk image met last
+    // keeps one core busy while the others have nothing left to do.
+    // The small ones keep the tree's order, which is the disk's.
+    files.sort_by_key(|j| {
+        let large = j.node.size >= SHARED_FILE_SIZE && !j.reused;
+        std::cmp::Reverse(if large { j.node.size } else { 0 })
+    });
+    // The readers take the files in this order, each the next one when
+    // free, while the kernel reads ahead of them.
+    let (ask, asked) = std::sync::mpsc::sync_channel(PREFETCH_FILES);
+    // Advice only: without the thread (it could not start), nothing is
+    // asked; it ends when the files are handed out (not waited for: an
+    // `open` on a hung mount would hold the backup).
+    let _ = std::thread::Builder::new()
+        .name("rewind-prefetch".into())
+        .spawn(move || prefetcher(asked));
+    // Summed as they come, not collected: a result per file is
+    // memory that grows with the tree (88 bytes a file).
+    let read: Result<u64> = pool.install(|| {
+        Prefetch::new(files.iter_mut(), ask, &progress.cancel)
+            .par_bridge()
+            .map(|job| {
+                if job.reused {
+                    return Ok(0);
+                }
+                progress.cancel.check()?;
+                let n = read_file(writer, repo, job, progress)?;
+                progress.done_files.fetch_add(1, Ordering::Relaxed);
+                Ok(n)
+            })
+            .try_reduce(|| 0, |a, b| Ok(a + b))
+    });
+    summary.bytes_read += read?;
+    for job in &files {
+        if job.failed {
+            summary.errors += 1;
+            continue;
+        }
+        // The size as stored: a file that grew or shrank while it was
+        // read has the size of what was read.
+        summary.total_bytes += job.node.size;
+        if job.reused {
+            summary.files_unchanged += 1;
+        } else if job.in_parent {
+            summary.files_changed += 1;
+        } else {
+            summary.files_new += 1;
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------- early stores
+
+/// A finished directory's entries, handed to the early stores.
+struct Handoff {
+    children: Vec<Entry>,
+    /// Entries held below it, its own included.
+    held: usize,
+    /// Its tree's id, set once written.
+    id: Arc<OnceLock<BlobId>>,
+}
+
+/// The scan's budget, and what it holds (docs/DESIGN.md §9): half for the
+/// scan's tree, half for the directories queued for the stores.
+struct EarlyStores {
+    /// Entries in the scan's tree: added as directories are listed, taken
+    /// off as they are found unchanged or handed off.
+    held: AtomicUsize,
+    /// Entries handed off and not yet stored; `room` is told when it drops.
+    queued: Mutex<usize>,
+    room: std::sync::Condvar,
+    /// The budget, in entries.
+    limit: usize,
+    /// Set when storing failed: the scan stops.
+    failed: AtomicBool,
+    /// Directories stored.
+    stored: AtomicU64,
+}
+
+impl EarlyStores {
+    fn new(budget: u64) -> EarlyStores {
+        EarlyStores {
+            held: AtomicUsize::new(0),
+            queued: Mutex::new(0),
+            room: std::sync::Condvar::new(),
+            limit: (budget / ENTRY_BYTES).max(2) as usize,
+            failed: AtomicBool::new(false),
+            stored: AtomicU64::new(0),
+        }
+    }
+
+    fn half(&self) -> usize {
+        self.limit / 2
+    }
+
+    /// Waits until the queue has room; false if the stores failed.
+    fn wait_for_room(&self) -> bool {
+        let mut queued = self.queued.lock().expect("queued");
+        while *queued >= self.half() && !self.failed.load(Ordering::Relaxed) {
+            queued = self.room.wait(queued).expect("queued");
+        }
+        !self.failed.load(Ordering::Relaxed)
+    }
+
+    fn queue(&self, entries: usize) {
+        *self.queued.lock().expect("queued") += entries;
+    }
+
+    /// `entries` left the queue (stored, or dropped after a failure).
+    fn done(&self, entries: usize) {
+        *self.queued.lock().expect("queued") -= entries;
+        self.room.notify_all();
+    }
+
+    /// Storing failed: the scan stops, and nothing waits for room.
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        let _queued = self.queued.lock().expect("queued");
+        self.room.notify_all();
+    }
+}
+
+/// Fails the early stores if their thread panics, so that no scan thread
+/// waits for room forever (the panic is raised again when it is joined).
+struct FailOnPanic<'a>(&'a EarlyStores);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail();
+        }
+    }
+}
+
+/// The thread of the early stores: takes the directories handed off, up to
+/// half the budget at a time, reads their files and writes their trees
+/// while the scan goes on. After an error it drops what is handed off.
+/// Returns what it read, counted.
+fn store_early(
+    handed: crossbeam_channel::Receiver<Handoff>,
+    writer: &BlobWriter<'_>,
+    repo: &Repository,
+    early: &EarlyStores,
+    progress: &Progress,
+) -> Result<BackupSummary> {
+    let _guard = FailOnPanic(early);
+    let pool = reader_pool()?;
+    let mut summary = BackupSummary::default();
+    let mut result = Ok(());
+    while let Ok(first) = handed.recv() {
+        if result.is_err() {
+            early.done(first.held);
+            continue;
+        }
+        let mut held = first.held;
+        let mut batch = vec![first];
+        while held < early.half() {
+            match handed.try_recv() {
+                Ok(h) => {
+                    held += h.held;
+                    batch.push(h);
+                }
+                Err(_) => break,
             }
         }
-        drop(files);
-        let (_, id) = build_tree(root, writer)?;
-        Ok(id)
-    })
+        let dirs = batch.len() as u64;
+        result = store_batch(writer, repo, batch, &pool, &mut summary, progress);
+        early.stored.fetch_add(dirs, Ordering::Relaxed);
+        if result.is_err() {
+            early.fail();
+        }
+        early.done(held);
+    }
+    result.map(|()| summary)
+}
+
+/// Reads the files of a batch of handed-off directories, then writes their
+/// trees in the order they were handed off: a directory is handed off after
+/// those below it, so each subtree's id is known when its parent's tree is
+/// written.
+fn store_batch(
+    writer: &BlobWriter<'_>,
+    repo: &Repository,
+    mut batch: Vec<Handoff>,
+    pool: &rayon::ThreadPool,
+    summary: &mut BackupSummary,
+    progress: &Progress,
+) -> Result<()> {
+    let mut files = Vec::new();
+    for h in &mut batch {
+        collect_jobs(&mut h.children, &mut files);
+    }
+    read_files(writer, repo, files, pool, summary, progress)?;
+    for h in batch {
+        let id = tree_of(h.children, writer)?;
+        let _ = h.id.set(id);
+    }
+    Ok(())
+}
+
+/// Adds the early stores' counts to the backup's.
+fn add_counts(summary: &mut BackupSummary, early: &BackupSummary) {
+    summary.files_new += early.files_new;
+    summary.files_changed += early.files_changed;
+    summary.files_unchanged += early.files_unchanged;
+    summary.total_bytes += early.total_bytes;
+    summary.bytes_read += early.bytes_read;
+    summary.errors += early.errors;
 }
 
 /// Scores what changed against the parent: mass encryption shows here
@@ -1148,37 +1406,56 @@ pub fn backup(
     }
     let (parent, parent_root) = parent_with_root(repo, opts, &path_strings, progress)?;
 
-    let scanner = Scanner {
-        repo,
-        opts,
-        excludes,
-        owners: Owners::default(),
-        progress,
-        dirs: AtomicU64::new(0),
-        others: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        unchanged_files: AtomicU64::new(0),
-        unchanged_bytes: AtomicU64::new(0),
-    };
-    // Scanning is mostly waiting for inodes: many threads keep the disk busy.
-    let scan_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(8)
-        .build()
-        .map_err(|e| Error::io("start scanner threads", std::io::Error::other(e)))?;
-    let root = scanner.scan_sources(&abs, parent_root.as_ref(), &scan_pool)?;
-    progress.scan_done.store(true, Ordering::SeqCst);
-    progress.cancel.check()?;
-    drop(scan_pool);
-
-    let mut summary = BackupSummary {
-        dirs: scanner.dirs.load(Ordering::Relaxed),
-        others: scanner.others.load(Ordering::Relaxed),
-        errors: scanner.errors.load(Ordering::Relaxed),
-        files_unchanged: scanner.unchanged_files.load(Ordering::Relaxed),
-        total_bytes: scanner.unchanged_bytes.load(Ordering::Relaxed),
-        ..Default::default()
-    };
-    let (root_id, stats) = store(repo, root, &mut summary, opts.dry_run, progress)?;
+    let early = EarlyStores::new(opts.scan_memory.unwrap_or(DEFAULT_SCAN_MEMORY));
+    let ((root_id, summary), stats) = repo.write_blobs_with(opts.dry_run, |writer| {
+        std::thread::scope(|s| {
+            // Unbounded: what waits in it is bounded by `early`'s queue.
+            let (handoff, handed) = crossbeam_channel::unbounded();
+            let stores = std::thread::Builder::new()
+                .name("rewind-early-store".into())
+                .spawn_scoped(s, || store_early(handed, writer, repo, &early, progress))
+                .map_err(|e| Error::io("start the early stores' thread", e))?;
+            let scanner = Scanner {
+                repo,
+                early: &early,
+                handoff: Some(handoff),
+                opts,
+                excludes,
+                owners: Owners::default(),
+                progress,
+                dirs: AtomicU64::new(0),
+                others: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                unchanged_files: AtomicU64::new(0),
+                unchanged_bytes: AtomicU64::new(0),
+            };
+            // Scanning is mostly waiting for inodes: many threads keep the disk busy.
+            let root = rayon::ThreadPoolBuilder::new()
+                .num_threads(8)
+                .build()
+                .map_err(|e| Error::io("start scanner threads", std::io::Error::other(e)))
+                .and_then(|pool| scanner.scan_sources(&abs, parent_root.as_ref(), &pool));
+            progress.scan_done.store(true, Ordering::SeqCst);
+            let mut summary = BackupSummary {
+                dirs: scanner.dirs.load(Ordering::Relaxed),
+                others: scanner.others.load(Ordering::Relaxed),
+                errors: scanner.errors.load(Ordering::Relaxed),
+                files_unchanged: scanner.unchanged_files.load(Ordering::Relaxed),
+                total_bytes: scanner.unchanged_bytes.load(Ordering::Relaxed),
+                ..Default::default()
+            };
+            drop(scanner); // closes the channel: the early stores end
+            let stored = match stores.join() {
+                Ok(stored) => stored,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            let root = root?;
+            add_counts(&mut summary, &stored?);
+            progress.cancel.check()?;
+            let id = store(writer, repo, root, &mut summary, progress)?;
+            Ok((id, summary))
+        })
+    })?;
     let written = Written {
         marker,
         parent,
@@ -1187,7 +1464,9 @@ pub fn backup(
         stats,
         start,
     };
-    finish(repo, opts, written, summary, progress)
+    let mut outcome = finish(repo, opts, written, summary, progress)?;
+    outcome.stored_early = early.stored.load(Ordering::Relaxed);
+    Ok(outcome)
 }
 
 /// What a backup wrote, before its snapshot.
@@ -1250,6 +1529,7 @@ fn finish(
         snapshot,
         warnings,
         scan_error,
+        stored_early: 0,
     })
 }
 
@@ -1404,6 +1684,7 @@ pub fn backup_stream(
         snapshot,
         warnings: Vec::new(),
         scan_error: None,
+        stored_early: 0,
     })
 }
 

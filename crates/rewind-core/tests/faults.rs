@@ -18,17 +18,33 @@ use rewind_core::Error;
 
 #[test]
 fn a_backup_failing_at_any_write_leaves_the_repository_intact() {
-    failing_at_any_write(FaultBackend::new);
+    failing_at_any_write(FaultBackend::new, None);
 }
 
 /// The same with packs staged as the local backend stages them: a failed
 /// commit (the fsync and link) is the failed write.
 #[test]
 fn a_backup_staging_packs_failing_at_any_write_leaves_the_repository_intact() {
-    failing_at_any_write(FaultBackend::staging);
+    failing_at_any_write(FaultBackend::staging, None);
 }
 
-fn failing_at_any_write(backend: fn(&std::path::Path, usize) -> FaultBackend) {
+/// The same with a scan budget of a few entries, so that the writes fail
+/// in the thread that stores directories while the scan goes on: the
+/// backup fails, and no scan thread is left waiting for it.
+#[test]
+fn a_backup_storing_directories_as_it_scans_failing_at_any_write_leaves_the_repository_intact() {
+    failing_at_any_write(FaultBackend::staging, Some(4 * 320));
+}
+
+fn failing_at_any_write(
+    backend: fn(&std::path::Path, usize) -> FaultBackend,
+    scan_memory: Option<u64>,
+) {
+    let options = |src: &PathBuf| {
+        let mut opts = BackupOptions::new(vec![src.clone()]);
+        opts.scan_memory = scan_memory;
+        opts
+    };
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     let src: PathBuf = tmp.path().join("src");
@@ -63,12 +79,8 @@ fn failing_at_any_write(backend: fn(&std::path::Path, usize) -> FaultBackend) {
         .success());
     let counting = Arc::new(backend(&copy, usize::MAX));
     let repo = Repository::open(counting.clone(), b"pw").unwrap();
-    archiver::backup(
-        &repo,
-        &BackupOptions::new(vec![src.clone()]),
-        &Progress::default(),
-    )
-    .unwrap();
+    let counted = archiver::backup(&repo, &options(&src), &Progress::default()).unwrap();
+    assert_eq!(scan_memory.is_some(), counted.stored_early > 0);
     let total = counting.writes.load(Ordering::SeqCst);
     assert!(
         total >= 4,
@@ -81,11 +93,7 @@ fn failing_at_any_write(backend: fn(&std::path::Path, usize) -> FaultBackend) {
         let faulty = Arc::new(backend(&repo_dir, budget));
         let repo = Repository::open(faulty, b"pw").unwrap();
         let before = repo.snapshots().unwrap().len();
-        let r = archiver::backup(
-            &repo,
-            &BackupOptions::new(vec![src.clone()]),
-            &Progress::default(),
-        );
+        let r = archiver::backup(&repo, &options(&src), &Progress::default());
         let err = r.expect_err("the backup must fail when a write fails");
         assert!(
             err.is_storage_full() || matches!(err, Error::Io { .. }),

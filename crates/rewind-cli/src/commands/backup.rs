@@ -308,6 +308,10 @@ fn options(
     opts.one_file_system = args.one_file_system;
     opts.dry_run = args.dry_run;
     opts.skip_scan = args.no_scan;
+    // An eighth of --max-memory for the scan's entries (64 MiB, about
+    // 200,000 entries, by default): past it, directories are stored as
+    // the scan goes.
+    opts.scan_memory = Some(global.memory_budget()? / 8);
     let (repo_path, _) = global.location();
     if let Ok(p) = repo_path.canonicalize() {
         opts.exclude_paths.push(p);

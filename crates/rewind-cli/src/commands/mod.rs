@@ -337,7 +337,7 @@ impl Global {
 
     fn open_with(&self, agent: bool) -> Result<Repository> {
         // Settings checked before any password is asked for.
-        self.index_budget()?;
+        self.memory_budget()?;
         self.compression_level()?;
         let backend = self.backend()?;
         let location = backend.location();
@@ -365,7 +365,7 @@ impl Global {
     /// Applies --max-memory (and the cache) to a repository's index, and
     /// --compression to what it writes.
     pub fn configure(&self, repo: &mut Repository) -> Result<()> {
-        let budget = self.index_budget()?;
+        let budget = self.memory_budget()?;
         if let Some(cache) = (!self.no_cache).then(cache_dir).flatten() {
             repo.set_index_table(&cache, budget);
         }
@@ -379,7 +379,7 @@ impl Global {
     }
 
     /// --max-memory, checked.
-    fn index_budget(&self) -> Result<u64> {
+    pub fn memory_budget(&self) -> Result<u64> {
         match rewind_core::check::parse_size(&self.max_memory) {
             Some(n) if n >= 1 << 20 => Ok(n),
             _ => Err(usage(format!(
