@@ -106,6 +106,10 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     if super::init::ensure_default_repository(global)? && !global.quiet && !global.json {
         eprintln!();
     }
+    // While the key is derived (a core for 0.1-0.2 s), other threads read
+    // the sources' metadata in for the scan; stopped when the backup starts.
+    let warm_up =
+        (!streaming && other.is_none()).then(|| rewind_core::source::warm_up(&args.paths));
     let repo = global.open()?;
     // The copy target is opened first: a wrong password or a missing
     // repository is said before the backup, not after it.
@@ -125,6 +129,7 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
     };
     let copy_to = open_copy_target(args, global, stored.as_ref(), &repo)?;
     let opts = options(args, excludes, global, &repo)?;
+    drop(warm_up);
     // A mailbox's login or a remote's listing before the backup: a wrong
     // password or a bad remote is said now.
     let mut other = other.map(OtherSource::start).transpose()?;
