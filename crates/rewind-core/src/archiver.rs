@@ -423,12 +423,11 @@ impl Scanner<'_> {
         if dir.same_tree.is_some() || early.held.load(Ordering::Relaxed) < early.half() {
             return;
         }
-        if !early.wait_for_room() {
+        if !early.queue(dir.held) {
             return; // the stores failed: the backup stops
         }
         let id = Arc::new(OnceLock::new());
         early.held.fetch_sub(dir.held, Ordering::Relaxed);
-        early.queue(dir.held);
         let sent = handoff.send(Handoff {
             children: std::mem::take(&mut dir.children),
             held: dir.held,
@@ -1211,17 +1210,18 @@ impl EarlyStores {
         self.limit / 2
     }
 
-    /// Waits until the queue has room; false if the stores failed.
-    fn wait_for_room(&self) -> bool {
+    /// Waits until the queue has room, then counts `entries` in it; false
+    /// (nothing counted) if the stores failed or ended.
+    fn queue(&self, entries: usize) -> bool {
         let mut queued = self.queued.lock().expect("queued");
         while *queued >= self.half() && !self.failed.load(Ordering::Relaxed) {
             queued = self.room.wait(queued).expect("queued");
         }
-        !self.failed.load(Ordering::Relaxed)
-    }
-
-    fn queue(&self, entries: usize) {
-        *self.queued.lock().expect("queued") += entries;
+        if self.failed.load(Ordering::Relaxed) {
+            return false;
+        }
+        *queued += entries;
+        true
     }
 
     /// `entries` left the queue (stored, or dropped after a failure).
@@ -1238,15 +1238,14 @@ impl EarlyStores {
     }
 }
 
-/// Fails the early stores if their thread panics, so that no scan thread
-/// waits for room forever (the panic is raised again when it is joined).
-struct FailOnPanic<'a>(&'a EarlyStores);
+/// Ends the early stores however their thread ends (an error, a panic,
+/// raised again when it is joined, or the channel closed after the scan),
+/// so that no scan thread waits for room forever.
+struct StopOnExit<'a>(&'a EarlyStores);
 
-impl Drop for FailOnPanic<'_> {
+impl Drop for StopOnExit<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.fail();
-        }
+        self.0.fail();
     }
 }
 
@@ -1261,7 +1260,7 @@ fn store_early(
     early: &EarlyStores,
     progress: &Progress,
 ) -> Result<BackupSummary> {
-    let _guard = FailOnPanic(early);
+    let _guard = StopOnExit(early);
     let pool = reader_pool()?;
     let mut summary = BackupSummary::default();
     let mut result = Ok(());
@@ -1283,10 +1282,13 @@ fn store_early(
         }
         let dirs = batch.len() as u64;
         result = store_batch(writer, repo, batch, &pool, &mut summary, progress);
-        early.stored.fetch_add(dirs, Ordering::Relaxed);
-        if result.is_err() {
-            early.fail();
-        }
+        match result {
+            Ok(()) => early.stored.fetch_add(dirs, Ordering::Relaxed),
+            Err(_) => {
+                early.fail();
+                0
+            }
+        };
         early.done(held);
     }
     result.map(|()| summary)
@@ -1768,4 +1770,54 @@ fn tree_name_ok(name: &str) -> Result<()> {
             "{name:?} is not a valid name for the file that holds the stream: {why}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Whether `queue(entries)` on another thread is still waiting after
+    /// a moment; returns its thread to join.
+    fn queue_elsewhere(
+        early: &Arc<EarlyStores>,
+        entries: usize,
+    ) -> (std::thread::JoinHandle<bool>, Arc<AtomicBool>) {
+        let returned = Arc::new(AtomicBool::new(false));
+        let (e, r) = (early.clone(), returned.clone());
+        let t = std::thread::spawn(move || {
+            let queued = e.queue(entries);
+            r.store(true, Ordering::SeqCst);
+            queued
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        (t, returned)
+    }
+
+    #[test]
+    fn a_full_queue_holds_the_scan_until_the_stores_take_from_it() {
+        // 20 entries: half is 10.
+        let early = Arc::new(EarlyStores::new(20 * ENTRY_BYTES));
+        assert!(early.queue(6));
+        assert!(early.queue(6), "below half: no wait");
+        let (waiting, returned) = queue_elsewhere(&early, 3);
+        assert!(
+            !returned.load(Ordering::SeqCst),
+            "12 queued of 10: it waits"
+        );
+        early.done(6);
+        assert!(waiting.join().unwrap(), "room again: it goes on");
+        assert_eq!(*early.queued.lock().unwrap(), 9);
+    }
+
+    #[test]
+    fn stores_that_end_or_fail_free_a_waiting_scan() {
+        let early = Arc::new(EarlyStores::new(20 * ENTRY_BYTES));
+        assert!(early.queue(10));
+        let (waiting, returned) = queue_elsewhere(&early, 1);
+        assert!(!returned.load(Ordering::SeqCst));
+        drop(StopOnExit(&early));
+        assert!(!waiting.join().unwrap(), "nothing is handed off any more");
+        assert!(!early.queue(1));
+    }
 }

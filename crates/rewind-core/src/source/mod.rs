@@ -235,7 +235,9 @@ pub fn warm_up(paths: &[std::path::PathBuf]) -> WarmUp {
     use std::sync::Arc;
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicUsize::new(0));
-    let dirs: Arc<Mutex<Vec<(std::path::PathBuf, u64)>>> = Arc::new(Mutex::new(
+    // The directories still to list, and how many threads are listing one
+    // (a thread finding nothing to list ends only when none is).
+    let dirs: Arc<Mutex<(Vec<(std::path::PathBuf, u64)>, usize)>> = Arc::new(Mutex::new((
         paths
             .iter()
             .filter_map(|p| {
@@ -243,21 +245,37 @@ pub fn warm_up(paths: &[std::path::PathBuf]) -> WarmUp {
                 md.is_dir().then(|| (p.clone(), md.dev()))
             })
             .collect(),
-    ));
+        0,
+    )));
     for _ in 0..WARM_UP_THREADS {
         let (stop, seen, dirs) = (stop.clone(), seen.clone(), dirs.clone());
         let work = move || {
             while !stop.load(Ordering::Relaxed) && seen.load(Ordering::Relaxed) < WARM_UP_ENTRIES {
-                let Some((dir, dev)) = dirs.lock().expect("warm-up").pop() else {
-                    return;
+                let next = {
+                    let mut state = dirs.lock().expect("warm-up");
+                    match state.0.pop() {
+                        Some(dir) => {
+                            state.1 += 1;
+                            Some(dir)
+                        }
+                        None if state.1 == 0 => return,
+                        None => None,
+                    }
                 };
-                let Ok(listing) = std::fs::read_dir(&dir) else {
+                let Some((dir, dev)) = next else {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                     continue;
                 };
                 let mut below = Vec::new();
-                for entry in listing.flatten() {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
+                for entry in std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .map_while(Result::ok)
+                {
+                    if stop.load(Ordering::Relaxed)
+                        || seen.load(Ordering::Relaxed) >= WARM_UP_ENTRIES
+                    {
+                        break;
                     }
                     seen.fetch_add(1, Ordering::Relaxed);
                     let path = entry.path();
@@ -267,7 +285,9 @@ pub fn warm_up(paths: &[std::path::PathBuf]) -> WarmUp {
                         }
                     }
                 }
-                dirs.lock().expect("warm-up").extend(below);
+                let mut state = dirs.lock().expect("warm-up");
+                state.0.extend(below);
+                state.1 -= 1;
             }
         };
         // Without the thread (it could not start) nothing is warmed.
