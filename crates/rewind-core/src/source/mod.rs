@@ -235,30 +235,28 @@ pub fn warm_up(paths: &[std::path::PathBuf]) -> WarmUp {
     use std::sync::Arc;
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicUsize::new(0));
-    // The directories still to list, and how many threads are listing one
-    // (a thread finding nothing to list ends only when none is).
-    let dirs: Arc<Mutex<(Vec<(std::path::PathBuf, u64)>, usize)>> = Arc::new(Mutex::new((
-        paths
+    let dirs = Arc::new(Mutex::new(ToList {
+        dirs: paths
             .iter()
             .filter_map(|p| {
                 let md = p.symlink_metadata().ok()?;
                 md.is_dir().then(|| (p.clone(), md.dev()))
             })
             .collect(),
-        0,
-    )));
+        listing: 0,
+    }));
     for _ in 0..WARM_UP_THREADS {
         let (stop, seen, dirs) = (stop.clone(), seen.clone(), dirs.clone());
         let work = move || {
             while !stop.load(Ordering::Relaxed) && seen.load(Ordering::Relaxed) < WARM_UP_ENTRIES {
                 let next = {
                     let mut state = dirs.lock().expect("warm-up");
-                    match state.0.pop() {
+                    match state.dirs.pop() {
                         Some(dir) => {
-                            state.1 += 1;
+                            state.listing += 1;
                             Some(dir)
                         }
-                        None if state.1 == 0 => return,
+                        None if state.listing == 0 => return,
                         None => None,
                     }
                 };
@@ -286,8 +284,8 @@ pub fn warm_up(paths: &[std::path::PathBuf]) -> WarmUp {
                     }
                 }
                 let mut state = dirs.lock().expect("warm-up");
-                state.0.extend(below);
-                state.1 -= 1;
+                state.dirs.extend(below);
+                state.listing -= 1;
             }
         };
         // Without the thread (it could not start) nothing is warmed.
@@ -296,6 +294,14 @@ pub fn warm_up(paths: &[std::path::PathBuf]) -> WarmUp {
             .spawn(work);
     }
     WarmUp { stop, seen }
+}
+
+/// What [`warm_up`]'s threads share: the directories still to list (with
+/// their file system), and how many threads are listing one (a thread that
+/// finds nothing to list ends only when none is).
+struct ToList {
+    dirs: Vec<(std::path::PathBuf, u64)>,
+    listing: usize,
 }
 
 /// Threads of [`warm_up`]: waiting for the disk, not computing.
