@@ -183,6 +183,7 @@ fn test_one(
         dry_run: false,
         includes: Vec::new(),
         excludes: Vec::new(),
+        plan_memory: None,
     };
     let start = RestoreStart::Node {
         node: node.clone(),

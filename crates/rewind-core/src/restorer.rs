@@ -65,7 +65,19 @@ pub struct RestoreOptions {
     pub includes: Vec<String>,
     /// Never restore paths matching these.
     pub excludes: Vec<String>,
+    /// About how much memory the plan may take (None:
+    /// [`DEFAULT_PLAN_MEMORY`]): a larger restore is planned and written a
+    /// window of the tree at a time (DESIGN §10). Not with `delete`,
+    /// `includes` or `dry_run`, which plan the whole.
+    pub plan_memory: Option<u64>,
 }
+
+/// The plan's budget when the options give none: about 130,000 entries.
+pub const DEFAULT_PLAN_MEMORY: u64 = 64 << 20;
+
+/// What one planned file takes in memory, about (its path, node and
+/// decision; docs/SCALE.md).
+const PLANNED_BYTES: u64 = 480;
 
 /// What a restore did.
 #[derive(Clone, Debug, Default)]
@@ -159,6 +171,11 @@ struct Entry {
     node: Node,
     action: Action,
     found: Found,
+}
+
+/// Whether a planned file stays as it is (its hard links then may too).
+fn stays(f: &Entry) -> bool {
+    matches!(f.action, Action::Identical | Action::Keep)
 }
 
 /// A planned hard link to `first`, the first restored path of its inode.
@@ -373,6 +390,9 @@ impl Filter {
     }
 }
 
+/// Carries out a window of a restore (its selection), in [`Planner`].
+type RestoreWindow<'a> = dyn FnMut(Selection) -> Result<()> + 'a;
+
 struct Planner<'a> {
     repo: &'a Repository,
     filter: Filter,
@@ -381,13 +401,36 @@ struct Planner<'a> {
     errors: Vec<Warning>,
     /// Keep each directory's names ([`Selection::listings`]).
     listings: bool,
+    /// Restoring in windows: the files and other entries a window holds,
+    /// and what restores one (it takes the selection so far). Its first
+    /// error stops the walk.
+    window: Option<(usize, &'a mut RestoreWindow<'a>)>,
+    failed: Option<Error>,
 }
 
 impl Planner<'_> {
+    /// Restores the selection so far when it holds a window's entries
+    /// (the directories selected so far go with it: they are above or
+    /// beside what is in it).
+    fn window_full(&mut self) {
+        let Some((size, restore)) = &mut self.window else {
+            return;
+        };
+        if self.sel.files.len() + self.sel.others.len() < *size {
+            return;
+        }
+        if let Err(e) = restore(std::mem::take(&mut self.sel)) {
+            self.failed = Some(e);
+        }
+    }
+
     /// Selects the entries of `tree` into `rel`. Returns true if anything below was selected.
     fn walk(&mut self, tree: &Tree, rel: &Path, snap: &Path) -> bool {
         let mut any = false;
         let listing_pos = self.sel.listings.len();
+        if self.failed.is_some() {
+            return false;
+        }
         if self.listings {
             let names = tree.nodes.iter().map(|n| n.name.clone()).collect();
             self.sel.listings.push((rel.to_path_buf(), names));
@@ -439,6 +482,7 @@ impl Planner<'_> {
                         action: Action::Write,
                         found: Found::Nothing,
                     });
+                    self.window_full();
                 }
                 _ => {
                     any = true;
@@ -446,7 +490,11 @@ impl Planner<'_> {
                         rel: child_rel,
                         node: node.clone(),
                     });
+                    self.window_full();
                 }
+            }
+            if self.failed.is_some() {
+                return any;
             }
         }
         // Without an include filter an empty directory is restored too, and
@@ -1274,6 +1322,8 @@ fn select(
         seen_inodes: HashMap::new(),
         errors: Vec::new(),
         listings,
+        window: None,
+        failed: None,
     };
     match start {
         RestoreStart::Tree { tree, snap_path } => {
@@ -1292,11 +1342,16 @@ fn select(
     let Planner {
         mut sel, errors, ..
     } = planner;
-    // Restore files in the order their data lies in the packs, so that
-    // neighbouring reads hit the same pack (one request on remote storage,
-    // whose backend keeps recently read packs).
+    sort_by_pack(repo, &mut sel.files);
+    Ok((sel, errors))
+}
+
+/// Restore files in the order their data lies in the packs, so that
+/// neighbouring reads hit the same pack (one request on remote storage,
+/// whose backend keeps recently read packs).
+fn sort_by_pack(repo: &Repository, files: &mut [Entry]) {
     if let Ok(index) = repo.index() {
-        sel.files.sort_by_cached_key(|f| match &f.node.kind {
+        files.sort_by_cached_key(|f| match &f.node.kind {
             NodeKind::File { content, .. } => content
                 .first()
                 .and_then(|b| index.get(b))
@@ -1304,7 +1359,6 @@ fn select(
             _ => (0, 0),
         });
     }
-    Ok((sel, errors))
 }
 
 /// A planned directory's path in the target, when planning.
@@ -1415,13 +1469,23 @@ impl<'a> Look<'a> {
     /// which stays as it is) is identical.
     fn links(&self, hardlinks: Vec<(PathBuf, PathBuf)>, files: &[Entry]) -> Vec<Link> {
         let firsts: HashSet<&Path> = hardlinks.iter().map(|(f, _)| f.as_path()).collect();
-        let staying: HashSet<&Path> = files
+        let staying: HashSet<PathBuf> = files
             .iter()
-            .filter(|f| matches!(f.action, Action::Identical | Action::Keep))
+            .filter(|f| stays(f))
             .map(|f| f.rel.as_path())
             .filter(|rel| firsts.contains(rel))
+            .map(Path::to_path_buf)
             .collect();
         drop(firsts);
+        self.links_with(hardlinks, &staying)
+    }
+
+    /// [`Look::links`], given the first paths that stay as they are.
+    fn links_with(
+        &self,
+        hardlinks: Vec<(PathBuf, PathBuf)>,
+        staying: &HashSet<PathBuf>,
+    ) -> Vec<Link> {
         hardlinks
             .into_iter()
             .map(|(first, link)| {
@@ -1440,6 +1504,27 @@ impl<'a> Look<'a> {
                 }
             })
             .collect()
+    }
+
+    /// Symlinks, fifos and devices decided; sockets only counted (never
+    /// restored).
+    fn others(&self, others: Vec<PlanItem>) -> (Vec<Entry>, u64) {
+        let (sockets, others): (Vec<PlanItem>, Vec<PlanItem>) = others
+            .into_iter()
+            .partition(|o| matches!(o.node.kind, NodeKind::Socket));
+        let others = others
+            .into_par_iter()
+            .map(|o| {
+                let (action, found) = self.entry(&o.rel, false, |_| false);
+                Entry {
+                    rel: o.rel,
+                    node: o.node,
+                    action,
+                    found,
+                }
+            })
+            .collect();
+        (others, sockets.len() as u64)
     }
 
     /// Entries of restored directories that the snapshot lacks, sorted
@@ -1471,26 +1556,7 @@ impl<'a> Look<'a> {
 /// the plan's public lists too.
 fn decide(sel: Selection, opts: &RestoreOptions, errors: Vec<Warning>, lists: bool) -> RestorePlan {
     let mut look = Look::new(opts);
-    let mut plan = RestorePlan {
-        target: opts.target.clone(),
-        dirs: Vec::new(),
-        write: Vec::new(),
-        write_bytes: 0,
-        identical: Vec::new(),
-        kept: Vec::new(),
-        hardlinks: Vec::new(),
-        others: Vec::new(),
-        conflicts: Vec::new(),
-        blocked: Vec::new(),
-        delete: Vec::new(),
-        errors,
-        work: Work {
-            overwrite: opts.overwrite,
-            delete: opts.delete,
-            ..Work::default()
-        },
-        lists,
-    };
+    let mut plan = RestorePlan::new(opts, errors, lists);
     for d in &sel.dirs {
         look.dir(&d.rel, &mut plan);
     }
@@ -1501,30 +1567,39 @@ fn decide(sel: Selection, opts: &RestoreOptions, errors: Vec<Warning>, lists: bo
         (f.action, f.found) = look.entry(&f.rel, always, |md| identical(md, &f.node));
     });
     let links = look.links(sel.hardlinks, &files);
-    let (sockets, others): (Vec<PlanItem>, Vec<PlanItem>) = sel
-        .others
-        .into_iter()
-        .partition(|o| matches!(o.node.kind, NodeKind::Socket));
-    let others: Vec<Entry> = others
-        .into_par_iter()
-        .map(|o| {
-            let (action, found) = look.entry(&o.rel, false, |_| false);
-            Entry {
-                rel: o.rel,
-                node: o.node,
-                action,
-                found,
-            }
-        })
-        .collect();
+    let (others, sockets) = look.others(sel.others);
     if opts.delete {
         plan.work.extras = look.extras(&sel.listings);
     }
-    plan.list(files, links, others, sockets.len() as u64, sel.dirs);
+    plan.list(files, links, others, sockets, sel.dirs);
     plan
 }
 
 impl RestorePlan {
+    /// A plan with nothing decided yet.
+    fn new(opts: &RestoreOptions, errors: Vec<Warning>, lists: bool) -> RestorePlan {
+        RestorePlan {
+            target: opts.target.clone(),
+            dirs: Vec::new(),
+            write: Vec::new(),
+            write_bytes: 0,
+            identical: Vec::new(),
+            kept: Vec::new(),
+            hardlinks: Vec::new(),
+            others: Vec::new(),
+            conflicts: Vec::new(),
+            blocked: Vec::new(),
+            delete: Vec::new(),
+            errors,
+            work: Work {
+                overwrite: opts.overwrite,
+                delete: opts.delete,
+                ..Work::default()
+            },
+            lists,
+        }
+    }
+
     /// What [`execute`] needs; the public lists (a path per entry) are
     /// dropped here, not held to the end of the restore.
     fn into_work(self) -> (PathBuf, Vec<Warning>, Work) {
@@ -1612,18 +1687,7 @@ fn plan_with(
     lists: bool,
 ) -> Result<RestorePlan> {
     let filter = Filter::new(opts)?;
-    if fs::metadata(&opts.target).is_ok_and(|md| !md.is_dir()) {
-        return Err(Error::InvalidInput(format!(
-            "the restore target {} is not a directory",
-            opts.target.display()
-        )));
-    }
-    if opts.delete && matches!(start, RestoreStart::Node { .. }) {
-        return Err(Error::InvalidInput(
-            "deleting what the snapshot lacks needs a directory to restore, not a single file"
-                .into(),
-        ));
-    }
+    check_start(&start, opts)?;
     let (sel, errors) = select(repo, filter, &start, opts.delete)?;
     progress
         .total_files
@@ -1636,16 +1700,38 @@ fn plan_with(
     Ok(decide(sel, opts, errors, lists))
 }
 
+/// Refuses a target that is not a directory, and `--delete` of one file.
+fn check_start(start: &RestoreStart, opts: &RestoreOptions) -> Result<()> {
+    if fs::metadata(&opts.target).is_ok_and(|md| !md.is_dir()) {
+        return Err(Error::InvalidInput(format!(
+            "the restore target {} is not a directory",
+            opts.target.display()
+        )));
+    }
+    if opts.delete && matches!(start, RestoreStart::Node { .. }) {
+        return Err(Error::InvalidInput(
+            "deleting what the snapshot lacks needs a directory to restore, not a single file"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Restores the tree (or the single node) `start` names into
-/// `opts.target`: [`plan`], then [`execute`], or with `dry_run` the plan's
-/// figures ([`RestorePlan::dry_run_stats`]). The plan's lists of paths are
-/// not made: only the decisions inside it are followed.
+/// `opts.target`. With `delete`, `includes` or `dry_run`: [`plan`], then
+/// [`execute`], or the plan's figures ([`RestorePlan::dry_run_stats`]);
+/// otherwise planned and written a window at a time
+/// ([`RestoreOptions::plan_memory`]). The plan's lists of paths are not
+/// made: only the decisions inside it are followed.
 pub fn restore(
     repo: &Repository,
     start: RestoreStart,
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreStats> {
+    if !opts.delete && opts.includes.is_empty() && !opts.dry_run {
+        return restore_in_windows(repo, start, opts, progress);
+    }
     let plan = plan_with(repo, start, opts, progress, false)?;
     if opts.dry_run {
         return Ok(plan.dry_run_stats());
@@ -1669,29 +1755,7 @@ pub fn execute(
     let (target, errors, work) = plan.into_work();
     fs::create_dir_all(&target)
         .map_err(|e| Error::io(format!("create target {}", target.display()), e))?;
-    // Files, in parallel: twice the cores, or more for a remote backend,
-    // whose requests wait on the network (two per connection).
-    let threads = (std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .max(2)
-        * 2)
-    .max(repo.backend().connections() * 2);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::io("start restore threads", std::io::Error::other(e)))?;
-    let mut run = Run {
-        repo,
-        target: &target,
-        work: &work,
-        progress,
-        pool,
-        errors: Mutex::new(Vec::new()),
-        write_failed: Mutex::new(HashSet::new()),
-        cleared: AtomicU64::new(0),
-        bad_dirs: Vec::new(),
-    };
+    let mut run = Run::new(repo, &target, work, progress)?;
     let mut stats = RestoreStats {
         errors,
         ..Default::default()
@@ -1712,11 +1776,132 @@ pub fn execute(
     Ok(stats)
 }
 
+/// [`restore`] a window of the tree at a time: the walk hands each window
+/// (its files and other entries, up to the plan's budget, and the
+/// directories selected since the last) to be decided against the target,
+/// sorted by pack and written (directories, files, symlinks and the like,
+/// `--verify`), then dropped. Hard links are made once every window is
+/// written (their first path may be in any window), and the directories'
+/// metadata last, as [`execute`] does. What a window decides is what the
+/// whole plan would: the target is looked at below a directory only where
+/// it existed before the restore, and every directory is decided before
+/// what is in it (docs/DESIGN.md §10).
+fn restore_in_windows(
+    repo: &Repository,
+    start: RestoreStart,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreStats> {
+    let filter = Filter::new(opts)?;
+    check_start(&start, opts)?;
+    let size = (opts.plan_memory.unwrap_or(DEFAULT_PLAN_MEMORY) / PLANNED_BYTES).max(1) as usize;
+    // Looked at before it is made: a new target has nothing to look at.
+    let mut look = Look::new(opts);
+    fs::create_dir_all(&opts.target)
+        .map_err(|e| Error::io(format!("create target {}", opts.target.display()), e))?;
+    let work = Work {
+        overwrite: opts.overwrite,
+        ..Work::default()
+    };
+    let mut run = Run::new(repo, &opts.target, work, progress)?;
+    let mut stats = RestoreStats::default();
+    let mut dirs = Vec::new();
+    let mut hardlinks = Vec::new();
+    // Files with hard links that stay as they are: their links may too.
+    let mut staying = HashSet::new();
+    let mut decided = RestorePlan::new(opts, Vec::new(), false);
+    let always = opts.overwrite == Overwrite::Always;
+    let mut restore_window = |sel: Selection| -> Result<()> {
+        progress
+            .total_files
+            .fetch_add(sel.files.len() as u64, Ordering::Relaxed);
+        progress.total_bytes.fetch_add(
+            sel.files.iter().map(|f| f.node.size).sum(),
+            Ordering::Relaxed,
+        );
+        for d in &sel.dirs {
+            look.dir(&d.rel, &mut decided);
+        }
+        let mut files = sel.files;
+        files.par_iter_mut().for_each(|f| {
+            (f.action, f.found) = look.entry(&f.rel, always, |md| identical(md, &f.node));
+        });
+        staying.extend(
+            files
+                .iter()
+                .filter(|f| f.node.links > 1 && stays(f))
+                .map(|f| f.rel.clone()),
+        );
+        sort_by_pack(repo, &mut files);
+        let (others, _sockets) = look.others(sel.others);
+        hardlinks.extend(sel.hardlinks);
+        run.work.dirs = sel.dirs;
+        run.work.files = files;
+        run.work.others = others;
+        stats.dirs += run.make_dirs();
+        run.write_files(&mut stats);
+        stats.others += run.make_others();
+        if opts.verify {
+            stats.verified += run.verify();
+        }
+        dirs.append(&mut run.work.dirs);
+        run.work.files = Vec::new();
+        run.work.others = Vec::new();
+        Ok(())
+    };
+    let mut planner = Planner {
+        repo,
+        filter,
+        sel: Selection::default(),
+        seen_inodes: HashMap::new(),
+        errors: Vec::new(),
+        listings: false,
+        window: Some((size, &mut restore_window)),
+        failed: None,
+    };
+    match &start {
+        RestoreStart::Tree { tree, snap_path } => {
+            let t = repo.read_tree(tree)?;
+            planner.walk(&t, Path::new(""), snap_path);
+        }
+        RestoreStart::Node { node, snap_path } => {
+            let wrapper = Tree::new(vec![node.clone()]);
+            planner.walk(
+                &wrapper,
+                Path::new(""),
+                snap_path.parent().unwrap_or(Path::new("/")),
+            );
+        }
+    }
+    let Planner {
+        sel: rest,
+        errors,
+        failed,
+        ..
+    } = planner;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    restore_window(rest)?;
+    progress.scan_done.store(true, Ordering::SeqCst);
+    run.work.links = look.links_with(hardlinks, &staying);
+    stats.others += run.make_hardlinks();
+    stats.deleted += run.cleared.load(Ordering::Relaxed);
+    run.work.dirs = dirs;
+    run.finish_dirs();
+    stats.errors = errors;
+    stats
+        .errors
+        .extend(run.errors.into_inner().expect("errors"));
+    Ok(stats)
+}
+
 /// What the steps of one execution share.
 struct Run<'a> {
     repo: &'a Repository,
     target: &'a Path,
-    work: &'a Work,
+    /// What is being carried out: the whole plan, or one window of it.
+    work: Work,
     progress: &'a Progress,
     pool: rayon::ThreadPool,
     errors: Mutex<Vec<Warning>>,
@@ -1729,7 +1914,38 @@ struct Run<'a> {
     bad_dirs: Vec<PathBuf>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(
+        repo: &'a Repository,
+        target: &'a Path,
+        work: Work,
+        progress: &'a Progress,
+    ) -> Result<Run<'a>> {
+        // Files, in parallel: twice the cores, or more for a remote
+        // backend, whose requests wait on the network (two per connection).
+        let threads = (std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2)
+            * 2)
+        .max(repo.backend().connections() * 2);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::io("start restore threads", std::io::Error::other(e)))?;
+        Ok(Run {
+            repo,
+            target,
+            work,
+            progress,
+            pool,
+            errors: Mutex::new(Vec::new()),
+            write_failed: Mutex::new(HashSet::new()),
+            cleared: AtomicU64::new(0),
+            bad_dirs: Vec::new(),
+        })
+    }
+
     fn fail(&self, rel: &Path, message: String) {
         self.errors.lock().expect("errors").push(Warning {
             path: rel.to_path_buf(),
@@ -1753,14 +1969,14 @@ impl Run<'_> {
     /// Directories, parents first. A failed directory fails what is below
     /// it. Returns how many there are.
     fn make_dirs(&mut self) -> u64 {
-        let work = self.work;
+        let dirs = std::mem::take(&mut self.work.dirs);
         let mut made = 0;
-        for d in &work.dirs {
+        for d in &dirs {
             if self.under_bad(&d.rel) {
                 continue;
             }
             let path = self.target.join(&d.rel);
-            if let Err(e) = ensure_dir(&path, work.overwrite) {
+            if let Err(e) = ensure_dir(&path, self.work.overwrite) {
                 self.fail(&d.rel, format!("cannot create directory: {e}"));
                 self.bad_dirs.push(d.rel.clone());
             } else {
@@ -1769,6 +1985,7 @@ impl Run<'_> {
             }
         }
         remove_stale_temporaries(self.target);
+        self.work.dirs = dirs;
         made
     }
 

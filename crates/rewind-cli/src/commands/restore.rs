@@ -309,6 +309,9 @@ pub fn run(args: &Args, global: &Global) -> Result<u8> {
         dry_run: args.dry_run,
         includes: args.includes.clone(),
         excludes: args.excludes.clone(),
+        // An eighth of --max-memory for the plan (64 MiB, about 130,000
+        // files, by default): a larger restore goes a window at a time.
+        plan_memory: Some(global.memory_budget()? / 8),
     };
     if !global.quiet && !global.json {
         eprintln!(
