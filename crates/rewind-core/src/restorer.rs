@@ -134,6 +134,9 @@ struct Selection {
     /// For --delete (empty without): every directory restored and the
     /// names the snapshot has there.
     listings: Vec<(PathBuf, BTreeSet<Vec<u8>>)>,
+    /// Entries of the snapshot named like a restore's temporaries (rare:
+    /// a backup of an interrupted restore): never removed as stale.
+    own_temporaries: HashSet<PathBuf>,
 }
 
 /// What the plan decided for a file, hard link or other entry.
@@ -262,6 +265,8 @@ struct Work {
     sockets: u64,
     /// Entries of restored directories that the snapshot lacks (--delete).
     extras: Vec<PathBuf>,
+    /// [`Selection::own_temporaries`].
+    own_temporaries: HashSet<PathBuf>,
 }
 
 /// Paths as text, whatever their bytes (serde refuses a non-UTF-8 path).
@@ -391,7 +396,7 @@ impl Filter {
 }
 
 /// Carries out a window of a restore (its selection), in [`Planner`].
-type RestoreWindow<'a> = dyn FnMut(Selection) -> Result<()> + 'a;
+type RestoreWindow<'a> = dyn FnMut(Selection) + 'a;
 
 struct Planner<'a> {
     repo: &'a Repository,
@@ -402,10 +407,9 @@ struct Planner<'a> {
     /// Keep each directory's names ([`Selection::listings`]).
     listings: bool,
     /// Restoring in windows: the files and other entries a window holds,
-    /// and what restores one (it takes the selection so far). Its first
-    /// error stops the walk.
+    /// and what restores one (it takes the selection so far; what fails
+    /// in it is an error of the restore, which goes on).
     window: Option<(usize, &'a mut RestoreWindow<'a>)>,
-    failed: Option<Error>,
 }
 
 impl Planner<'_> {
@@ -419,17 +423,18 @@ impl Planner<'_> {
         if self.sel.files.len() + self.sel.others.len() < *size {
             return;
         }
-        if let Err(e) = restore(std::mem::take(&mut self.sel)) {
-            self.failed = Some(e);
-        }
+        restore(std::mem::take(&mut self.sel));
     }
 
     /// Selects the entries of `tree` into `rel`. Returns true if anything below was selected.
     fn walk(&mut self, tree: &Tree, rel: &Path, snap: &Path) -> bool {
         let mut any = false;
         let listing_pos = self.sel.listings.len();
-        if self.failed.is_some() {
-            return false;
+        // All of them before any window is handed over: the directory's
+        // stale temporaries may be removed with the first.
+        for node in tree.nodes.iter().filter(|n| is_restore_temporary(&n.name)) {
+            let name = std::ffi::OsStr::from_bytes(&node.name);
+            self.sel.own_temporaries.insert(rel.join(name));
         }
         if self.listings {
             let names = tree.nodes.iter().map(|n| n.name.clone()).collect();
@@ -492,9 +497,6 @@ impl Planner<'_> {
                     });
                     self.window_full();
                 }
-            }
-            if self.failed.is_some() {
-                return any;
             }
         }
         // Without an include filter an empty directory is restored too, and
@@ -1262,15 +1264,19 @@ fn is_restore_temporary(name: &[u8]) -> bool {
         && name[12..].iter().all(u8::is_ascii_hexdigit)
 }
 
-/// Removes what an interrupted restore left in `dir` (temporary files that
-/// never got renamed into place).
-fn remove_stale_temporaries(dir: &Path) {
+/// Removes the temporaries an interrupted restore left in `dir` (the
+/// target joined with `rel`: files that never got renamed into place), but
+/// not `own`: entries of the snapshot named like them (one found identical
+/// must stay).
+fn remove_stale_temporaries(dir: &Path, rel: &Path, own: &HashSet<PathBuf>) {
     let Ok(rd) = at::read_dir(dir) else { return };
     for e in rd.flatten() {
-        if is_restore_temporary(e.file_name().as_bytes())
+        let name = e.file_name();
+        if is_restore_temporary(name.as_bytes())
             && e.file_type().is_ok_and(|t| t.is_file())
+            && !own.contains(&rel.join(&name))
         {
-            let _ = at::remove_file(dir.join(e.file_name()));
+            let _ = at::remove_file(dir.join(name));
         }
     }
 }
@@ -1323,7 +1329,6 @@ fn select(
         errors: Vec::new(),
         listings,
         window: None,
-        failed: None,
     };
     match start {
         RestoreStart::Tree { tree, snap_path } => {
@@ -1571,6 +1576,7 @@ fn decide(sel: Selection, opts: &RestoreOptions, errors: Vec<Warning>, lists: bo
     if opts.delete {
         plan.work.extras = look.extras(&sel.listings);
     }
+    plan.work.own_temporaries = sel.own_temporaries;
     plan.list(files, links, others, sockets, sel.dirs);
     plan
 }
@@ -1756,6 +1762,7 @@ pub fn execute(
     fs::create_dir_all(&target)
         .map_err(|e| Error::io(format!("create target {}", target.display()), e))?;
     let mut run = Run::new(repo, &target, work, progress)?;
+    remove_stale_temporaries(&target, Path::new(""), &run.work.own_temporaries);
     let mut stats = RestoreStats {
         errors,
         ..Default::default()
@@ -1795,6 +1802,13 @@ fn restore_in_windows(
     let filter = Filter::new(opts)?;
     check_start(&start, opts)?;
     let size = (opts.plan_memory.unwrap_or(DEFAULT_PLAN_MEMORY) / PLANNED_BYTES).max(1) as usize;
+    let (root, snap) = match &start {
+        RestoreStart::Tree { tree, snap_path } => (repo.read_tree(tree)?, snap_path.as_path()),
+        RestoreStart::Node { node, snap_path } => (
+            Tree::new(vec![node.clone()]),
+            snap_path.parent().unwrap_or(Path::new("/")),
+        ),
+    };
     // Looked at before it is made: a new target has nothing to look at.
     let mut look = Look::new(opts);
     fs::create_dir_all(&opts.target)
@@ -1804,6 +1818,27 @@ fn restore_in_windows(
         ..Work::default()
     };
     let mut run = Run::new(repo, &opts.target, work, progress)?;
+    let root_own = root
+        .nodes
+        .iter()
+        .filter(|n| is_restore_temporary(&n.name))
+        .map(|n| PathBuf::from(std::ffi::OsStr::from_bytes(&n.name)))
+        .collect();
+    remove_stale_temporaries(&opts.target, Path::new(""), &root_own);
+    // The totals first, as a whole plan has them (the trees are read twice).
+    let (mut files, mut bytes) = (0, 0);
+    count_files(
+        repo,
+        &root,
+        snap,
+        &filter,
+        &mut HashSet::new(),
+        &mut files,
+        &mut bytes,
+    );
+    progress.total_files.store(files, Ordering::Relaxed);
+    progress.total_bytes.store(bytes, Ordering::Relaxed);
+    progress.scan_done.store(true, Ordering::SeqCst);
     let mut stats = RestoreStats::default();
     let mut dirs = Vec::new();
     let mut hardlinks = Vec::new();
@@ -1811,14 +1846,7 @@ fn restore_in_windows(
     let mut staying = HashSet::new();
     let mut decided = RestorePlan::new(opts, Vec::new(), false);
     let always = opts.overwrite == Overwrite::Always;
-    let mut restore_window = |sel: Selection| -> Result<()> {
-        progress
-            .total_files
-            .fetch_add(sel.files.len() as u64, Ordering::Relaxed);
-        progress.total_bytes.fetch_add(
-            sel.files.iter().map(|f| f.node.size).sum(),
-            Ordering::Relaxed,
-        );
+    let mut restore_window = |sel: Selection| {
         for d in &sel.dirs {
             look.dir(&d.rel, &mut decided);
         }
@@ -1835,6 +1863,7 @@ fn restore_in_windows(
         sort_by_pack(repo, &mut files);
         let (others, _sockets) = look.others(sel.others);
         hardlinks.extend(sel.hardlinks);
+        run.work.own_temporaries.extend(sel.own_temporaries);
         run.work.dirs = sel.dirs;
         run.work.files = files;
         run.work.others = others;
@@ -1847,7 +1876,6 @@ fn restore_in_windows(
         dirs.append(&mut run.work.dirs);
         run.work.files = Vec::new();
         run.work.others = Vec::new();
-        Ok(())
     };
     let mut planner = Planner {
         repo,
@@ -1857,33 +1885,12 @@ fn restore_in_windows(
         errors: Vec::new(),
         listings: false,
         window: Some((size, &mut restore_window)),
-        failed: None,
     };
-    match &start {
-        RestoreStart::Tree { tree, snap_path } => {
-            let t = repo.read_tree(tree)?;
-            planner.walk(&t, Path::new(""), snap_path);
-        }
-        RestoreStart::Node { node, snap_path } => {
-            let wrapper = Tree::new(vec![node.clone()]);
-            planner.walk(
-                &wrapper,
-                Path::new(""),
-                snap_path.parent().unwrap_or(Path::new("/")),
-            );
-        }
-    }
+    planner.walk(&root, Path::new(""), snap);
     let Planner {
-        sel: rest,
-        errors,
-        failed,
-        ..
+        sel: rest, errors, ..
     } = planner;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    restore_window(rest)?;
-    progress.scan_done.store(true, Ordering::SeqCst);
+    restore_window(rest);
     run.work.links = look.links_with(hardlinks, &staying);
     stats.others += run.make_hardlinks();
     stats.deleted += run.cleared.load(Ordering::Relaxed);
@@ -1894,6 +1901,41 @@ fn restore_in_windows(
         .errors
         .extend(run.errors.into_inner().expect("errors"));
     Ok(stats)
+}
+
+/// Counts the files below `tree` that a restore without include rules
+/// selects, and their bytes: what [`Planner::walk`] selects as files (a
+/// hard link seen before is not one); an unreadable tree counts nothing.
+fn count_files(
+    repo: &Repository,
+    tree: &Tree,
+    snap: &Path,
+    filter: &Filter,
+    seen: &mut HashSet<(u64, u64)>,
+    files: &mut u64,
+    bytes: &mut u64,
+) {
+    for node in &tree.nodes {
+        let child = snap.join(std::ffi::OsStr::from_bytes(&node.name));
+        if filter.excluded(&child, node.is_dir()) {
+            continue;
+        }
+        match &node.kind {
+            NodeKind::Dir { subtree } => {
+                if let Ok(t) = repo.read_tree(subtree) {
+                    count_files(repo, &t, &child, filter, seen, files, bytes);
+                }
+            }
+            NodeKind::File { .. } => {
+                if node.links > 1 && node.inode != 0 && !seen.insert((node.device, node.inode)) {
+                    continue;
+                }
+                *files += 1;
+                *bytes += node.size;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What the steps of one execution share.
@@ -1954,12 +1996,21 @@ impl<'a> Run<'a> {
     }
 
     /// A file not written: its hard links are not made either.
-    fn write_failed(&self, rel: &Path, message: String) {
-        self.fail(rel, message);
-        self.write_failed
-            .lock()
-            .expect("failed set")
-            .insert(rel.to_path_buf());
+    fn write_failed(&self, f: &Entry, message: String) {
+        self.fail(&f.rel, message);
+        self.not_written(f);
+    }
+
+    /// Notes a file not written if it has hard links (only those are
+    /// looked up: a path per failed file would grow with a restore that
+    /// fails everywhere, a full disk say).
+    fn not_written(&self, f: &Entry) {
+        if f.node.links > 1 {
+            self.write_failed
+                .lock()
+                .expect("failed set")
+                .insert(f.rel.clone());
+        }
     }
 
     fn under_bad(&self, rel: &Path) -> bool {
@@ -1981,10 +2032,9 @@ impl<'a> Run<'a> {
                 self.bad_dirs.push(d.rel.clone());
             } else {
                 made += 1;
-                remove_stale_temporaries(&path);
+                remove_stale_temporaries(&path, &d.rel, &self.work.own_temporaries);
             }
         }
-        remove_stale_temporaries(self.target);
         self.work.dirs = dirs;
         made
     }
@@ -1996,22 +2046,19 @@ impl<'a> Run<'a> {
             // Not written (said once, for what is in the way): nor are its
             // hard links, which would otherwise be made to whatever is
             // there, through a symlink perhaps.
-            self.write_failed
-                .lock()
-                .expect("failed set")
-                .insert(f.rel.clone());
+            self.not_written(f);
             return None;
         }
         let path = self.target.join(&f.rel);
         let skip = match f.action {
             Action::Identical | Action::Keep => true,
             Action::Conflict => {
-                self.write_failed(&f.rel, DIRECTORY_IN_THE_WAY.into());
+                self.write_failed(f, DIRECTORY_IN_THE_WAY.into());
                 return None;
             }
             Action::Write | Action::Blocked => {
                 if let Err(m) = clear_directory_in_the_way(&path, self.work.delete, &self.cleared) {
-                    self.write_failed(&f.rel, m);
+                    self.write_failed(f, m);
                     return None;
                 }
                 let same = already_there(&path, &f.node);
@@ -2041,7 +2088,7 @@ impl<'a> Run<'a> {
                 FileOutcome::Written(n)
             }
             Err(e) => {
-                self.write_failed(&f.rel, e);
+                self.write_failed(f, e);
                 FileOutcome::Failed
             }
         }
