@@ -412,7 +412,24 @@ struct Planner<'a> {
     window: Option<(usize, &'a mut RestoreWindow<'a>)>,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
+    fn new(
+        repo: &'a Repository,
+        filter: Filter,
+        listings: bool,
+        window: Option<(usize, &'a mut RestoreWindow<'a>)>,
+    ) -> Planner<'a> {
+        Planner {
+            repo,
+            filter,
+            sel: Selection::default(),
+            seen_inodes: HashMap::new(),
+            errors: Vec::new(),
+            listings,
+            window,
+        }
+    }
+
     /// Restores the selection so far when it holds a window's entries
     /// (the directories selected so far go with it: they are above or
     /// beside what is in it).
@@ -1321,34 +1338,26 @@ fn select(
     start: &RestoreStart,
     listings: bool,
 ) -> Result<(Selection, Vec<Warning>)> {
-    let mut planner = Planner {
-        repo,
-        filter,
-        sel: Selection::default(),
-        seen_inodes: HashMap::new(),
-        errors: Vec::new(),
-        listings,
-        window: None,
-    };
-    match start {
-        RestoreStart::Tree { tree, snap_path } => {
-            let t = repo.read_tree(tree)?;
-            planner.walk(&t, Path::new(""), snap_path);
-        }
-        RestoreStart::Node { node, snap_path } => {
-            let wrapper = Tree::new(vec![node.clone()]);
-            planner.walk(
-                &wrapper,
-                Path::new(""),
-                snap_path.parent().unwrap_or(Path::new("/")),
-            );
-        }
-    }
+    let (root, snap) = start_tree(repo, start)?;
+    let mut planner = Planner::new(repo, filter, listings, None);
+    planner.walk(&root, Path::new(""), snap);
     let Planner {
         mut sel, errors, ..
     } = planner;
     sort_by_pack(repo, &mut sel.files);
     Ok((sel, errors))
+}
+
+/// The tree a restore of `start` walks, and where it is in the snapshot (a
+/// single node is walked as a tree of its own).
+fn start_tree<'s>(repo: &Repository, start: &'s RestoreStart) -> Result<(Tree, &'s Path)> {
+    Ok(match start {
+        RestoreStart::Tree { tree, snap_path } => (repo.read_tree(tree)?, snap_path.as_path()),
+        RestoreStart::Node { node, snap_path } => (
+            Tree::new(vec![node.clone()]),
+            snap_path.parent().unwrap_or(Path::new("/")),
+        ),
+    })
 }
 
 /// Restore files in the order their data lies in the packs, so that
@@ -1802,13 +1811,7 @@ fn restore_in_windows(
     let filter = Filter::new(opts)?;
     check_start(&start, opts)?;
     let size = (opts.plan_memory.unwrap_or(DEFAULT_PLAN_MEMORY) / PLANNED_BYTES).max(1) as usize;
-    let (root, snap) = match &start {
-        RestoreStart::Tree { tree, snap_path } => (repo.read_tree(tree)?, snap_path.as_path()),
-        RestoreStart::Node { node, snap_path } => (
-            Tree::new(vec![node.clone()]),
-            snap_path.parent().unwrap_or(Path::new("/")),
-        ),
-    };
+    let (root, snap) = start_tree(repo, &start)?;
     // Looked at before it is made: a new target has nothing to look at.
     let mut look = Look::new(opts);
     fs::create_dir_all(&opts.target)
@@ -1877,15 +1880,7 @@ fn restore_in_windows(
         run.work.files = Vec::new();
         run.work.others = Vec::new();
     };
-    let mut planner = Planner {
-        repo,
-        filter,
-        sel: Selection::default(),
-        seen_inodes: HashMap::new(),
-        errors: Vec::new(),
-        listings: false,
-        window: Some((size, &mut restore_window)),
-    };
+    let mut planner = Planner::new(repo, filter, false, Some((size, &mut restore_window)));
     planner.walk(&root, Path::new(""), snap);
     let Planner {
         sel: rest, errors, ..
