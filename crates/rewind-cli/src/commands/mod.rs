@@ -101,7 +101,9 @@ pub struct Global {
     /// within it whatever the repository's size (check and prune read the
     /// index files again instead of holding them; prune still holds its
     /// used blobs, ~36 bytes a chunk). With --no-cache the index is held in
-    /// memory.
+    /// memory. An eighth of it is a backup's scan's (past it, folders are
+    /// stored while the scan goes on) and a restore's plan's (past it, the
+    /// restore goes a window of files at a time).
     #[arg(
         long,
         env = "REWIND_MAX_MEMORY",
