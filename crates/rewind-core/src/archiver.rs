@@ -227,7 +227,7 @@ struct Scanner<'a> {
     early: &'a EarlyStores,
     /// Where finished directories go once the scan holds too much; closed
     /// (the scanner dropped) when the scan is over.
-    handoff: Option<crossbeam_channel::Sender<Handoff>>,
+    handoff: crossbeam_channel::Sender<Handoff>,
     opts: &'a BackupOptions,
     excludes: ignore::gitignore::Gitignore,
     owners: Owners,
@@ -418,7 +418,6 @@ impl Scanner<'_> {
     /// tree's id comes when they are stored. It waits while the stores have
     /// the other half queued, which is what bounds the scan's memory.
     fn hand_off_if_over(&self, dir: &mut ScanDir) {
-        let Some(handoff) = &self.handoff else { return };
         let early = self.early;
         if dir.same_tree.is_some() || early.held.load(Ordering::Relaxed) < early.half() {
             return;
@@ -428,7 +427,7 @@ impl Scanner<'_> {
         }
         let id = Arc::new(OnceLock::new());
         early.held.fetch_sub(dir.held, Ordering::Relaxed);
-        let sent = handoff.send(Handoff {
+        let sent = self.handoff.send(Handoff {
             children: std::mem::take(&mut dir.children),
             held: dir.held,
             id: id.clone(),
@@ -1420,7 +1419,7 @@ pub fn backup(
             let scanner = Scanner {
                 repo,
                 early: &early,
-                handoff: Some(handoff),
+                handoff,
                 opts,
                 excludes,
                 owners: Owners::default(),
